@@ -1,0 +1,210 @@
+"""Bring up and tear down the bed's services: dockerd, the registry and its token server.
+
+What the bed starts it records in ``<workdir>/state.json`` and stops again on ``down``;
+an engine that already answers on the socket is reused and left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import docker
+import httpx
+
+from testbed.tokenserver import ISSUER, SERVICE, make_signing_material
+from testbed.util import BedError, wait_until
+
+REGISTRY_HOST = "127.0.0.1:5000"
+REGISTRY_URL = f"http://{REGISTRY_HOST}"
+TOKEN_PORT = 5001
+USERNAME = "twilight-ci"
+# A fixed, recognisable fake PAT: the security tests scan every log line for it.
+PASSWORD = "ghp_TwilightTestBedSecret0123456789abcdef"
+DEFAULT_WORKDIR = Path(os.environ.get("TWILIGHT_BED_DIR", Path(__file__).resolve().parent.parent / ".bed"))
+
+
+@dataclass
+class BedState:
+    workdir: str
+    pids: dict[str, int] = field(default_factory=dict)
+    started_engine: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def save(self) -> None:
+        Path(self.workdir, "state.json").write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, workdir: Path) -> BedState | None:
+        try:
+            return cls(**json.loads((workdir / "state.json").read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+
+def engine_client(timeout: int = 60) -> docker.DockerClient:
+    return docker.DockerClient(base_url="unix:///var/run/docker.sock", version="auto",
+                               timeout=timeout)
+
+
+def engine_answers() -> bool:
+    try:
+        engine_client(timeout=5).ping()
+        return True
+    except Exception:
+        return False
+
+
+def registry_answers() -> bool:
+    try:
+        r = httpx.get(f"{REGISTRY_URL}/v2/", timeout=2)
+        return r.status_code == 401 and "Bearer" in r.headers.get("www-authenticate", "")
+    except httpx.HTTPError:
+        return False
+
+
+def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    fh = open(log, "ab")  # noqa: SIM115 - handed to the child, closed with it
+    return subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def _tail(path: Path, n: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def start_engine(state: BedState) -> None:
+    if engine_answers():
+        return
+    dockerd = shutil.which("dockerd")
+    if dockerd is None:
+        raise BedError("no Docker engine answers on /var/run/docker.sock and dockerd is not "
+                       "installed: run `bash scripts/test` as root (it apt-installs docker.io)")
+    log = Path(state.workdir, "dockerd.log")
+    proc = _spawn([dockerd, "--host", "unix:///var/run/docker.sock"], log)
+    try:
+        wait_until(engine_answers, timeout=90, interval=0.3, what="dockerd to answer")
+    except TimeoutError as exc:
+        raise BedError(f"dockerd did not come up (exit={proc.poll()}); last log lines:\n"
+                       f"{_tail(log)}") from exc
+    state.pids["dockerd"] = proc.pid
+    state.started_engine = True
+
+
+def _registry_config(workdir: Path, cert: Path) -> Path:
+    cfg = workdir / "registry.yml"
+    cfg.write_text(f"""version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {workdir / 'registry-data'}
+  delete:
+    enabled: true
+  cache:
+    blobdescriptor: inmemory
+http:
+  addr: {REGISTRY_HOST}
+  secret: twilight-testbed-not-a-secret
+auth:
+  token:
+    realm: http://127.0.0.1:{TOKEN_PORT}/token
+    service: {SERVICE}
+    issuer: {ISSUER}
+    rootcertbundle: {cert}
+""")
+    return cfg
+
+
+def start_registry(state: BedState) -> None:
+    if registry_answers():
+        return
+    binary = shutil.which("docker-registry") or shutil.which("registry")
+    if binary is None:
+        raise BedError("the distribution registry is not installed: run `bash scripts/test` "
+                       "as root (it apt-installs docker-registry)")
+    workdir = Path(state.workdir)
+    key, cert = make_signing_material(workdir)
+    users = json.dumps({USERNAME: PASSWORD})
+    tok_log = workdir / "tokenserver.log"
+    env_users = workdir / "users.json"
+    env_users.write_text(users)
+    env_users.chmod(0o600)
+    tok = _spawn([sys.executable, "-m", "testbed", "tokenserver", "--key", str(key),
+                  "--users", str(env_users), "--port", str(TOKEN_PORT)], tok_log)
+    state.pids["tokenserver"] = tok.pid
+    reg_log = workdir / "registry.log"
+    reg = _spawn([binary, "serve", str(_registry_config(workdir, cert))], reg_log)
+    state.pids["registry"] = reg.pid
+    state.save()
+    try:
+        wait_until(registry_answers, timeout=30, interval=0.1, what="the registry on :5000")
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{TOKEN_PORT}/_stats", timeout=1)
+                   .status_code == 200, timeout=30, interval=0.1, what="the token server")
+    except TimeoutError as exc:
+        raise BedError(f"registry/token server did not come up; registry log:\n{_tail(reg_log)}"
+                       f"\ntoken server log:\n{_tail(tok_log)}") from exc
+
+
+def up(workdir: Path = DEFAULT_WORKDIR) -> BedState:
+    """Start what is missing; return the state naming what this call started."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    old = BedState.load(workdir)
+    state = old if old and (engine_answers() and registry_answers()) else BedState(str(workdir))
+    t0 = time.monotonic()
+    start_engine(state)
+    state.timings["engine_s"] = round(time.monotonic() - t0, 2)
+    t1 = time.monotonic()
+    start_registry(state)
+    state.timings["registry_s"] = round(time.monotonic() - t1, 2)
+    state.save()
+    return state
+
+
+def _kill(pid: int, timeout: float = 30) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+            try:  # reap it if it is our child
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def down(workdir: Path = DEFAULT_WORKDIR) -> list[str]:
+    """Stop what ``up`` started (registry, token server, and dockerd if the bed started it)."""
+    state = BedState.load(workdir)
+    if state is None:
+        return []
+    stopped = []
+    for name in ("registry", "tokenserver", "dockerd"):
+        pid = state.pids.pop(name, None)
+        if pid:
+            _kill(pid)
+            stopped.append(name)
+    (workdir / "state.json").unlink(missing_ok=True)
+    return stopped

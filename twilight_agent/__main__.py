@@ -1,0 +1,3 @@
+from twilight_agent.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""Command line: argument parsing and exit codes; no logic.
+
+Each subcommand is a function ``(settings, args) -> int`` in ``twilight_agent.commands``,
+imported only when used so ``--help`` and ``status`` start fast. A ``TwilightError`` becomes
+one line on stderr and its exit code (design.md): 0 done, 1 deploy failed and the previous
+version serves, 2 invalid input or config, 3 locked, 4 halted, 5 registry/Docker unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from twilight_agent import __version__
+from twilight_agent.errors import TwilightError
+
+EPILOG = """exit codes: 0 done (deployed and healthy, or nothing to do); 1 deploy failed and the
+previous version is serving again; 2 invalid input or config, nothing touched; 3 another
+deploy holds the lock; 4 halted: rollback failed, operator needed; 5 registry or Docker
+unreachable, nothing touched."""
+
+# name -> (module in twilight_agent.commands, function, help, examples)
+COMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "run": ("daemon", "cmd_run", "run the daemon (what systemd starts)",
+            "twilight-agent run --config /etc/twilight-agent/agent.env"),
+    "check": ("check", "cmd_check", "show what would be deployed and why; changes nothing",
+              "twilight-agent check\n  twilight-agent check --json"),
+    "deploy": ("deploy", "cmd_deploy", "deploy now: TAG, or the newest build on the track",
+               "twilight-agent deploy\n  twilight-agent deploy sha-1a2b3c4"),
+    "rollback": ("deploy", "cmd_rollback", "go back to the previous good version",
+                 "twilight-agent rollback"),
+    "status": ("deploy", "cmd_status", "current/previous version, pin, quarantine, phase",
+               "twilight-agent status\n  twilight-agent status --json"),
+    "history": ("deploy", "cmd_history", "past deploys, newest first",
+                "twilight-agent history -n 5\n  twilight-agent history --json"),
+    "unquarantine": ("deploy", "cmd_unquarantine", "allow a quarantined digest again",
+                     "twilight-agent unquarantine sha-1a2b3c4\n"
+                     "  twilight-agent unquarantine sha256:<64 hex>"),
+    "pin": ("daemon", "cmd_pin", "pin a tag (writes the config, reloads the daemon)",
+            "twilight-agent pin v1.4.2"),
+    "unpin": ("daemon", "cmd_unpin", "follow the track again (writes the config, reloads)",
+              "twilight-agent unpin"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="twilight-agent",
+        description="Pull-based deploy agent: follows a registry track and rolls one "
+        "container forward with a health gate and automatic rollback.",
+        epilog=EPILOG,
+    )
+    p.add_argument("--version", action="version", version=f"twilight-agent {__version__}")
+    p.add_argument("--config", type=Path, default=None, metavar="PATH",
+                   help="settings file (default /etc/twilight-agent/agent.env)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, _, help_, examples) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_, description=help_,
+                            epilog=f"examples:\n  {examples}",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        if name in ("check", "status", "history"):
+            sp.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "deploy":
+            sp.add_argument("tag", nargs="?", help="tag to deploy (default: newest on track)")
+        if name == "pin":
+            sp.add_argument("tag", help="tag to pin")
+        if name == "history":
+            sp.add_argument("-n", type=int, default=20, metavar="N", help="rows (default 20)")
+        if name == "unquarantine":
+            sp.add_argument("target", metavar="DIGEST|TAG")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 0
+    module, func, _, _ = COMMANDS[args.command]
+    try:
+        from twilight_agent.settings import load_settings
+
+        settings = load_settings(args.config)
+        handler = getattr(importlib.import_module(f"twilight_agent.commands.{module}"), func)
+        return int(handler(settings, args))
+    except TwilightError as exc:
+        print(f"twilight-agent: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,73 @@
+"""Value objects shared by the core and the adapters."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+# Registry path components, as the distribution spec defines them.
+_REPO_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+_HOST_RE = re.compile(r"^(?:[a-zA-Z0-9-]+\.)*[a-zA-Z0-9-]+(?::[0-9]{1,5})?$")
+
+
+class Digest(str):
+    """A content digest, ``sha256:`` followed by 64 lowercase hex digits."""
+
+    __slots__ = ()
+
+    def __new__(cls, value: str) -> Digest:
+        if not isinstance(value, str) or not _DIGEST_RE.match(value):
+            raise ValueError(f"not a sha256 digest: {value[:80]!r}")
+        return super().__new__(cls, value)
+
+    @property
+    def short(self) -> str:
+        """The first 12 hex digits, as Docker shows image ids."""
+        return self[7:19]
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A repository in a registry: ``ghcr.io/owner/name``. Tags and digests are separate."""
+
+    host: str
+    repository: str
+
+    @classmethod
+    def parse(cls, text: str) -> ImageRef:
+        """Parse ``host/owner/name``; the host is required (no Docker Hub guessing)."""
+        text = text.strip()
+        if "@" in text or text.count(":") > 1 or (":" in text and "/" not in text.split(":")[-1]):
+            raise ValueError(f"image must be host/owner/name without a tag or digest: {text!r}")
+        host, sep, repository = text.partition("/")
+        if not sep or not ("." in host or ":" in host or host == "localhost"):
+            raise ValueError(f"image must start with a registry host (e.g. ghcr.io/...): {text!r}")
+        if not _HOST_RE.match(host):
+            raise ValueError(f"invalid registry host: {host!r}")
+        if not _REPO_RE.match(repository) or len(repository) > 255:
+            raise ValueError(f"invalid repository name: {repository!r}")
+        return cls(host=host, repository=repository)
+
+    def __str__(self) -> str:
+        return f"{self.host}/{self.repository}"
+
+    def with_tag(self, tag: str) -> str:
+        return f"{self}:{tag}"
+
+    def with_digest(self, digest: str) -> str:
+        return f"{self}@{digest}"
+
+
+@dataclass(frozen=True)
+class Release:
+    """One build on the registry, as the agent chose it."""
+
+    tag: str
+    digest: Digest
+    revision: str | None = None
+    created: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.tag}@{self.digest.short}"

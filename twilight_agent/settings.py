@@ -1,0 +1,175 @@
+"""Configuration: pydantic-settings, env prefix ``TWILIGHT_``. The only reader of the environment.
+
+Sources, strongest first: the process environment, then the config file
+(``/etc/twilight-agent/agent.env`` or ``--config PATH``), then the defaults here.
+Secrets are read from files (``TWILIGHT_REGISTRY_PASSWORD_FILE`` or the systemd credential
+``registry-token``) and are never part of ``repr()`` or a log line.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from twilight_agent.core.durations import parse_duration
+from twilight_agent.core.models import ImageRef
+from twilight_agent.core.policy import DEFAULT_TAG_PATTERN, check_tag
+from twilight_agent.errors import ConfigError
+
+DEFAULT_CONFIG = Path("/etc/twilight-agent/agent.env")
+CREDENTIAL_NAME = "registry-token"
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class Settings(BaseSettings):
+    """Every setting of twilight-agent. Field descriptions feed docs/configuration.md."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TWILIGHT_", extra="forbid", case_sensitive=False, frozen=True,
+        env_file_encoding="utf-8",
+    )
+
+    image: str = Field(description="Repository to follow, with its registry host, "
+                       "e.g. `ghcr.io/lacatfly/twilight-drive`. No tag.")
+    registry_url: str = Field("", description="Registry base URL. Default: `https://` + the "
+                              "image's host (`http://127.0.0.1:5000` in tests).")
+    track: str = Field("main", description="Moving tag CI pushes on every build of main.")
+    tag_pattern: str = Field(DEFAULT_TAG_PATTERN, description="Regex every tag must match "
+                             "before anything is done with it (pin, CLI, registry).")
+    pin: str = Field("", description="Deploy this tag and stop following the track; empty "
+                     "= follow the track. Changed with `twilight-agent pin` + reload.")
+    container: str = Field("", description="Name of the container to roll forward.")
+    compose_project: str = Field("", description="Compose project of the target (with "
+                                 "`TWILIGHT_SERVICE`), instead of `TWILIGHT_CONTAINER`.")
+    service: str = Field("", description="Compose service of the target.")
+    env_file: Path | None = Field(None, description="Compose `.env` whose `IMAGE_TAG=` line "
+                                  "is rewritten on commit, so `docker compose up -d` by hand "
+                                  "stays on the deployed tag.")
+    health_url: str = Field("", description="URL probed for 2xx. Default: "
+                            "`http://127.0.0.1:<first published port>/healthz`.")
+    health_timeout: Duration = Field(60.0, description="How long a new version has to "
+                                     "become healthy.")
+    health_interval: Duration = Field(2.0, description="Time between health probes.")
+    health_soak: Duration = Field(10.0, description="How long it must stay healthy after "
+                                  "the first pass.")
+    poll_interval: Duration = Field(60.0, description="Time between registry polls "
+                                    "(jittered by up to 10%).")
+    prune_after: Duration = Field(7 * 86400.0, description="Remove images of this "
+                                  "repository older than this; never the current or previous.")
+    state_dir: Path = Field(Path("/var/lib/twilight-agent"), description="Journal, history, "
+                            "quarantine (sqlite) and the deploy lock.")
+    registry_username: str = Field("", description="User for Basic auth at the token "
+                                   "endpoint (a GitHub user for ghcr.io).")
+    registry_password_file: Path | None = Field(None, description="File holding the "
+                                                "registry token (a PAT with read:packages).")
+    log_format: Literal["auto", "json", "console", "journald"] = Field(
+        "auto", description="`auto`: journald fields under systemd, JSON when not a TTY, "
+        "console on a TTY.")
+    docker_host: str = Field("unix:///var/run/docker.sock", description="Docker engine socket.")
+    metrics_file: Path | None = Field(None, description="Prometheus textfile to write "
+                                      "(node_exporter textfile collector). Off when empty.")
+    webhook_url: str = Field("", description="URL that gets a JSON POST on deploy, rollback "
+                             "and halt. Off when empty.")
+    credentials_directory: Path | None = Field(
+        None, validation_alias=AliasChoices("CREDENTIALS_DIRECTORY"),
+        description="Set by systemd (`LoadCredential=`); holds `registry-token`.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        try:
+            ImageRef.parse(self.image)
+        except ValueError as exc:
+            raise ValueError(f"TWILIGHT_IMAGE: {exc}") from None
+        for name in ("track", "pin"):
+            value = getattr(self, name)
+            if value:
+                try:
+                    check_tag(value, self.tag_pattern)
+                except ValueError as exc:
+                    raise ValueError(f"TWILIGHT_{name.upper()}: {exc}") from None
+        if self.container and (self.compose_project or self.service):
+            raise ValueError("set TWILIGHT_CONTAINER or TWILIGHT_COMPOSE_PROJECT + "
+                             "TWILIGHT_SERVICE, not both")
+        if bool(self.compose_project) != bool(self.service):
+            raise ValueError("TWILIGHT_COMPOSE_PROJECT and TWILIGHT_SERVICE go together")
+        if self.registry_url and not self.registry_url.startswith(("http://", "https://")):
+            raise ValueError("TWILIGHT_REGISTRY_URL must start with http:// or https://")
+        if self.health_interval <= 0 or self.poll_interval <= 0:
+            raise ValueError("TWILIGHT_HEALTH_INTERVAL and TWILIGHT_POLL_INTERVAL must be > 0")
+        return self
+
+    # -- derived ----------------------------------------------------------------------
+    @property
+    def image_ref(self) -> ImageRef:
+        return ImageRef.parse(self.image)
+
+    @property
+    def registry_base(self) -> str:
+        return (self.registry_url or f"https://{self.image_ref.host}").rstrip("/")
+
+    @property
+    def has_target(self) -> bool:
+        return bool(self.container or self.service)
+
+    def registry_password(self) -> SecretStr | None:
+        """The registry token: the systemd credential first, then the password file."""
+        candidates = []
+        if self.credentials_directory:
+            candidates.append(self.credentials_directory / CREDENTIAL_NAME)
+        if self.registry_password_file:
+            candidates.append(self.registry_password_file)
+        for path in candidates:
+            try:
+                text = path.read_text().strip()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise ConfigError(f"cannot read registry token {path}: {exc.strerror}") from exc
+            if text:
+                return SecretStr(text)
+        if self.registry_password_file and not self.registry_password_file.exists():
+            raise ConfigError(f"TWILIGHT_REGISTRY_PASSWORD_FILE {self.registry_password_file}"
+                              " does not exist")
+        return None
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if p != "__root__")
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return f"unknown setting {loc.upper()!s} (typo?)"
+    if err["type"] == "missing":
+        return f"TWILIGHT_{loc.upper()} is required"
+    return f"TWILIGHT_{loc.upper()}: {msg}" if loc and not msg.startswith("TWILIGHT_") else msg
+
+
+def load_settings(config: Path | None = None, **overrides: object) -> Settings:
+    """Read the config file (if it exists; a path given explicitly must exist) + environment.
+
+    Raises ``ConfigError`` with one line naming the setting at fault.
+    """
+    path = config or DEFAULT_CONFIG
+    if config is not None and not config.exists():
+        raise ConfigError(f"config file {config} does not exist")
+    env_file = path if path.exists() else None
+    if env_file is not None:
+        try:
+            env_file.read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        where = f" (in {path} or the environment)" if env_file else ""
+        raise ConfigError(_first_error(exc) + where) from None
+
+
+def environ() -> dict[str, str]:
+    """The process environment, for the few places that must pass it on (subprocesses)."""
+    return dict(os.environ)
