@@ -156,3 +156,38 @@ class HealthPort(Protocol):
         """Fail at once on exit/restart/OOM; pass on HTTP 2xx (+ HEALTHCHECK healthy when
         the image has one), then hold ``soak`` seconds with the same checks."""
         ...
+
+
+# --------------------------------------------------------------------------- store
+@dataclass(frozen=True)
+class QuarantineEntry:
+    digest: str
+    tag: str | None
+    reason: str
+    at: str  # ISO 8601 UTC
+
+
+class StorePort(Protocol):
+    """sqlite3 (WAL) in TWILIGHT_STATE_DIR: phase journal, history, quarantine (store.py)."""
+
+    def quarantined(self) -> list[QuarantineEntry]: ...
+
+    def is_quarantined(self, digest: str) -> bool: ...
+
+    def quarantine(self, digest: str, tag: str | None, reason: str) -> None: ...
+
+    def unquarantine(self, digest_or_tag: str) -> list[QuarantineEntry]: ...
+
+
+# --------------------------------------------------------------------------- events
+class EventSink(Protocol):
+    """Receives one structured event per transition and per finished deploy.
+
+    Implementations: the audit log (structlog/journald), metrics file, webhooks. A sink
+    must never raise into the agent: failures are its own to log.
+    Event names used: ``phase`` (every transition), ``deploy_finished`` (outcome
+    ``deployed|rolled_back|halted|failed_pull|...``), ``rollback``, ``halted``,
+    ``registry_error``, ``poll`` (duration_s).
+    """
+
+    def emit(self, event: str, fields: Mapping[str, Any]) -> None: ...
