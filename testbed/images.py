@@ -37,7 +37,8 @@ esac
 """
 R500 = """#!/bin/sh
 read -r line
-printf 'HTTP/1.0 500 Internal Server Error\\r\\nContent-Type: text/plain\\r\\nContent-Length: 5\\r\\nConnection: close\\r\\n\\r\\nfail\\n'
+printf 'HTTP/1.0 500 Internal Server Error\\r\\nContent-Type: text/plain\\r\\n'
+printf 'Content-Length: 5\\r\\nConnection: close\\r\\n\\r\\nfail\\n'
 """
 RHANG = """#!/bin/sh
 exec sleep 3600

@@ -6,6 +6,7 @@ an engine that already answers on the socket is reused and left alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -28,7 +29,8 @@ TOKEN_PORT = 5001
 USERNAME = "twilight-ci"
 # A fixed, recognisable fake PAT: the security tests scan every log line for it.
 PASSWORD = "ghp_TwilightTestBedSecret0123456789abcdef"
-DEFAULT_WORKDIR = Path(os.environ.get("TWILIGHT_BED_DIR", Path(__file__).resolve().parent.parent / ".bed"))
+DEFAULT_WORKDIR = Path(
+    os.environ.get("TWILIGHT_BED_DIR", Path(__file__).resolve().parent.parent / ".bed"))
 
 
 @dataclass
@@ -182,17 +184,13 @@ def _kill(pid: int, timeout: float = 30) -> None:
     while time.monotonic() < deadline:
         try:
             os.kill(pid, 0)
-            try:  # reap it if it is our child
+            with contextlib.suppress(ChildProcessError):  # reap it if it is our child
                 os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
         except ProcessLookupError:
             return
         time.sleep(0.1)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def down(workdir: Path = DEFAULT_WORKDIR) -> list[str]:

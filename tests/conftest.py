@@ -7,6 +7,7 @@ running and tears down what it started. A test that needs them and cannot get th
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from collections.abc import Iterator
@@ -79,27 +80,19 @@ def cleanup(bed: Bed, uid: str) -> Iterator[str]:
     yield uid
     d = bed.docker
     for c in d.containers.list(all=True, filters={"name": uid}):
-        try:
+        with contextlib.suppress(docker.errors.APIError):
             c.remove(force=True, v=False)
-        except docker.errors.APIError:
-            pass
     for v in d.volumes.list(filters={"name": uid}):
-        try:
+        with contextlib.suppress(docker.errors.APIError):
             v.remove(force=True)
-        except docker.errors.APIError:
-            pass
     for n in d.networks.list(names=[uid]):
-        try:
+        with contextlib.suppress(docker.errors.APIError):
             n.remove()
-        except docker.errors.APIError:
-            pass
     for img in d.images.list():
         refs = img.tags + img.attrs.get("RepoDigests", [])
         if any(uid in r for r in refs):
-            try:
+            with contextlib.suppress(docker.errors.APIError):
                 d.images.remove(img.id, force=True)
-            except docker.errors.APIError:
-                pass
 
 
 @pytest.fixture

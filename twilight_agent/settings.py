@@ -10,9 +10,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from twilight_agent.core.durations import parse_duration
@@ -149,7 +156,7 @@ def _first_error(exc: ValidationError) -> str:
     return f"TWILIGHT_{loc.upper()}: {msg}" if loc and not msg.startswith("TWILIGHT_") else msg
 
 
-def load_settings(config: Path | None = None, **overrides: object) -> Settings:
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     """Read the config file (if it exists; a path given explicitly must exist) + environment.
 
     Raises ``ConfigError`` with one line naming the setting at fault.

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 # Registry path components, as the distribution spec defines them.
-_REPO_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REPO_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
 _HOST_RE = re.compile(r"^(?:[a-zA-Z0-9-]+\.)*[a-zA-Z0-9-]+(?::[0-9]{1,5})?$")
 
 
