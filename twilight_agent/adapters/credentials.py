@@ -1,0 +1,70 @@
+"""Where the registry credentials come from, strongest first.
+
+1. The systemd credential ``registry-token`` or ``TWILIGHT_REGISTRY_PASSWORD_FILE``, with
+   ``TWILIGHT_REGISTRY_USERNAME`` (``Settings.registry_password()`` reads the files).
+2. The docker ``config.json`` entry for the registry host (docker-py's ``docker.auth``).
+3. Nothing: anonymous.
+
+The password stays a ``SecretStr``: it is never part of ``repr()`` or a log line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker.auth
+import docker.errors
+import structlog
+from pydantic import SecretStr
+
+from twilight_agent.errors import ConfigError
+from twilight_agent.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A user and a token (PAT) for Basic auth at the token endpoint."""
+
+    username: str
+    password: SecretStr
+    source: str  # "token file" | "docker config" - for messages, never the secret
+
+    def __repr__(self) -> str:
+        return f"Credentials(username={self.username!r}, source={self.source!r})"
+
+    def auth_config(self) -> dict[str, str]:
+        """The docker-style ``auth_config`` the engine wants for a pull."""
+        return {"username": self.username, "password": self.password.get_secret_value()}
+
+
+def find_credentials(settings: Settings, docker_config: Path | None = None) -> Credentials | None:
+    """Credentials for ``settings.image``'s registry, or None for anonymous."""
+    password = settings.registry_password()
+    if password is not None:
+        if not settings.registry_username:
+            raise ConfigError("TWILIGHT_REGISTRY_USERNAME is required with a registry token")
+        return Credentials(settings.registry_username, password, "token file")
+    return from_docker_config(settings.image_ref.host, docker_config)
+
+
+def from_docker_config(host: str, config_path: Path | None = None) -> Credentials | None:
+    """The ``config.json`` entry for ``host`` (auths, credsStore or credHelpers), if any."""
+    try:
+        config = docker.auth.load_config(str(config_path) if config_path else None)
+        entry: dict[str, Any] | None = docker.auth.resolve_authconfig(config, registry=host)
+    except (docker.errors.DockerException, OSError, ValueError) as exc:
+        log.warning("docker_config_unusable", host=host, error=str(exc)[:200])
+        return None
+    if not entry:
+        return None
+    username = entry.get("username") or entry.get("Username")
+    password = entry.get("password") or entry.get("Password")
+    if not username or not password:
+        if entry.get("IdentityToken"):
+            log.warning("docker_config_identity_token_unsupported", host=host)
+        return None
+    return Credentials(str(username), SecretStr(str(password)), "docker config")

@@ -1,0 +1,268 @@
+"""An authenticated, retrying HTTP session to one repository of one registry (httpx).
+
+* Auth: a 401 with ``WWW-Authenticate: Bearer realm,service[,scope]`` sends us to the realm
+  for a token (anonymous, or Basic ``user:PAT``); the answer is ``{"token"}`` or
+  ``{"access_token"}``. Tokens are cached per scope; a 401 with a cached token fetches once
+  more. The scope is built from the repository, never copied from a challenge (ghcr.io's
+  ``/v2/`` names a placeholder repository there).
+* The token goes only to the registry's own origin: a blob redirect to another host is
+  requested without it.
+* Retries: 429, 5xx, timeouts and connection errors back off exponentially with jitter
+  (or as long as the registry asks, up to the cap), a bounded number of times, then
+  ``RegistryUnavailable``. No httpx exception leaves this module.
+* ``requests`` counts every HTTP request sent (token requests included).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import structlog
+
+from twilight_agent import __version__
+from twilight_agent.adapters.credentials import Credentials
+from twilight_agent.core.registry_rules import (
+    Challenge,
+    backoff_delay,
+    is_retryable_status,
+    media_type,
+    parse_challenge,
+    retry_hint,
+)
+from twilight_agent.errors import RegistryAuthError, RegistryProtocolError, RegistryUnavailable
+
+log = structlog.get_logger(__name__)
+
+MAX_BODY = 8 * 1024 * 1024  # manifests and tag pages are far smaller; garbage is not
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One HTTP answer, read in full (bounded)."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    url: str
+
+    @property
+    def content_type(self) -> str:
+        return media_type(self.headers.get("content-type"))
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+    def json(self, what: str) -> Any:
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RegistryProtocolError(f"{what}: the registry answered malformed JSON "
+                                        f"({exc.__class__.__name__})") from exc
+
+
+class _Transient(Exception):
+    """A timeout or connection error worth retrying."""
+
+
+@dataclass
+class _Token:
+    value: str
+    expires_at: float | None
+
+
+def _basic(creds: Credentials) -> str:
+    pair = f"{creds.username}:{creds.password.get_secret_value()}".encode()
+    return "Basic " + base64.b64encode(pair).decode("ascii")
+
+
+def _origin(url: str | httpx.URL) -> tuple[str, str, int | None]:
+    u = httpx.URL(url)
+    return u.scheme, u.host, u.port
+
+
+class RegistrySession:
+    """HTTP to one repository: auth, retries, a request counter. Cheap to construct."""
+
+    def __init__(self, base_url: str, scope: str, credentials: Credentials | None = None, *,
+                 timeout: float = 10.0, attempts: int = 4, backoff_base: float = 0.5,
+                 backoff_cap: float = 30.0, sleep: Callable[[float], None] = time.sleep,
+                 rand: Callable[[], float] = random.random,
+                 clock: Callable[[], float] = time.monotonic,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.base = base_url.rstrip("/")
+        self.scope = scope
+        self.requests = 0
+        self._creds = credentials
+        self._attempts = max(1, attempts)
+        self._base_delay, self._cap = backoff_base, backoff_cap
+        self._sleep, self._rand, self._clock = sleep, rand, clock
+        self._tokens: dict[str, _Token] = {}
+        self._basic = False
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)), transport=transport,
+            follow_redirects=False, trust_env=False,
+            headers={"User-Agent": f"twilight-agent/{__version__}"},
+            event_hooks={"request": [self._count]})
+
+    def _count(self, _request: httpx.Request) -> None:
+        self.requests += 1
+
+    def close(self) -> None:
+        self._client.close()
+
+    # ----------------------------------------------------------------------- public
+    def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
+                authed: bool = True, what: str = "") -> Reply:
+        """Send with auth (registry origin only) and retries; any status comes back except
+        401/403 (``RegistryAuthError``) and exhausted 429/5xx (``RegistryUnavailable``)."""
+        what = what or f"{method} {httpx.URL(url).path}"
+        authed = authed and _origin(url) == _origin(self.base)
+        reply = self._retrying(lambda: self._exchange(method, url, dict(headers or {}), authed),
+                               what)
+        if reply.status in (401, 403):
+            raise RegistryAuthError(f"{what}: the registry refused access to {self.scope} "
+                                    f"(HTTP {reply.status}){self._who()}")
+        return reply
+
+    # ----------------------------------------------------------------------- auth
+    def _who(self) -> str:
+        if self._creds is None:
+            return " as an anonymous user; set TWILIGHT_REGISTRY_USERNAME and a token"
+        return f" with the credentials of {self._creds.username} ({self._creds.source})"
+
+    def _authorization(self) -> str | None:
+        if self._basic and self._creds is not None:
+            return _basic(self._creds)
+        token = self._tokens.get(self.scope)
+        if token is None:
+            return None
+        if token.expires_at is not None and self._clock() >= token.expires_at:
+            del self._tokens[self.scope]
+            return None
+        return f"Bearer {token.value}"
+
+    def _exchange(self, method: str, url: str, headers: dict[str, str], authed: bool) -> Reply:
+        if not authed:
+            return self._send(method, url, headers)
+        auth = self._authorization()
+        reply = self._send(method, url, {**headers, **({"Authorization": auth} if auth else {})})
+        if reply.status != 401:
+            return reply
+        self._tokens.pop(self.scope, None)
+        self._authenticate(parse_challenge(reply.headers.get("www-authenticate", "")))
+        auth = self._authorization()
+        return self._send(method, url, {**headers, **({"Authorization": auth} if auth else {})})
+
+    def _authenticate(self, challenge: Challenge) -> None:
+        if challenge.scheme == "basic" and self._creds is not None:
+            self._basic = True
+            return
+        if challenge.scheme != "bearer" or not challenge.realm:
+            raise RegistryAuthError(f"the registry asks for {challenge.scheme or 'unknown'} "
+                                    f"auth without a token realm{self._who()}")
+        self._tokens[self.scope] = self._fetch_token(challenge)
+
+    def _token_url(self, challenge: Challenge) -> httpx.URL:
+        try:
+            realm = httpx.URL(challenge.realm)
+        except httpx.InvalidURL as exc:
+            raise RegistryProtocolError("the registry named an invalid token realm") from exc
+        if realm.scheme not in ("http", "https") or not realm.host:
+            raise RegistryProtocolError(f"token realm {challenge.realm[:80]!r} is not http(s)")
+        if httpx.URL(self.base).scheme == "https" and realm.scheme != "https":
+            raise RegistryProtocolError("the registry is https but its token realm is http; "
+                                        "refusing to send credentials in clear text")
+        params = {"scope": self.scope, **({"service": challenge.service}
+                                          if challenge.service else {})}
+        return realm.copy_merge_params(params)
+
+    def _fetch_token(self, challenge: Challenge) -> _Token:
+        url = self._token_url(challenge)
+        headers: dict[str, str] = {}
+        if self._creds is not None:
+            headers["Authorization"] = _basic(self._creds)
+        what = f"token endpoint {url.host}"
+        reply = self._retrying(lambda: self._send("GET", str(url), headers), what)
+        if reply.status in (401, 403):
+            raise RegistryAuthError(f"{what} refused a pull token for {self.scope} "
+                                    f"(HTTP {reply.status}){self._who()}")
+        if reply.status != 200:
+            raise RegistryProtocolError(f"{what} answered HTTP {reply.status}")
+        return self._parse_token(reply, what)
+
+    def _parse_token(self, reply: Reply, what: str) -> _Token:
+        doc = reply.json(what)
+        value = (doc.get("token") or doc.get("access_token")) if isinstance(doc, dict) else None
+        if not isinstance(value, str) or not value.strip():
+            raise RegistryProtocolError(f"{what} answered no token")
+        expires = doc.get("expires_in")
+        expires_at = None
+        if isinstance(expires, (int, float)) and not isinstance(expires, bool) and expires > 0:
+            expires_at = self._clock() + max(1.0, float(expires) - 10.0)
+        log.debug("registry_token", scope=self.scope, anonymous=self._creds is None)
+        return _Token(value.strip(), expires_at)
+
+    # ----------------------------------------------------------------------- transport
+    def _send(self, method: str, url: str, headers: Mapping[str, str]) -> Reply:
+        try:
+            request = self._client.build_request(method, url, headers=headers)
+            response = self._client.send(request, stream=True)
+            try:
+                body = self._read(response)
+            finally:
+                response.close()
+        except httpx.TimeoutException as exc:
+            raise _Transient(f"timed out ({exc.__class__.__name__})") from exc
+        except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+            raise _Transient(f"connection failed ({exc.__class__.__name__})") from exc
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise RegistryProtocolError(f"{method} {url[:120]}: {exc.__class__.__name__}: "
+                                        f"{str(exc)[:120]}") from exc
+        return Reply(response.status_code, response.headers, body, str(response.url))
+
+    @staticmethod
+    def _read(response: httpx.Response) -> bytes:
+        chunks, size = [], 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise RegistryProtocolError(f"{response.request.method} "
+                                            f"{response.request.url.path}: answer is larger "
+                                            f"than {MAX_BODY // (1024 * 1024)} MiB")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _retrying(self, attempt_fn: Callable[[], Reply], what: str) -> Reply:
+        reason = "no attempt"
+        cause_exc: Exception | None = None
+        for attempt in range(self._attempts):
+            try:
+                reply = attempt_fn()
+            except _Transient as exc:
+                reason, hint, cause_exc = str(exc), None, exc
+            else:
+                if not is_retryable_status(reply.status):
+                    return reply
+                reason = f"HTTP {reply.status}"
+                hint = retry_hint(reply.headers.get("retry-after"), reply.text,
+                                  dt.datetime.now(dt.timezone.utc))
+            if attempt + 1 >= self._attempts:
+                break
+            delay = hint if hint is not None else backoff_delay(
+                attempt, self._base_delay, self._cap, self._rand())
+            if delay > self._cap:
+                raise RegistryUnavailable(f"{what}: {reason}; the registry asks to wait "
+                                          f"{delay:.0f}s (more than {self._cap:.0f}s)")
+            log.info("registry_retry", what=what, reason=reason, attempt=attempt + 1,
+                     delay_s=round(delay, 3))
+            self._sleep(delay)
+        raise RegistryUnavailable(f"{what}: {reason} after {self._attempts} attempts") from cause_exc
