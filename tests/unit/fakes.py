@@ -1,0 +1,200 @@
+"""Small in-memory fakes of the ports for the agent's unit tests."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from twilight_agent.core.models import Digest, Release
+from twilight_agent.core.ports import ContainerState, HealthVerdict, Snapshot
+from twilight_agent.errors import ManifestNotFound, RegistryUnavailable
+
+REPO = "ghcr.io/acme/app"
+
+
+def digest(n: int) -> Digest:
+    return Digest("sha256:" + f"{n:x}".rjust(64, "0"))
+
+
+def release(n: int) -> Release:
+    return Release(tag=f"sha-{n:07x}", digest=digest(n))
+
+
+class FakeRegistry:
+    def __init__(self, track: Release) -> None:
+        self.track = track
+        self.tags: dict[str, Release] = {track.tag: track}
+        self.down = False
+        self.calls: list[str] = []
+
+    def _check(self) -> None:
+        if self.down:
+            raise RegistryUnavailable("registry at http://127.0.0.1:1 refused the connection")
+
+    def track_digest(self, track: str) -> Digest:
+        self.calls.append("head")
+        self._check()
+        return self.track.digest
+
+    def resolve_track(self, track: str, known: Release | None = None) -> Release:
+        self.calls.append("resolve_track")
+        self._check()
+        return self.track
+
+    def resolve_tag(self, tag: str) -> Release:
+        self.calls.append("resolve_tag")
+        self._check()
+        if tag not in self.tags:
+            raise ManifestNotFound(f"{tag} does not exist")
+        return self.tags[tag]
+
+
+@dataclass
+class C:
+    name: str
+    image: str  # digest
+    running: bool = True
+    status: str = "running"
+    policy: dict[str, Any] = field(default_factory=lambda: {"Name": "unless-stopped"})
+
+
+class FakeRuntime:
+    def __init__(self, name: str, current: Release) -> None:
+        self.ids = (f"c{i:063d}" for i in itertools.count(1))
+        self.containers: dict[str, C] = {}
+        self.images = {str(current.digest)}
+        self.tags: dict[str, str] = {str(current.digest): current.tag}
+        self.cid = self.add(C(name, str(current.digest)))
+        self.fail: dict[str, Exception] = {}
+        self.calls: list[str] = []
+        self.on: dict[str, Callable[[], None]] = {}
+
+    def add(self, c: C) -> str:
+        cid = next(self.ids)
+        self.containers[cid] = c
+        return cid
+
+    def _step(self, name: str) -> None:
+        self.calls.append(name)
+        if name in self.on:
+            self.on[name]()
+        if name in self.fail:
+            raise self.fail[name]
+
+    def by_name(self, name: str) -> C | None:
+        cid = self.find_by_name(name)
+        return self.containers[cid] if cid else None
+
+    def find_by_name(self, name: str) -> str | None:
+        return next((i for i, c in self.containers.items() if c.name == name), None)
+
+    def find_target(self) -> str:
+        from twilight_agent.errors import TargetNotFound
+
+        self._step("find_target")
+        cid = self.find_by_name("app")
+        if cid is None:
+            raise TargetNotFound("no container named app")
+        return cid
+
+    def snapshot(self, container_id: str) -> Snapshot:
+        c = self.containers[container_id]
+        return Snapshot(container_id=container_id, name=c.name.removesuffix(".twilight-prev"),
+                        image_id="img-" + c.image[-6:], digest=c.image,
+                        tag=self.tags.get(c.image), restart_policy=dict(c.policy))
+
+    def pull(self, repository: str, digest: Digest, auth: Mapping[str, str] | None,
+             progress: Callable[[str], None] | None = None) -> str:
+        self._step("pull")
+        self.images.add(str(digest))
+        return "img-" + str(digest)[-6:]
+
+    def park(self, snap: Snapshot) -> None:
+        self._step("park")
+        c = self.containers[snap.container_id]
+        c.policy, c.running, c.status, c.name = {"Name": "no"}, False, "exited", snap.parked_name
+
+    def create_from(self, snap: Snapshot, image: str) -> str:
+        self._step("create")
+        return self.add(C(snap.name, image.split("@")[1], running=False, status="created",
+                          policy=dict(snap.restart_policy)))
+
+    def start(self, container_id: str) -> None:
+        self._step("start")
+        c = self.containers[container_id]
+        c.running, c.status = True, "running"
+
+    def state(self, container_id: str) -> ContainerState:
+        c = self.containers.get(container_id)
+        if c is None:
+            return ContainerState(status="missing", running=False)
+        return ContainerState(status=c.status, running=c.running)
+
+    def logs_tail(self, container_id: str, lines: int = 50) -> str:
+        return "fatal: cannot open database\n"
+
+    def remove(self, container_id: str) -> None:
+        self._step("remove")
+        self.containers.pop(container_id, None)
+
+    def unpark(self, snap: Snapshot) -> str:
+        self._step("unpark")
+        cid = self.find_by_name(snap.parked_name) or snap.container_id
+        if cid not in self.containers:
+            from twilight_agent.errors import TargetNotFound
+
+            raise TargetNotFound("parked container is gone")
+        c = self.containers[cid]
+        c.name, c.policy = snap.name, dict(snap.restart_policy)
+        c.running, c.status = True, "running"
+        return cid
+
+    def tag_image(self, image: str, repository: str, tag: str) -> None:
+        self._step("tag")
+        self.tags[image] = tag
+
+    def prune_images(self, repository: str, keep: set[str], older_than_s: float) -> list[str]:
+        self._step("prune")
+        return []
+
+    def published_url(self, container_id: str, path: str = "/healthz") -> str | None:
+        return f"http://127.0.0.1:8080{path}"
+
+    def running_digest(self) -> str | None:
+        c = self.by_name("app")
+        return c.image if c and c.running else None
+
+
+class FakeHealth:
+    """Healthy unless the container's digest is in ``bad``."""
+
+    def __init__(self, rt: FakeRuntime) -> None:
+        self.rt = rt
+        self.bad: set[str] = set()
+        self.calls: list[str] = []
+        self.hook: Callable[[], None] | None = None
+
+    def verify(self, container_id: str, url: str | None, *, timeout: float, interval: float,
+               soak: float, should_stop: Callable[[], bool] | None = None) -> HealthVerdict:
+        c = self.rt.containers[container_id]
+        self.calls.append(c.image)
+        if self.hook:
+            self.hook()
+        if c.image in self.bad:
+            return HealthVerdict(False, "exited with code 3", 0.5)
+        if should_stop is not None and should_stop():
+            return HealthVerdict(False, "stop requested", 0.1)
+        return HealthVerdict(True, "healthy", 0.2)
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def emit(self, event: str, fields: Mapping[str, Any]) -> None:
+        self.events.append((event, dict(fields)))
+
+    def named(self, event: str) -> list[dict[str, Any]]:
+        return [f for e, f in self.events if e == event]

@@ -1,0 +1,59 @@
+"""The atomic ``IMAGE_TAG=`` rewrite of the compose .env file."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from twilight_agent.adapters.envfile import read_image_tag, write_image_tag
+from twilight_agent.errors import InvalidTag
+
+
+def test_rewrites_only_the_value_and_keeps_every_other_byte(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_bytes(b"# comment\r\nPOSTGRES_PASSWORD='x y'\r\nIMAGE_TAG=sha-1111111\r\n"
+                    b"EMPTY=\r\n  no-newline-at-end=1")
+    os.chmod(env, 0o640)
+    assert write_image_tag(env, "sha-2222222")
+    assert env.read_bytes() == (b"# comment\r\nPOSTGRES_PASSWORD='x y'\r\nIMAGE_TAG=sha-2222222"
+                                b"\r\nEMPTY=\r\n  no-newline-at-end=1")
+    assert stat.S_IMODE(env.stat().st_mode) == 0o640
+    assert read_image_tag(env) == "sha-2222222"
+    assert [p.name for p in tmp_path.iterdir()] == [".env"]  # no temp file left
+
+
+def test_adds_the_line_when_missing(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_bytes(b"A=1")
+    write_image_tag(env, "v1.2.3")
+    assert env.read_bytes() == b"A=1\nIMAGE_TAG=v1.2.3\n"
+
+
+def test_export_form_and_idempotence(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_bytes(b"export IMAGE_TAG=main\n")
+    assert write_image_tag(env, "sha-abcdef0")
+    assert env.read_bytes() == b"export IMAGE_TAG=sha-abcdef0\n"
+    inode = env.stat().st_ino
+    assert not write_image_tag(env, "sha-abcdef0")
+    assert env.stat().st_ino == inode
+
+
+def test_is_atomic_a_rename_not_an_in_place_write(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("IMAGE_TAG=main\n")
+    before = env.stat().st_ino
+    write_image_tag(env, "latest")
+    assert env.stat().st_ino != before
+
+
+@pytest.mark.parametrize("bad", ["", "sha-XYZ", "main\nEVIL=1", "a" * 200, "../x"])
+def test_refuses_a_tag_that_fails_the_gate(tmp_path: Path, bad: str) -> None:
+    env = tmp_path / ".env"
+    env.write_text("IMAGE_TAG=main\n")
+    with pytest.raises(InvalidTag):
+        write_image_tag(env, bad)
+    assert env.read_text() == "IMAGE_TAG=main\n"

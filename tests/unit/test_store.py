@@ -1,0 +1,86 @@
+"""The sqlite state store: journal, history, quarantine, meta; file permissions."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from twilight_agent.adapters.store import Store
+from twilight_agent.errors import InvalidInput
+
+D1 = "sha256:" + "a" * 64
+D2 = "sha256:" + "b" * 64
+
+
+def mode(p: Path) -> int:
+    return stat.S_IMODE(p.stat().st_mode)
+
+
+def test_files_are_private_and_wal(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state")
+    store.quarantine(D1, "sha-aaaaaaa", "exited")
+    assert mode(tmp_path / "state") == 0o700
+    for f in (tmp_path / "state").iterdir():
+        assert mode(f) == 0o600, f
+    db = sqlite3.connect(tmp_path / "state" / "state.db")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_journal_is_open_until_the_history_row_closes_it(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    assert store.open_journal() is None
+    store.journal("d1", "SWAP", "Park", {"snapshot": {"name": "app"}, "to": None})
+    store.journal("d1", "VERIFY", "Verify", {"snapshot": {"name": "app"}, "new_cid": "c2"})
+    open_ = store.open_journal()
+    assert open_["phase"] == "VERIFY" and open_["payload"]["new_cid"] == "c2"
+    store.finish({"id": "d1", "started": "t0", "finished": "t1", "outcome": "deployed",
+                  "phase": "COMMIT", "to_digest": D2, "from_digest": D1,
+                  "timings": {"VERIFY": 1.5}}, {"current": {"tag": "x", "digest": D2}})
+    assert store.open_journal() is None
+    (row,) = store.history()
+    assert row["outcome"] == "deployed" and row["timings"] == {"VERIFY": 1.5}
+    assert store.get_meta("current")["digest"] == D2
+
+
+def test_history_is_newest_first_and_limited(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    for i in range(5):
+        store.finish({"id": f"d{i}", "started": "s", "finished": f"2026-01-0{i + 1}",
+                      "outcome": "deployed", "phase": "COMMIT"})
+    assert [r["id"] for r in store.history(3)] == ["d4", "d3", "d2"]
+
+
+def test_quarantine_by_digest_short_digest_or_tag(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.quarantine(D1, "sha-aaaaaaa", "http 500")
+    store.quarantine(D2, "sha-bbbbbbb", "exited")
+    assert store.is_quarantined(D1)
+    assert [q.digest for q in store.unquarantine("sha-aaaaaaa")] == [D1]
+    assert [q.digest for q in store.unquarantine("b" * 64)] == [D2]
+    assert store.quarantined() == []
+    with pytest.raises(InvalidInput, match="not quarantined"):
+        store.unquarantine(D1)
+
+
+def test_threads_share_one_store(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(20):
+                store.journal(f"d{n}", "PULL", "Pull", {"i": i})
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert store.open_journal() is not None

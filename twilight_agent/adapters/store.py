@@ -1,0 +1,182 @@
+"""State store: sqlite3 (WAL) in ``TWILIGHT_STATE_DIR``: journal, history, quarantine, meta.
+
+- ``journal``: one row per step of the deploy in flight, written *before* its side effect
+  (phase, step, payload JSON holding the snapshot of the old container). Rows of a deploy
+  are deleted in the same transaction that writes its history row, so an open journal at
+  start-up means a deploy was interrupted.
+- ``history``: one row per finished deploy.
+- ``quarantine``: digests that failed and are never deployed automatically.
+- ``meta``: small JSON values (current/previous release, halted flag, last result).
+
+Each call opens its own connection, so threads can share one ``Store``. The directory is
+created 0700 and the database files are 0600.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from twilight_agent.core.ports import QuarantineEntry
+from twilight_agent.errors import InvalidInput
+
+DB_NAME = "state.db"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS journal (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    deploy_id TEXT NOT NULL, phase TEXT NOT NULL, step TEXT NOT NULL,
+    payload TEXT NOT NULL, at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS history (
+    id TEXT PRIMARY KEY, started TEXT NOT NULL, finished TEXT NOT NULL,
+    from_tag TEXT, from_digest TEXT, to_tag TEXT, to_digest TEXT,
+    outcome TEXT NOT NULL, phase TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
+    timings TEXT NOT NULL DEFAULT '{}', log_tail TEXT NOT NULL DEFAULT '',
+    trigger TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS quarantine (
+    digest TEXT PRIMARY KEY, tag TEXT, reason TEXT NOT NULL, at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+HISTORY_COLUMNS = ("id", "started", "finished", "from_tag", "from_digest", "to_tag",
+                   "to_digest", "outcome", "phase", "reason", "timings", "log_tail", "trigger")
+
+
+def utcnow() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def ensure_state_dir(path: Path) -> None:
+    """Create the state directory 0700 (an existing one is left as systemd made it)."""
+    if not path.exists():
+        path.mkdir(parents=True, mode=0o700)
+        os.chmod(path, 0o700)
+
+
+class Store:
+    """The StorePort implementation plus what the agent journals and records."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / DB_NAME
+        self._ready = False
+
+    # -- plumbing -------------------------------------------------------------------
+    def _init(self) -> None:
+        ensure_state_dir(self.path.parent)
+        if not self.path.exists():
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        with contextlib.closing(sqlite3.connect(self.path, timeout=10)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+            db.commit()
+        for suffix in ("", "-wal", "-shm"):
+            side = Path(str(self.path) + suffix)
+            if side.exists():
+                os.chmod(side, 0o600)
+        self._ready = True
+
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        if not self._ready:
+            self._init()
+        db = sqlite3.connect(self.path, timeout=10)
+        db.row_factory = sqlite3.Row
+        try:
+            with db:  # one transaction: commit on success, roll back on error
+                db.execute("PRAGMA synchronous=FULL")
+                yield db
+        finally:
+            db.close()
+
+    # -- quarantine (StorePort) -------------------------------------------------------
+    def quarantined(self) -> list[QuarantineEntry]:
+        with self._db() as db:
+            rows = db.execute("SELECT digest, tag, reason, at FROM quarantine ORDER BY at")
+            return [QuarantineEntry(r["digest"], r["tag"], r["reason"], r["at"]) for r in rows]
+
+    def is_quarantined(self, digest: str) -> bool:
+        with self._db() as db:
+            return db.execute("SELECT 1 FROM quarantine WHERE digest = ?",
+                              (digest,)).fetchone() is not None
+
+    def quarantine(self, digest: str, tag: str | None, reason: str) -> None:
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO quarantine (digest, tag, reason, at) "
+                       "VALUES (?, ?, ?, ?)", (digest, tag, reason, utcnow()))
+
+    def unquarantine(self, digest_or_tag: str) -> list[QuarantineEntry]:
+        """Remove entries whose digest (full, or without ``sha256:``) or tag matches."""
+        key = digest_or_tag.strip()
+        full = key if key.startswith("sha256:") else f"sha256:{key}"
+        removed = [q for q in self.quarantined() if key in (q.digest, q.tag) or q.digest == full]
+        if not removed:
+            raise InvalidInput(f"{key[:80]!r} is not quarantined")
+        with self._db() as db:
+            db.executemany("DELETE FROM quarantine WHERE digest = ?",
+                           [(q.digest,) for q in removed])
+        return removed
+
+    # -- journal ----------------------------------------------------------------------
+    def journal(self, deploy_id: str, phase: str, step: str, payload: dict[str, Any]) -> None:
+        """Write one step of the deploy in flight; call it before the step's side effect."""
+        with self._db() as db:
+            db.execute("INSERT INTO journal (deploy_id, phase, step, payload, at) "
+                       "VALUES (?, ?, ?, ?, ?)",
+                       (deploy_id, phase, step, json.dumps(payload), utcnow()))
+
+    def open_journal(self) -> dict[str, Any] | None:
+        """The last journal row of an unfinished deploy, or None."""
+        with self._db() as db:
+            row = db.execute("SELECT deploy_id, phase, step, payload, at FROM journal "
+                             "ORDER BY seq DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        return {"deploy_id": row["deploy_id"], "phase": row["phase"], "step": row["step"],
+                "payload": json.loads(row["payload"]), "at": row["at"]}
+
+    # -- history ----------------------------------------------------------------------
+    def finish(self, row: dict[str, Any], meta: dict[str, Any] | None = None) -> None:
+        """Write the deploy's history row, update meta, close its journal: one transaction."""
+        values = {k: row.get(k) for k in HISTORY_COLUMNS}
+        values["timings"] = json.dumps(row.get("timings") or {})
+        for key in ("reason", "log_tail", "trigger"):
+            values[key] = values[key] or ""
+        with self._db() as db:
+            db.execute(f"INSERT OR REPLACE INTO history ({', '.join(HISTORY_COLUMNS)}) "  # noqa: S608
+                       f"VALUES ({', '.join('?' * len(HISTORY_COLUMNS))})",
+                       [values[k] for k in HISTORY_COLUMNS])
+            for key, value in (meta or {}).items():
+                self._set(db, key, value)
+            db.execute("DELETE FROM journal WHERE deploy_id = ?", (row["id"],))
+
+    def history(self, n: int = 20) -> list[dict[str, Any]]:
+        """Finished deploys, newest first."""
+        with self._db() as db:
+            rows = db.execute(f"SELECT {', '.join(HISTORY_COLUMNS)} FROM history "  # noqa: S608
+                              "ORDER BY finished DESC, rowid DESC LIMIT ?", (max(n, 0),))
+            out = [dict(r) for r in rows]
+        for r in out:
+            r["timings"] = json.loads(r["timings"] or "{}")
+        return out
+
+    # -- meta -------------------------------------------------------------------------
+    @staticmethod
+    def _set(db: sqlite3.Connection, key: str, value: Any) -> None:
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                   (key, json.dumps(value)))
+
+    def set_meta(self, **values: Any) -> None:
+        with self._db() as db:
+            for key, value in values.items():
+                self._set(db, key, value)
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        with self._db() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row["value"])
