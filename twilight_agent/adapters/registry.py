@@ -210,7 +210,8 @@ class HttpRegistry:
 
     def _check_manifest_reply(self, reply: Reply, ref: str) -> None:
         if reply.status == 404:
-            raise ManifestNotFound(f"{self.name}:{ref} does not exist")
+            sep = "@" if ref.startswith("sha256:") else ":"
+            raise ManifestNotFound(f"{self.name}{sep}{ref} does not exist")
         if reply.status != 200:
             raise RegistryProtocolError(f"manifest {ref[:19]}: unexpected HTTP {reply.status}")
         if reply.content_type not in MANIFEST_TYPES:
