@@ -7,7 +7,11 @@ from typing import TYPE_CHECKING, Any
 from twilight_agent.settings import Settings
 
 if TYPE_CHECKING:
+    from twilight_agent.adapters.docker_runtime import DockerRuntime
     from twilight_agent.adapters.registry import HttpRegistry
+    from twilight_agent.adapters.store import Store
+    from twilight_agent.agent import Agent
+    from twilight_agent.core.ports import EventSink
 
 
 def build_registry(settings: Settings, platform: tuple[str, ...] | str = ("linux", "amd64"),
@@ -31,3 +35,29 @@ def registry_auth(settings: Settings) -> dict[str, str] | None:
 
     creds = find_credentials(settings)
     return creds.auth_config() if creds else None
+
+
+def build_runtime(settings: Settings) -> DockerRuntime:
+    """The Docker engine adapter for the target container; connects on first use."""
+    from twilight_agent.adapters.docker_runtime import DockerRuntime
+
+    return DockerRuntime(settings.docker_host, container=settings.container,
+                         compose_project=settings.compose_project, service=settings.service,
+                         repository=str(settings.image_ref))
+
+
+def build_store(settings: Settings) -> Store:
+    """The sqlite state store (journal, history, quarantine) in ``settings.state_dir``."""
+    from twilight_agent.adapters.store import Store
+
+    return Store(settings.state_dir)
+
+
+def build_agent(settings: Settings, sinks: list[EventSink] | None = None) -> Agent:
+    """The deploy agent with every adapter wired from ``settings``; nothing connects yet."""
+    from twilight_agent.agent import Agent
+
+    runtime = build_runtime(settings)
+    return Agent(settings, build_registry(settings), runtime, build_health(settings, runtime),
+                 build_store(settings), list(sinks or []),
+                 auth=lambda: registry_auth(settings))
