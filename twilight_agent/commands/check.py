@@ -49,10 +49,10 @@ def gather(settings: Settings, *, runtime: Callable[[Settings], RuntimePort] | N
     """Collect the report; the builders default to ``twilight_agent.app``'s."""
     errors: list[str] = []
     codes: list[int] = []
-    snap = _running(runtime or _from_app("build_runtime"), settings, errors, codes)
+    snap = _running(runtime or app.build_runtime, settings, errors, codes)
     source = f"pin {settings.pin}" if settings.pin else settings.track
     candidate = _candidate(registry or app.build_registry, settings, snap, errors, codes)
-    quarantined = _quarantined(store or _from_app("build_store"), settings)
+    quarantined = _quarantined(store or app.build_store, settings)
     action, reason = check_verdict(snap.digest if snap else None,
                                    candidate["digest"] if candidate else None,
                                    quarantined, pinned=bool(settings.pin), source=source)
@@ -60,12 +60,6 @@ def gather(settings: Settings, *, runtime: Callable[[Settings], RuntimePort] | N
                if snap else None)
     return CheckReport(running, candidate, action, reason, errors,
                        codes[0] if codes else 0)
-
-
-def _from_app(name: str) -> Callable[[Settings], Any]:
-    """A builder of the composition root, looked up when used."""
-    builder: Callable[[Settings], Any] = getattr(app, name)
-    return builder
 
 
 def _running(build: Callable[[Settings], RuntimePort], settings: Settings, errors: list[str],
