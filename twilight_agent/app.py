@@ -61,3 +61,19 @@ def build_agent(settings: Settings, sinks: list[EventSink] | None = None) -> Age
     return Agent(settings, build_registry(settings), runtime, build_health(settings, runtime),
                  build_store(settings), list(sinks or []),
                  auth=lambda: registry_auth(settings))
+
+
+def build_sinks(settings: Settings) -> list[EventSink]:
+    """Optional event sinks: the metrics textfile and the webhook, each when configured.
+
+    The webhook delivers from a thread: call its ``close()`` at shutdown.
+    """
+    from twilight_agent.adapters.metrics import MetricsFile
+    from twilight_agent.adapters.webhook import Webhook
+
+    sinks: list[EventSink] = []
+    if settings.metrics_file is not None:
+        sinks.append(MetricsFile(settings.metrics_file))
+    if settings.webhook_url:
+        sinks.append(Webhook(settings.webhook_url, settings.image))
+    return sinks

@@ -1,0 +1,165 @@
+"""Metrics without a port: Prometheus text format written to a file after every event.
+
+node_exporter's textfile collector (``--collector.textfile.directory``) picks the file up,
+so the host opens nothing. The file is rewritten atomically (``write_to_textfile`` writes a
+temporary file and renames it), so the collector never reads half a file. Off when
+``TWILIGHT_METRICS_FILE`` is empty: ``build_sinks`` then does not create this sink.
+
+Events read (``core/ports.py`` ``EventSink``) and what they change:
+
+- ``deploy_finished``: ``twilight_deploys_total{outcome}``; ``outcome=deployed`` sets
+  ``twilight_last_success_timestamp_seconds`` and ``twilight_current_revision_info`` from
+  ``to_tag``/``to_digest``/``revision`` (or ``to``/``digest``), clears ``twilight_halted``;
+  ``rolled_back`` points the revision info at ``from`` and clears ``twilight_halted``;
+  ``halted`` sets it.
+- ``rollback``, or ``phase`` with ``phase=ROLLBACK``: ``twilight_rollbacks_total``, once
+  per ``deploy_id`` whichever of the two arrives.
+- ``halted``: ``twilight_halted`` = 1.
+- ``registry_error``: ``twilight_registry_errors_total``.
+- ``poll`` with ``duration_s``: ``twilight_poll_duration_seconds`` (histogram).
+
+A sink never raises into the agent: a failed write is logged once (and once more when
+writing works again), and the counters keep counting in memory.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, write_to_textfile
+
+from twilight_agent.logs import get_logger
+
+log = get_logger("twilight.metrics")
+
+POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_SEEN_ROLLBACKS = 64  # deploy ids remembered so one rollback is counted once
+
+
+def _tag_digest(value: Any) -> tuple[str, str]:
+    """``{tag, digest}``, ``"tag@digest"`` or a bare tag -> ``(tag, digest)``."""
+    if isinstance(value, Mapping):
+        return str(value.get("tag") or ""), str(value.get("digest") or "")
+    if isinstance(value, str) and "@" in value:
+        tag, _, digest = value.partition("@")
+        return tag, digest
+    return (str(value) if value else ""), ""
+
+
+def side(fields: Mapping[str, Any], which: str) -> tuple[str, str]:
+    """Tag and digest of the ``from`` or ``to`` side of an event, whatever shape it has.
+
+    Explicit ``<which>_tag``/``<which>_digest`` win; ``digest`` alone means the target.
+    """
+    tag, digest = _tag_digest(fields.get(which))
+    tag = str(fields.get(f"{which}_tag") or tag)
+    digest = str(fields.get(f"{which}_digest") or digest)
+    if which == "to" and fields.get("digest"):
+        digest = str(fields["digest"])
+    return tag, digest
+
+
+class MetricsFile:
+    """``EventSink`` keeping Prometheus metrics in its own registry, written to ``path``."""
+
+    def __init__(self, path: Path, clock: Any = time.time) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failing = False
+        self._rollbacks_seen: deque[str] = deque(maxlen=_SEEN_ROLLBACKS)
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.deploys = Counter("twilight_deploys", "Finished deploys by outcome.",
+                               ["outcome"], registry=r)
+        self.rollbacks = Counter("twilight_rollbacks", "Rollbacks started.", registry=r)
+        self.last_success = Gauge("twilight_last_success_timestamp_seconds",
+                                  "Unix time of the last deploy that passed its health gate.",
+                                  registry=r)
+        self.revision = Gauge("twilight_current_revision_info",
+                              "The version serving now (value is always 1).",
+                              ["tag", "digest", "revision"], registry=r)
+        self.registry_errors = Counter("twilight_registry_errors",
+                                       "Registry polls that failed.", registry=r)
+        self.poll_duration = Histogram("twilight_poll_duration_seconds",
+                                       "Time one registry poll took.", buckets=POLL_BUCKETS,
+                                       registry=r)
+        self.halted = Gauge("twilight_halted",
+                            "1 when a rollback failed and an operator is needed.", registry=r)
+
+    # -- EventSink --------------------------------------------------------------------
+    def emit(self, event: str, fields: Mapping[str, Any]) -> None:
+        try:
+            with self._lock:
+                if self._apply(event, fields):
+                    self._write()
+        except Exception as exc:  # a sink never raises into the agent
+            self._report(exc)
+
+    def write(self) -> None:
+        """Write the file now (e.g. at start-up, so the collector sees zeros)."""
+        self.emit("_write", {})
+
+    # -- internals --------------------------------------------------------------------
+    def _apply(self, event: str, fields: Mapping[str, Any]) -> bool:
+        """Update the metrics; True when the file must be rewritten."""
+        if event == "deploy_finished":
+            self._finished(str(fields.get("outcome") or "unknown"), fields)
+        elif event == "rollback" or (event == "phase" and fields.get("phase") == "ROLLBACK"):
+            self._rollback(fields)
+        elif event == "halted":
+            self.halted.set(1)
+        elif event == "registry_error":
+            self.registry_errors.inc()
+        elif event == "poll":
+            duration = fields.get("duration_s")
+            if duration is None:
+                return False
+            self.poll_duration.observe(float(duration))
+        elif event != "_write":
+            return False
+        return True
+
+    def _finished(self, outcome: str, fields: Mapping[str, Any]) -> None:
+        self.deploys.labels(outcome=outcome).inc()
+        if outcome == "deployed":
+            ts = fields.get("timestamp")
+            self.last_success.set(ts if isinstance(ts, (int, float)) else self._clock())
+            self._serving(*side(fields, "to"), str(fields.get("revision") or ""))
+            self.halted.set(0)
+        elif outcome == "rolled_back":
+            tag, digest = side(fields, "from")
+            if tag or digest:
+                self._serving(tag, digest, str(fields.get("from_revision") or ""))
+            self.halted.set(0)
+        elif outcome == "halted":
+            self.halted.set(1)
+
+    def _rollback(self, fields: Mapping[str, Any]) -> None:
+        deploy_id = str(fields.get("deploy_id") or "")
+        if deploy_id and deploy_id in self._rollbacks_seen:
+            return
+        if deploy_id:
+            self._rollbacks_seen.append(deploy_id)
+        self.rollbacks.inc()
+
+    def _serving(self, tag: str, digest: str, revision: str) -> None:
+        self.revision.clear()
+        self.revision.labels(tag=tag, digest=digest, revision=revision).set(1)
+
+    def _write(self) -> None:
+        write_to_textfile(str(self.path), self.registry)
+        if self._failing:
+            self._failing = False
+            log.info("metrics_recovered", path=str(self.path))
+
+    def _report(self, exc: Exception) -> None:
+        if not self._failing:
+            self._failing = True
+            log.warning("metrics_failed", path=str(self.path),
+                        error=f"{type(exc).__name__}: {exc}")

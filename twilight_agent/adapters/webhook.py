@@ -1,0 +1,239 @@
+"""Notifications: a generic JSON POST to ``TWILIGHT_WEBHOOK_URL`` on deploy, rollback, halt.
+
+``emit`` only puts the message on a bounded queue; one background thread delivers it with
+short timeouts and up to three attempts (backoff 1 s, 2 s), so a webhook that is down or
+slow never delays or fails a deploy. Sent for:
+
+- ``deploy_finished`` with ``outcome`` ``deployed`` -> ``"event": "deployed"``,
+  ``rolled_back`` -> ``"rollback"``, ``halted`` -> ``"halted"``;
+- ``rollback`` and ``halted`` events.
+
+One message per ``(deploy_id, event)``: the first of the events that name it wins. The body::
+
+    {"event": "rollback", "host": "web-1", "image": "ghcr.io/acme/app",
+     "deploy_id": "...", "timestamp": "2026-01-01T00:00:00Z", "outcome": "rolled_back",
+     "from": {"tag": "sha-1111111", "digest": "sha256:..."},
+     "to": {"tag": "sha-2222222", "digest": "sha256:..."},
+     "reason": "health gate failed: http 500", "log_tail": "...",
+     "text": "web-1: rollback ghcr.io/acme/app sha-2222222 -> sha-1111111: ..."}
+
+``text`` makes it readable as-is by chat webhooks that show a ``text`` field. Only these
+keys are sent, never settings or credentials; ``Bearer``/``Basic`` credentials inside the
+reason or log tail are blanked, and the URL (it often embeds a token) is never logged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import queue
+import re
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from twilight_agent import __version__
+from twilight_agent.adapters.metrics import side
+from twilight_agent.logs import REDACTED, get_logger
+
+log = get_logger("twilight.webhook")
+
+ATTEMPTS = 3
+BACKOFF_S = (1.0, 2.0)
+TIMEOUT_S = 5.0
+QUEUE_SIZE = 100
+LOG_TAIL_CHARS = 4000
+_KINDS = {"deployed": "deployed", "rolled_back": "rollback", "halted": "halted"}
+_CREDENTIAL = re.compile(r"(Bearer|Basic|token)([\s=:]+)[A-Za-z0-9._~+/=-]{8,}", re.I)
+_STOP = object()
+
+
+def _scrub(text: str) -> str:
+    return _CREDENTIAL.sub(r"\1\2" + REDACTED, text)
+
+
+def _utcnow() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def message_kind(event: str, fields: Mapping[str, Any]) -> str | None:
+    """The ``event`` of the webhook body for an agent event, or None when none is sent."""
+    if event == "deploy_finished":
+        return _KINDS.get(str(fields.get("outcome") or ""))
+    if event in ("rollback", "halted"):
+        return event
+    return None
+
+
+def build_body(kind: str, fields: Mapping[str, Any], host: str, image: str) -> dict[str, Any]:
+    """The JSON body, from a fixed set of keys only."""
+    from_tag, from_digest = side(fields, "from")
+    to_tag, to_digest = side(fields, "to")
+    reason = _scrub(str(fields.get("reason") or ""))
+    tail = _scrub(str(fields.get("log_tail") or ""))[-LOG_TAIL_CHARS:]
+    if kind == "deployed":
+        what = f"deployed {image} {from_tag or '?'} -> {to_tag or '?'}"
+    elif kind == "rollback":
+        what = f"rolled back {image} {to_tag or '?'} -> {from_tag or '?'}"
+    else:
+        what = f"HALTED {image} (operator needed)"
+    timestamp = fields.get("timestamp")
+    return {
+        "event": kind, "host": host, "image": image,
+        "deploy_id": fields.get("deploy_id"),
+        "timestamp": timestamp if isinstance(timestamp, str) else _utcnow(),
+        "outcome": fields.get("outcome") or kind,
+        "from": {"tag": from_tag or None, "digest": from_digest or None},
+        "to": {"tag": to_tag or None, "digest": to_digest or None},
+        "reason": reason, "log_tail": tail,
+        "text": f"{host}: {what}" + (f": {reason}" if reason else ""),
+    }
+
+
+class Webhook:
+    """``EventSink`` POSTing deploy/rollback/halt messages from a background thread.
+
+    The thread starts on the first message; ``close()`` delivers what is queued (within
+    its timeout) and stops it.
+    """
+
+    def __init__(self, url: str, image: str = "", *, host: str | None = None,
+                 attempts: int = ATTEMPTS, backoff: tuple[float, ...] = BACKOFF_S,
+                 timeout: float = TIMEOUT_S, queue_size: int = QUEUE_SIZE,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.url = url
+        self.image = image
+        self.host = host or socket.gethostname()
+        self.attempts = max(1, attempts)
+        self.backoff = backoff
+        self.timeout = timeout
+        self._transport = transport
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+        self._sent_keys: deque[tuple[str, str]] = deque(maxlen=256)
+        self.delivered = 0  # messages a receiver accepted (2xx)
+        self.dropped = 0  # messages given up on or not queued
+        u = urlsplit(url)
+        self._where = f"{u.scheme}://{u.hostname or ''}"  # never the path: it may hold a token
+
+    # -- EventSink --------------------------------------------------------------------
+    def emit(self, event: str, fields: Mapping[str, Any]) -> None:
+        try:
+            kind = message_kind(event, fields)
+            if kind is None or not self._first(kind, fields):
+                return
+            if self._closed:
+                return
+            body = build_body(kind, fields, self.host, self.image)
+            self._ensure_thread()
+            self._queue.put_nowait(body)
+        except queue.Full:
+            self.dropped += 1
+            log.warning("webhook_dropped", url=self._where, reason="queue full")
+        except Exception as exc:  # a sink never raises into the agent
+            self.dropped += 1
+            log.warning("webhook_failed", url=self._where, error=f"{type(exc).__name__}: {exc}")
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Deliver what is queued within ``timeout`` seconds, then stop the thread."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+        if thread is None:
+            return
+        try:
+            self._queue.put(_STOP, timeout=timeout)
+        except queue.Full:
+            self._stopping.set()
+            self._drain()
+            self._queue.put_nowait(_STOP)
+        thread.join(timeout)
+        if thread.is_alive():  # cut the backoff short; at most one request still in flight
+            self._stopping.set()
+            thread.join(self.timeout + 1.0)
+
+    def join(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued message was delivered or given up on (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    # -- internals --------------------------------------------------------------------
+    def _first(self, kind: str, fields: Mapping[str, Any]) -> bool:
+        deploy_id = str(fields.get("deploy_id") or "")
+        if not deploy_id:
+            return True
+        key = (deploy_id, kind)
+        with self._lock:
+            if key in self._sent_keys:
+                return False
+            self._sent_keys.append(key)
+        return True
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                return
+            self.dropped += 1
+            self._queue.task_done()
+
+    def _ensure_thread(self) -> None:
+        with self._lock:
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="twilight-webhook")
+                self._thread.start()
+
+    def _run(self) -> None:
+        headers = {"User-Agent": f"twilight-agent/{__version__}"}
+        with httpx.Client(timeout=self.timeout, headers=headers, transport=self._transport,
+                          follow_redirects=False) as client:
+            while True:
+                body = self._queue.get()
+                try:
+                    if body is _STOP:
+                        return
+                    self._deliver(client, body)
+                finally:
+                    self._queue.task_done()
+
+    def _deliver(self, client: httpx.Client, body: dict[str, Any]) -> None:
+        error = ""
+        for attempt in range(1, self.attempts + 1):
+            if self._stopping.is_set():
+                error = "shutting down"
+                break
+            try:
+                response = client.post(self.url, json=body)
+            except httpx.HTTPError as exc:
+                error = type(exc).__name__
+            else:
+                if response.is_success:
+                    self.delivered += 1
+                    log.info("webhook_sent", url=self._where, message=body["event"],
+                             deploy_id=body["deploy_id"], attempt=attempt)
+                    return
+                error = f"http {response.status_code}"
+                if response.status_code < 500 and response.status_code not in (408, 429):
+                    break  # the receiver refuses this message: retrying will not help
+            if attempt < self.attempts:
+                delay = self.backoff[min(attempt - 1, len(self.backoff) - 1)]
+                if self._stopping.wait(delay):
+                    error = "shutting down"
+                    break
+        self.dropped += 1
+        log.warning("webhook_failed", url=self._where, message=body["event"],
+                    deploy_id=body["deploy_id"], error=error, attempts=attempt)
