@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from twilight_agent.commands import check
 from twilight_agent.core.models import Digest, Release
@@ -21,6 +23,14 @@ from twilight_agent.errors import (
     TargetNotFound,
 )
 from twilight_agent.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """``check`` sets up logging to the (captured) stderr; give later tests the defaults."""
+    yield
+    structlog.reset_defaults()
+
 
 OLD = Digest("sha256:" + "1" * 64)
 NEW = Digest("sha256:" + "2" * 64)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from twilight_agent import app
+from twilight_agent import app, logs
 from twilight_agent.core.policy import check_verdict
 from twilight_agent.core.ports import RuntimePort, Snapshot, StorePort
 from twilight_agent.errors import RegistryError, TwilightError
@@ -35,6 +36,7 @@ class CheckReport:
 
 
 def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
+    logs.configure(settings.log_format, level=logging.WARNING)  # stderr; stdout is the report
     report = gather(settings)
     if getattr(args, "json", False):
         print(json.dumps(asdict(report), indent=2))
