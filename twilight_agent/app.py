@@ -8,6 +8,7 @@ from twilight_agent.settings import Settings
 
 if TYPE_CHECKING:
     from twilight_agent.adapters.docker_runtime import DockerRuntime
+    from twilight_agent.adapters.health import HealthGate
     from twilight_agent.adapters.registry import HttpRegistry
     from twilight_agent.adapters.store import Store
     from twilight_agent.agent import Agent
@@ -61,6 +62,16 @@ def build_agent(settings: Settings, sinks: list[EventSink] | None = None) -> Age
     return Agent(settings, build_registry(settings), runtime, build_health(settings, runtime),
                  build_store(settings), list(sinks or []),
                  auth=lambda: registry_auth(settings))
+
+
+def build_health(settings: Settings, runtime: DockerRuntime) -> HealthGate:
+    """The health gate over ``runtime``'s container state and an HTTP probe.
+
+    Timeout, interval and soak are per call (``settings.health_*``), not fixed here.
+    """
+    from twilight_agent.adapters.health import HealthGate
+
+    return HealthGate(runtime)
 
 
 def build_sinks(settings: Settings) -> list[EventSink]:

@@ -1,0 +1,223 @@
+"""HealthPort: the health gate a new (or restored) container must pass.
+
+Every tick (~0.25 s) it reads the container state and fails at once on exit, death,
+disappearance, a restart, an OOM kill or a Docker HEALTHCHECK saying ``unhealthy``. At most
+every ``interval`` seconds it probes the URL (httpx GET, per-request timeout
+``min(interval, 5)``). The gate is passed when the probe answers 2xx and, when the image
+has a HEALTHCHECK, Docker says ``healthy``; then the same checks must hold for ``soak``
+seconds. Not passed within ``timeout``: fail, naming the last probe result.
+
+The clock, the sleep and the probe are injectable so unit tests run in milliseconds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+
+from twilight_agent.core.ports import ContainerState, HealthVerdict
+from twilight_agent.errors import RuntimeError_
+
+TICK_S = 0.25
+MAX_PROBE_TIMEOUT_S = 5.0
+NO_SIGNAL_WARNING = "no health URL and no HEALTHCHECK: passed on container state alone"
+
+
+class StateSource(Protocol):
+    """The part of RuntimePort the gate needs."""
+
+    def state(self, container_id: str) -> ContainerState: ...
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    ok: bool
+    text: str  # "http 200", "http 500", "connection refused", "read timeout", ...
+
+
+Probe = Callable[[str, float], ProbeResult]  # (url, timeout) -> result; never raises
+
+
+class HttpProbe:
+    """GET ``url``; 2xx is ok. One httpx client, closed with ``close()``."""
+
+    def __init__(self) -> None:
+        self._client = httpx.Client(follow_redirects=False, trust_env=False)
+
+    def __call__(self, url: str, timeout: float) -> ProbeResult:
+        try:
+            r = self._client.get(url, timeout=timeout)
+        except httpx.ConnectError as exc:
+            refused = "refused" in str(exc).lower()
+            return ProbeResult(False, "connection refused" if refused else f"connect error: {exc}")
+        except httpx.ConnectTimeout:
+            return ProbeResult(False, "connect timeout")
+        except httpx.ReadTimeout:
+            return ProbeResult(False, "read timeout")
+        except httpx.ReadError as exc:
+            reset = "reset" in str(exc).lower()
+            return ProbeResult(False, "connection reset" if reset else f"read error: {exc}")
+        except httpx.RemoteProtocolError:
+            return ProbeResult(False, "connection closed without a response")
+        except httpx.HTTPError as exc:
+            return ProbeResult(False, f"{type(exc).__name__}: {exc}")
+        return ProbeResult(200 <= r.status_code < 300, f"http {r.status_code}")
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def state_failure(st: ContainerState, baseline_restarts: int) -> str | None:
+    """Why this state fails the gate at once, or None."""
+    if st.status == "missing":
+        return "container disappeared"
+    if st.oom_killed:
+        return "oom killed"
+    if st.status in ("exited", "dead"):
+        return f"exited with code {st.exit_code}" if st.exit_code is not None else st.status
+    if st.status == "restarting" or st.restart_count > baseline_restarts:
+        return f"restarting (restart count {st.restart_count})"
+    if st.health == "unhealthy":
+        return "docker healthcheck unhealthy"
+    return None
+
+
+@dataclass
+class _Run:
+    """One verify() call in progress."""
+
+    container_id: str
+    url: str | None
+    timeout: float
+    interval: float
+    soak: float
+    start: float
+    baseline_restarts: int | None = None
+    last_probe: ProbeResult | None = None
+    next_probe_at: float = 0.0
+    probes: int = 0
+    passed_at: float | None = None
+    last_state: ContainerState | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        if self.last_probe is not None and not self.last_probe.ok:
+            return self.last_probe.text
+        st = self.last_state
+        if st is not None and st.health not in (None, "healthy"):
+            return f"docker health {st.health}"
+        if st is not None and not st.running:
+            return f"container {st.status}"
+        return self.last_probe.text if self.last_probe else "no answer yet"
+
+
+class HealthGate:
+    """Implements HealthPort.verify against a runtime's container state and an HTTP probe."""
+
+    def __init__(self, runtime: StateSource, *, probe: Probe | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep, tick: float = TICK_S) -> None:
+        self._runtime = runtime
+        self._probe = probe
+        self._clock = clock
+        self._sleep = sleep
+        self._tick = tick
+
+    def verify(self, container_id: str, url: str | None, *, timeout: float, interval: float,
+               soak: float, should_stop: Callable[[], bool] | None = None) -> HealthVerdict:
+        run = _Run(container_id, url, timeout, interval, soak, start=self._clock())
+        with self._probing() as probe:
+            while True:
+                verdict = self._step(run, probe, should_stop)
+                if verdict is not None:
+                    return verdict
+                self._sleep(self._pause(run))
+
+    @contextmanager
+    def _probing(self) -> Iterator[Probe]:
+        if self._probe is not None:
+            yield self._probe
+            return
+        http = HttpProbe()
+        try:
+            yield http
+        finally:
+            http.close()
+
+    def _step(self, run: _Run, probe: Probe,
+              should_stop: Callable[[], bool] | None) -> HealthVerdict | None:
+        if should_stop is not None and should_stop():
+            return self._verdict(run, False, "interrupted")
+        st = self._observe(run)
+        if st is not None and (failure := state_failure(st, run.baseline_restarts or 0)):
+            return self._verdict(run, False, self._during_soak(run, failure))
+        if run.url and self._clock() >= run.next_probe_at:
+            run.last_probe = probe(run.url, min(run.interval, MAX_PROBE_TIMEOUT_S))
+            run.probes += 1
+            run.next_probe_at = self._clock() + run.interval
+            if run.passed_at is not None and not run.last_probe.ok:
+                return self._verdict(run, False, self._during_soak(run, run.last_probe.text))
+        return self._judge(run, st)
+
+    def _observe(self, run: _Run) -> ContainerState | None:
+        """The container state, or None while the engine does not answer (not a verdict)."""
+        try:
+            st = self._runtime.state(run.container_id)
+        except RuntimeError_ as exc:
+            run.detail["engine_error"] = str(exc)
+            run.last_state = None
+            return None
+        if run.baseline_restarts is None:
+            run.baseline_restarts = st.restart_count
+        run.last_state = st
+        return st
+
+    def _judge(self, run: _Run, st: ContainerState | None) -> HealthVerdict | None:
+        now = self._clock()
+        if st is not None and self._passing(run, st):
+            if run.passed_at is None:
+                run.passed_at = now
+                run.detail["passed_after_s"] = round(now - run.start, 3)
+            if now - run.passed_at >= run.soak:
+                return self._verdict(run, True, "healthy")
+            return None
+        if run.passed_at is None and now - run.start >= run.timeout:
+            return self._verdict(run, False, f"timeout after {run.timeout:g}s: {run.summary()}")
+        return None
+
+    @staticmethod
+    def _passing(run: _Run, st: ContainerState) -> bool:
+        if not st.running or st.status != "running":
+            return False
+        if st.health is not None and st.health != "healthy":
+            return False
+        if run.url:
+            return run.last_probe is not None and run.last_probe.ok
+        if st.health is None:
+            run.detail["warning"] = NO_SIGNAL_WARNING
+        return True
+
+    @staticmethod
+    def _during_soak(run: _Run, reason: str) -> str:
+        return f"{reason} during soak" if run.passed_at is not None else reason
+
+    def _pause(self, run: _Run) -> float:
+        now = self._clock()
+        wait = self._tick
+        if run.url:
+            wait = min(wait, max(run.next_probe_at - now, 0.0))
+        return max(wait, 0.01)
+
+    def _verdict(self, run: _Run, ok: bool, reason: str) -> HealthVerdict:
+        st = run.last_state
+        detail = dict(run.detail)
+        detail.update(probes=run.probes, probe=run.last_probe.text if run.last_probe else None,
+                      status=st.status if st else None, health=st.health if st else None,
+                      restart_count=st.restart_count if st else None)
+        return HealthVerdict(ok=ok, reason=reason, after_s=round(self._clock() - run.start, 3),
+                             detail=detail)
