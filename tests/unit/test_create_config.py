@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from twilight_agent.adapters.create_config import build_create_plan
+from twilight_agent.adapters.docker_runtime import published_url_from, repository_of, tag_of
 
 # Recorded from dockerd 20.10 (API 1.41): the bed's v1 app image (VOLUME /cache) run by an
 # operator with a user-defined network + alias, a published port, a run-time env var and
@@ -258,3 +259,33 @@ def test_inputs_are_not_modified():
     body["HostConfig"]["Binds"].append("x:/x")
     body["Labels"]["y"] = "z"
     assert before == CONTAINER
+
+
+# The pure helpers of the runtime adapter that read the same inspect data.
+@pytest.mark.parametrize(("ports", "url"), [
+    ({"8080/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8000"},
+                   {"HostIp": "::", "HostPort": "8000"}]}, "http://127.0.0.1:8000/healthz"),
+    ({"8080/tcp": [{"HostIp": "::", "HostPort": "8001"}]}, "http://127.0.0.1:8001/healthz"),
+    ({"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8002"}]},
+     "http://127.0.0.1:8002/healthz"),
+    ({"8080/tcp": [{"HostIp": "::1", "HostPort": "8003"}]}, "http://[::1]:8003/healthz"),
+    ({"8080/tcp": [{"HostIp": "10.1.2.3", "HostPort": "8004"}]}, "http://10.1.2.3:8004/healthz"),
+    ({"53/udp": [{"HostIp": "", "HostPort": "53"}], "9000/tcp": None,
+      "8080/tcp": [{"HostIp": "", "HostPort": "8005"}]}, "http://127.0.0.1:8005/healthz"),
+    ({"9090/tcp": [{"HostPort": "9"}], "443/tcp": [{"HostPort": "8443"}]},
+     "http://127.0.0.1:8443/healthz"),
+    ({"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]}, None),
+    ({}, None),
+])
+def test_published_url_takes_the_first_published_tcp_port(ports, url):
+    assert published_url_from(ports) == url
+
+
+@pytest.mark.parametrize(("ref", "repo", "tag"), [
+    (f"{REPO}:sha-1234567", REPO, "sha-1234567"),
+    (f"{REPO}@{OLD_DIGEST}", REPO, None),
+    ("127.0.0.1:5000/app", "127.0.0.1:5000/app", None),
+    ("ghcr.io/o/app:main", "ghcr.io/o/app", "main"),
+])
+def test_repository_and_tag_of_a_container_image_reference(ref, repo, tag):
+    assert (repository_of(ref), tag_of(ref)) == (repo, tag)
