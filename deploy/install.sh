@@ -1,0 +1,363 @@
+#!/usr/bin/env bash
+# Install twilight-agent on a Docker host as a systemd service. Idempotent: every step
+# compares what is there with what it would put there, does nothing when they match and
+# says "unchanged", so a second run changes nothing. See --help.
+set -euo pipefail
+
+NAME=twilight-agent
+USER_NAME=twilight-agent
+PREFIX=/opt/twilight-agent
+VENV=$PREFIX/venv
+STAMP=$PREFIX/installed-from
+CONF_DIR=/etc/twilight-agent
+CONF=$CONF_DIR/agent.env
+TOKEN=$CONF_DIR/registry-token
+STATE_DIR=/var/lib/twilight-agent
+UNIT_DEST=/etc/systemd/system/$NAME.service
+LINK=/usr/local/bin/$NAME
+SOCKET=/var/run/docker.sock
+OWN_GROUP=twilight-docker  # created only when no group owns the socket's gid
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$HERE")
+UNIT_SRC=$REPO/systemd/$NAME.service
+ENV_EXAMPLE=$HERE/agent.env.example
+
+usage() {
+  cat <<EOF
+Usage: install.sh [SOURCE] [--token-file FILE]
+       install.sh --uninstall
+       install.sh --help
+
+Installs twilight-agent on this host, as root:
+  - system user $USER_NAME, member of the group that owns $SOCKET
+    (whatever its name; a group '$OWN_GROUP' is created with that gid if none has it)
+  - a virtualenv in $VENV with the package, and $LINK for operators
+  - the unit $UNIT_DEST (from systemd/$NAME.service of this repository)
+  - $CONF from deploy/agent.env.example, only if it does not exist: an operator's
+    configuration is never overwritten
+  - the registry token from --token-file as $TOKEN (root, 0600), which the unit hands
+    to the agent as the systemd credential 'registry-token'; an empty file (anonymous
+    pulls) when no token was ever given
+  - systemctl daemon-reload (when the unit changed) and systemctl enable --now $NAME;
+    a running agent is restarted when its package, unit, token or groups changed
+
+SOURCE is a wheel, a source directory, or a package requirement (e.g. '$NAME==0.1.0');
+default: the repository this script is in.
+
+Running it again changes nothing ("unchanged" for every step) unless something differs.
+
+Options:
+  --token-file FILE  registry token (e.g. a GitHub PAT with read:packages); with a
+                     registry user, set TWILIGHT_REGISTRY_USERNAME in $CONF
+  --uninstall        stop and disable the service; remove the unit, $PREFIX, $LINK
+                     and the user. Keeps $CONF_DIR (config and token) and
+                     $STATE_DIR (history, quarantine).
+  -h, --help         this text
+
+Examples:
+  sudo deploy/install.sh --token-file ~/ghcr-token
+  sudo deploy/install.sh dist/twilight_agent-0.1.0-py3-none-any.whl
+  sudo deploy/install.sh --uninstall
+EOF
+}
+
+die() { echo "install.sh: $*" >&2; exit 2; }
+say() { printf '%-28s %s\n' "$1:" "$2"; }
+
+CHANGES=0
+RESTART=0
+changed() { say "$1" "$2"; CHANGES=$((CHANGES + 1)); }
+unchanged() { say "$1" "unchanged${2:+ ($2)}"; }
+systemd_running() { [ -d /run/systemd/system ]; }
+
+# -- small helpers ------------------------------------------------------------------------
+# put_file SRC DEST MODE OWNER GROUP LABEL: install SRC as DEST unless content, mode and
+# owner already match. Returns 0 when it wrote, 1 when nothing had to be done.
+put_file() {
+  local src=$1 dest=$2 mode=$3 owner=$4 group=$5 label=$6
+  if [ -f "$dest" ] && cmp -s "$src" "$dest" \
+      && [ "$(stat -c '%a %U %G' "$dest")" = "${mode#0} $owner $group" ]; then
+    unchanged "$label"
+    return 1
+  fi
+  local verb=installed
+  [ -e "$dest" ] && verb=updated
+  install -m "$mode" -o "$owner" -g "$group" "$src" "$dest"
+  changed "$label" "$verb $dest"
+  return 0
+}
+
+# The files of a source directory that make the package (built from a copy of just these,
+# so the clone gets no build/ or egg-info litter).
+SOURCE_FILES=(pyproject.toml README.md LICENSE twilight_agent)
+
+source_files() {
+  local f
+  for f in "${SOURCE_FILES[@]}"; do
+    if [ -e "$1/$f" ]; then printf '%s\n' "$f"; fi
+  done
+}
+
+# A fingerprint of what SOURCE would install, to tell whether the venv already has it.
+fingerprint() {
+  local src=$1 sum files=()
+  if [ -d "$src" ]; then
+    [ -f "$src/pyproject.toml" ] || die "$src has no pyproject.toml"
+    mapfile -t files < <(source_files "$src")
+    sum=$(cd "$src" && find "${files[@]}" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' \
+            -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum)
+    echo "dir:$src:${sum%% *}"
+  elif [ -f "$src" ]; then
+    sum=$(sha256sum "$src")
+    echo "file:$src:${sum%% *}"
+  else
+    echo "requirement:$src"
+  fi
+}
+
+# -- install steps ------------------------------------------------------------------------
+step_user() {
+  if getent passwd "$USER_NAME" >/dev/null; then
+    unchanged "user $USER_NAME"
+  else
+    useradd --system --home-dir "$STATE_DIR" --no-create-home \
+      --shell /usr/sbin/nologin --comment "twilight-agent deploy agent" "$USER_NAME"
+    changed "user $USER_NAME" "created (system user)"
+  fi
+}
+
+step_docker_group() {
+  [ -S "$SOCKET" ] || die "no Docker socket at $SOCKET: install and start Docker first"
+  local gid group
+  gid=$(stat -c %g "$SOCKET")
+  [ "$gid" != 0 ] || die "$SOCKET belongs to group root: give it a docker group first"
+  group=$(getent group "$gid" | cut -d: -f1 || true)
+  if [ -z "$group" ]; then
+    groupadd --system --gid "$gid" "$OWN_GROUP"
+    group=$OWN_GROUP
+    changed "group of $SOCKET" "created $group (gid $gid)"
+  fi
+  if id -nG "$USER_NAME" | tr ' ' '\n' | grep -qxF "$group"; then
+    unchanged "$USER_NAME in $group" "gid $gid owns $SOCKET"
+  else
+    usermod -a -G "$group" "$USER_NAME"
+    changed "$USER_NAME in $group" "added (gid $gid owns $SOCKET)"
+    RESTART=1
+  fi
+}
+
+step_venv() {
+  if [ -x "$VENV/bin/python" ]; then
+    unchanged "virtualenv $VENV"
+  else
+    install -d -m 0755 "$PREFIX"
+    python3 -m venv "$VENV" || die "python3 -m venv failed (apt-get install python3-venv)"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    changed "virtualenv $VENV" "created"
+  fi
+}
+
+PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
+
+step_package() {
+  local src=$1 fp tmp wheel files=()
+  fp=$(fingerprint "$src")
+  if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$fp" ] \
+      && "$VENV/bin/$NAME" --version >/dev/null 2>&1; then
+    unchanged "package" "$("$VENV/bin/$NAME" --version)"
+    return
+  fi
+  if [ -d "$src" ]; then
+    tmp=$(mktemp -d)
+    mkdir "$tmp/src" "$tmp/dist"
+    mapfile -t files < <(source_files "$src")
+    (cd "$src" && cp -r "${files[@]}" "$tmp/src/")
+    find "$tmp/src" -name __pycache__ -prune -exec rm -rf {} +
+    "$VENV/bin/python" -m pip wheel -q --disable-pip-version-check --no-deps \
+      -w "$tmp/dist" "$tmp/src" >/dev/null
+    wheel=$(find "$tmp/dist" -name '*.whl' | head -n 1)
+    install_wheel "$wheel"
+    rm -rf "$tmp"
+  elif [ -f "$src" ]; then
+    install_wheel "$src"
+  else
+    "${PIP[@]}" --upgrade "$src"
+  fi
+  printf '%s\n' "$fp" >"$STAMP"
+  changed "package" "installed $("$VENV/bin/$NAME" --version) from $src"
+  RESTART=1
+}
+
+install_wheel() {
+  "${PIP[@]}" "$1"  # with its dependencies
+  "${PIP[@]}" --no-deps --force-reinstall "$1"  # this build, even at the same version
+}
+
+step_link() {
+  if [ "$(readlink "$LINK" 2>/dev/null || true)" = "$VENV/bin/$NAME" ]; then
+    unchanged "command $LINK"
+  else
+    [ ! -e "$LINK" ] || [ -L "$LINK" ] || die "$LINK exists and is not our symlink"
+    ln -sfn "$VENV/bin/$NAME" "$LINK"
+    changed "command $LINK" "linked to $VENV/bin/$NAME"
+  fi
+}
+
+step_unit() {
+  [ -f "$UNIT_SRC" ] || die "unit file $UNIT_SRC not found (run from a clone)"
+  if put_file "$UNIT_SRC" "$UNIT_DEST" 0644 root root "unit $UNIT_DEST"; then
+    UNIT_CHANGED=1
+    RESTART=1
+  fi
+}
+
+step_config() {
+  if [ ! -d "$CONF_DIR" ]; then
+    install -d -m 0755 -o root -g root "$CONF_DIR"
+    changed "directory $CONF_DIR" "created"
+  fi
+  if [ -e "$CONF" ]; then
+    unchanged "config $CONF" "kept as it is: never overwritten"
+  else
+    install -m 0640 -o root -g "$USER_NAME" "$ENV_EXAMPLE" "$CONF"
+    changed "config $CONF" "created from agent.env.example: set TWILIGHT_IMAGE and the target"
+  fi
+}
+
+step_token() {
+  local token_file=$1
+  if [ -n "$token_file" ]; then
+    if put_file "$token_file" "$TOKEN" 0600 root root "registry token $TOKEN"; then
+      RESTART=1
+    fi
+  elif [ -e "$TOKEN" ]; then
+    unchanged "registry token $TOKEN" "kept"
+  else
+    # LoadCredential= needs the file to exist; empty means anonymous pulls.
+    install -m 0600 -o root -g root /dev/null "$TOKEN"
+    changed "registry token $TOKEN" "created empty: anonymous pulls (--token-file to set)"
+  fi
+}
+
+step_systemd() {
+  if ! systemd_running; then
+    say "systemd" "not running here: skipped daemon-reload and enable --now"
+    return
+  fi
+  if [ "$UNIT_CHANGED" = 1 ]; then
+    systemctl daemon-reload
+    changed "systemctl daemon-reload" "done"
+  else
+    unchanged "systemctl daemon-reload"
+  fi
+  if systemctl is-enabled --quiet "$NAME" && systemctl is-active --quiet "$NAME"; then
+    if [ "$RESTART" = 1 ]; then
+      systemctl restart "$NAME" || fail_start restart
+      changed "service $NAME" "restarted"
+    else
+      unchanged "service $NAME" "enabled, active"
+    fi
+  else
+    systemctl enable --quiet --now "$NAME" || fail_start start
+    changed "service $NAME" "enabled and started"
+  fi
+}
+
+fail_start() {
+  echo "install.sh: $NAME failed to $1; see: journalctl -u $NAME -n 50" >&2
+  exit 1
+}
+
+# -- uninstall ----------------------------------------------------------------------------
+uninstall() {
+  if [ -f "$UNIT_DEST" ]; then
+    if systemd_running; then
+      systemctl disable --quiet --now "$NAME" || true
+      rm -f "$UNIT_DEST"
+      systemctl daemon-reload
+    else
+      rm -f "$UNIT_DEST"
+    fi
+    changed "unit $UNIT_DEST" "stopped, disabled, removed"
+  else
+    unchanged "unit $UNIT_DEST" "not installed"
+  fi
+  if [ -L "$LINK" ] && [ "$(readlink "$LINK")" = "$VENV/bin/$NAME" ]; then
+    rm -f "$LINK"
+    changed "command $LINK" "removed"
+  else
+    unchanged "command $LINK" "not installed"
+  fi
+  if [ -d "$PREFIX" ]; then
+    rm -rf "$PREFIX"
+    changed "directory $PREFIX" "removed"
+  else
+    unchanged "directory $PREFIX" "not installed"
+  fi
+  if getent passwd "$USER_NAME" >/dev/null; then
+    userdel "$USER_NAME"
+    changed "user $USER_NAME" "removed"
+  else
+    unchanged "user $USER_NAME" "not present"
+  fi
+  if getent group "$OWN_GROUP" >/dev/null && [ -z "$(getent group "$OWN_GROUP" | cut -d: -f4)" ]; then
+    groupdel "$OWN_GROUP"
+    changed "group $OWN_GROUP" "removed"
+  fi
+  say "kept" "$CONF_DIR (config, registry token) and $STATE_DIR (history,"
+  say "" "quarantine); remove them by hand to forget this host's deploys"
+}
+
+# -- main ---------------------------------------------------------------------------------
+main() {
+  local source="" token_file="" mode=install
+  while [ $# -gt 0 ]; do
+    case $1 in
+      -h|--help) usage; exit 0 ;;
+      --uninstall) mode=uninstall ;;
+      --token-file)
+        [ $# -ge 2 ] || die "--token-file needs a FILE"
+        token_file=$2; shift ;;
+      --token-file=*) token_file=${1#*=} ;;
+      -*) die "unknown option $1 (see --help)" ;;
+      *) [ -z "$source" ] || die "one SOURCE only (see --help)"; source=$1 ;;
+    esac
+    shift
+  done
+  [ "$(id -u)" = 0 ] || die "run as root (sudo $0 $*)"
+  if [ "$mode" = uninstall ]; then
+    uninstall
+  else
+    if [ -n "$token_file" ]; then
+      if [ ! -f "$token_file" ] || [ ! -r "$token_file" ]; then
+        die "cannot read token file $token_file"
+      fi
+      [ -s "$token_file" ] || die "token file $token_file is empty"
+    fi
+    [ -n "$source" ] || source=$REPO
+    if [ -d "$source" ]; then
+      source=$(cd "$source" && pwd)
+    elif [ -f "$source" ]; then
+      source=$(realpath "$source")
+    fi
+    [ -f "$ENV_EXAMPLE" ] || die "$ENV_EXAMPLE not found (run from a clone)"
+    UNIT_CHANGED=0
+    step_user
+    step_docker_group
+    step_venv
+    step_package "$source"
+    step_link
+    step_config
+    step_token "$token_file"
+    step_unit
+    step_systemd
+  fi
+  if [ "$CHANGES" = 0 ]; then
+    echo "install.sh: nothing to do, everything was already in place"
+  else
+    echo "install.sh: $CHANGES change(s) made"
+  fi
+}
+
+main "$@"
