@@ -191,3 +191,36 @@ def test_created_but_never_started_times_out():
     g, _, _ = gate(lambda t: ContainerState("created", False))
     v = verify(g, url=None, timeout=5, soak=1)
     assert not v.ok and v.reason == "timeout after 5s: container created"
+
+
+def test_engine_restart_during_soak_starts_the_window_over():
+    clock = Clock()
+
+    class Restarting(Container):
+        def state(self, container_id: str) -> ContainerState:
+            if 3 <= self.clock.now - self.t0 < 5:
+                raise DockerUnavailable("engine restarting")
+            return RUNNING
+
+    def answer(t: float) -> ProbeResult:
+        return ProbeResult(not 3 <= t < 6, "connection refused" if 3 <= t < 6 else "http 200")
+
+    g = HealthGate(Restarting(clock, lambda t: RUNNING), probe=probe_from(clock, answer),
+                   clock=clock, sleep=clock.sleep)
+    v = g.verify("c1", URL, timeout=4, interval=0.5, soak=5)
+    assert v.ok and v.detail["passed_after_s"] >= 6.0 and v.after_s >= 11.0
+
+
+def test_exit_noticed_after_a_failed_soak_probe_is_named():
+    died: list[bool] = []
+
+    def answer(t: float) -> ProbeResult:
+        if t >= 2:  # the app dies while this probe is in flight
+            died.append(True)
+            return ProbeResult(False, "connection reset")
+        return ProbeResult(True, "http 200")
+
+    g, _, _ = gate(lambda t: ContainerState("exited", False, exit_code=1) if died else RUNNING,
+                   answer=answer)
+    v = verify(g, interval=1, soak=5)
+    assert not v.ok and v.reason == "exited with code 1 during soak"

@@ -7,6 +7,9 @@ every ``interval`` seconds it probes the URL (httpx GET, per-request timeout
 has a HEALTHCHECK, Docker says ``healthy``; then the same checks must hold for ``soak``
 seconds. Not passed within ``timeout``: fail, naming the last probe result.
 
+While the engine itself does not answer (dockerd restarting), nothing is concluded: the
+window and the soak start over once it answers again.
+
 The clock, the sleep and the probe are injectable so unit tests run in milliseconds.
 """
 
@@ -97,6 +100,7 @@ class _Run:
     interval: float
     soak: float
     start: float
+    window_start: float = 0.0  # the timeout counts from here: the start, or the engine's return
     baseline_restarts: int | None = None
     last_probe: ProbeResult | None = None
     next_probe_at: float = 0.0
@@ -130,7 +134,8 @@ class HealthGate:
 
     def verify(self, container_id: str, url: str | None, *, timeout: float, interval: float,
                soak: float, should_stop: Callable[[], bool] | None = None) -> HealthVerdict:
-        run = _Run(container_id, url, timeout, interval, soak, start=self._clock())
+        now = self._clock()
+        run = _Run(container_id, url, timeout, interval, soak, start=now, window_start=now)
         with self._probing() as probe:
             while True:
                 verdict = self._step(run, probe, should_stop)
@@ -161,16 +166,26 @@ class HealthGate:
             run.probes += 1
             run.next_probe_at = self._clock() + run.interval
             if run.passed_at is not None and not run.last_probe.ok:
-                return self._verdict(run, False, self._during_soak(run, run.last_probe.text))
+                return self._soak_broken(run, run.last_probe.text)
         return self._judge(run, st)
+
+    def _soak_broken(self, run: _Run, probe_text: str) -> HealthVerdict | None:
+        """A probe failed during the soak: a verdict, unless the engine is what went away."""
+        st = self._observe(run)
+        if st is None:
+            return None
+        failure = state_failure(st, run.baseline_restarts or 0) or probe_text
+        return self._verdict(run, False, f"{failure} during soak")
 
     def _observe(self, run: _Run) -> ContainerState | None:
         """The container state, or None while the engine does not answer (not a verdict)."""
         try:
             st = self._runtime.state(run.container_id)
         except RuntimeError_ as exc:
+            # The engine itself is down (e.g. dockerd restarting): not the image's fault.
+            # Start over once it answers again: a new window, a new soak.
             run.detail["engine_error"] = str(exc)
-            run.last_state = None
+            run.last_state, run.passed_at, run.window_start = None, None, self._clock()
             return None
         if run.baseline_restarts is None:
             run.baseline_restarts = st.restart_count
@@ -186,7 +201,7 @@ class HealthGate:
             if now - run.passed_at >= run.soak:
                 return self._verdict(run, True, "healthy")
             return None
-        if run.passed_at is None and now - run.start >= run.timeout:
+        if run.passed_at is None and now - run.window_start >= run.timeout:
             return self._verdict(run, False, f"timeout after {run.timeout:g}s: {run.summary()}")
         return None
 
