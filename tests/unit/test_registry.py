@@ -7,6 +7,7 @@ The happy paths run against the real registry in tests/integration/test_registry
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import secrets
@@ -293,6 +294,30 @@ def test_token_is_cached_and_fetched_once_more_on_401(fake, make) -> None:
     fake.valid_tokens.clear()  # the registry rotated its keys
     reg.track_digest("v1.0.0")
     assert sum(r.url.path == "/token" for r in fake.requests) == 2
+
+
+def test_a_jwt_about_to_expire_is_renewed_before_the_registry_refuses_it(fake, make) -> None:
+    fake.image("v1.0.0")
+    now = {"t": 1000.0}
+
+    def issue(request: httpx.Request) -> httpx.Response:
+        payload = base64.urlsafe_b64encode(json.dumps({"exp": now["t"] + 60}).encode())
+        token = f"h.{payload.decode().rstrip('=')}.{secrets.token_hex(2)}"
+        fake.valid_tokens.add(token)
+        return httpx.Response(200, json={"token": token})
+
+    fake.token_answer = issue
+    reg = make(clock=lambda: now["t"], wall=lambda: now["t"])
+    reg.track_digest("v1.0.0")
+    now["t"] += 30
+    before = len(fake.requests)
+    reg.track_digest("v1.0.0")
+    assert len(fake.requests) - before == 1  # still fresh
+    now["t"] += 25  # within 10 s of expiry
+    before = len(fake.requests)
+    reg.track_digest("v1.0.0")
+    renewal = fake.requests[before:]
+    assert [r.url.path for r in renewal] == ["/token", "/v2/owner/app/manifests/v1.0.0"]
 
 
 def test_credentials_go_to_the_token_endpoint_and_never_to_a_log(fake, make) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 
 import pytest
 
@@ -21,6 +23,19 @@ def test_challenge_with_quoted_commas_in_scope() -> None:
     assert c.realm == "https://ghcr.io/token"
     assert c.service == "ghcr.io"
     assert c.params["scope"] == "repository:user/image:pull,push"
+
+
+def _jwt(claims: object) -> str:
+    payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+    return f"eyJhbGciOiJSUzI1NiJ9.{payload}.sig"
+
+
+def test_jwt_expiry_is_read_without_verification() -> None:
+    assert rr.jwt_expiry(_jwt({"exp": 1_800_000_000, "sub": ""})) == 1_800_000_000.0
+    assert rr.jwt_expiry(_jwt({"sub": "x"})) is None
+    assert rr.jwt_expiry(_jwt(["exp"])) is None
+    assert rr.jwt_expiry("djE6b3duZXIvYXBwOjE3MDA=") is None  # ghcr: opaque
+    assert rr.jwt_expiry("a.!!!.c") is None
 
 
 def test_scope_comes_from_the_repository() -> None:

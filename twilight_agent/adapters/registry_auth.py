@@ -33,6 +33,7 @@ from twilight_agent.core.registry_rules import (
     Challenge,
     backoff_delay,
     is_retryable_status,
+    jwt_expiry,
     media_type,
     parse_challenge,
     retry_hint,
@@ -97,6 +98,7 @@ class RegistrySession:
                  backoff_cap: float = 30.0, sleep: Callable[[float], None] = time.sleep,
                  rand: Callable[[], float] = random.random,
                  clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time,
                  transport: httpx.BaseTransport | None = None) -> None:
         self.base = base_url.rstrip("/")
         self.scope = scope
@@ -104,9 +106,10 @@ class RegistrySession:
         self._creds = credentials
         self._attempts = max(1, attempts)
         self._base_delay, self._cap = backoff_base, backoff_cap
-        self._sleep, self._rand, self._clock = sleep, rand, clock
+        self._sleep, self._rand, self._clock, self._wall = sleep, rand, clock, wall
         self._tokens: dict[str, _Token] = {}
         self._basic = False
+        self._challenge: Challenge | None = None
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)), transport=transport,
             follow_redirects=False, trust_env=False,
@@ -154,11 +157,15 @@ class RegistrySession:
         if not authed:
             return self._send(method, url, headers)
         auth = self._authorization()
+        if auth is None and self._challenge is not None:  # expired: renew before asking
+            self._authenticate(self._challenge)
+            auth = self._authorization()
         reply = self._send(method, url, {**headers, **({"Authorization": auth} if auth else {})})
         if reply.status != 401:
             return reply
         self._tokens.pop(self.scope, None)
-        self._authenticate(parse_challenge(reply.headers.get("www-authenticate", "")))
+        self._challenge = parse_challenge(reply.headers.get("www-authenticate", ""))
+        self._authenticate(self._challenge)
         auth = self._authorization()
         return self._send(method, url, {**headers, **({"Authorization": auth} if auth else {})})
 
@@ -205,9 +212,10 @@ class RegistrySession:
         if not isinstance(value, str) or not value.strip():
             raise RegistryProtocolError(f"{what} answered no token")
         expires = doc.get("expires_in")
-        expires_at = None
-        if isinstance(expires, (int, float)) and not isinstance(expires, bool) and expires > 0:
-            expires_at = self._clock() + max(1.0, float(expires) - 10.0)
+        if not isinstance(expires, (int, float)) or isinstance(expires, bool) or expires <= 0:
+            exp = jwt_expiry(value)
+            expires = exp - self._wall() if exp is not None else None
+        expires_at = None if expires is None else self._clock() + max(1.0, expires - 10.0)
         log.debug("registry_token", scope=self.scope, anonymous=self._creds is None)
         return _Token(value.strip(), expires_at)
 
@@ -243,18 +251,18 @@ class RegistrySession:
 
     def _retrying(self, attempt_fn: Callable[[], Reply], what: str) -> Reply:
         reason = "no attempt"
-        cause_exc: Exception | None = None
+        cause: Exception | None = None
         for attempt in range(self._attempts):
             try:
                 reply = attempt_fn()
             except _Transient as exc:
-                reason, hint, cause_exc = str(exc), None, exc
+                reason, hint, cause = str(exc), None, exc
             else:
                 if not is_retryable_status(reply.status):
                     return reply
                 reason = f"HTTP {reply.status}"
                 hint = retry_hint(reply.headers.get("retry-after"), reply.text,
-                                  dt.datetime.now(dt.timezone.utc))
+                                  dt.datetime.fromtimestamp(self._wall(), dt.timezone.utc))
             if attempt + 1 >= self._attempts:
                 break
             delay = hint if hint is not None else backoff_delay(
@@ -265,4 +273,4 @@ class RegistrySession:
             log.info("registry_retry", what=what, reason=reason, attempt=attempt + 1,
                      delay_s=round(delay, 3))
             self._sleep(delay)
-        raise RegistryUnavailable(f"{what}: {reason} after {self._attempts} attempts") from cause_exc
+        raise RegistryUnavailable(f"{what}: {reason} after {self._attempts} attempts") from cause

@@ -8,9 +8,11 @@ and exponential backoff with jitter.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import email.utils
 import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -68,6 +70,21 @@ def parse_challenge(header: str) -> Challenge:
         value = m.group(2) if m.group(2) is not None else (m.group(3) or "")
         params[m.group(1).lower()] = value.replace('\\"', '"')
     return Challenge(scheme=scheme.lower(), params=params)
+
+
+def jwt_expiry(token: str) -> float | None:
+    """The ``exp`` claim (epoch seconds) of a JWT, read without verifying it (the registry
+    does that); None for an opaque token. Lets a cached token be renewed before the
+    registry refuses it, instead of after a wasted request."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, TypeError):
+        return None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    return float(exp) if isinstance(exp, (int, float)) and not isinstance(exp, bool) else None
 
 
 def pull_scope(repository: str) -> str:
