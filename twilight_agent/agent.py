@@ -7,18 +7,20 @@ Public API (the daemon and the CLI build on these names): ``Agent.recover()``,
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from twilight_agent.adapters.envfile import read_image_tag
 from twilight_agent.adapters.lock import DeployLock
 from twilight_agent.adapters.store import Store, utcnow
 from twilight_agent.core import machine as m
 from twilight_agent.core import policy
 from twilight_agent.core.models import Digest, Release
-from twilight_agent.core.ports import EventSink, HealthPort, RegistryPort, RuntimePort
+from twilight_agent.core.ports import EventSink, HealthPort, RegistryPort, RuntimePort, Snapshot
 from twilight_agent.errors import (
     InvalidInput,
     InvalidTag,
@@ -111,7 +113,7 @@ class Agent:
         """Go back to the previous good digest (from history), through the same gate."""
         with self._lock:
             self._recover_locked()
-            snap = self.runtime.snapshot(self.runtime.find_target())
+            snap = self.snapshot_target()
             target = self._previous_good(snap.digest or self._current_digest())
             return self._run(trigger="rollback", resolve=lambda run: self._fixed(
                 run, target, snap))
@@ -167,7 +169,7 @@ class Agent:
             raise InvalidTag(str(exc)) from None
 
     def _deploy_locked(self, tag: str | None, trigger: str, explicit: bool) -> CycleReport:
-        snap = self.runtime.snapshot(self.runtime.find_target())
+        snap = self.snapshot_target()
         current = snap.digest or self._current_digest()
         if snap.digest and self.store.get_meta("current") is None:
             self.store.set_meta(current={"tag": snap.tag, "digest": snap.digest})
@@ -222,6 +224,28 @@ class Agent:
         if self.store.is_quarantined(str(prev.digest)):
             raise InvalidInput(f"{prev.label} is quarantined; unquarantine it first")
         return prev
+
+    def snapshot_target(self) -> Snapshot:
+        """The running target, with the tag it runs as: the engine's reference when it
+        names one, else the recorded current tag, else the compose ``.env`` IMAGE_TAG."""
+        snap = self.runtime.snapshot(self.runtime.find_target())
+        return dataclasses.replace(snap, tag=self._tag_of(snap))
+
+    def _tag_of(self, snap: Snapshot) -> str | None:
+        cur = self.store.get_meta("current") or {}
+        env = self.settings.env_file
+        for tag in (snap.tag, cur.get("tag") if cur.get("digest") == snap.digest else None,
+                    read_image_tag(env) if env else None):
+            if tag and self._passes(tag):
+                return str(tag)
+        return snap.tag
+
+    def _passes(self, tag: str) -> bool:
+        try:
+            policy.check_tag(tag, self.settings.tag_pattern)
+        except ValueError:
+            return False
+        return True
 
     def _current_digest(self) -> str | None:
         cur = self.store.get_meta("current") or {}

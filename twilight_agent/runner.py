@@ -189,7 +189,7 @@ class Runner:
 
     def _do_TakeSnapshot(self, _: m.TakeSnapshot) -> m.Event:
         try:
-            self.run.snapshot = self.a.runtime.snapshot(self.a.runtime.find_target())
+            self.run.snapshot = self.a.snapshot_target()
         except TwilightError as exc:
             self.run.error = exc
             return m.Aborted(str(exc), "failed")

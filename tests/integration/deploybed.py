@@ -1,0 +1,190 @@
+"""Helpers for the deploy engine's integration tests: an operator-run app container, the
+agent's settings for it, and the CLI run as a subprocess (as an operator would)."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from testbed.images import AppImage
+from testbed.services import REGISTRY_HOST, REGISTRY_URL
+from twilight_agent.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = ROOT / ".venv" / "bin" / "twilight-agent"
+PYTHON = ROOT / ".venv" / "bin" / "python"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Site:
+    """One operator-run app container and the agent configured for it."""
+
+    bed: Any
+    uid: str
+    repo: str
+    tmp: Path
+    port: int = field(default_factory=free_port)
+    config: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.uid}-app"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/healthz"
+
+    @property
+    def env_file(self) -> Path:
+        return self.tmp / "compose.env"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.tmp / "state"
+
+    def base_config(self, **over: object) -> dict[str, str]:
+        cfg = {"IMAGE": f"{REGISTRY_HOST}/{self.repo}", "REGISTRY_URL": REGISTRY_URL,
+               "CONTAINER": self.name, "STATE_DIR": str(self.state_dir),
+               "ENV_FILE": str(self.env_file), "HEALTH_TIMEOUT": "8",
+               "HEALTH_INTERVAL": "0.5", "HEALTH_SOAK": "1", "LOG_FORMAT": "json"}
+        cfg.update({k.upper(): str(v) for k, v in over.items()})
+        return cfg
+
+    def settings(self, **over: object) -> Settings:
+        cfg = {**self.base_config(), **self.config, **{k.upper(): str(v) for k, v in over.items()}}
+        return Settings(**{k.lower(): v for k, v in cfg.items()})
+
+    def write_config(self, **over: object) -> Path:
+        path = self.tmp / "agent.env"
+        cfg = {**self.base_config(), **self.config, **{k.upper(): str(v) for k, v in over.items()}}
+        path.write_text("".join(f"TWILIGHT_{k}={v}\n" for k, v in cfg.items()))
+        return path
+
+    # -- the operator's container ---------------------------------------------------
+    def run_app(self, img: AppImage) -> str:
+        """Run ``img`` like an operator: network alias, port, env, labels, a named and an
+        anonymous volume, restart policy; write data into both volumes."""
+        d, api = self.bed.docker, self.bed.docker.api
+        ref = f"{img.ref}@{img.digest}"
+        d.images.pull(ref)
+        net = f"{self.uid}-net"
+        d.networks.create(net)
+        d.volumes.create(f"{self.uid}-data")
+        hc = api.create_host_config(port_bindings={8080: ("127.0.0.1", self.port)},
+                                    network_mode=net, binds=[f"{self.uid}-data:/data"],
+                                    restart_policy={"Name": "unless-stopped"})
+        cid = api.create_container(
+            ref, name=self.name, environment={"RUNTIME_VAR": "hello"}, ports=[8080],
+            stop_timeout=2,
+            labels={"runtime.label": "kept"}, host_config=hc,
+            networking_config=api.create_networking_config(
+                {net: api.create_endpoint_config(aliases=["web"])}))["Id"]
+        api.start(cid)
+        self.env_file.write_text(f"# compose env\nPOSTGRES_DB=app\nIMAGE_TAG={img.sha_tag}\n")
+        self.wait_serving(img.version)
+        self.exec("echo named-data > /data/n && echo anon-data > /cache/a")
+        return str(cid)
+
+    def exec(self, script: str) -> str:
+        code, out = self.bed.docker.containers.get(self.name).exec_run(["sh", "-c", script])
+        assert code == 0, out
+        return out.decode().strip()
+
+    def inspect(self) -> dict[str, Any]:
+        return dict(self.bed.docker.api.inspect_container(self.name))
+
+    def running_digest(self) -> str | None:
+        info = self.inspect()
+        if not info["State"]["Running"]:
+            return None
+        img = self.bed.docker.api.inspect_image(info["Image"])
+        for rd in img.get("RepoDigests") or []:
+            if rd.startswith(f"{REGISTRY_HOST}/{self.repo}@"):
+                return str(rd.split("@", 1)[1])
+        return None
+
+    def serving(self) -> str | None:
+        try:
+            r = httpx.get(self.url, timeout=2)
+        except httpx.HTTPError:
+            return None
+        return r.text.strip() if r.status_code == 200 else None
+
+    def wait_serving(self, version: str, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.serving() == f"ok {version}":
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"{self.url} never answered ok {version} (got {self.serving()!r})")
+
+    def data_intact(self) -> bool:
+        return self.exec("cat /data/n /cache/a").split() == ["named-data", "anon-data"]
+
+    def containers(self) -> list[str]:
+        return sorted(c.name for c in self.bed.docker.containers.list(
+            all=True, filters={"name": self.uid}))
+
+    # -- the agent --------------------------------------------------------------------
+    def cli(self, *args: str, timeout: float = 90,
+            **over: object) -> subprocess.CompletedProcess[str]:
+        cfg = self.write_config(**over)
+        return subprocess.run([str(CLI), "--config", str(cfg), *args], capture_output=True,
+                              text=True, timeout=timeout, cwd=self.tmp)
+
+    def popen(self, *args: str, **over: object) -> subprocess.Popen[str]:
+        cfg = self.write_config(**over)
+        return subprocess.Popen([str(CLI), "--config", str(cfg), *args], text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=self.tmp)
+
+    def history(self) -> list[dict[str, Any]]:
+        p = self.cli("history", "--json")
+        assert p.returncode == 0, p.stderr
+        return list(json.loads(p.stdout))
+
+    def status(self) -> dict[str, Any]:
+        p = self.cli("status", "--json")
+        assert p.returncode == 0, p.stderr
+        return dict(json.loads(p.stdout))
+
+    def env_tag(self) -> str:
+        m = re.search(r"^IMAGE_TAG=(.*)$", self.env_file.read_text(), re.M)
+        return m.group(1) if m else ""
+
+    def remove_anonymous_volumes(self) -> None:
+        for c in self.bed.docker.containers.list(all=True, filters={"name": self.uid}):
+            anon = [m["Name"] for m in c.attrs["Mounts"] if m["Type"] == "volume"
+                    and re.fullmatch("[0-9a-f]{64}", m["Name"])]
+            c.remove(force=True, v=False)
+            for name in anon:
+                self.bed.docker.api.remove_volume(name)
+
+
+def one_line(stderr: str) -> str:
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def python_child(code: str, cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([str(PYTHON), "-c", code], cwd=cwd, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+
+
+__all__ = ["CLI", "Site", "one_line", "python_child", "sys"]

@@ -1,0 +1,203 @@
+"""The deploy engine end to end on the real engine and registry, driven through the CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.deploybed import Site, one_line
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def site(bed, repo, cleanup, tmp_path) -> Iterator[Site]:
+    s = Site(bed=bed, uid=cleanup, repo=repo, tmp=tmp_path)
+    yield s
+    s.remove_anonymous_volumes()
+
+
+def push(site: Site, version: str, **kw):
+    return site.bed.push(site.repo, version=version, volume="/cache", **kw)
+
+
+def test_good_image_is_swapped_in_with_the_same_config_and_data(site: Site) -> None:
+    v1 = push(site, "v1")
+    old_id = site.run_app(v1)
+    before = site.inspect()
+    v2 = push(site, "v2")
+
+    p = site.cli("deploy")
+    assert p.returncode == 0, p.stderr
+    assert f"deployed: {v2.sha_tag}" in p.stdout
+    after = site.inspect()
+    assert after["Id"] != old_id and after["Name"] == f"/{site.name}"
+    assert site.running_digest() == v2.digest
+    site.wait_serving("v2", timeout=3)
+    assert after["HostConfig"]["PortBindings"] == before["HostConfig"]["PortBindings"]
+    assert after["HostConfig"]["RestartPolicy"] == {"Name": "unless-stopped",
+                                                    "MaximumRetryCount": 0}
+    assert "RUNTIME_VAR=hello" in after["Config"]["Env"]
+    assert "APP_VERSION=v2" in after["Config"]["Env"]
+    assert after["Config"]["Labels"]["runtime.label"] == "kept"
+    assert "web" in after["NetworkSettings"]["Networks"][f"{site.uid}-net"]["Aliases"]
+    assert site.data_intact()
+    assert site.env_tag() == v2.sha_tag
+    assert site.env_file.read_text().startswith("# compose env\nPOSTGRES_DB=app\n")
+    assert site.containers() == [site.name]  # the parked one is gone
+    tags = site.bed.docker.images.get(after["Image"]).tags
+    assert f"{v2.ref}:{v2.sha_tag}" in tags
+    (row,) = site.history()
+    assert (row["outcome"], row["from_digest"], row["to_digest"], row["to_tag"]) == (
+        "deployed", v1.digest, v2.digest, v2.sha_tag)
+    st = site.status()
+    assert st["current"] == {"tag": v2.sha_tag, "digest": v2.digest}
+    assert st["previous"]["digest"] == v1.digest and st["phase"] == "IDLE"
+
+    again = site.cli("deploy")
+    assert again.returncode == 0 and "up_to_date" in again.stdout
+    assert site.inspect()["Id"] == after["Id"]
+
+
+def test_image_that_exits_at_boot_is_rolled_back_fast_and_quarantined(site: Site) -> None:
+    v1 = push(site, "v1")
+    old_id = site.run_app(v1)
+    bad = push(site, "v2", mode="exit")
+
+    t0 = time.monotonic()
+    p = site.cli("deploy")
+    wall = time.monotonic() - t0
+    assert p.returncode == 1, p.stderr
+    assert site.inspect()["Id"] == old_id and site.running_digest() == v1.digest
+    assert site.serving() == "ok v1"
+    assert site.data_intact() and site.env_tag() == v1.sha_tag
+    assert site.containers() == [site.name]
+    (row,) = site.history()
+    assert row["outcome"] == "rolled_back"
+    assert re.search(r"health gate failed: (exited|restarting)", row["reason"]), row["reason"]
+    assert "cannot open database" in row["log_tail"]
+    # from the start of verify (the boot exits at once) to the old container started again
+    to_rollback = row["timings"]["VERIFY"] + row["timings"]["ROLLBACK"]
+    print(f"\nexit-to-rollback {to_rollback:.2f}s (verify {row['timings']['VERIFY']:.2f}s, "
+          f"whole deploy {wall:.1f}s)")
+    assert to_rollback < 5
+    st = site.status()
+    assert [q["digest"] for q in st["quarantined"]] == [bad.digest]
+
+    nxt = site.cli("deploy")
+    assert nxt.returncode == 0, nxt.stderr
+    assert "quarantined" in nxt.stdout
+    assert site.inspect()["Id"] == old_id and len(site.history()) == 1
+
+    refused = site.cli("deploy", bad.sha_tag)
+    assert refused.returncode == 2
+    assert "unquarantine" in one_line(refused.stderr)
+
+
+@pytest.mark.parametrize("mode", ["500", "hang"])
+def test_unhealthy_http_is_rolled_back_after_the_timeout(site: Site, mode: str) -> None:
+    v1 = push(site, "v1")
+    old_id = site.run_app(v1)
+    push(site, "v2", mode=mode)
+    t0 = time.monotonic()
+    p = site.cli("deploy", HEALTH_TIMEOUT="4")
+    took = time.monotonic() - t0
+    assert p.returncode == 1, p.stderr
+    assert took >= 4
+    assert site.inspect()["Id"] == old_id and site.serving() == "ok v1"
+    (row,) = site.history()
+    assert row["outcome"] == "rolled_back" and row["timings"]["VERIFY"] >= 4
+
+
+def test_slow_but_healthy_boot_within_the_window_is_kept(site: Site) -> None:
+    site.run_app(push(site, "v1"))
+    v2 = push(site, "v2", boot_delay=3)
+    p = site.cli("deploy")
+    assert p.returncode == 0, p.stderr
+    assert site.running_digest() == v2.digest and site.serving() == "ok v2"
+    assert site.history()[0]["timings"]["VERIFY"] >= 3
+
+
+def test_second_concurrent_deploy_is_refused_at_once(site: Site) -> None:
+    site.run_app(push(site, "v1"))
+    v2 = push(site, "v2", boot_delay=3)
+    first = site.popen("deploy")
+    deadline = time.monotonic() + 30
+    while site.containers() == [site.name] and time.monotonic() < deadline:
+        time.sleep(0.1)  # until the first deploy has parked the old container
+    t0 = time.monotonic()
+    second = site.cli("deploy")
+    took = time.monotonic() - t0
+    print(f"\nlock refusal in {took:.3f}s")
+    assert second.returncode == 3
+    assert "another deploy holds the lock" in one_line(second.stderr)
+    assert took < 1
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    assert site.running_digest() == v2.digest
+
+
+def _untouched(site: Site, old_id: str) -> None:
+    info = site.inspect()
+    assert info["Id"] == old_id and info["State"]["Running"]
+    assert site.serving() == "ok v1"
+    assert site.history() == []
+
+
+def test_invalid_tag_is_exit_2_and_touches_nothing(site: Site) -> None:
+    old_id = site.run_app(push(site, "v1"))
+    p = site.cli("deploy", "sha-NOT;OK")
+    assert p.returncode == 2
+    assert "tag" in one_line(p.stderr)
+    _untouched(site, old_id)
+
+
+def test_missing_image_is_exit_2(site: Site) -> None:
+    old_id = site.run_app(push(site, "v1"))
+    p = site.cli("deploy", "sha-0000000")
+    assert p.returncode == 2, p.stderr
+    assert "sha-0000000" in one_line(p.stderr)
+    _untouched(site, old_id)
+
+
+def test_missing_target_container_is_exit_2(site: Site) -> None:
+    old_id = site.run_app(push(site, "v1"))
+    push(site, "v2")
+    p = site.cli("deploy", CONTAINER=f"{site.uid}-nothere")
+    assert p.returncode == 2, p.stderr
+    assert f"{site.uid}-nothere" in one_line(p.stderr)
+    _untouched(site, old_id)
+
+
+def test_registry_down_is_exit_5(site: Site) -> None:
+    old_id = site.run_app(push(site, "v1"))
+    p = site.cli("deploy", REGISTRY_URL="http://127.0.0.1:9")
+    assert p.returncode == 5, p.stderr
+    one_line(p.stderr)
+    _untouched(site, old_id)
+
+
+def test_rollback_and_unquarantine_by_hand(site: Site) -> None:
+    v1 = push(site, "v1")
+    site.run_app(v1)
+    v2 = push(site, "v2")
+    assert site.cli("deploy").returncode == 0
+    p = site.cli("rollback")
+    assert p.returncode == 0, p.stderr
+    assert site.running_digest() == v1.digest and site.env_tag() == v1.sha_tag
+    assert site.data_intact()
+    assert site.history()[0]["trigger"] == "rollback"
+
+    site.cli("deploy")  # back on v2
+    bad = push(site, "v3", mode="exit")
+    assert site.cli("deploy").returncode == 1
+    assert site.running_digest() == v2.digest
+    u = site.cli("unquarantine", bad.sha_tag)
+    assert u.returncode == 0 and bad.digest in u.stdout
+    assert site.status()["quarantined"] == []
+    assert json.loads(site.cli("history", "--json", "-n", "1").stdout)[0]["outcome"] == \
+        "rolled_back"

@@ -1,0 +1,110 @@
+"""CLI commands around one deploy: ``deploy``, ``rollback``, ``status``, ``history``,
+``unquarantine``. Each is ``(settings, args) -> exit code``; errors are raised as
+``TwilightError`` and turned into one stderr line + exit code by ``cli.py``.
+
+``deploy`` and ``rollback`` take the deploy lock before the slow imports (docker SDK,
+httpx), so a second deploy is refused with exit 3 at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from twilight_agent.adapters.lock import DeployLock
+from twilight_agent.adapters.store import Store
+from twilight_agent.core.policy import check_tag
+from twilight_agent.errors import InvalidTag
+from twilight_agent.settings import Settings
+
+
+def _configure_logs(settings: Settings) -> None:
+    """Warnings and errors only: an operator's terminal gets one line per problem; the
+    full record of the deploy is its history row (``twilight-agent history``)."""
+    import logging
+
+    from twilight_agent.logs import configure
+
+    configure(settings.log_format, level=logging.WARNING, stream=sys.stderr)
+
+
+def _say(report: Any) -> int:
+    """One line for the operator: stdout when it went well, stderr when not."""
+    to = report.to.label if report.to else "-"
+    if report.exit_code == 0:
+        print(f"{report.outcome}: {to}" + (f" ({report.reason})" if report.reason else ""))
+    else:
+        print(f"twilight-agent: {report.outcome}: {to}: {report.reason}", file=sys.stderr)
+    return int(report.exit_code)
+
+
+def cmd_deploy(settings: Settings, args: argparse.Namespace) -> int:
+    tag = getattr(args, "tag", None)
+    if tag is not None:
+        try:
+            check_tag(tag, settings.tag_pattern)
+        except ValueError as exc:
+            raise InvalidTag(str(exc)) from None
+    with DeployLock(settings.state_dir):
+        _configure_logs(settings)
+        from twilight_agent.app import build_agent
+
+        return _say(build_agent(settings).deploy(tag, trigger="cli"))
+
+
+def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
+    with DeployLock(settings.state_dir):
+        _configure_logs(settings)
+        from twilight_agent.app import build_agent
+
+        return _say(build_agent(settings).rollback())
+
+
+def _release(r: dict[str, Any] | None) -> str:
+    if not r:
+        return "-"
+    digest = str(r.get("digest") or "")
+    return f"{r.get('tag') or '?'} ({digest[:19]})" if digest else str(r.get("tag") or "-")
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from twilight_agent.app import build_agent
+
+    st = build_agent(settings).status()
+    if getattr(args, "json", False):
+        print(json.dumps(st, indent=2, sort_keys=True))
+        return 0
+    last = st.get("last_result") or {}
+    rows = [("current", _release(st["current"])), ("previous", _release(st["previous"])),
+            ("following", f"pin {st['pinned']}" if st["pinned"] else f"track {st['track']}"),
+            ("phase", st["phase"] + (f" ({st['halted_reason']})" if st["halted"] else "")),
+            ("last result", f"{last.get('outcome', '-')} {last.get('finished', '')} "
+                            f"{last.get('reason', '')}".strip()),
+            ("quarantined", str(len(st["quarantined"])))]
+    rows += [("", f"{q['tag'] or '?'} {q['digest'][:19]}: {q['reason']}")
+             for q in st["quarantined"]]
+    for key, value in rows:
+        print(f"{key:<12} {value}")
+    return 0
+
+
+def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
+    rows = Store(settings.state_dir).history(getattr(args, "n", 20))
+    if getattr(args, "json", False):
+        print(json.dumps(rows, indent=2, sort_keys=True))
+        return 0
+    if not rows:
+        print("no deploys recorded yet")
+    for r in rows:
+        print(f"{r['finished']}  {r['outcome']:<12} {r['from_tag'] or '-'} -> "
+              f"{r['to_tag'] or '-'}  [{r['trigger']}, {r['phase']}]"
+              + (f"  {r['reason']}" if r["reason"] else ""))
+    return 0
+
+
+def cmd_unquarantine(settings: Settings, args: argparse.Namespace) -> int:
+    for q in Store(settings.state_dir).unquarantine(args.target):
+        print(f"unquarantined {q.tag or '?'} {q.digest}")
+    return 0
