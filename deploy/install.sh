@@ -161,7 +161,7 @@ step_venv() {
 PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
 
 step_package() {
-  local src=$1 fp tmp wheel files=()
+  local src=$1 fp tmp wheel out files=()
   fp=$(fingerprint "$src")
   if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$fp" ] \
       && "$VENV/bin/$NAME" --version >/dev/null 2>&1; then
@@ -174,8 +174,11 @@ step_package() {
     mapfile -t files < <(source_files "$src")
     (cd "$src" && cp -r "${files[@]}" "$tmp/src/")
     find "$tmp/src" -name __pycache__ -prune -exec rm -rf {} +
-    "$VENV/bin/python" -m pip wheel -q --disable-pip-version-check --no-deps \
-      -w "$tmp/dist" "$tmp/src" >/dev/null
+    if ! out=$("$VENV/bin/python" -m pip wheel -q --disable-pip-version-check --no-deps \
+        -w "$tmp/dist" "$tmp/src" 2>&1); then
+      printf '%s\n' "$out" >&2
+      die "building a wheel from $src failed"
+    fi
     wheel=$(find "$tmp/dist" -name '*.whl' | head -n 1)
     install_wheel "$wheel"
     rm -rf "$tmp"
@@ -218,7 +221,13 @@ step_config() {
     changed "directory $CONF_DIR" "created"
   fi
   if [ -e "$CONF" ]; then
-    unchanged "config $CONF" "kept as it is: never overwritten"
+    if [ "$(stat -c %G "$CONF")" = "$USER_NAME" ]; then
+      unchanged "config $CONF" "kept as it is: never overwritten"
+    else  # e.g. after --uninstall and a reinstall: a new user, perhaps a new gid
+      chgrp "$USER_NAME" "$CONF"
+      chmod g+r "$CONF"
+      changed "config $CONF" "kept; made readable by group $USER_NAME"
+    fi
   else
     install -m 0640 -o root -g "$USER_NAME" "$ENV_EXAMPLE" "$CONF"
     changed "config $CONF" "created from agent.env.example: set TWILIGHT_IMAGE and the target"
@@ -254,13 +263,22 @@ step_systemd() {
   if systemctl is-enabled --quiet "$NAME" && systemctl is-active --quiet "$NAME"; then
     if [ "$RESTART" = 1 ]; then
       systemctl restart "$NAME" || fail_start restart
+      check_started restart
       changed "service $NAME" "restarted"
     else
       unchanged "service $NAME" "enabled, active"
     fi
   else
     systemctl enable --quiet --now "$NAME" || fail_start start
+    check_started start
     changed "service $NAME" "enabled and started"
+  fi
+}
+
+# Type=notify makes start/restart wait for READY; a unit that died at once shows as failed.
+check_started() {
+  if systemctl is-failed --quiet "$NAME"; then
+    fail_start "$1"
   fi
 }
 
@@ -305,8 +323,8 @@ uninstall() {
     groupdel "$OWN_GROUP"
     changed "group $OWN_GROUP" "removed"
   fi
-  say "kept" "$CONF_DIR (config, registry token) and $STATE_DIR (history,"
-  say "" "quarantine); remove them by hand to forget this host's deploys"
+  echo "kept: $CONF_DIR (config, registry token) and $STATE_DIR (history, quarantine);"
+  echo "      remove them by hand to forget this host's deploys"
 }
 
 # -- main ---------------------------------------------------------------------------------
@@ -354,7 +372,7 @@ main() {
     step_systemd
   fi
   if [ "$CHANGES" = 0 ]; then
-    echo "install.sh: nothing to do, everything was already in place"
+    echo "install.sh: nothing to do"
   else
     echo "install.sh: $CHANGES change(s) made"
   fi
