@@ -24,12 +24,13 @@ def rt(bed, cleanup: str) -> Iterator[DockerRuntime]:
     afterwards, remove this test's containers and then the anonymous volumes they used."""
     with DockerRuntime(container=f"{cleanup}-app") as runtime:
         yield runtime
+    anon: set[str] = set()
     for c in bed.docker.containers.list(all=True, filters={"name": cleanup}):
-        anon = [m["Name"] for m in c.attrs["Mounts"] if m["Type"] == "volume"
-                and re.fullmatch("[0-9a-f]{64}", m["Name"])]
+        anon |= {m["Name"] for m in c.attrs["Mounts"] if m["Type"] == "volume"
+                 and re.fullmatch("[0-9a-f]{64}", m["Name"])}
         c.remove(force=True, v=False)
-        for name in anon:
-            bed.docker.api.remove_volume(name)
+    for name in anon:
+        bed.docker.api.remove_volume(name)
 
 
 def _get(url: str) -> httpx.Response:
