@@ -106,8 +106,18 @@ def test_file_is_replaced_atomically_and_readable_by_the_collector(prom: Path) -
     inode = prom.stat().st_ino
     sink.emit("registry_error", {})
     assert prom.stat().st_ino != inode  # a new file renamed over the old one
-    assert stat.S_IMODE(prom.stat().st_mode) & 0o044 == 0o044  # node_exporter can read it
+    assert stat.S_IMODE(prom.stat().st_mode) == 0o644  # node_exporter can read it
     assert [p.name for p in prom.parent.iterdir()] == ["twilight.prom"]  # no temp files left
+
+
+def test_readable_by_node_exporter_under_the_units_umask(prom: Path) -> None:
+    prom.parent.mkdir()
+    old = os.umask(0o077)  # the unit's UMask=
+    try:
+        MetricsFile(prom).write()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(prom.stat().st_mode) == 0o644
 
 
 def test_unwritable_path_never_raises_and_recovers(prom: Path) -> None:

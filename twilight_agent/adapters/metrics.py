@@ -1,8 +1,10 @@
 """Metrics without a port: Prometheus text format written to a file after every event.
 
 node_exporter's textfile collector (``--collector.textfile.directory``) picks the file up,
-so the host opens nothing. The file is rewritten atomically (``write_to_textfile`` writes a
-temporary file and renames it), so the collector never reads half a file. Off when
+so the host opens nothing. The file is rewritten atomically (``generate_latest`` into a
+temporary file in the same directory, then a rename), so the collector never reads half a
+file; it is world-readable whatever the umask (the unit sets ``UMask=0077``) so
+node_exporter, running as another user, can read it. Off when
 ``TWILIGHT_METRICS_FILE`` is empty: ``build_sinks`` then does not create this sink.
 
 Events read (``core/ports.py`` ``EventSink``) and what they change:
@@ -24,6 +26,7 @@ writing works again), and the counters keep counting in memory.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -31,7 +34,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, write_to_textfile
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from twilight_agent.logs import get_logger
 
@@ -153,7 +156,17 @@ class MetricsFile:
         self.revision.labels(tag=tag, digest=digest, revision=revision).set(1)
 
     def _write(self) -> None:
-        write_to_textfile(str(self.path), self.registry)
+        data = generate_latest(self.registry)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")  # not *.prom
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            with os.fdopen(fd, "wb") as f:
+                os.fchmod(f.fileno(), 0o644)  # whatever the umask
+                f.write(data)
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         if self._failing:
             self._failing = False
             log.info("metrics_recovered", path=str(self.path))
