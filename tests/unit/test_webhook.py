@@ -187,3 +187,17 @@ def test_close_returns_even_when_the_receiver_hangs(receiver: Receiver) -> None:
     assert time.monotonic() - t0 < 3
     w.emit("halted", {"deploy_id": "d2", "reason": "x"})  # after close: ignored, no raise
     assert w.dropped == 1
+
+
+def test_idle_thread_ends_and_a_new_message_starts_another(receiver: Receiver,
+                                                          closing: list[Webhook]) -> None:
+    w = hook(closing, receiver.url, idle=0.05)
+    w.emit("halted", {"deploy_id": "d1", "reason": "x"})
+    assert w.join(5)
+    deadline = time.monotonic() + 5
+    while w._thread is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert w._thread is None  # nothing left running for a dropped instance
+    w.emit("halted", {"deploy_id": "d2", "reason": "x"})
+    assert w.join(5)
+    assert [b["deploy_id"] for b in receiver.bodies] == ["d1", "d2"]

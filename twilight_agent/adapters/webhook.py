@@ -47,6 +47,7 @@ ATTEMPTS = 3
 BACKOFF_S = (1.0, 2.0)
 TIMEOUT_S = 5.0
 QUEUE_SIZE = 100
+IDLE_S = 60.0  # the delivery thread ends after this long without a message
 LOG_TAIL_CHARS = 4000
 _KINDS = {"deployed": "deployed", "rolled_back": "rollback", "halted": "halted"}
 _CREDENTIAL = re.compile(r"(Bearer|Basic|token)([\s=:]+)[A-Za-z0-9._~+/=-]{8,}", re.I)
@@ -98,13 +99,14 @@ def build_body(kind: str, fields: Mapping[str, Any], host: str, image: str) -> d
 class Webhook:
     """``EventSink`` POSTing deploy/rollback/halt messages from a background thread.
 
-    The thread starts on the first message; ``close()`` delivers what is queued (within
-    its timeout) and stops it.
+    The thread starts with a message and ends after ``idle`` seconds without one, so an
+    instance dropped at a config reload leaves no thread behind; ``close()`` delivers what
+    is queued (within its timeout) and stops it.
     """
 
     def __init__(self, url: str, image: str = "", *, host: str | None = None,
                  attempts: int = ATTEMPTS, backoff: tuple[float, ...] = BACKOFF_S,
-                 timeout: float = TIMEOUT_S, queue_size: int = QUEUE_SIZE,
+                 timeout: float = TIMEOUT_S, queue_size: int = QUEUE_SIZE, idle: float = IDLE_S,
                  transport: httpx.BaseTransport | None = None) -> None:
         self.url = url
         self.image = image
@@ -112,6 +114,7 @@ class Webhook:
         self.attempts = max(1, attempts)
         self.backoff = backoff
         self.timeout = timeout
+        self.idle = idle
         self._transport = transport
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self._stopping = threading.Event()
@@ -133,8 +136,8 @@ class Webhook:
             if self._closed:
                 return
             body = build_body(kind, fields, self.host, self.image)
-            self._ensure_thread()
             self._queue.put_nowait(body)
+            self._ensure_thread()
         except queue.Full:
             self.dropped += 1
             log.warning("webhook_dropped", url=self._where, reason="queue full")
@@ -202,7 +205,14 @@ class Webhook:
         with httpx.Client(timeout=self.timeout, headers=headers, transport=self._transport,
                           follow_redirects=False) as client:
             while True:
-                body = self._queue.get()
+                try:
+                    body = self._queue.get(timeout=self.idle)
+                except queue.Empty:
+                    with self._lock:  # emit() puts first, then checks for a thread here
+                        if self._queue.empty():
+                            self._thread = None
+                            return
+                    continue
                 try:
                     if body is _STOP:
                         return
