@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     credentials_directory: Path | None = Field(
         None, validation_alias=AliasChoices("CREDENTIALS_DIRECTORY"),
         description="Set by systemd (`LoadCredential=`); holds `registry-token`.")
+    runtime_directory: Path = Field(
+        Path("/run/twilight-agent"),
+        validation_alias=AliasChoices("RUNTIME_DIRECTORY", "TWILIGHT_RUNTIME_DIRECTORY"),
+        description="Where `run` writes its pidfile for `pin`/`unpin`; systemd sets it "
+        "(`RuntimeDirectory=`).")
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

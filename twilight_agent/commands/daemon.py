@@ -1,0 +1,181 @@
+"""``run`` (the daemon systemd starts), ``pin TAG`` and ``unpin``.
+
+``pin``/``unpin`` rewrite ``TWILIGHT_PIN=`` in the config file atomically (the tag gate
+runs first: a bad tag exits 2 with the file untouched), then make the running daemon
+reload: ``systemctl reload <unit>`` when systemd runs it, else SIGHUP to the pid in its
+pidfile. The output says which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from twilight_agent import logs
+from twilight_agent.core.policy import check_tag
+from twilight_agent.errors import ConfigError, InvalidInput, InvalidTag
+from twilight_agent.settings import DEFAULT_CONFIG, Settings, environ, load_settings
+
+if TYPE_CHECKING:
+    from twilight_agent.daemon import AgentLike
+
+PIDFILE = "twilight-agent.pid"
+
+
+# --------------------------------------------------------------------------- run
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from twilight_agent.adapters.notify import Notifier
+    from twilight_agent.daemon import Daemon
+
+    env = environ()
+    logs.configure(settings.log_format, env=env)
+    config = args.config
+
+    daemon = Daemon(settings, agent_factory=build_agent, load=lambda: load_settings(config),
+                    notifier=Notifier.from_env(env))
+    daemon.install_signal_handlers()
+    pidfile = _write_pidfile(settings.runtime_directory)
+    try:
+        code = daemon.run()
+    finally:
+        if pidfile is not None:
+            pidfile.unlink(missing_ok=True)
+    if daemon.stop_timed_out:
+        # The deploy thread is still inside the engine; the interpreter would wait for it.
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def build_agent(settings: Settings) -> AgentLike:
+    """The real agent, with the audit log as its first event sink."""
+    from twilight_agent import app
+    from twilight_agent.adapters.notify import LogEventSink
+
+    return app.build_agent(settings, sinks=[LogEventSink(), *app.build_sinks(settings)])
+
+
+def _write_pidfile(directory: Path) -> Path | None:
+    path = directory / PIDFILE
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{os.getpid()}\n")
+    except OSError as exc:
+        logs.get_logger("twilight.daemon").warning(
+            "pidfile_not_written", path=str(path), error=exc.strerror,
+            effect="pin/unpin cannot signal this daemon by pid")
+        return None
+    return path
+
+
+# --------------------------------------------------------------------------- pin / unpin
+def cmd_pin(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        tag = check_tag(args.tag, settings.tag_pattern)
+    except ValueError as exc:
+        raise InvalidTag(f"refusing to pin: {exc}") from None
+    return _set_pin(settings, args, tag)
+
+
+def cmd_unpin(settings: Settings, args: argparse.Namespace) -> int:
+    return _set_pin(settings, args, "")
+
+
+def _set_pin(settings: Settings, args: argparse.Namespace, tag: str) -> int:
+    path = Path(args.config or DEFAULT_CONFIG)
+    write_setting(path, "TWILIGHT_PIN", tag)
+    load_settings(path)  # the file as now written must still load
+    what = f"pinned {tag}" if tag else f"unpinned: following {settings.track} again"
+    print(f"{what} (TWILIGHT_PIN in {path})")
+    if environ().get("TWILIGHT_PIN") is not None:
+        print("warning: TWILIGHT_PIN is set in this environment and overrides the file",
+              file=sys.stderr)
+    print(signal_daemon(settings.runtime_directory))
+    return 0
+
+
+def write_setting(path: Path, key: str, value: str) -> None:
+    """Set ``KEY=value`` in an env file atomically, keeping its mode and owner."""
+    try:
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+        st = path.stat() if path.exists() else None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read {path}: {exc}") from exc
+    same_key = re.compile(rf"^\s*(export\s+)?{re.escape(key)}\s*=", re.I)
+    lines = [ln for ln in text.splitlines() if not same_key.match(ln)]
+    lines.append(f"{key}={value}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + "\n")
+            if st is not None:
+                os.fchmod(fh.fileno(), st.st_mode & 0o7777)
+                os.fchown(fh.fileno(), st.st_uid, st.st_gid)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {path}: {exc.strerror}") from exc
+
+
+def signal_daemon(runtime_dir: Path) -> str:
+    """Make the running daemon reload; return one line saying how (or why not)."""
+    pidfile = runtime_dir / PIDFILE
+    pid = _read_pid(pidfile)
+    unit = _systemd_unit(pid) if pid else None
+    if unit is None and pid is None and _unit_active("twilight-agent.service"):
+        unit = "twilight-agent.service"
+    if unit is not None:
+        proc = _systemctl("reload", unit)
+        if proc is None or proc.returncode != 0:
+            why = proc.stderr.strip() if proc is not None else "systemctl did not run"
+            raise ConfigError(f"`systemctl reload {unit}` failed: {why}")
+        return f"reloaded the daemon: systemctl reload {unit}"
+    if pid is not None:
+        os.kill(pid, signal.SIGHUP)
+        return f"reloaded the daemon: sent SIGHUP to pid {pid} (from {pidfile})"
+    return "the daemon is not running: the new pin applies when it starts"
+
+
+def _read_pid(pidfile: Path) -> int | None:
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def _systemd_unit(pid: int) -> str | None:
+    """The .service unit whose cgroup holds ``pid``, if systemd runs it."""
+    try:
+        text = Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return None
+    unit = next((p for p in reversed(text.strip().split("/")) if p.endswith(".service")), None)
+    if unit is None:
+        return None
+    proc = _systemctl("show", "--property=MainPID", "--value", unit)
+    return unit if proc is not None and proc.stdout.strip() == str(pid) else None
+
+
+def _unit_active(unit: str) -> bool:
+    proc = _systemctl("is-active", "--quiet", unit)
+    return proc is not None and proc.returncode == 0
+
+
+def _systemctl(*argv: str) -> subprocess.CompletedProcess[str] | None:
+    """``systemctl ARGV``; None where there is no systemctl."""
+    try:
+        return subprocess.run(["systemctl", *argv], capture_output=True, text=True,
+                              check=False, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
