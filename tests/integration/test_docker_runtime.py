@@ -13,7 +13,7 @@ import pytest
 from testbed.util import wait_until
 from twilight_agent.adapters.docker_runtime import DockerRuntime
 from twilight_agent.core.models import Digest
-from twilight_agent.errors import DockerUnavailable, PullFailed, TargetNotFound
+from twilight_agent.errors import DockerUnavailable, PullFailed, RuntimeError_, TargetNotFound
 
 pytestmark = pytest.mark.integration
 
@@ -92,6 +92,8 @@ def test_swap_keeps_operator_config_and_data_and_unpark_restores(bed, repo, clea
     snap = rt.snapshot(rt.find_target())
     assert (snap.container_id, snap.tag, snap.digest) == (old, v1.sha_tag, v1.digest)
     rt.park(snap)
+    with pytest.raises(TargetNotFound, match=r"only a parked .*\.twilight-prev"):
+        rt.find_target()
     new = rt.create_from(snap, f"{v2.ref}@{v2.digest}")
     assert rt.state(new).status == "created"
     rt.start(new)
@@ -197,3 +199,15 @@ def test_prune_keeps_current_previous_and_used_images(bed, repo, rt):
     assert {ids[0], ids[1], ids[2]} <= left and ids[3] not in left
     assert rt.prune_images(imgs[0].ref, keep=set(), older_than_s=3600) == []
     rt.remove(used)
+
+
+def test_park_refuses_a_container_that_stopping_would_delete(bed, repo, cleanup, rt):
+    img = bed.push(repo, version="v1")
+    image_id = rt.pull(img.ref, Digest(img.digest), bed.auth)
+    api = bed.docker.api
+    cid = api.create_container(image_id, name=f"{cleanup}-app",
+                               host_config=api.create_host_config(auto_remove=True))["Id"]
+    rt.start(cid)
+    with pytest.raises(RuntimeError_, match="runs with --rm"):
+        rt.park(rt.snapshot(cid))
+    assert rt.state(cid).running and rt.find_target() == cid

@@ -31,7 +31,7 @@ RUNTIME_CONFIG_FIELDS = ("Image", "ArgsEscaped", "OnBuild", "MacAddress")
 # HostConfig lists the engine fills with its own defaults; it recomputes them from SecurityOpt.
 ENGINE_DEFAULT_HOST_FIELDS = ("MaskedPaths", "ReadonlyPaths")
 # Endpoint settings an operator can set; the rest (ids, addresses, DNSNames) is runtime.
-ENDPOINT_FIELDS = ("IPAMConfig", "Links", "Aliases", "DriverOpts")
+ENDPOINT_FIELDS = ("IPAMConfig", "Links", "Aliases", "DriverOpts", "GwPriority")
 _ANON_VOLUME = re.compile(r"^[0-9a-f]{64}$")
 _NO_ENDPOINT_MODES = ("host", "none")
 

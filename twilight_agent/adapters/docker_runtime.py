@@ -156,7 +156,9 @@ class DockerRuntime:
         if self._container:
             cid = self.find_by_name(self._container)
             if cid is None:
-                raise TargetNotFound(f"no container named {self._container}")
+                parked = self.find_by_name(self._container + PARKED_SUFFIX)
+                hint = f" (only a parked {self._container}{PARKED_SUFFIX})" if parked else ""
+                raise TargetNotFound(f"no container named {self._container}{hint}")
             return cid
         if self._project and self._service:
             return self._find_compose_target()
@@ -273,6 +275,9 @@ class DockerRuntime:
     def park(self, snap: Snapshot) -> None:
         info = self._must_inspect(snap.container_id)
         cid = str(info["Id"])
+        if (info.get("HostConfig") or {}).get("AutoRemove"):
+            raise RuntimeError_(f"{snap.name} runs with --rm: stopping it would delete it, so "
+                                "it cannot be kept for a rollback; recreate it without --rm")
         stop_timeout = (info.get("Config") or {}).get("StopTimeout")
         timeout = DEFAULT_STOP_TIMEOUT if stop_timeout is None else int(stop_timeout)
         with engine_errors(f"parking {snap.name}"):
