@@ -181,8 +181,9 @@ def one_line(stderr: str) -> str:
     return lines[0]
 
 
-def python_child(code: str, cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([str(PYTHON), "-c", code], cwd=cwd, text=True,
+def python_child(code: str, cwd: Path, *args: str) -> subprocess.Popen[str]:
+    """``python -c code args...`` with the project importable and nothing else inherited."""
+    return subprocess.Popen([str(PYTHON), "-c", code, *args], cwd=cwd, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
 
