@@ -88,7 +88,7 @@ class Agent:
         return self._auth() if self._auth else None
 
     def emit(self, event: str, fields: Mapping[str, Any]) -> None:
-        log.info(event, **fields)
+        log.info(event, **{k: v for k, v in fields.items() if k != "log_tail"})
         for sink in self.sinks:
             try:
                 sink.emit(event, fields)
@@ -120,7 +120,6 @@ class Agent:
 
     def poll_once(self) -> CycleReport:
         """One daemon cycle: never raises for registry or Docker trouble."""
-        self._stop.clear()
         try:
             with self._lock:
                 self._recover_locked()
@@ -309,7 +308,10 @@ class Agent:
         self.emit("deploy_finished", {
             "deploy_id": run.deploy_id, "outcome": outcome, "phase": run.phase,
             "from": row["from_tag"], "to": row["to_tag"], "digest": row["to_digest"],
-            "reason": reason, "duration_s": round(sum(
+            "from_tag": row["from_tag"], "from_digest": row["from_digest"],
+            "to_tag": row["to_tag"], "to_digest": row["to_digest"],
+            "revision": run.to.revision if run.to else None,
+            "log_tail": run.log_tail, "reason": reason, "duration_s": round(sum(
                 v for k, v in run.timings.items() if k.isupper()), 3),
             "trigger": run.trigger})
 
