@@ -201,3 +201,22 @@ def test_idle_thread_ends_and_a_new_message_starts_another(receiver: Receiver,
     w.emit("halted", {"deploy_id": "d2", "reason": "x"})
     assert w.join(5)
     assert [b["deploy_id"] for b in receiver.bodies] == ["d1", "d2"]
+
+
+def test_rollback_from_the_agents_deploy_finished_fields(receiver: Receiver,
+                                                        closing: list[Webhook]) -> None:
+    """The shape Agent.record emits: flat tags and digests, the log tail, the revision."""
+    w = hook(closing, receiver.url)
+    w.emit("deploy_finished", {
+        "deploy_id": "d9", "outcome": "rolled_back", "phase": "VERIFY_PREVIOUS",
+        "from": "sha-aaaaaaa", "to": "sha-bbbbbbb", "digest": BAD,
+        "from_tag": "sha-aaaaaaa", "from_digest": OLD, "to_tag": "sha-bbbbbbb",
+        "to_digest": BAD, "revision": "b" * 40, "log_tail": "panic: db\n",
+        "reason": "health gate failed: exited with code 3", "duration_s": 12.5,
+        "trigger": "poll"})
+    assert w.join(5)
+    (body,) = receiver.bodies
+    assert body["event"] == "rollback"
+    assert body["from"] == {"tag": "sha-aaaaaaa", "digest": OLD}
+    assert body["to"] == {"tag": "sha-bbbbbbb", "digest": BAD}
+    assert body["log_tail"] == "panic: db\n"
