@@ -38,6 +38,11 @@ def reconcile(agent: Agent) -> CycleReport | None:
         return None
     run = DeployRun.from_journal(entry)
     phase = State(entry["phase"])
+    if run.snapshot is not None:
+        # Docker must answer before anything is judged: an engine that is down now would
+        # make every undo step fail and turn a recoverable stop into HALTED. Raising here
+        # keeps the journal open for the next attempt.
+        agent.runtime.find_by_name(run.snapshot.name)
     run.note = f"recovered at start-up (agent stopped in {phase.value}/{entry['step']})"
     agent.emit("recovering", {"deploy_id": run.deploy_id, "phase": phase.value,
                               "step": entry["step"]})

@@ -76,7 +76,7 @@ class Site:
         return path
 
     # -- the operator's container ---------------------------------------------------
-    def run_app(self, img: AppImage) -> str:
+    def run_app(self, img: AppImage, entrypoint: list[str] | None = None) -> str:
         """Run ``img`` like an operator: network alias, port, env, labels, a named and an
         anonymous volume, restart policy; write data into both volumes."""
         d, api = self.bed.docker, self.bed.docker.api
@@ -90,7 +90,7 @@ class Site:
                                     restart_policy={"Name": "unless-stopped"})
         cid = api.create_container(
             ref, name=self.name, environment={"RUNTIME_VAR": "hello"}, ports=[8080],
-            stop_timeout=2,
+            stop_timeout=2, entrypoint=entrypoint,
             labels={"runtime.label": "kept"}, host_config=hc,
             networking_config=api.create_networking_config(
                 {net: api.create_endpoint_config(aliases=["web"])}))["Id"]

@@ -201,3 +201,37 @@ def test_rollback_and_unquarantine_by_hand(site: Site) -> None:
     assert site.status()["quarantined"] == []
     assert json.loads(site.cli("history", "--json", "-n", "1").stdout)[0]["outcome"] == \
         "rolled_back"
+
+
+def test_docker_unreachable_is_exit_5(site: Site) -> None:
+    old_id = site.run_app(push(site, "v1"))
+    p = site.cli("deploy", DOCKER_HOST=f"unix://{site.tmp}/no-docker.sock")
+    assert p.returncode == 5, p.stderr
+    assert "Docker" in one_line(p.stderr) or "docker" in p.stderr
+    _untouched(site, old_id)
+
+
+ONCE = ["/bin/sh", "-c", "if [ -f /data/booted ]; then echo 'refusing a second boot' >&2; "
+        "exit 4; fi; touch /data/booted; exec /bin/sh /app/run"]
+
+
+def test_failed_rollback_halts_keeps_everything_and_deploys_nothing_automatically(
+        site: Site) -> None:
+    """The operator's container boots once only (its own entrypoint, kept for the new
+    container too): the new one fails, and so does the restored old one."""
+    v1 = push(site, "v1")
+    old_id = site.run_app(v1, entrypoint=ONCE)
+    bad = push(site, "v2")
+    p = site.cli("deploy")
+    assert p.returncode == 4, p.stderr
+    assert "halted" in p.stderr
+    st = site.status()
+    assert st["halted"] and st["phase"] == "HALTED"
+    assert [q["digest"] for q in st["quarantined"]] == [bad.digest]
+    assert site.inspect()["Id"] == old_id  # nothing deleted: the old container is kept
+    assert site.containers() == [site.name]
+    (row,) = site.history()
+    assert row["outcome"] == "halted" and "previous version unhealthy" in row["reason"]
+    nxt = site.cli("deploy")
+    assert nxt.returncode == 0 and "quarantined" in nxt.stdout
+    assert len(site.history()) == 1

@@ -265,3 +265,41 @@ def test_recovery_after_a_crash_during_rollback_finishes_it(w: World) -> None:
     w.make().recover()
     assert w.running == OLD.digest and w.store.is_quarantined(NEW.digest)
     assert w.store.history()[0]["outcome"] == "rolled_back"
+
+
+def test_recovery_waits_for_docker_instead_of_halting(w: World) -> None:
+    from twilight_agent.errors import DockerUnavailable
+
+    crash_at(w, "park")
+    with pytest.raises(Crash):
+        w.agent.deploy()
+    w.runtime.on.clear()
+    real = w.runtime.find_by_name
+
+    def down(name: str) -> str | None:
+        raise DockerUnavailable("the Docker engine does not answer")
+
+    w.runtime.find_by_name = down  # type: ignore[method-assign]
+    report = w.make().poll_once()
+    assert (report.outcome, report.exit_code) == ("docker_error", 5)
+    assert w.store.open_journal() is not None and w.store.history() == []
+    w.runtime.find_by_name = real  # type: ignore[method-assign]
+    w.make().recover()
+    assert w.running == OLD.digest and w.store.history()[0]["outcome"] == "rolled_back"
+
+
+def test_pin_deploys_that_tag_then_reports_pinned_current(tmp_path: Path) -> None:
+    w = World(tmp_path, pin=NEW.tag)
+    w.registry.track = NEWER  # the track moved on; the pin wins
+    w.registry.tags[NEW.tag] = NEW
+    assert w.agent.poll_once().outcome == "deployed" and w.running == NEW.digest
+    report = w.agent.poll_once()
+    assert report.outcome == "pinned_current" and report.status_line.startswith("pinned to")
+
+
+def test_stop_requested_before_the_swap_leaves_the_service_alone(w: World) -> None:
+    w.agent.request_stop()
+    report = w.agent.deploy()
+    assert (report.outcome, report.exit_code) == ("nothing_to_do", 0)
+    assert "park" not in w.runtime.calls and w.running == OLD.digest
+    assert w.store.history()[0]["outcome"] == "aborted"

@@ -33,8 +33,15 @@ def _configure_logs(settings: Settings) -> None:
 def _say(report: Any) -> int:
     """One line for the operator: stdout when it went well, stderr when not."""
     to = report.to.label if report.to else "-"
+    prev = report.from_.label if report.from_ else "the previous version"
     if report.exit_code == 0:
         print(f"{report.outcome}: {to}" + (f" ({report.reason})" if report.reason else ""))
+    elif report.outcome == "rolled_back":
+        print(f"twilight-agent: rolled_back: {to} failed ({report.reason}); {prev} is "
+              "serving again", file=sys.stderr)
+    elif report.outcome == "halted":
+        print(f"twilight-agent: halted: {to} failed and so did the rollback to {prev} "
+              f"({report.reason}); an operator is needed", file=sys.stderr)
     else:
         print(f"twilight-agent: {report.outcome}: {to}: {report.reason}", file=sys.stderr)
     return int(report.exit_code)
