@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,6 +66,7 @@ def _operator_container(bed, uid: str, ref: str, bind_dir: Path) -> str:
         restart_policy={"Name": "unless-stopped"})
     cid = api.create_container(
         ref, name=f"{uid}-app", environment={"RUNTIME_VAR": "hello"}, ports=[8080],
+        stop_timeout=1,  # the app (PID 1) ignores SIGTERM: park waits this long, not 10 s
         labels={"runtime.label": "x", "com.docker.compose.project": uid,
                 "com.docker.compose.service": "app"},
         host_config=host_config,
@@ -91,7 +93,9 @@ def test_swap_keeps_operator_config_and_data_and_unpark_restores(bed, repo, clea
     image_id = rt.pull(v2.ref, Digest(v2.digest), bed.auth)
     snap = rt.snapshot(rt.find_target())
     assert (snap.container_id, snap.tag, snap.digest) == (old, v1.sha_tag, v1.digest)
+    t0 = time.monotonic()
     rt.park(snap)
+    assert time.monotonic() - t0 < 5  # the container's StopTimeout (1 s), not the default 10 s
     with pytest.raises(TargetNotFound, match=r"only a parked .*\.twilight-prev"):
         rt.find_target()
     new = rt.create_from(snap, f"{v2.ref}@{v2.digest}")
