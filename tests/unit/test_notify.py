@@ -1,4 +1,4 @@
-"""sd_notify over a real AF_UNIX datagram socket, and the audit-log event sink."""
+"""sd_notify over a real AF_UNIX datagram socket."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from twilight_agent.adapters.notify import LogEventSink, Notifier
+from twilight_agent.adapters.notify import Notifier
 
 
 @pytest.fixture
@@ -96,26 +96,3 @@ def test_unreachable_socket_is_logged_once_and_never_raises(tmp_path: Path) -> N
 def test_watchdog_interval_is_half_of_watchdog_sec(env: dict[str, str],
                                                    interval: float | None) -> None:
     assert Notifier.from_env({"NOTIFY_SOCKET": "/x", **env}).watchdog_interval == interval
-
-
-def test_event_sink_logs_every_event_at_a_fitting_level() -> None:
-    sink = LogEventSink()
-    with structlog.testing.capture_logs() as logs:
-        sink.emit("phase", {"deploy_id": "d1", "from": "PULL", "to": "PREPARE"})
-        sink.emit("rollback", {"deploy_id": "d1", "digest": "sha256:" + "a" * 64})
-        sink.emit("deploy_finished", {"deploy_id": "d1", "outcome": "rolled_back"})
-        sink.emit("halted", {"deploy_id": "d2", "reason": "previous did not start"})
-    assert [(e["event"], e["log_level"]) for e in logs] == [
-        ("phase", "info"), ("rollback", "warning"), ("deploy_finished", "warning"),
-        ("halted", "error")]
-    assert logs[0]["from"] == "PULL" and logs[0]["deploy_id"] == "d1"
-
-
-def test_event_sink_never_raises_into_the_agent() -> None:
-    class Broken:
-        def info(self, *a: object, **kw: object) -> None:
-            raise OSError("disk full")
-
-    with structlog.testing.capture_logs() as logs:
-        LogEventSink(Broken()).emit("phase", {"deploy_id": "d1"})
-    assert logs[0]["event"] == "audit_log_failed"

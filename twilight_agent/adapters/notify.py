@@ -1,13 +1,10 @@
-"""sd_notify without a dependency, and the audit-log event sink.
+"""sd_notify without a dependency.
 
 ``Notifier`` speaks the systemd notification protocol: one datagram of ``KEY=value``
 lines to the AF_UNIX socket named in ``$NOTIFY_SOCKET`` (``@name`` = abstract namespace).
 Outside systemd (no ``$NOTIFY_SOCKET``) every call is a no-op, so the daemon code never
 asks whether it runs under systemd. The environment is handed in by the caller
 (``settings.environ()``); nothing here reads ``os.environ``.
-
-``LogEventSink`` writes every engine event to the structured log (journald fields under
-systemd), so ``journalctl -u twilight-agent TWILIGHT_EVENT=rollback`` finds rollbacks.
 """
 
 from __future__ import annotations
@@ -16,15 +13,10 @@ import os
 import socket
 import time
 from collections.abc import Mapping
-from typing import Any
 
 from twilight_agent.logs import get_logger
 
 log = get_logger("twilight.notify")
-
-# Events that deserve more than INFO in the journal (journalctl -p warning shows them).
-_LEVELS = {"rollback": "warning", "registry_error": "warning", "halted": "error"}
-_OUTCOME_LEVELS = {"rolled_back": "warning", "halted": "error"}
 
 
 class Notifier:
@@ -97,18 +89,3 @@ def _sockaddr(address: str) -> str | bytes:
     if address.startswith("@"):  # abstract namespace
         return b"\0" + address[1:].encode()
     return address
-
-
-class LogEventSink:
-    """EventSink: one structured log line per engine event (the audit trail)."""
-
-    def __init__(self, logger: Any = None) -> None:
-        self._log = logger or get_logger("twilight.audit")
-
-    def emit(self, event: str, fields: Mapping[str, Any]) -> None:
-        level = _LEVELS.get(event) or _OUTCOME_LEVELS.get(str(fields.get("outcome")), "info")
-        try:
-            getattr(self._log, level)(event, **{k: v for k, v in fields.items()
-                                                if k != "event"})
-        except Exception as exc:  # a sink never raises into the agent
-            log.error("audit_log_failed", audit_event=event, error=repr(exc))

@@ -55,11 +55,11 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def build_agent(settings: Settings) -> AgentLike:
-    """The real agent, with the audit log as its first event sink."""
+    """The real agent with the optional sinks (metrics, webhook). The agent logs every
+    event itself: under systemd those lines carry the TWILIGHT_* journal fields."""
     from twilight_agent import app
-    from twilight_agent.adapters.notify import LogEventSink
 
-    return app.build_agent(settings, sinks=[LogEventSink(), *app.build_sinks(settings)])
+    return app.build_agent(settings, sinks=app.build_sinks(settings))
 
 
 def _write_pidfile(directory: Path) -> Path | None:
