@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import time
 from collections.abc import Iterator
 
@@ -235,3 +236,25 @@ def test_failed_rollback_halts_keeps_everything_and_deploys_nothing_automaticall
     nxt = site.cli("deploy")
     assert nxt.returncode == 0 and "quarantined" in nxt.stdout
     assert len(site.history()) == 1
+
+
+def test_sigterm_during_verify_undoes_the_swap_without_blaming_the_image(site: Site) -> None:
+    v1 = push(site, "v1")
+    old_id = site.run_app(v1)
+    v2 = push(site, "v2", boot_delay=4)
+    first = site.popen("deploy")
+    deadline = time.monotonic() + 30
+    while site.containers() == [site.name] and time.monotonic() < deadline:
+        time.sleep(0.1)  # parked: the swap is done, verify is waiting for the slow boot
+    time.sleep(0.5)
+    first.send_signal(signal.SIGTERM)
+    _, err = first.communicate(timeout=30)
+    assert first.returncode == 1, err
+    assert "SIGTERM" in err
+    assert site.inspect()["Id"] == old_id and site.serving() == "ok v1"
+    assert site.containers() == [site.name] and site.data_intact()
+    assert site.status()["quarantined"] == []
+    assert "stop requested" in site.history()[0]["reason"]
+    p = site.cli("deploy")  # the build was not blamed: the next deploy takes it
+    assert p.returncode == 0, p.stderr
+    assert site.running_digest() == v2.digest

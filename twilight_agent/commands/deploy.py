@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from typing import Any
 
@@ -55,18 +56,31 @@ def cmd_deploy(settings: Settings, args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise InvalidTag(str(exc)) from None
     with DeployLock(settings.state_dir):
-        _configure_logs(settings)
-        from twilight_agent.app import build_agent
-
-        return _say(build_agent(settings).deploy(tag, trigger="cli"))
+        agent = _agent(settings)
+        return _say(agent.deploy(tag, trigger="cli"))
 
 
 def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
     with DeployLock(settings.state_dir):
-        _configure_logs(settings)
-        from twilight_agent.app import build_agent
+        return _say(_agent(settings).rollback())
 
-        return _say(build_agent(settings).rollback())
+
+def _agent(settings: Settings) -> Any:
+    """The agent, with SIGTERM/SIGINT turned into ``request_stop``: a deploy stopped from the
+    terminal or by systemd finishes or undoes its current phase, never half-swapped."""
+    _configure_logs(settings)
+    from twilight_agent.app import build_agent
+
+    agent = build_agent(settings)
+
+    def stop(signum: int, _frame: object) -> None:
+        print(f"twilight-agent: {signal.Signals(signum).name}: finishing or undoing the "
+              "current phase", file=sys.stderr)
+        agent.request_stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+    return agent
 
 
 def _release(r: dict[str, Any] | None) -> str:
