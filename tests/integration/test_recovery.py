@@ -163,3 +163,18 @@ def test_kill_during_rollback_finishes_the_rollback(site: Site, where: str) -> N
     (row,) = site.history()
     assert row["outcome"] == "rolled_back" and row["reason"].startswith("recovered")
     assert [q["digest"] for q in site.status()["quarantined"]] == [bad.digest]
+
+
+def test_kill_during_commit_finishes_the_commit(site: Site) -> None:
+    v1 = push(site, "v1")
+    site.run_app(v1)
+    v2 = push(site, "v2")
+    kill_agent_at(site, "after:tag_image")  # .env written and image tagged; parked one left
+    assert sorted(site.containers()) == [site.name, f"{site.name}.twilight-prev"]
+    p = site.cli("deploy")
+    assert p.returncode == 0 and "up_to_date" in p.stdout, p.stderr
+    settle(site, "v2")
+    assert site.running_digest() == v2.digest and site.env_tag() == v2.sha_tag
+    (row,) = site.history()
+    assert row["outcome"] == "deployed" and "agent stopped in COMMIT" in row["reason"]
+    assert site.status()["previous"]["digest"] == v1.digest
