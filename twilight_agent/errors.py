@@ -74,7 +74,7 @@ class ManifestNotFound(RegistryError):
     exit_code = 2
 
 
-class RuntimeError_(TwilightError):  # noqa: N801 - avoids shadowing the builtin RuntimeError
+class RuntimeError_(TwilightError):
     """The Docker engine could not do what was asked."""
 
     exit_code = 5
