@@ -144,7 +144,7 @@ class Daemon:
         if self.agent is not None:
             self.agent.request_stop()
         clean = self._wait_idle(self._stop_grace)
-        self._scheduler.shutdown(wait=False)
+        self._scheduler.shutdown(wait=clean)  # a run submitted just before the removal
         if not clean:
             self.stop_timed_out = True
             log.error("daemon_stop_timeout", waited_s=self._stop_grace, forced=self.force_exit)

@@ -87,11 +87,18 @@ def test_start_notify_reload_refusal_and_hardening(
         "following main")
 
     # pin with a bad tag: exit 2 and the file untouched.
-    m.write(CONFIG, good, 0o640)
+    m.write(CONFIG, good)
     before = m.sh(f"sha256sum {CONFIG}")
     code, out = m.run(f"{CLI} pin 'latest;reboot'")
     assert code == 2, out
     assert m.sh(f"sha256sum {CONFIG}") == before
+
+    # The loop's WATCHDOG=1 pings keep a short watchdog happy: no restart.
+    m.write(f"/etc/systemd/system/{UNIT}.d/watchdog.conf", "[Service]\nWatchdogSec=2s\n")
+    m.sh(f"systemctl daemon-reload && systemctl restart {UNIT}")
+    pid = m.prop("MainPID")
+    time.sleep(6)
+    assert (m.prop("ActiveState"), m.prop("MainPID"), m.prop("NRestarts")) == ("active", pid, "0")
 
     # A stop with nothing in flight: clean and quick.
     t0 = time.monotonic()
