@@ -154,7 +154,8 @@ def test_follows_main_pins_and_unpins(bed: Bed, machine: Machine, repo: str, cle
 
 
 def test_rollback_in_the_journal_and_stop_during_a_deploy(
-        bed: Bed, machine: Machine, repo: str, cleanup: str, wheelhouse: Path) -> None:
+        bed: Bed, machine: Machine, repo: str, cleanup: str, wheelhouse: Path,
+        request: pytest.FixtureRequest) -> None:
     m = machine
     app = App(bed, cleanup, repo)
     v1 = bed.push(repo, version="v1")
@@ -189,5 +190,6 @@ def test_rollback_in_the_journal_and_stop_during_a_deploy(
     assert m.events("daemon_stopping")[-1]["TWILIGHT_DEPLOY_IN_FLIGHT"] == "true"
     assert app.containers() == [app.name], m.journal_text()  # nothing parked or half-made
     assert app.running()
-    wait_until(lambda: app.serving() in ("v1", "v3-slow"), timeout=10,
-               what="/healthz 200 after the stop")
+    serving = wait_until(lambda: app.serving() in ("v1", "v3-slow") and app.serving(),
+                         timeout=10, what="/healthz 200 after the stop")
+    report(request, f"systemctl stop during VERIFY took {stop_s:.1f}s; serving {serving}")
