@@ -28,12 +28,16 @@ SOURCE = "https://github.com/lacatfly/twilight-demo"
 RUN_SCRIPT = """#!/bin/sh
 echo "app $APP_VERSION starting (mode $APP_MODE)"
 if [ "${APP_BOOT_DELAY:-0}" != "0" ]; then sleep "$APP_BOOT_DELAY"; fi
+# Like a real service, stop promptly on SIGTERM (PID 1 gets no default signal handling).
+trap 'kill "$child" 2>/dev/null; echo "app $APP_VERSION stopping"; exit 0' TERM INT
 case "$APP_MODE" in
   exit) echo "app $APP_VERSION: fatal: cannot open database" >&2; exit 3 ;;
-  500) echo "app $APP_VERSION listening (health failing)"; exec nc -ll -p 8080 -e /app/r500 ;;
-  hang) echo "app $APP_VERSION listening (never answers)"; exec nc -ll -p 8080 -e /app/rhang ;;
-  *) echo "app $APP_VERSION listening on :8080"; exec httpd -f -v -p 8080 -h /www ;;
+  500) echo "app $APP_VERSION listening (health failing)"; nc -ll -p 8080 -e /app/r500 & ;;
+  hang) echo "app $APP_VERSION listening (never answers)"; nc -ll -p 8080 -e /app/rhang & ;;
+  *) echo "app $APP_VERSION listening on :8080"; httpd -f -v -p 8080 -h /www & ;;
 esac
+child=$!
+wait "$child"
 """
 R500 = """#!/bin/sh
 read -r line
