@@ -80,6 +80,13 @@ class Agent:
     def stop_requested(self) -> bool:
         return self._stop.is_set()
 
+    def close(self) -> None:
+        """Flush and close the sinks that hold a thread or a file (webhook delivery)."""
+        for sink in self.sinks:
+            close = getattr(sink, "close", None)
+            if callable(close):
+                close()
+
     def request_stop(self) -> None:
         """Thread-safe: the deploy in flight finishes or undoes its current phase."""
         self._stop.set()

@@ -57,21 +57,29 @@ def cmd_deploy(settings: Settings, args: argparse.Namespace) -> int:
             raise InvalidTag(str(exc)) from None
     with DeployLock(settings.state_dir):
         agent = _agent(settings)
-        return _say(agent.deploy(tag, trigger="cli"))
+        try:
+            return _say(agent.deploy(tag, trigger="cli"))
+        finally:
+            agent.close()
 
 
 def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
     with DeployLock(settings.state_dir):
-        return _say(_agent(settings).rollback())
+        agent = _agent(settings)
+        try:
+            return _say(agent.rollback())
+        finally:
+            agent.close()
 
 
 def _agent(settings: Settings) -> Any:
     """The agent, with SIGTERM/SIGINT turned into ``request_stop``: a deploy stopped from the
     terminal or by systemd finishes or undoes its current phase, never half-swapped."""
     _configure_logs(settings)
-    from twilight_agent.app import build_agent
+    from twilight_agent.app import build_agent, build_sinks
 
-    agent = build_agent(settings)
+    # The operator's deploys notify and count like the daemon's (webhook, metrics file).
+    agent = build_agent(settings, sinks=build_sinks(settings))
 
     def stop(signum: int, _frame: object) -> None:
         print(f"twilight-agent: {signal.Signals(signum).name}: finishing or undoing the "
