@@ -175,6 +175,11 @@ class Site:
                 self.bed.docker.api.remove_volume(name)
 
 
+def push(site: Site, version: str, **kw: Any) -> AppImage:
+    """Push a build of the app (with an anonymous volume at /cache) to the site's repo."""
+    return site.bed.push(site.repo, version=version, volume="/cache", **kw)  # type: ignore[no-any-return]
+
+
 def one_line(stderr: str) -> str:
     lines = [ln for ln in stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, stderr
@@ -188,4 +193,4 @@ def python_child(code: str, cwd: Path, *args: str) -> subprocess.Popen[str]:
                             env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
 
 
-__all__ = ["CLI", "Site", "one_line", "python_child", "sys"]
+__all__ = ["CLI", "Site", "one_line", "push", "python_child", "sys"]

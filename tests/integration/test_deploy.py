@@ -6,24 +6,12 @@ import json
 import re
 import signal
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.deploybed import Site, one_line
+from tests.integration.deploybed import Site, one_line, push
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def site(bed, repo, cleanup, tmp_path) -> Iterator[Site]:
-    s = Site(bed=bed, uid=cleanup, repo=repo, tmp=tmp_path)
-    yield s
-    s.remove_anonymous_volumes()
-
-
-def push(site: Site, version: str, **kw):
-    return site.bed.push(site.repo, version=version, volume="/cache", **kw)
 
 
 def test_good_image_is_swapped_in_with_the_same_config_and_data(site: Site) -> None:

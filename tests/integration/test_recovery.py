@@ -10,11 +10,10 @@ verify (the engine is shared with other tests while they run).
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.deploybed import Site, python_child
+from tests.integration.deploybed import Site, push, python_child
 from twilight_agent import app
 
 pytestmark = pytest.mark.integration
@@ -65,21 +64,10 @@ print("not killed")
 """
 
 
-@pytest.fixture
-def site(bed, repo, cleanup, tmp_path) -> Iterator[Site]:
-    s = Site(bed=bed, uid=cleanup, repo=repo, tmp=tmp_path)
-    yield s
-    s.remove_anonymous_volumes()
-
-
 def kill_agent_at(site: Site, where: str) -> None:
     proc = python_child(CHILD, site.tmp, str(site.write_config()), where)
     out, err = proc.communicate(timeout=90)
     assert proc.returncode == -signal.SIGKILL, (out, err)
-
-
-def push(site: Site, version: str, **kw):
-    return site.bed.push(site.repo, version=version, volume="/cache", **kw)
 
 
 def settle(site: Site, version: str) -> None:

@@ -1,0 +1,16 @@
+"""Fixtures of the integration layer: an operator-run app container and its agent."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.deploybed import Site
+
+
+@pytest.fixture
+def site(bed, repo, cleanup, tmp_path) -> Iterator[Site]:
+    s = Site(bed=bed, uid=cleanup, repo=repo, tmp=tmp_path)
+    yield s
+    s.remove_anonymous_volumes()

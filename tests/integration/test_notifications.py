@@ -1,0 +1,79 @@
+"""An operator's deploy reaches the webhook and the metrics file, on the real engine."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from testbed.services import PASSWORD
+from tests.integration.deploybed import Site, push
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, list[dict]]]:
+    got: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", got
+    server.shutdown()
+    server.server_close()
+
+
+def _metrics(site: Site) -> dict[tuple[str, tuple], float]:
+    text = (site.tmp / "twilight.prom").read_text()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def test_rollback_reaches_webhook_and_metrics(site: Site, receiver) -> None:
+    url, got = receiver
+    v1 = push(site, "v1")
+    site.run_app(v1)
+    v2 = push(site, "v2", mode="exit")
+    over = {"webhook_url": url, "metrics_file": site.tmp / "twilight.prom"}
+
+    p = site.cli("deploy", **over)
+    assert p.returncode == 1, p.stderr
+    site.wait_serving("v1")
+    rollbacks = [m for m in got if m["event"] == "rollback"]
+    assert len(rollbacks) == 1, got
+    msg = rollbacks[0]
+    assert msg["from"] == {"tag": v1.sha_tag, "digest": v1.digest}
+    assert msg["to"] == {"tag": v2.sha_tag, "digest": v2.digest}
+    assert "fatal: cannot open database" in msg["log_tail"]
+    assert msg["reason"]
+
+    m = _metrics(site)
+    assert m[("twilight_deploys_total", (("outcome", "rolled_back"),))] == 1
+    assert m[("twilight_rollbacks_total", ())] == 1
+
+    v3 = push(site, "v3")
+    p = site.cli("deploy", **over)
+    assert p.returncode == 0, p.stderr
+    site.wait_serving("v3")
+    deployed = [m for m in got if m["event"] == "deployed"]
+    assert deployed and deployed[-1]["to"]["digest"] == v3.digest
+    m = _metrics(site)
+    assert m[("twilight_deploys_total", (("outcome", "deployed"),))] == 1
+    assert m[("twilight_last_success_timestamp_seconds", ())] > 0
+    info = [k for k, v in m.items() if k[0] == "twilight_current_revision_info" and v == 1]
+    assert any(("digest", v3.digest) in labels for _, labels in info), info
+    # The registry credentials never travel in a notification.
+    assert PASSWORD not in json.dumps(got)
