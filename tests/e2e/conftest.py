@@ -162,9 +162,10 @@ def machine(bed: Bed, cleanup: str, systemd_image: str) -> Iterator[Machine]:
         m.container.remove(force=True)
 
 
-def install(m: Machine, wheelhouse: Path, config: dict[str, str]) -> None:
+def install(m: Machine, wheelhouse: Path, config: dict[str, str]) -> str:
     """README's steps: config first (install.sh never overwrites it), then install.sh, which
-    installs the package and the unit and runs ``systemctl enable --now``."""
+    installs the package and the unit and runs ``systemctl enable --now``. Returns what
+    install.sh printed; ``install_command`` runs it again the same way."""
     t0 = time.monotonic()
     files: dict[str, tuple[bytes, int]] = {}
     for whl in wheelhouse.glob("*.whl"):
@@ -174,12 +175,21 @@ def install(m: Machine, wheelhouse: Path, config: dict[str, str]) -> None:
     files[CONFIG] = (render_config(config).encode(), 0o644)
     files[f"/etc/systemd/system/{UNIT}.d/e2e.conf"] = (E2E_DROPIN.encode(), 0o644)
     m.put(files)
-    ours = next(wheelhouse.glob("twilight_agent-*.whl")).name
-    offline = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": f"{INSTALL_DIR}/wheels"}
-    code, out = m.run(f"bash {INSTALL_DIR}/deploy/install.sh {INSTALL_DIR}/wheels/{ours}",
-                      env=offline)
+    code, out = m.run(install_command(wheelhouse), env=OFFLINE)
     assert code == 0, f"install.sh failed ({code}):\n{out}\n{m.journal_text()}"
     m.timings["install_s"] = time.monotonic() - t0
+    return out
+
+
+# pip inside the machine installs from the staged wheels only.
+OFFLINE = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": f"{INSTALL_DIR}/wheels"}
+
+
+def install_command(wheelhouse: Path, *args: str) -> str:
+    """``bash install.sh <our wheel> ARGS`` as staged in the machine by ``install``."""
+    ours = next(wheelhouse.glob("twilight_agent-*.whl")).name
+    return " ".join([f"bash {INSTALL_DIR}/deploy/install.sh {INSTALL_DIR}/wheels/{ours}",
+                     *args])
 
 
 def render_config(config: dict[str, str]) -> str:
