@@ -75,6 +75,8 @@ class Agent:
         self._auth = auth
         self._stop = threading.Event()
         self._lock = DeployLock(settings.state_dir)
+        self._registry_s: float | None = None  # the registry part of the current poll
+        self._registry_failing: str | None = None  # the error of the last poll, if any
 
     # -- small services the runner uses ----------------------------------------------
     def stop_requested(self) -> bool:
@@ -95,7 +97,11 @@ class Agent:
         return self._auth() if self._auth else None
 
     def emit(self, event: str, fields: Mapping[str, Any]) -> None:
+        """Log the event (the audit trail) and hand it to every sink."""
         log.info(event, **{k: v for k, v in fields.items() if k != "log_tail"})
+        self._to_sinks(event, fields)
+
+    def _to_sinks(self, event: str, fields: Mapping[str, Any]) -> None:
         for sink in self.sinks:
             try:
                 sink.emit(event, fields)
@@ -126,20 +132,59 @@ class Agent:
                 run, target, snap))
 
     def poll_once(self) -> CycleReport:
-        """One daemon cycle: never raises for registry or Docker trouble."""
+        """One daemon cycle: never raises for registry or Docker trouble.
+
+        Afterwards the sinks get ``poll``: ``duration_s`` (how long the registry check took;
+        absent when the registry was not reached), ``outcome`` and ``totals`` (what the
+        history says, so deploys made by ``twilight-agent deploy`` are counted too). Not
+        logged: one line per poll would flood the journal.
+        """
+        self._registry_s = None
+        report = self._poll()
+        fields: dict[str, Any] = {"outcome": report.outcome, "totals": self.totals()}
+        if self._registry_s is not None:
+            fields["duration_s"] = round(self._registry_s, 4)
+        self._to_sinks("poll", fields)
+        return report
+
+    def _poll(self) -> CycleReport:
         try:
             with self._lock:
                 self._recover_locked()
-                return self._deploy_locked(self.settings.pin or None, "poll", explicit=False)
+                report = self._deploy_locked(self.settings.pin or None, "poll", explicit=False)
         except LockBusy as exc:
-            return self._report("busy", reason=str(exc))
+            report = self._report("busy", reason=str(exc))
         except RegistryError as exc:
-            self.emit("registry_error", {"error": str(exc)})
+            # Every failed poll is counted (sinks); it is logged when the error changes.
+            fields = {"error": str(exc)}
+            if str(exc) != self._registry_failing:
+                self.emit("registry_error", fields)
+            else:
+                self._to_sinks("registry_error", fields)
+            self._registry_failing = str(exc)
             return self._report("registry_error", reason=str(exc))
         except RuntimeError_ as exc:
-            return self._report("docker_error", reason=str(exc))
+            report = self._report("docker_error", reason=str(exc))
         except TwilightError as exc:
-            return self._report("nothing_to_do", reason=str(exc), exit_code=exc.exit_code)
+            report = self._report("nothing_to_do", reason=str(exc), exit_code=exc.exit_code)
+        if self._registry_failing is not None and self._registry_s is not None:
+            log.info("registry_recovered", after=self._registry_failing)
+            self._registry_failing = None
+        return report
+
+    def announce(self) -> None:
+        """Tell the sinks where things stand (``started`` with ``totals``): the metrics file
+        is written at once, so the collector sees it before the first event."""
+        self._to_sinks("started", {"totals": self.totals()})
+
+    def totals(self) -> dict[str, Any]:
+        """What the state store says: finished deploys by outcome, the last success, what
+        serves now, whether the agent is halted."""
+        counts = self.store.outcome_counts()
+        return {"deploys": {k: n for k, (n, _) in counts.items()},
+                "last_success": counts.get("deployed", (0, ""))[1] or None,
+                "current": self.store.get_meta("current"),
+                "halted": bool(self.store.get_meta("halted"))}
 
     def status(self) -> dict[str, Any]:
         """Current/previous release, pin, quarantine, phase, last result, halted flag."""
@@ -179,7 +224,11 @@ class Agent:
         current = snap.digest or self._current_digest()
         if snap.digest and self.store.get_meta("current") is None:
             self.store.set_meta(current={"tag": snap.tag, "digest": snap.digest})
-        candidate = self._candidate(tag, current)
+        t0 = self.clock()
+        try:
+            candidate = self._candidate(tag, current)
+        finally:
+            self._registry_s = self.clock() - t0
         quarantined = {q.digest for q in self.store.quarantined()}
         halted_on = (self.store.get_meta("halted") or {}).get("digest")
         verdict = policy.decide(candidate.digest, current, quarantined, explicit=explicit,

@@ -116,6 +116,7 @@ class Daemon:
     def start(self) -> None:
         self.agent = self._factory(self.settings)
         self._recover(self.agent)
+        _announce(self.agent)
         logging.getLogger("apscheduler").setLevel(logging.ERROR)
         self._scheduler.add_job(self._cycle, self._trigger(), id=JOB_ID, max_instances=1,
                                 coalesce=True, misfire_grace_time=None,
@@ -173,6 +174,7 @@ class Daemon:
     def _swap(self, new: Settings, agent: AgentLike, changed: list[str]) -> None:
         old_settings, old_agent = self.settings, self.agent
         self.settings, self.agent = new, agent
+        _announce(agent)  # new sinks (e.g. a new metrics file) start from the totals
         if new.poll_interval != old_settings.poll_interval:
             self._scheduler.reschedule_job(JOB_ID, trigger=self._trigger())
         log.info("reload", changed=changed, **self._mode(new))
@@ -280,6 +282,18 @@ class Daemon:
             self._watchdog()
             self._sleep(self._tick)
         return True
+
+
+def _announce(agent: AgentLike) -> None:
+    """``Agent.announce()``: the sinks learn where things stand (the metrics file is written
+    at start-up). Optional for an ``AgentLike``; a failure never stops the daemon."""
+    announce = getattr(agent, "announce", None)
+    if not callable(announce):
+        return
+    try:
+        announce()
+    except Exception:  # a state store that cannot be read now: the first poll catches up
+        log.exception("announce_failed")
 
 
 def _changed(old: Settings, new: Settings) -> list[str]:

@@ -19,6 +19,11 @@ Events read (``core/ports.py`` ``EventSink``) and what they change:
 - ``halted``: ``twilight_halted`` = 1.
 - ``registry_error``: ``twilight_registry_errors_total``.
 - ``poll`` with ``duration_s``: ``twilight_poll_duration_seconds`` (histogram).
+- ``started`` (the daemon and the CLI, before anything else) and ``poll`` with ``totals``
+  (what the state store says: ``deploys`` by outcome, ``last_success``, ``current``,
+  ``halted``): the counters catch up with the history (never down), so a fresh process
+  starts from the host's totals and the daemon's file counts deploys made from the CLI;
+  ``started`` writes the file at once, so the collector sees it before the first deploy.
 
 A sink never raises into the agent: a failed write is logged once (and once more when
 writing works again), and the counters keep counting in memory.
@@ -26,6 +31,7 @@ writing works again), and the counters keep counting in memory.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import threading
 import time
@@ -54,6 +60,18 @@ def _tag_digest(value: Any) -> tuple[str, str]:
     return (str(value) if value else ""), ""
 
 
+def _epoch(value: Any) -> float | None:
+    """An ISO-8601 time (``2026-11-22T03:00:00Z``) or a number -> Unix time."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
 def side(fields: Mapping[str, Any], which: str) -> tuple[str, str]:
     """Tag and digest of the ``from`` or ``to`` side of an event, whatever shape it has.
 
@@ -76,6 +94,11 @@ class MetricsFile:
         self._lock = threading.Lock()
         self._failing = False
         self._rollbacks_seen: deque[str] = deque(maxlen=_SEEN_ROLLBACKS)
+        # What the counters already hold, to catch up with the store's totals.
+        self._counted: dict[str, int] = {}
+        self._rollbacks_counted = 0
+        self._last_success = 0.0
+        self._serving_digest = ""
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.deploys = Counter("twilight_deploys", "Finished deploys by outcome.",
@@ -120,19 +143,49 @@ class MetricsFile:
         elif event == "registry_error":
             self.registry_errors.inc()
         elif event == "poll":
-            duration = fields.get("duration_s")
-            if duration is None:
+            duration, totals = fields.get("duration_s"), fields.get("totals")
+            if duration is None and totals is None:
                 return False
-            self.poll_duration.observe(float(duration))
+            if duration is not None:
+                self.poll_duration.observe(float(duration))
+            self._catch_up(totals)
+        elif event == "started":
+            self._catch_up(fields.get("totals"))
         elif event != "_write":
             return False
         return True
 
+    def _catch_up(self, totals: Any) -> None:
+        """Bring the counters and gauges up to what the state store says."""
+        if not isinstance(totals, Mapping):
+            return
+        for outcome, n in dict(totals.get("deploys") or {}).items():
+            missing = int(n) - self._counted.get(outcome, 0)
+            if missing > 0:
+                self.deploys.labels(outcome=outcome).inc(missing)
+                self._counted[outcome] = int(n)
+        # Each rolled-back or halted deploy went through ROLLBACK once.
+        started = sum(int(n) for o, n in dict(totals.get("deploys") or {}).items()
+                      if o in ("rolled_back", "halted"))
+        if started > self._rollbacks_counted:
+            self.rollbacks.inc(started - self._rollbacks_counted)
+            self._rollbacks_counted = started
+        success = _epoch(totals.get("last_success"))
+        if success is not None and success > self._last_success:
+            self.last_success.set(success)
+            self._last_success = success
+        tag, digest = _tag_digest(totals.get("current"))
+        if digest and digest != self._serving_digest:
+            self._serving(tag, digest, "")
+        self.halted.set(1 if totals.get("halted") else 0)
+
     def _finished(self, outcome: str, fields: Mapping[str, Any]) -> None:
         self.deploys.labels(outcome=outcome).inc()
+        self._counted[outcome] = self._counted.get(outcome, 0) + 1
         if outcome == "deployed":
             ts = fields.get("timestamp")
-            self.last_success.set(ts if isinstance(ts, (int, float)) else self._clock())
+            self._last_success = float(ts if isinstance(ts, (int, float)) else self._clock())
+            self.last_success.set(self._last_success)
             self._serving(*side(fields, "to"), str(fields.get("revision") or ""))
             self.halted.set(0)
         elif outcome == "rolled_back":
@@ -150,8 +203,10 @@ class MetricsFile:
         if deploy_id:
             self._rollbacks_seen.append(deploy_id)
         self.rollbacks.inc()
+        self._rollbacks_counted += 1
 
     def _serving(self, tag: str, digest: str, revision: str) -> None:
+        self._serving_digest = digest
         self.revision.clear()
         self.revision.labels(tag=tag, digest=digest, revision=revision).set(1)
 

@@ -155,6 +155,13 @@ class Store:
                 self._set(db, key, value)
             db.execute("DELETE FROM journal WHERE deploy_id = ?", (row["id"],))
 
+    def outcome_counts(self) -> dict[str, tuple[int, str]]:
+        """``{outcome: (finished deploys, when the last one finished)}`` over all history."""
+        with self._db() as db:
+            rows = db.execute("SELECT outcome, COUNT(*), MAX(finished) FROM history "
+                              "GROUP BY outcome").fetchall()
+        return {str(r[0]): (int(r[1]), str(r[2] or "")) for r in rows}
+
     def history(self, n: int = 20) -> list[dict[str, Any]]:
         """Finished deploys, newest first."""
         with self._db() as db:

@@ -80,6 +80,7 @@ def _agent(settings: Settings) -> Any:
 
     # The operator's deploys notify and count like the daemon's (webhook, metrics file).
     agent = build_agent(settings, sinks=build_sinks(settings))
+    agent.announce()  # the metrics file starts from the host's totals, not from zero
 
     def stop(signum: int, _frame: object) -> None:
         print(f"twilight-agent: {signal.Signals(signum).name}: finishing or undoing the "
