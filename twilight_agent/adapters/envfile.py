@@ -23,13 +23,19 @@ _LINE = re.compile(rb"^(?P<lead>[ \t]*(?:export[ \t]+)?IMAGE_TAG[ \t]*=)(?P<valu
 
 
 def read_image_tag(path: Path) -> str | None:
-    """The current ``IMAGE_TAG`` value (the last assignment wins), or None."""
+    """The current ``IMAGE_TAG`` value (the last assignment wins), or None.
+
+    Never raises: the agent reads it on every poll, and a file it cannot read or a value
+    that is not UTF-8 (which then fails the tag gate) must not crash the poll.
+    """
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
+    except OSError:
         return None
     found = _LINE.findall(data)
-    return found[-1][1].decode().strip().strip("\"'") if found else None
+    if not found:
+        return None
+    return str(found[-1][1].decode("utf-8", errors="replace").strip().strip("\"'"))
 
 
 def rewrite(data: bytes, tag: str) -> bytes:
