@@ -75,6 +75,8 @@ class Agent:
         self._auth = auth
         self._stop = threading.Event()
         self._lock = DeployLock(settings.state_dir)
+        # Called with each pull status line (the CLI sets it when stdout is a terminal).
+        self.pull_progress: Callable[[str], None] | None = None
         self._registry_s: float | None = None  # the registry part of the current poll
         self._registry_failing: str | None = None  # the error of the last poll, if any
 

@@ -11,28 +11,38 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import textwrap
 from pathlib import Path
 
 from twilight_agent import __version__
 from twilight_agent.errors import TwilightError
 
-EPILOG = """exit codes: 0 done (deployed and healthy, or nothing to do); 1 deploy failed and the
-previous version is serving again; 2 invalid input or config, nothing touched; 3 another
-deploy holds the lock; 4 halted: rollback failed, operator needed; 5 registry or Docker
-unreachable, nothing touched."""
+EPILOG = """examples:
+  twilight-agent check                      what would be deployed and why
+  twilight-agent status                     what runs, the pin, the quarantine
+  twilight-agent deploy sha-1a2b3c4         one exact build, now
+  twilight-agent --config ./agent.env run   the daemon, with another settings file
+  twilight-agent COMMAND --help             each command's options and examples
+
+exit codes: 0 done (deployed and healthy, or nothing to do); 1 deploy failed and the
+  previous version is serving again; 2 invalid input or config, nothing touched;
+  3 another deploy holds the lock; 4 halted: rollback failed, operator needed;
+  5 registry or Docker unreachable, nothing touched."""
 
 # name -> (module in twilight_agent.commands, function, help, examples)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "run": ("daemon", "cmd_run", "run the daemon (what systemd starts)",
-            "twilight-agent run --config /etc/twilight-agent/agent.env"),
+            "twilight-agent run\n  twilight-agent --config /srv/app/agent.env run"),
     "check": ("check", "cmd_check", "show what would be deployed and why; changes nothing",
               "twilight-agent check\n  twilight-agent check --json"),
-    "deploy": ("deploy", "cmd_deploy", "deploy now: TAG, or the newest build on the track",
+    "deploy": ("deploy", "cmd_deploy", "deploy now: TAG, or the newest build on the track "
+               "(on a terminal it shows the pull as it goes)",
                "twilight-agent deploy\n  twilight-agent deploy sha-1a2b3c4"),
     "rollback": ("deploy", "cmd_rollback", "go back to the previous good version",
                  "twilight-agent rollback"),
-    "status": ("deploy", "cmd_status", "current/previous version, pin, quarantine, phase",
-               "twilight-agent status\n  twilight-agent status --json"),
+    "status": ("deploy", "cmd_status", "current/previous version, pin, quarantine, phase: "
+               "a table (also in a pipe); --json for scripts",
+               "twilight-agent status\n  twilight-agent status --json | jq -r .current.tag"),
     "history": ("deploy", "cmd_history", "past deploys, newest first",
                 "twilight-agent history -n 5\n  twilight-agent history --json"),
     "unquarantine": ("deploy", "cmd_unquarantine", "allow a quarantined digest again",
@@ -48,16 +58,17 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="twilight-agent",
-        description="Pull-based deploy agent: follows a registry track and rolls one "
+        description="Pull-based deploy agent: follows a registry track and rolls one\n"
         "container forward with a health gate and automatic rollback.",
         epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"twilight-agent {__version__}")
     p.add_argument("--config", type=Path, default=None, metavar="PATH",
                    help="settings file (default /etc/twilight-agent/agent.env)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, _, help_, examples) in COMMANDS.items():
-        sp = sub.add_parser(name, help=help_, description=help_,
+        sp = sub.add_parser(name, help=help_, description=textwrap.fill(help_, 80),
                             epilog=f"examples:\n  {examples}",
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         if name in ("check", "status", "history"):

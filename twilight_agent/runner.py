@@ -181,7 +181,8 @@ class Runner:
         assert self.run.to is not None
         try:
             self.run.image_id = self.a.runtime.pull(
-                str(self.a.settings.image_ref), self.run.to.digest, self.a.pull_auth())
+                str(self.a.settings.image_ref), self.run.to.digest, self.a.pull_auth(),
+                progress=self.a.pull_progress)
         except TwilightError as exc:
             self.run.error = exc
             return m.Aborted(str(exc), "failed")

@@ -81,6 +81,8 @@ def _agent(settings: Settings) -> Any:
     # The operator's deploys notify and count like the daemon's (webhook, metrics file).
     agent = build_agent(settings, sinks=build_sinks(settings))
     agent.announce()  # the metrics file starts from the host's totals, not from zero
+    if sys.stdout.isatty():  # an operator watching: show the pull; a pipe gets one line
+        agent.pull_progress = _show_pull
 
     def stop(signum: int, _frame: object) -> None:
         print(f"twilight-agent: {signal.Signals(signum).name}: finishing or undoing the "
@@ -92,6 +94,10 @@ def _agent(settings: Settings) -> Any:
     return agent
 
 
+def _show_pull(line: str) -> None:
+    print(f"pull: {line}", flush=True)
+
+
 def _release(r: dict[str, Any] | None) -> str:
     if not r:
         return "-"
@@ -100,6 +106,8 @@ def _release(r: dict[str, Any] | None) -> str:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    """A two-column table, on a terminal and in a pipe alike (stable, easy to grep);
+    ``--json`` is the interface for scripts."""
     from twilight_agent.app import build_agent
 
     st = build_agent(settings).status()
