@@ -270,7 +270,9 @@ class RegistrySession:
             if delay > self._cap:
                 raise RegistryUnavailable(f"{what}: {reason}; the registry asks to wait "
                                           f"{delay:.0f}s (more than {self._cap:.0f}s)")
-            log.info("registry_retry", what=what, reason=reason, attempt=attempt + 1,
+            # Debug, not info: the daemon polls a down registry every interval, and its
+            # log carries one registry_error line per change of state, not per attempt.
+            log.debug("registry_retry", what=what, reason=reason, attempt=attempt + 1,
                      delay_s=round(delay, 3))
             self._sleep(delay)
         raise RegistryUnavailable(f"{what}: {reason} after {self._attempts} attempts") from cause
