@@ -6,7 +6,8 @@
   an anonymous or wrong caller gets 401, like ghcr.io.
 * Wrong credentials get 401 whatever the repository.
 * Push needs credentials. The answer is ``{"token": ...}`` with no expiry field.
-* ``GET /_stats`` (bed-only) answers the number of tokens issued, so tests can check caching.
+* ``GET /_stats[?repo=NAME]`` (bed-only) answers the number of tokens issued (for one
+  repository when asked), so tests can check caching.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class TokenServer:
         self.host, self.port = host, port
         self.issued = 0
         self.refused = 0
+        self.issued_by_repo: dict[str, int] = {}
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
 
@@ -124,6 +126,9 @@ class TokenServer:
                            headers={"kid": self._kid, "typ": "JWT"})
         with self._lock:
             self.issued += 1
+            for entry in access:
+                name = entry["name"]
+                self.issued_by_repo[name] = self.issued_by_repo.get(name, 0) + 1
         return 200, {"token": token}
 
     # -- serving --------------------------------------------------------------------
@@ -147,7 +152,11 @@ class TokenServer:
             def do_GET(self) -> None:
                 url = urlsplit(self.path)
                 if url.path == "/_stats":
-                    self._send(200, {"issued": server.issued, "refused": server.refused})
+                    repo = parse_qs(url.query).get("repo", [""])[0]
+                    body = {"issued": server.issued, "refused": server.refused}
+                    if repo:  # per repository, so tests sharing the bed do not interfere
+                        body["issued"] = server.issued_by_repo.get(repo, 0)
+                    self._send(200, body)
                     return
                 if url.path != "/token":
                     self._send(404, {"errors": [{"code": "NOT_FOUND"}]})

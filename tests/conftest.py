@@ -88,11 +88,13 @@ def cleanup(bed: Bed, uid: str) -> Iterator[str]:
     for n in d.networks.list(names=[uid]):
         with contextlib.suppress(docker.errors.APIError):
             n.remove()
-    for img in d.images.list():
-        refs = img.tags + img.attrs.get("RepoDigests", [])
+    # The low-level list carries tags and digests itself: no per-image inspect that races
+    # with images other tests remove meanwhile.
+    for img in d.api.images():
+        refs = (img.get("RepoTags") or []) + (img.get("RepoDigests") or [])
         if any(uid in r for r in refs):
             with contextlib.suppress(docker.errors.APIError):
-                d.images.remove(img.id, force=True)
+                d.api.remove_image(img["Id"], force=True)
 
 
 @pytest.fixture

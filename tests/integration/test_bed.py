@@ -33,9 +33,10 @@ def test_registry_challenges_like_ghcr() -> None:
 
 
 def test_push_through_token_flow_and_pull_back_by_digest(bed, repo) -> None:
-    issued_before = httpx.get(f"http://127.0.0.1:{TOKEN_PORT}/_stats").json()["issued"]
+    stats = f"http://127.0.0.1:{TOKEN_PORT}/_stats"
+    assert httpx.get(stats, params={"repo": repo}).json()["issued"] == 0
     img = bed.push(repo, version="v1")
-    assert httpx.get(f"http://127.0.0.1:{TOKEN_PORT}/_stats").json()["issued"] > issued_before
+    assert httpx.get(stats, params={"repo": repo}).json()["issued"] > 0
     assert sorted(bed.raw.tags(repo)) == sorted([img.sha_tag, "main", "latest"])
     # Every tag points at the pushed digest.
     for tag in img.tags:

@@ -19,8 +19,9 @@ pytestmark = pytest.mark.integration
 TOKEN_STATS = "http://127.0.0.1:5001/_stats"
 
 
-def tokens_issued() -> int:
-    return int(httpx.get(TOKEN_STATS).json()["issued"])
+def tokens_issued(repo: str) -> int:
+    """Tokens the bed's token server issued for ``repo`` (other tests may run alongside)."""
+    return int(httpx.get(TOKEN_STATS, params={"repo": repo}).json()["issued"])
 
 
 @pytest.fixture
@@ -122,9 +123,9 @@ def test_one_request_per_idle_poll_whatever_the_tag_count(bed, repo, open_regist
     registry = open_registry(repo)
     known = registry.resolve_track("main")
     assert (known.tag, known.digest) == (main.sha_tag, main.digest)
-    issued = tokens_issued()
+    issued = tokens_issued(repo)
     assert _idle_requests(registry, known, 50) == 50
-    assert tokens_issued() == issued  # the token stayed cached
+    assert tokens_issued(repo) == issued  # the token stayed cached
 
 
 def test_fifteen_hundred_tags_without_labels(bed, repo, open_registry) -> None:
