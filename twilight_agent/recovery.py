@@ -10,7 +10,8 @@ revived by a daemon restart). Every branch ends in a healthy recorded state, or 
 - VERIFY: the new container still running -> verify it again, then commit or roll back;
   exited -> roll back and quarantine it; gone -> undo.
 - COMMIT: finish the commit steps (each is idempotent).
-- ROLLBACK / VERIFY_PREVIOUS: finish the rollback.
+- ROLLBACK / VERIFY_PREVIOUS: finish the rollback (quarantining first when the agent
+  stopped on that very step).
 """
 
 from __future__ import annotations
@@ -56,7 +57,10 @@ def reconcile(agent: Agent) -> CycleReport | None:
     elif phase is State.COMMIT:
         runner.resume(State.COMMIT, list(m.COMMIT_STEPS))
     else:
-        runner.resume(State.ROLLBACK, [m.RemoveNew(), m.Unpark()])
+        steps: list[m.Command] = [m.RemoveNew(), m.Unpark()]
+        if entry["step"] == "Quarantine":  # stopped before the bad digest was written down
+            steps.insert(0, m.Quarantine(run.reason or "failed before the agent stopped"))
+        runner.resume(State.ROLLBACK, steps)
     return agent.finish_report(run)
 
 
