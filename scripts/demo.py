@@ -6,6 +6,7 @@ every step happened as narrated; cleans up what it created either way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import docker
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,9 +147,12 @@ def main() -> int:
         for c in client.containers.list(all=True, filters={"label":
                                                             f"com.docker.compose.project={PROJECT}"}):
             c.remove(force=True)
-        for img in client.images.list():
-            if any(REPO in t for t in img.tags + img.attrs.get("RepoDigests", [])):
-                client.images.remove(img.id, force=True)
+        # The low-level list (no inspect per image: others may remove images meanwhile).
+        for img in client.api.images():
+            refs = (img.get("RepoTags") or []) + (img.get("RepoDigests") or [])
+            if any(REPO in r for r in refs):
+                with contextlib.suppress(docker.errors.NotFound):
+                    client.images.remove(img["Id"], force=True)
         client.close()
         if os.environ.get("TWILIGHT_DEMO_KEEP") != "1":
             shutil.rmtree(workdir, ignore_errors=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "twilightdemo"  # scripts/demo.py's compose project
 REPO = "demo/twilight-drive"  # and its repository in the bed's registry
 BUDGET_S = 180.0  # issue #6: under 3 minutes
+PYTHON = ROOT / ".venv" / "bin" / "python"  # what scripts/demo runs it with
 
 
 def leftovers(bed: Bed) -> list[str]:
@@ -35,17 +35,17 @@ def leftovers(bed: Bed) -> list[str]:
     found += [f"volume {v.name}" for v in d.volumes.list(filters=label)]
     found += [f"volume {v.name}" for v in d.volumes.list() if v.name.startswith(PROJECT)]
     found += [f"network {n.name}" for n in d.networks.list() if n.name.startswith(PROJECT)]
-    for img in d.images.list(all=True):
-        refs = img.tags + img.attrs.get("RepoDigests", [])
+    for img in d.api.images(all=True):  # no inspect per image: the engine is shared
+        refs = (img.get("RepoTags") or []) + (img.get("RepoDigests") or [])
         if any(REPO in r for r in refs):
-            found.append(f"image {img.short_id} {refs}")
+            found.append(f"image {img['Id'][7:19]} {refs}")
     return sorted(set(found))
 
 
 def test_demo_tells_the_story_and_cleans_up(bed: Bed) -> None:
     assert leftovers(bed) == [], "a previous demo left these behind"
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "scripts/demo.py"], cwd=ROOT, capture_output=True,
+    proc = subprocess.run([str(PYTHON), "scripts/demo.py"], cwd=ROOT, capture_output=True,
                           text=True, timeout=BUDGET_S + 60, check=False)
     took = time.monotonic() - t0
     out = proc.stdout

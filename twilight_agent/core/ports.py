@@ -187,7 +187,8 @@ class EventSink(Protocol):
     must never raise into the agent: failures are its own to log.
     Event names used: ``phase`` (every transition), ``deploy_finished`` (outcome
     ``deployed|rolled_back|halted|failed_pull|...``), ``rollback``, ``halted``,
-    ``registry_error``, ``poll`` (duration_s).
+    ``registry_error``, ``poll`` (after every daemon poll: outcome, ``duration_s`` of the
+    registry check, ``totals`` from the state store), ``started`` (``totals``, at start-up).
     """
 
     def emit(self, event: str, fields: Mapping[str, Any]) -> None: ...
