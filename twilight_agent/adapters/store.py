@@ -9,7 +9,10 @@
 - ``meta``: small JSON values (current/previous release, halted flag, last result).
 
 Each call opens its own connection, so threads can share one ``Store``. The directory is
-created 0700 and the database files are 0600.
+created 0700 and the database files are 0600. A file that is not a database (damaged,
+overwritten) is moved aside as ``state.db.corrupt-<time>`` and a deleted one is created
+again, each with a ``state_store_recreated`` warning: the agent then reads the running
+version from Docker, as on a first start.
 """
 
 from __future__ import annotations
@@ -25,8 +28,13 @@ from typing import Any
 
 from twilight_agent.core.ports import QuarantineEntry
 from twilight_agent.errors import InvalidInput
+from twilight_agent.logs import get_logger
+
+log = get_logger("twilight.store")
 
 DB_NAME = "state.db"
+RECREATED = ("a new empty store: history and quarantine start over; the running version "
+             "is read again from Docker")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -70,20 +78,45 @@ class Store:
     def _init(self) -> None:
         ensure_state_dir(self.path.parent)
         if not self.path.exists():
+            if self._ready:  # deleted under a running agent
+                log.warning("state_store_recreated", path=str(self.path),
+                            reason="the database file was deleted", effect=RECREATED)
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        with contextlib.closing(sqlite3.connect(self.path, timeout=10)) as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
-            db.commit()
+        try:
+            self._create()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):  # locked, I/O: not damage
+                raise
+            aside = self._set_aside()
+            log.warning("state_store_recreated", path=str(self.path), reason=str(exc),
+                        damaged_copy=str(aside), effect=RECREATED)
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            self._create()
         for suffix in ("", "-wal", "-shm"):
             side = Path(str(self.path) + suffix)
             if side.exists():
                 os.chmod(side, 0o600)
         self._ready = True
 
+    def _create(self) -> None:
+        with contextlib.closing(sqlite3.connect(self.path, timeout=10)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+            db.commit()
+
+    def _set_aside(self) -> Path:
+        """Move a damaged database (and its WAL files) out of the way, for the operator."""
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            side = Path(str(self.path) + suffix)
+            if side.exists():
+                os.replace(side, Path(str(aside) + suffix))
+        return aside
+
     @contextlib.contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
-        if not self._ready:
+        if not self._ready or not self.path.exists():
             self._init()
         db = sqlite3.connect(self.path, timeout=10)
         db.row_factory = sqlite3.Row

@@ -110,6 +110,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     ``--json`` is the interface for scripts."""
     from twilight_agent.app import build_agent
 
+    _configure_logs(settings)  # a warning (e.g. a damaged state store) goes to stderr
     st = build_agent(settings).status()
     if getattr(args, "json", False):
         print(json.dumps(st, indent=2, sort_keys=True))
@@ -129,6 +130,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
+    _configure_logs(settings)
     rows = Store(settings.state_dir).history(getattr(args, "n", 20))
     if getattr(args, "json", False):
         print(json.dumps(rows, indent=2, sort_keys=True))
