@@ -1,0 +1,158 @@
+"""Bad input: any bytes in the compose ``.env``, any tag, any config file.
+
+The tag gate's own property test is ``tests/unit/test_foundations.py``
+(``test_tag_gate_never_passes_what_the_pattern_refuses``); the registry's bad answers are
+unit-tested in ``tests/unit/test_registry*.py``. Here: the ``.env`` rewrite is either exact
+or leaves the file alone, and a bad config is one line + exit 2 with nothing touched.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.faults.conftest import Figures
+from tests.integration.deploybed import CLI, Site, one_line, push
+from twilight_agent.adapters.envfile import read_image_tag, write_image_tag
+from twilight_agent.errors import ConfigError, InvalidTag
+from twilight_agent.settings import load_settings
+
+pytestmark = pytest.mark.faults
+
+LEAD = re.compile(rb"[ \t]*(?:export[ \t]+)?IMAGE_TAG[ \t]*=")
+GOOD_TAGS = st.one_of(st.from_regex(r"\Asha-[0-9a-f]{7}\Z"), st.sampled_from(["main", "latest"]),
+                      st.from_regex(r"\Av[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\Z"))
+ANY_TAG = st.one_of(GOOD_TAGS, st.text(max_size=140))
+# Bytes that look like an .env: lines made of pieces that matter to the rewrite, plus noise.
+PIECES = st.sampled_from([b"IMAGE_TAG=", b"export IMAGE_TAG=", b" \tIMAGE_TAG \t= ", b"\n",
+                          b"\r\n", b"\r", b"#", b"=", b"sha-1234567", b"'", b'"', b"\xff\xfe",
+                          b"IMAGE_TAGS=x", b"MY_IMAGE_TAG=y", b"\x00", b"POSTGRES_DB=app"])
+ENV_BYTES = st.one_of(st.binary(max_size=300),
+                      st.lists(st.one_of(PIECES, st.binary(max_size=8)), max_size=30)
+                      .map(b"".join))
+MODES = st.sampled_from([0o600, 0o640, 0o644, 0o664, 0o400 | 0o200])
+
+
+def expected_rewrite(data: bytes, tag: str) -> bytes:
+    """What the file must hold after ``IMAGE_TAG=tag``, derived line by line: every
+    ``IMAGE_TAG=`` line gets the new value (a bare ``\\r`` after it stays), every other
+    byte is kept; with no such line, one is appended."""
+    lines = data.split(b"\n")
+    hit = False
+    for i, line in enumerate(lines):
+        m = LEAD.match(line)
+        if m is None:
+            continue
+        hit = True
+        rest = line[m.end():]
+        cr = rest.find(b"\r")
+        lines[i] = line[: m.end()] + tag.encode() + (rest[cr:] if cr >= 0 else b"")
+    if hit:
+        return b"\n".join(lines)
+    newline = b"\r\n" if b"\r\n" in data else b"\n"
+    sep = b"" if not data or data.endswith(b"\n") else newline
+    return data + sep + b"IMAGE_TAG=" + tag.encode() + newline
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=ENV_BYTES, tag=ANY_TAG, mode=MODES)
+def test_env_rewrite_is_exact_or_leaves_the_file_alone(data: bytes, tag: str, mode: int) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d, ".env")
+        path.write_bytes(data)
+        os.chmod(path, mode)
+        try:
+            write_image_tag(path, tag)
+        except InvalidTag:
+            assert path.read_bytes() == data  # refused: untouched, byte for byte
+            assert stat.S_IMODE(path.stat().st_mode) == mode
+            return
+        assert path.read_bytes() == expected_rewrite(data, tag)
+        assert stat.S_IMODE(path.stat().st_mode) == mode
+        assert read_image_tag(path) == tag
+        assert sorted(os.listdir(d)) == [".env"]  # no temporary file left behind
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=ENV_BYTES)
+def test_reading_any_env_file_never_raises(data: bytes) -> None:
+    """The agent reads IMAGE_TAG on every poll: garbage there must not crash a poll."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d, ".env")
+        path.write_bytes(data)
+        value = read_image_tag(path)
+        assert value is None or isinstance(value, str)
+
+
+KEYS = ["IMAGE", "REGISTRY_URL", "TRACK", "PIN", "CONTAINER", "COMPOSE_PROJECT", "SERVICE",
+        "HEALTH_TIMEOUT", "HEALTH_INTERVAL", "POLL_INTERVAL", "PRUNE_AFTER", "LOG_FORMAT",
+        "TAG_PATTERN", "STATE_DIR", "IMAGES", "HEALTHTIMEOUT", "DOCKER_HOST"]
+VALUES = st.one_of(st.sampled_from(["", "0", "-1", "90s", "2m", "soon", "ghcr.io/a/b",
+                                    "http://x", "ftp://x", "json", "xml", "sha-1234567",
+                                    "NOT;OK", "[", "true", "1e9"]),
+                   st.text(alphabet=st.characters(blacklist_characters="\n\r\x00"),
+                           max_size=20))
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines=st.lists(st.tuples(st.sampled_from(KEYS), VALUES), max_size=8),
+       junk=st.binary(max_size=20))
+def test_any_config_file_loads_or_is_one_config_error(lines: list[tuple[str, str]],
+                                                      junk: bytes) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d, "agent.env")
+        path.write_bytes(b"".join(f"TWILIGHT_{k}={v}\n".encode() for k, v in lines) + junk)
+        try:
+            load_settings(path)
+        except ConfigError as exc:
+            assert "\n" not in str(exc)
+
+
+BAD_CONFIGS = [
+    (b"TWILIGHT_IMAGES=typo\n", "unknown setting"),
+    (b"TWILIGHT_HEALTH_TIMEOUT=soon\n", "HEALTH_TIMEOUT"),
+    (b"TWILIGHT_POLL_INTERVAL=0\n", "POLL_INTERVAL"),
+    (b"TWILIGHT_LOG_FORMAT=xml\n", "LOG_FORMAT"),
+    (b"TWILIGHT_PIN=NOT;OK\n", "PIN"),
+    (b"TWILIGHT_REGISTRY_URL=ftp://127.0.0.1\n", "REGISTRY_URL"),
+    (b"TWILIGHT_COMPOSE_PROJECT=web\n", "COMPOSE_PROJECT"),
+    (b"TWILIGHT_IMAGE=\n", "IMAGE"),
+    (b"TWILIGHT_IMAGE=127.0.0.1:5000/x:tag\n", "IMAGE"),
+    (b"TWILIGHT_TRACK=\xff\xfe\n", "config file"),
+]
+
+
+def cli(site: Site, cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(CLI), "--config", str(cfg), *args], capture_output=True,
+                          text=True, timeout=60, cwd=site.tmp)
+
+
+def test_bad_config_files_are_exit_2_one_line_and_touch_nothing(
+        site: Site, figures: Figures) -> None:
+    old_id = site.run_app(push(site, "v1"))
+    push(site, "v2")
+    env_before = site.env_file.read_bytes()
+    base = site.write_config().read_bytes()
+    cfg = site.tmp / "bad.env"
+    for i, (extra, needle) in enumerate(BAD_CONFIGS):
+        figures.fault()
+        body = re.sub(rb"(?m)^TWILIGHT_IMAGE=.*\n", b"", base) \
+            if extra.startswith(b"TWILIGHT_IMAGE=") else base
+        cfg.write_bytes(body + extra)
+        for cmd in (["deploy"], ["status"], ["check"])[: 3 if i < 2 else 1]:
+            figures.deploys(cmd == ["deploy"])
+            p = cli(site, cfg, *cmd)
+            assert p.returncode == 2, (extra, cmd, p.stdout, p.stderr)
+            assert needle in one_line(p.stderr), (extra, p.stderr)
+    assert site.inspect()["Id"] == old_id and site.inspect()["State"]["Running"]
+    figures.service_ok(site, "v1")
+    assert site.env_file.read_bytes() == env_before
+    assert not site.state_dir.exists()  # nothing written, not even the state store
