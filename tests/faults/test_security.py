@@ -1,0 +1,134 @@
+"""Security checks: no secret in any log line or output, no listening socket, private files.
+
+Deploys run against a *private* repository (the token server demands Basic user:token),
+with the credentials given as ``TWILIGHT_REGISTRY_USERNAME`` + ``TWILIGHT_REGISTRY_PASSWORD_FILE``.
+Everything the agent prints is captured and scanned for the password, its Basic form and
+any JWT (``eyJ``: every token the bed's token server issues starts so).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker.models.images
+import pytest
+
+from testbed.services import PASSWORD, USERNAME
+from tests.faults.conftest import Figures
+from tests.integration.deploybed import Site, push
+
+pytestmark = pytest.mark.faults
+
+FAST = {"HEALTH_INTERVAL": "0.2", "HEALTH_SOAK": "0.5", "HEALTH_TIMEOUT": "5"}
+SECRETS = [PASSWORD, base64.b64encode(f"{USERNAME}:{PASSWORD}".encode()).decode(), "eyJ"]
+
+
+@pytest.fixture
+def private_site(bed: Any, private_repo: str, cleanup: str, tmp_path: Path,
+                 monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
+    """A site whose image lives in a private repository; the operator pulled it with
+    credentials, the agent gets them from a password file."""
+    pull = docker.models.images.ImageCollection.pull
+
+    def pull_with_auth(self: Any, repository: str, *a: Any, **k: Any) -> Any:
+        k.setdefault("auth_config", bed.auth)
+        return pull(self, repository, *a, **k)
+
+    monkeypatch.setattr(docker.models.images.ImageCollection, "pull", pull_with_auth)
+    token = tmp_path / "registry-token"
+    token.write_text(PASSWORD + "\n")
+    token.chmod(0o600)
+    s = Site(bed=bed, uid=cleanup, repo=private_repo, tmp=tmp_path,
+             config={"REGISTRY_USERNAME": USERNAME, "REGISTRY_PASSWORD_FILE": str(token),
+                     **FAST})
+    yield s
+    s.remove_anonymous_volumes()
+
+
+def listening_sockets(pid: int) -> list[str]:
+    """The sockets of ``pid`` that listen: tcp in LISTEN, bound udp, unix with ACCEPTCON."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = []
+    for table in ("tcp", "tcp6", "udp", "udp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            f = line.split()
+            if f[9] in inodes and (table.startswith("udp") or f[3] == "0A"):
+                found.append(f"{table} {f[1]}")
+    for line in Path(f"/proc/{pid}/net/unix").read_text().splitlines()[1:]:
+        f = line.split()
+        if f[6] in inodes and int(f[3], 16) & 0x10000:
+            found.append(f"unix {f[-1] if len(f) > 7 else '(unnamed)'}")
+    return found
+
+
+def test_no_secret_in_any_output_no_listening_socket_private_files(
+        private_site: Site, figures: Figures) -> None:
+    site = private_site
+    v1 = push(site, "v1")
+    site.run_app(v1)
+    push(site, "v2")
+    captured: list[str] = []
+
+    def run(*args: str, **over: object) -> Any:
+        p = site.cli(*args, **over)
+        captured.extend([p.stdout, p.stderr])
+        return p
+
+    deployed = run("deploy", LOG_FORMAT="json")
+    assert deployed.returncode == 0, deployed.stderr
+    bad = push(site, "v3", mode="exit")
+    assert run("deploy", LOG_FORMAT="console").returncode == 1
+    figures.deploys(2)
+    for args in (["status"], ["status", "--json"], ["history"], ["history", "--json"],
+                 ["check"], ["check", "--json"]):
+        assert run(*args).returncode == 0, args
+
+    # The daemon, at info level, through a poll with a fresh token and a failing one.
+    v4 = push(site, "v4")
+    daemon = site.popen("run", POLL_INTERVAL="0.5", LOG_FORMAT="json",
+                        RUNTIME_DIRECTORY=str(site.tmp / "run"))
+    try:
+        deadline = time.monotonic() + 40
+        while site.running_digest() != v4.digest or site.containers() != [site.name]:
+            assert time.monotonic() < deadline, "the daemon did not deploy v4"
+            time.sleep(0.2)
+        sockets = listening_sockets(daemon.pid)
+        fd_count = len(os.listdir(f"/proc/{daemon.pid}/fd"))
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        out, err = daemon.communicate(timeout=60)
+    figures.deploys()
+    captured.extend([out, err])
+    assert daemon.returncode == 0, err
+    assert sockets == [], sockets
+    figures.note(f"daemon while deploying a private image: {fd_count} fds, "
+                 f"{len(sockets)} listening sockets")
+
+    text = "\n".join(captured)
+    assert '"event": "deploy_finished"' in text and "phase" in text  # the logs were captured
+    assert bad.sha_tag in text
+    found = figures.secrets_in(text, SECRETS)
+    assert found == 0, [s[:6] for s in SECRETS if s in text]
+
+    sd = site.state_dir
+    assert stat.S_IMODE(sd.stat().st_mode) == 0o700
+    for f in sd.iterdir():
+        if f.name.startswith("state.db") or f.name == "deploy.lock":
+            assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+    assert {f.name for f in sd.iterdir()} >= {"state.db", "deploy.lock"}
+    figures.service_ok(site, "v4")
+    figures.nothing_lost(site)
