@@ -19,7 +19,7 @@ from twilight_agent.core import machine as m
 from twilight_agent.core.models import Digest, Release
 from twilight_agent.core.policy import quarantine_reason
 from twilight_agent.core.ports import Snapshot
-from twilight_agent.errors import TwilightError
+from twilight_agent.errors import DockerUnavailable, TwilightError
 from twilight_agent.logs import get_logger
 
 if TYPE_CHECKING:
@@ -29,6 +29,18 @@ log = get_logger("twilight.deploy")
 State = m.State
 UNJOURNALED = (m.Resolve, m.Record, m.Alert)
 LOG_LINES = 50
+
+
+# Start failures the host causes, not the build: quarantining a good build for them would
+# keep it out until an operator runs `unquarantine`.
+HOST_CAUSES = ("port is already allocated", "address already in use",
+               "no space left on device")
+
+
+def host_caused(exc: TwilightError) -> bool:
+    """True when starting failed because of the host (engine down, port taken, disk full)."""
+    text = str(exc).lower()
+    return isinstance(exc, DockerUnavailable) or any(c in text for c in HOST_CAUSES)
 
 
 def new_deploy_id() -> str:
@@ -220,7 +232,8 @@ class Runner:
         try:
             self.a.runtime.start(self.run.new_cid)
         except TwilightError as exc:
-            return m.SwapFailed(f"starting the new container failed: {exc}", blame_image=True)
+            return m.SwapFailed(f"starting the new container failed: {exc}",
+                                blame_image=not host_caused(exc))
         return m.Started()
 
     def _do_Verify(self, _: m.Verify) -> m.Event:
