@@ -11,7 +11,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from twilight_agent.adapters.envfile import write_image_tag
 from twilight_agent.adapters.store import utcnow
@@ -29,6 +29,10 @@ log = get_logger("twilight.deploy")
 State = m.State
 UNJOURNALED = (m.Resolve, m.Record, m.Alert)
 LOG_LINES = 50
+ENGINE_WAIT_S = 60.0  # how long an undo or commit step waits for an engine that went away
+ENGINE_RETRY_S = 1.0
+sleep = time.sleep  # module level, so tests can make the wait instant
+T = TypeVar("T")
 
 
 # Start failures the host causes, not the build: quarantining a good build for them would
@@ -178,6 +182,25 @@ class Runner:
     def _url(self, cid: str) -> str | None:
         return self.a.settings.health_url or self.a.runtime.published_url(cid)
 
+    def _engine(self, step: str, call: Callable[[], T]) -> T:
+        """An engine call of a step that must not be left half-done (commit, undo). While
+        the engine does not answer (dockerd restarting), wait for it up to ``ENGINE_WAIT_S``;
+        if it stays away, ``DockerUnavailable`` leaves the run with its journal open, and
+        start-up recovery finishes the step once the engine is back: never a HALT for it."""
+        deadline = self.a.clock() + ENGINE_WAIT_S
+        waited = False
+        while True:
+            try:
+                return call()
+            except DockerUnavailable as exc:
+                if self.a.clock() >= deadline:
+                    raise
+                if not waited:
+                    log.warning("engine_unavailable", deploy_id=self.run.deploy_id, step=step,
+                                error=str(exc), waiting_s=ENGINE_WAIT_S)
+                    waited = True
+                sleep(ENGINE_RETRY_S)
+
     def _warn(self, step: str, exc: Exception) -> None:
         self.run.warnings.append(f"{step}: {exc}")
         log.warning("commit_step_failed", deploy_id=self.run.deploy_id, step=step, error=str(exc))
@@ -269,24 +292,34 @@ class Runner:
         assert to is not None
         image = self.run.image_id or self.a.settings.image_ref.with_digest(to.digest)
         try:
-            self.a.runtime.tag_image(image, str(self.a.settings.image_ref), to.tag)
+            self._engine("tag_image", lambda: self.a.runtime.tag_image(
+                image, str(self.a.settings.image_ref), to.tag))
+        except DockerUnavailable:
+            raise
         except TwilightError as exc:
             self._warn("tag_image", exc)
 
     def _do_RemoveParked(self, _: m.RemoveParked) -> None:
         try:
-            cid = self.a.runtime.find_by_name(self.snap.parked_name)
-            if cid is not None:
-                self.a.runtime.remove(cid)
+            self._engine("remove_parked", self._remove_parked)
+        except DockerUnavailable:
+            raise
         except TwilightError as exc:
             self._warn("remove_parked", exc)
+
+    def _remove_parked(self) -> None:
+        cid = self.a.runtime.find_by_name(self.snap.parked_name)
+        if cid is not None:
+            self.a.runtime.remove(cid)
 
     def _do_Prune(self, _: m.Prune) -> m.Event:
         keep = {self.snap.image_id, *(x for x in (self.run.image_id,) if x)}
         keep |= {str(r.digest) for r in (self.run.to, self.run.from_) if r}
         try:
-            self.a.runtime.prune_images(str(self.a.settings.image_ref), keep,
-                                        self.a.settings.prune_after)
+            self._engine("prune", lambda: self.a.runtime.prune_images(
+                str(self.a.settings.image_ref), keep, self.a.settings.prune_after))
+        except DockerUnavailable:
+            raise
         except TwilightError as exc:
             self._warn("prune", exc)
         return m.Committed()
@@ -308,16 +341,23 @@ class Runner:
 
     def _do_RemoveNew(self, _: m.RemoveNew) -> m.Event | None:
         try:
-            cid = self._new_container()
-            if cid is not None:
-                self.a.runtime.remove(cid)
+            self._engine("remove_new", self._remove_new)
+        except DockerUnavailable:
+            raise
         except TwilightError as exc:
             return m.RollbackFailed(f"removing the new container failed: {exc}")
         return None
 
+    def _remove_new(self) -> None:
+        cid = self._new_container()
+        if cid is not None:
+            self.a.runtime.remove(cid)
+
     def _do_Unpark(self, _: m.Unpark) -> m.Event:
         try:
-            self.a.runtime.unpark(self.snap)
+            self._engine("unpark", lambda: self.a.runtime.unpark(self.snap))
+        except DockerUnavailable:
+            raise
         except TwilightError as exc:
             return m.RollbackFailed(f"restoring the previous container failed: {exc}")
         return m.Unparked()
@@ -325,9 +365,12 @@ class Runner:
     def _do_VerifyPrevious(self, _: m.VerifyPrevious) -> m.Event:
         s = self.a.settings
         try:
-            cid = self.a.runtime.find_by_name(self.snap.name) or self.snap.container_id
+            cid = self._engine("verify_previous", lambda: self.a.runtime.find_by_name(
+                self.snap.name)) or self.snap.container_id
             verdict = self.a.health.verify(cid, self._url(cid), timeout=s.health_timeout,
                                            interval=s.health_interval, soak=s.health_soak)
+        except DockerUnavailable:
+            raise
         except TwilightError as exc:
             return m.RollbackFailed(f"verifying the previous container failed: {exc}")
         if verdict.ok:
