@@ -103,6 +103,34 @@ def start_engine(state: BedState) -> None:
     state.started_engine = True
 
 
+def restart_engine(workdir: Path = DEFAULT_WORKDIR, timeout: float = 90) -> int:
+    """Stop the running dockerd (SIGTERM, wait for it to exit) and start it again the way
+    ``start_engine`` does; return the new pid once it answers.
+
+    Without live-restore its containers stop with it, and those with a restart policy
+    come back when it starts. The registry and token server are host processes: they stay.
+    """
+    found = subprocess.run(["pidof", "dockerd"], capture_output=True, text=True, check=False)
+    pids = [int(p) for p in found.stdout.split()]
+    if not pids:
+        raise BedError("no dockerd is running to restart")
+    dockerd = shutil.which("dockerd") or os.readlink(f"/proc/{pids[0]}/exe")
+    for pid in pids:
+        _kill(pid, timeout=timeout)
+    log = Path(workdir, "dockerd.log")
+    proc = _spawn([dockerd, "--host", "unix:///var/run/docker.sock"], log)
+    try:
+        wait_until(engine_answers, timeout=timeout, interval=0.2, what="dockerd to answer")
+    except TimeoutError as exc:
+        raise BedError(f"dockerd did not come back (exit={proc.poll()}); last log lines:\n"
+                       f"{_tail(log)}") from exc
+    state = BedState.load(workdir)
+    if state is not None and state.started_engine:
+        state.pids["dockerd"] = proc.pid
+        state.save()
+    return proc.pid
+
+
 def _registry_config(workdir: Path, cert: Path) -> Path:
     cfg = workdir / "registry.yml"
     cfg.write_text(f"""version: 0.1
