@@ -1,0 +1,211 @@
+"""Run the benchmarks: ``.venv/bin/python -m bench [--quick] [--only swap,heal,...]``.
+
+Order, so that what is timing-sensitive runs alone:
+1. healthy swaps, agent and shell flow alternating (detection at 5 s, overhead, gap);
+2. start-up to READY;
+3. side by side: the heal runs (agent and shell flow of each run at the same time), the
+   idle window then the requests-per-poll flood, and the 30 s detection runs.
+Prints the table and writes bench/results.md (its own section; requests per idle poll
+regenerated in theirs). Exit 0 when every measurement produced figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import structlog
+
+from bench import idle, scenarios
+from bench import requests_per_poll as rpp
+from bench.report import Runs, table, write_section
+from bench.scenarios import Bench, Figures, retry
+from testbed import services
+from testbed.rawclient import RawRegistry
+
+RESULTS = Path(__file__).resolve().parent / "results.md"
+SECTION = "deploy, heal and idle: agent vs shell flow"
+PARTS = ("swap", "ready", "heal", "idle", "rpp", "detect30")
+_print_lock = threading.Lock()
+T0 = time.monotonic()
+
+
+def say(text: str) -> None:
+    with _print_lock:
+        print(f"[{time.monotonic() - T0:6.0f}s] {text}", file=sys.stderr, flush=True)
+
+
+def conditions() -> dict[str, str]:
+    def out(*argv: str) -> str:
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, timeout=20
+                                  ).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return "?"
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text()
+                .splitlines() if ln.startswith("model name")), "?")
+    return {"utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+            "cpu": f"{os.cpu_count()} x {cpu}", "kernel": platform.release(),
+            "docker": out("docker", "version", "--format", "{{.Server.Version}}"),
+            "compose": out("docker-compose", "version", "--short")}
+
+
+class Runner:
+    def __init__(self, bench: Bench, runs: int) -> None:
+        self.bench, self.runs = bench, runs
+        self.results: Runs = {}
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+
+    def add(self, group: str, figs: Figures) -> None:
+        with self._lock:
+            self.results.setdefault(group, []).append(figs)
+
+    def guarded(self, what: str, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception as exc:  # one broken measurement must not lose the others
+            self.errors.append(f"{what}: {type(exc).__name__}: {exc}")
+            say(f"{what} FAILED: {exc}")
+
+    def one(self, group: str, what: str, fn: Callable[[], Figures]) -> None:
+        figs = retry(self.bench, what, fn)
+        self.add(group, figs)
+        say(f"{what}: {scenarios.summary(figs)}")
+
+    # -- parts ----------------------------------------------------------------------------
+    def swap(self) -> None:
+        for i in range(1, self.runs + 1):
+            self.one("swap_agent", f"swap agent {i}", lambda: scenarios.agent_swap(self.bench))
+            self.one("swap_shell", f"swap shell {i}", lambda: scenarios.shell_swap(self.bench))
+
+    def detect30(self, runs: int) -> None:
+        for i in range(1, runs + 1):
+            self.one("detect30", f"detect 30s {i}",
+                     lambda: scenarios.agent_swap(self.bench, poll_interval=30.0))
+
+    def heal(self, mode: str) -> None:
+        b = self.bench
+        for i in range(1, self.runs + 1):
+            with ThreadPoolExecutor(2) as pool:
+                jobs = [pool.submit(self.one, f"heal_{mode}_agent", f"heal {mode} agent {i}",
+                                    lambda: scenarios.agent_heal(b, mode)),
+                        pool.submit(self.one, f"heal_{mode}_shell", f"heal {mode} shell {i}",
+                                    lambda: scenarios.shell_heal(b, mode))]
+                for job in jobs:
+                    job.result()
+
+    def ready(self) -> None:
+        for figs in idle.ready_times(self.bench, self.runs):
+            self.add("ready", figs)
+
+    def idle(self, window_s: float) -> None:
+        say(f"idle: {window_s:.0f}s window at 30 s polls")
+        for figs in idle.idle(self.bench, window_s,
+                              lambda f: say(f"idle slice: {scenarios.summary(f)}")):
+            self.add("idle", figs)
+
+    def rpp(self, counts: list[int], polls: int) -> None:
+        for n, row in zip(counts, idle.requests_per_poll(self.bench, counts, polls), strict=True):
+            self.add(f"rpp_{n}", row)
+            self.add("rpp", row)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true",
+                   help="2 runs each (1 at 30 s polls), 30 s idle window, 100/1,000 tags")
+    p.add_argument("--runs", type=int, help="runs per measurement (default 5; quick 2)")
+    p.add_argument("--only", default=",".join(PARTS), help=f"subset of {','.join(PARTS)}")
+    p.add_argument("--no-write", action="store_true", help="do not touch bench/results.md")
+    p.add_argument("--json", type=Path, help="also write the raw figures here")
+    args = p.parse_args(argv)
+    parts = {x.strip() for x in args.only.split(",") if x.strip()}
+    if parts - set(PARTS):
+        p.error(f"unknown part(s): {', '.join(sorted(parts - set(PARTS)))}")
+    runs = args.runs or (2 if args.quick else 5)
+    detect30_runs = 1 if args.quick else runs
+    idle_s = 30.0 if args.quick else 300.0
+    counts, polls = ([100, 1000], 50) if args.quick else ([100, 10000], 200)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    if not (services.engine_answers() and services.registry_answers()):
+        print("the test bed is not running: .venv/bin/python -m testbed up", file=sys.stderr)
+        return 2
+    before = conditions()
+    say(f"bench: {', '.join(x for x in PARTS if x in parts)}; {runs} runs; load {before['load']}")
+    workdir = Path(tempfile.mkdtemp(prefix="twbench-"))
+    client, raw = services.engine_client(), RawRegistry()
+    r = Runner(Bench(client, raw, workdir, log=say), runs)
+    try:
+        if "swap" in parts:
+            r.guarded("swap", r.swap)
+        if "ready" in parts:
+            r.guarded("ready", r.ready)
+        lanes: list[Callable[[], None]] = []
+        if "heal" in parts:
+            lanes.append(lambda: (r.guarded("heal exit", lambda: r.heal("exit")),
+                                  r.guarded("heal 500", lambda: r.heal("500"))))
+        if "idle" in parts or "rpp" in parts:
+            lanes.append(lambda: (
+                "idle" in parts and r.guarded("idle", lambda: r.idle(idle_s)),
+                "rpp" in parts and r.guarded("rpp", lambda: r.rpp(counts, polls))))
+        if "detect30" in parts:
+            lanes.append(lambda: r.guarded("detect30", lambda: r.detect30(detect30_runs)))
+        with ThreadPoolExecutor(max(1, len(lanes))) as pool:
+            for job in [pool.submit(lane) for lane in lanes]:
+                job.result()
+    finally:
+        raw.close()
+        client.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    after = conditions()
+    out = table(r.results)
+    print(out)
+    for err in r.errors:
+        print(f"FAILED: {err}", file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps({"results": r.results, "errors": r.errors,
+                                         "before": before, "after": after}, indent=1))
+    if not args.no_write:
+        write(r, out, before, after, runs, detect30_runs, idle_s, args.quick)
+    return 1 if r.errors else 0
+
+
+def write(r: Runner, out: str, before: dict[str, str], after: dict[str, str], runs: int,
+          detect30_runs: int, idle_s: float, quick: bool) -> None:
+    note = (f"`.venv/bin/python -m bench{' --quick' if quick else ''}`, {before['utc']} to "
+            f"{after['utc'][11:]}; load average (1/5/15 min) {before['load']} at the start, "
+            f"{after['load']} at the end; {before['cpu']}, kernel {before['kernel']}, dockerd "
+            f"{before['docker']}, docker-compose {before['compose']}; the bed's registry on "
+            "loopback. Machine shared with other work while it ran.\n\n"
+            f"{runs} runs per measurement ({detect30_runs} at 30 s polls; idle: one daemon, "
+            f"{idle_s:.0f} s cut in 5 slices). Healthy swaps (detection at 5 s, overhead, "
+            "gap) and READY ran alone; the heal runs (agent and shell flow of a run side by "
+            "side), the idle window, the requests-per-poll flood and the 30 s detection runs "
+            "ran at the same time. Agent: the daemon with its defaults (health interval 2 s, "
+            "soak 10 s) and `TWILIGHT_HEALTH_TIMEOUT=60s`; shell flow: "
+            "`bench/shell_deploy.sh` (30 x 2 s). Same images and compose project layout "
+            "(`deploy/compose.yml`) for both.")
+    write_section(RESULTS, SECTION, note + "\n\n" + out)
+    if r.results.get("rpp"):
+        rows = [{k: (int(v) if k != "per_poll" and k != "ms_per_poll" else v)
+                 for k, v in row.items()} for row in r.results["rpp"]]
+        rpp.write_results(
+            f"`bench/requests_per_poll.py` (run by `python -m bench`), {before['utc']}, bed "
+            "registry on loopback. An idle poll is `resolve_track(\"main\", known)` with main "
+            "unchanged and the token cached. Tag counts include the flood plus the builds' own "
+            "tags; the first resolve includes the token round trip.\n\n" + rpp.table(rows))
