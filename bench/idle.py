@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from bench import requests_per_poll as rpp
 from bench.scenarios import Bench, Figures
-from bench.site import CLI, Site, _clean_env
+from bench.site import CLI, CREATED, Site, _clean_env
 from testbed.images import build_and_push
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -111,13 +111,16 @@ def _one_ready(site: Site, i: int) -> float:
 
 def requests_per_poll(bench: Bench, counts: list[int], polls: int) -> list[Figures]:
     """Idle-poll requests at each tag count, in ``bench/twbench-rpp<hex>/app``."""
-    repo = f"bench/twbench-rpp{secrets.token_hex(3)}/app"
+    uid = secrets.token_hex(3)
+    repo = f"bench/twbench-rpp{uid}/app"
+    CREATED.append(f"twbench-rpp{uid}")
     pushed = []
     rows: list[Figures] = []
     try:
-        branch = build_and_push(bench.client, repo, version="branch", branch="feature")
+        branch = build_and_push(bench.client, repo, version=f"branch-{uid}",
+                                branch="feature")
         pushed.append(branch)
-        pushed.append(build_and_push(bench.client, repo, version="v1"))
+        pushed.append(build_and_push(bench.client, repo, version=f"v1-{uid}"))
         done = 0
         for n in counts:
             rpp.flood(bench.raw, repo, branch.sha_tag, done, n)

@@ -33,6 +33,7 @@ from bench import idle, scenarios
 from bench import requests_per_poll as rpp
 from bench.report import Runs, table, write_section
 from bench.scenarios import Bench, Figures, retry
+from bench.site import CREATED, sweep_images
 from testbed import services
 from testbed.rawclient import RawRegistry
 
@@ -169,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             for job in [pool.submit(lane) for lane in lanes]:
                 job.result()
     finally:
+        sweep_images(client, CREATED)
         raw.close()
         client.close()
         shutil.rmtree(workdir, ignore_errors=True)

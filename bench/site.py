@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CLI = ROOT / ".venv" / "bin" / "twilight-agent"
 SHELL_FLOW = ROOT / "bench" / "shell_deploy.sh"
 COMPOSE_FILE = ROOT / "deploy" / "compose.yml"
+CREATED: list[str] = []  # every site id this process made, for the final sweep
 
 
 def free_port() -> int:
@@ -51,6 +52,7 @@ class Site:
     def __init__(self, client: docker.DockerClient, raw: RawRegistry, workdir: Path) -> None:
         self.client, self.raw = client, raw
         self.uid = f"twbench-{secrets.token_hex(3)}"
+        CREATED.append(self.uid)
         self.repo = f"bench/{self.uid}/app"
         self.dir = workdir / self.uid
         self.dir.mkdir(parents=True)
@@ -84,8 +86,13 @@ class Site:
 
     # -- images -------------------------------------------------------------------------
     def push(self, version: str, mode: str = "good", *, main: bool = True) -> AppImage:
-        """Build and push like CI. ``main=False``: only ``sha-<7>``; ``move_main`` later."""
-        img = build_and_push(self.client, self.repo, version=version, mode=mode,
+        """Build and push like CI. ``main=False``: only ``sha-<7>``; ``move_main`` later.
+
+        The version carries the site's id, so no two sites (nor anyone else's builds on
+        the engine) share a build-cache step that one's cleanup could prune under another.
+        """
+        img = build_and_push(self.client, self.repo, version=f"{version}-{self.uid[8:]}",
+                             mode=mode,
                              branch="main" if main else "feature")
         self.pushed.append(img)
         return img
@@ -202,14 +209,20 @@ class Site:
         for v in d.volumes.list(filters={"name": self.uid}):
             with contextlib.suppress(docker.errors.APIError):
                 v.remove(force=True)
-        for img in d.images.list():
-            if any(self.uid in r for r in img.tags + img.attrs.get("RepoDigests", [])):
-                with contextlib.suppress(docker.errors.APIError):
-                    d.images.remove(img.id, force=True)
+        sweep_images(d, [self.uid])
         for img in self.pushed:
             with contextlib.suppress(Exception):
                 self.raw.delete_manifest(self.repo, img.digest)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def sweep_images(client: docker.DockerClient, uids: list[str]) -> None:
+    """Remove every local image with a reference naming one of ``uids``."""
+    for img in client.images.list(all=True):
+        refs = (img.attrs.get("RepoTags") or []) + (img.attrs.get("RepoDigests") or [])
+        if any(uid in r for uid in uids for r in refs):
+            with contextlib.suppress(docker.errors.APIError):
+                client.images.remove(img.id, force=True)
 
 
 def _clean_env() -> dict[str, str]:
