@@ -41,6 +41,7 @@ class Builds:
 
     def new(self) -> tuple[str, str]:
         """Push a new build as ``sha-<7>`` and ``main``; return (tag, digest)."""
+        self.raw._tokens.clear()  # the bed's tokens live 5 minutes; a long soak outlives them
         revision = secrets.token_hex(20)
         config = json.loads(json.dumps(self.config))
         config["config"]["Labels"][REVISION] = revision
