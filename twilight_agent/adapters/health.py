@@ -8,7 +8,9 @@ has a HEALTHCHECK, Docker says ``healthy``; then the same checks must hold for `
 seconds. Not passed within ``timeout``: fail, naming the last probe result.
 
 While the engine itself does not answer (dockerd restarting), nothing is concluded: the
-window and the soak start over once it answers again.
+window and the soak start over once it answers again, and a container found stopped after
+that (dockerd stops them all and starts those with a restart policy again) is waited for
+within the new window instead of failing at once.
 
 The clock, the sleep and the probe are injectable so unit tests run in milliseconds.
 """
@@ -159,7 +161,8 @@ class HealthGate:
         if should_stop is not None and should_stop():
             return self._verdict(run, False, "interrupted")
         st = self._observe(run)
-        if st is not None and (failure := state_failure(st, run.baseline_restarts or 0)):
+        if st is not None and (failure := state_failure(st, run.baseline_restarts or 0)) \
+                and not self._stopped_by_engine(run, st):
             return self._verdict(run, False, self._during_soak(run, failure))
         if run.url and self._clock() >= run.next_probe_at:
             run.last_probe = probe(run.url, min(run.interval, MAX_PROBE_TIMEOUT_S))
@@ -168,6 +171,15 @@ class HealthGate:
             if run.passed_at is not None and not run.last_probe.ok:
                 return self._soak_broken(run, run.last_probe.text)
         return self._judge(run, st)
+
+    @staticmethod
+    def _stopped_by_engine(run: _Run, st: ContainerState) -> bool:
+        """The engine went away during this verify and the container is stopped (not OOM
+        killed): a restarting dockerd stops every container and starts those with a restart
+        policy again, so this is not the image failing. Wait for it; the window counts from
+        the engine's return, and a container that never comes back fails on the timeout."""
+        return "engine_error" in run.detail and not st.oom_killed \
+            and st.status in ("exited", "created")
 
     def _soak_broken(self, run: _Run, probe_text: str) -> HealthVerdict | None:
         """A probe failed during the soak: a verdict, unless the engine is what went away."""
@@ -186,6 +198,7 @@ class HealthGate:
             # Start over once it answers again: a new window, a new soak.
             run.detail["engine_error"] = str(exc)
             run.last_state, run.passed_at, run.window_start = None, None, self._clock()
+            run.baseline_restarts = None  # a restarted engine counts restarts afresh
             return None
         if run.baseline_restarts is None:
             run.baseline_restarts = st.restart_count
