@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -103,6 +104,23 @@ def start_engine(state: BedState) -> None:
     state.started_engine = True
 
 
+_RESTARTED: list[subprocess.Popen[bytes]] = []
+
+
+def _pings(sock_path: str = "/var/run/docker.sock") -> bool:
+    """GET /_ping on the engine's socket, closing it whatever happens (docker-py leaves a
+    socket open when the connect is refused)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(2)
+        try:
+            s.connect(sock_path)
+            s.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            head = s.recv(64)
+        except OSError:
+            return False
+    return head.startswith(b"HTTP/1.") and b" 200 " in head
+
+
 def restart_engine(workdir: Path = DEFAULT_WORKDIR, timeout: float = 90) -> int:
     """Stop the running dockerd (SIGTERM, wait for it to exit) and start it again the way
     ``start_engine`` does; return the new pid once it answers.
@@ -118,9 +136,13 @@ def restart_engine(workdir: Path = DEFAULT_WORKDIR, timeout: float = 90) -> int:
     for pid in pids:
         _kill(pid, timeout=timeout)
     log = Path(workdir, "dockerd.log")
-    proc = _spawn([dockerd, "--host", "unix:///var/run/docker.sock"], log)
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen([dockerd, "--host", "unix:///var/run/docker.sock"],
+                                stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    _RESTARTED.append(proc)  # it outlives this call: keep the handle, do not warn on GC
     try:
-        wait_until(engine_answers, timeout=timeout, interval=0.2, what="dockerd to answer")
+        wait_until(_pings, timeout=timeout, interval=0.2, what="dockerd to answer")
     except TimeoutError as exc:
         raise BedError(f"dockerd did not come back (exit={proc.poll()}); last log lines:\n"
                        f"{_tail(log)}") from exc

@@ -56,6 +56,7 @@ def test_engine_restarted_mid_deploy_ends_healthy_and_recorded(
         time.sleep(0.01)
     t0 = time.monotonic()
     services.restart_engine()
+    site.bed.docker.api.close()  # drop pooled connections to the engine that went away
     figures.fault()
     figures.deploys()
     _, err = first.communicate(timeout=300)
@@ -65,8 +66,10 @@ def test_engine_restarted_mid_deploy_ends_healthy_and_recorded(
         figures.deploys()
         codes.append(second.returncode)
         err += second.stderr
-    figures.note(f"dockerd restarted in {step}: deploy exit codes {codes}, "
-                 f"back in {time.monotonic() - t0:.1f}s")
+    rows = site.history()
+    figures.note(f"dockerd restarted in {step}: deploy exit codes {codes}, back in "
+                 f"{time.monotonic() - t0:.1f}s; {rows[0]['outcome'] if rows else '-'}: "
+                 f"{(rows[0]['reason'] if rows else '')[:90]}")
     assert codes[-1] in (0, 1), (codes, err)
     version = figures.service_ok(site, "v1", "v2", timeout=30)
     figures.nothing_lost(site)
@@ -74,7 +77,6 @@ def test_engine_restarted_mid_deploy_ends_healthy_and_recorded(
     st = site.status()
     assert st["phase"] == "IDLE" and not st["halted"], st
     assert st["current"]["digest"] == site.running_digest()
-    rows = site.history()
     assert rows and rows[0]["outcome"] in ("deployed", "rolled_back", "aborted", "failed")
     # An engine restart is not the build's fault: it is never quarantined for it.
     assert v2.digest not in {q["digest"] for q in st["quarantined"]}, st["quarantined"]
