@@ -100,7 +100,8 @@ def test_every_registry_fault_leaves_the_service_untouched_then_recovers(
     figures.fault(2)
     figures.deploys()
     assert report.outcome == "deployed", report
-    main = proxy.hits("/manifests/main")
+    # (requests stalled by the "slow" fault earlier are still being answered: not this poll's)
+    main = [h for h in proxy.hits("/manifests/main") if h[3] != "slow"]
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(main) if a[3] == "429" and a[0] >= t0]
     assert len(gaps) >= 2 and min(gaps) >= 0.95, gaps
     assert site.running_digest() == v2.digest
