@@ -265,7 +265,8 @@ class Runner:
             return m.Interrupted("the new container is gone")
         s = self.a.settings
         try:
-            verdict = self.a.health.verify(cid, self._url(cid), timeout=s.health_timeout,
+            url = self._engine("verify", lambda: self._url(cid))  # dockerd restarting: wait
+            verdict = self.a.health.verify(cid, url, timeout=s.health_timeout,
                                            interval=s.health_interval, soak=s.health_soak,
                                            should_stop=self.a.stop_requested)
         except TwilightError as exc:
@@ -367,7 +368,8 @@ class Runner:
         try:
             cid = self._engine("verify_previous", lambda: self.a.runtime.find_by_name(
                 self.snap.name)) or self.snap.container_id
-            verdict = self.a.health.verify(cid, self._url(cid), timeout=s.health_timeout,
+            url = self._engine("verify_previous", lambda: self._url(cid))
+            verdict = self.a.health.verify(cid, url, timeout=s.health_timeout,
                                            interval=s.health_interval, soak=s.health_soak)
         except DockerUnavailable:
             raise
