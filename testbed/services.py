@@ -104,9 +104,6 @@ def start_engine(state: BedState) -> None:
     state.started_engine = True
 
 
-_RESTARTED: list[subprocess.Popen[bytes]] = []
-
-
 def _pings(sock_path: str = "/var/run/docker.sock") -> bool:
     """GET /_ping on the engine's socket, closing it whatever happens (docker-py leaves a
     socket open when the connect is refused)."""
@@ -136,21 +133,21 @@ def restart_engine(workdir: Path = DEFAULT_WORKDIR, timeout: float = 90) -> int:
     for pid in pids:
         _kill(pid, timeout=timeout)
     log = Path(workdir, "dockerd.log")
-    with open(log, "ab") as fh:
-        proc = subprocess.Popen([dockerd, "--host", "unix:///var/run/docker.sock"],
-                                stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-    _RESTARTED.append(proc)  # it outlives this call: keep the handle, do not warn on GC
+    with open(log, "ab") as fh:  # setsid -f: dockerd is nobody's child here, like before
+        subprocess.run(["setsid", "-f", dockerd, "--host", "unix:///var/run/docker.sock"],
+                       stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                       check=True, timeout=30)
     try:
         wait_until(_pings, timeout=timeout, interval=0.2, what="dockerd to answer")
     except TimeoutError as exc:
-        raise BedError(f"dockerd did not come back (exit={proc.poll()}); last log lines:\n"
-                       f"{_tail(log)}") from exc
+        raise BedError(f"dockerd did not come back; last log lines:\n{_tail(log)}") from exc
+    found = subprocess.run(["pidof", "dockerd"], capture_output=True, text=True, check=False)
+    pid = int(found.stdout.split()[0])
     state = BedState.load(workdir)
     if state is not None and state.started_engine:
-        state.pids["dockerd"] = proc.pid
+        state.pids["dockerd"] = pid
         state.save()
-    return proc.pid
+    return pid
 
 
 def _registry_config(workdir: Path, cert: Path) -> Path:
