@@ -134,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default=",".join(PARTS), help=f"subset of {','.join(PARTS)}")
     p.add_argument("--no-write", action="store_true", help="do not touch bench/results.md")
     p.add_argument("--json", type=Path, help="also write the raw figures here")
+    p.add_argument("--merge", type=Path, metavar="JSON", action="append",
+                   help="start from the figures of earlier --json runs (repeatable; later "
+                        "ones and the parts run now replace earlier figures): to redo a "
+                        "part an engine restart broke. --only '' just merges")
     args = p.parse_args(argv)
     parts = {x.strip() for x in args.only.split(",") if x.strip()}
     if parts - set(PARTS):
@@ -151,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="twbench-"))
     client, raw = services.engine_client(), RawRegistry()
     r = Runner(Bench(client, raw, workdir, log=say), runs)
+    merged = [json.loads(path.read_text()) for path in args.merge or []]
     try:
         if "swap" in parts:
             r.guarded("swap", r.swap)
@@ -175,12 +180,25 @@ def main(argv: list[str] | None = None) -> int:
         client.close()
         shutil.rmtree(workdir, ignore_errors=True)
     after = conditions()
+    if merged:
+        redone = [f"{', '.join(m['parts'])} at {m['before']['utc'][11:]} (load "
+                  f"{m['before']['load']})" for m in merged[1:]]
+        if parts:
+            redone.append(f"{', '.join(sorted(parts))} at {before['utc'][11:]} "
+                          f"(load {before['load']})")
+        results: Runs = {}
+        for m in merged:
+            results.update(m["results"])
+        r.results = {**results, **r.results}
+        before = {**merged[0]["before"], "redo": "; ".join(redone)}
+        after = after if parts else max((m["after"] for m in merged), key=lambda a: a["utc"])
     out = table(r.results)
     print(out)
     for err in r.errors:
         print(f"FAILED: {err}", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps({"results": r.results, "errors": r.errors,
+                                         "parts": sorted(parts),
                                          "before": before, "after": after}, indent=1))
     if not args.no_write:
         write(r, out, before, after, runs, detect30_runs, idle_s, args.quick)
@@ -193,7 +211,9 @@ def write(r: Runner, out: str, before: dict[str, str], after: dict[str, str], ru
             f"{after['utc'][11:]}; load average (1/5/15 min) {before['load']} at the start, "
             f"{after['load']} at the end; {before['cpu']}, kernel {before['kernel']}, dockerd "
             f"{before['docker']}, docker-compose {before['compose']}; the bed's registry on "
-            "loopback. Machine shared with other work while it ran.\n\n"
+            "loopback. Machine shared with other work while it ran."
+            + (f" Redone after a failure (an engine restart under the run), and not "
+               f"necessarily alone: {before['redo']}." if before.get("redo") else "") + "\n\n"
             f"{runs} runs per measurement ({detect30_runs} at 30 s polls; idle: one daemon, "
             f"{idle_s:.0f} s cut in 5 slices). Healthy swaps (detection at 5 s, overhead, "
             "gap) and READY ran alone; the heal runs (agent and shell flow of a run side by "

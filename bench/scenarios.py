@@ -22,6 +22,7 @@ from bench.probe import EngineEvents, Prober, Sample, first, longest_outage
 from bench.site import Site
 from testbed.images import AppImage
 from testbed.rawclient import RawRegistry
+from testbed.services import engine_answers
 
 SOAK_S = 10.0  # the agent's default TWILIGHT_HEALTH_SOAK, left as it is
 Figures = dict[str, float]
@@ -172,6 +173,9 @@ def retry(bench: Bench, what: str, fn: Callable[[], Figures], attempts: int = 3)
             if i == attempts:
                 raise
             bench.log(f"  {what}: run failed ({type(exc).__name__}: {exc}); retrying")
+            deadline = time.monotonic() + 180  # an engine restart takes a while
+            while not engine_answers() and time.monotonic() < deadline:
+                time.sleep(2)
             time.sleep(5)
     raise AssertionError("unreachable")
 

@@ -217,7 +217,15 @@ class Site:
 
 
 def sweep_images(client: docker.DockerClient, uids: list[str]) -> None:
-    """Remove every local image with a reference naming one of ``uids``."""
+    """Remove every container, volume and local image named with one of ``uids`` (what a
+    site's own cleanup could not remove, e.g. while the engine was restarting)."""
+    for uid in uids:
+        for c in client.containers.list(all=True, filters={"name": uid}):
+            with contextlib.suppress(docker.errors.APIError):
+                c.remove(force=True, v=True)
+        for v in client.volumes.list(filters={"name": uid}):
+            with contextlib.suppress(docker.errors.APIError):
+                v.remove(force=True)
     for img in client.images.list(all=True):
         refs = (img.attrs.get("RepoTags") or []) + (img.attrs.get("RepoDigests") or [])
         if any(uid in r for uid in uids for r in refs):
