@@ -73,10 +73,17 @@ def registry_answers() -> bool:
         return False
 
 
+# Services outlive the call that started them; holding their Popen objects keeps Python
+# from warning that a child is "still running" when one would be garbage-collected.
+_CHILDREN: list[subprocess.Popen[bytes]] = []
+
+
 def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
-    fh = open(log, "ab")  # noqa: SIM115 - handed to the child, closed with it
-    return subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    with open(log, "ab") as fh:  # the child holds its own copy of the descriptor
+        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    _CHILDREN.append(proc)
+    return proc
 
 
 def _tail(path: Path, n: int = 15) -> str:
