@@ -1,9 +1,21 @@
-"""Composition root: settings -> adapters -> agent. The only place adapters are wired."""
+"""Composition root: settings -> adapters -> agent. The only place adapters are wired.
+
+Adapters that pull in a heavy library (the docker SDK, httpx, prometheus-client) are
+imported inside their builders so ``--help`` starts fast and the idle daemon loads only
+what its settings turn on; never to dodge an import cycle.
+"""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
+from twilight_agent.adapters.container_target import ContainerTarget
+from twilight_agent.adapters.lock import DeployLock
+from twilight_agent.adapters.sinks import EventBus
+from twilight_agent.agent import Agent
+from twilight_agent.core.clock import SYSTEM, Clock
+from twilight_agent.core.tunables import DEFAULT, Tunables
 from twilight_agent.settings import Settings
 
 if TYPE_CHECKING:
@@ -11,16 +23,15 @@ if TYPE_CHECKING:
     from twilight_agent.adapters.health import HealthGate
     from twilight_agent.adapters.registry import HttpRegistry
     from twilight_agent.adapters.store import Store
-    from twilight_agent.agent import Agent
-    from twilight_agent.core.ports import EventSink
+    from twilight_agent.core.ports import EventSink, HealthPort, RegistryPort, RuntimePort
 
 
-def build_registry(settings: Settings, platform: tuple[str, ...] | str = ("linux", "amd64"),
+def build_registry(settings: Settings, platform: Any = ("linux", "amd64"),
                    **options: Any) -> HttpRegistry:
     """The registry client for ``settings.image``, with the credentials found for it.
 
-    ``platform`` is the engine's os/arch (the caller asks the engine); ``options`` go to
-    ``HttpRegistry`` (timeouts, retry counts, an injected ``sleep`` or ``transport``).
+    ``platform`` is the engine's os/arch, or a callable that asks the engine on first use;
+    ``options`` go to ``HttpRegistry`` (timeouts, retry counts, ``sleep``, ``transport``).
     """
     from twilight_agent.adapters.credentials import find_credentials
     from twilight_agent.adapters.registry import HttpRegistry
@@ -47,44 +58,67 @@ def build_runtime(settings: Settings) -> DockerRuntime:
                          repository=str(settings.image_ref))
 
 
-def build_store(settings: Settings) -> Store:
-    """The sqlite state store (journal, history, quarantine) in ``settings.state_dir``."""
+def build_store(settings: Settings, *, readonly: bool = False) -> Store:
+    """The sqlite state store (journal, history, quarantine) in ``settings.state_dir``;
+    ``readonly`` (``check``) reads what is there and creates nothing."""
     from twilight_agent.adapters.store import Store
 
-    return Store(settings.state_dir)
+    return Store(settings.state_dir, readonly=readonly)
 
 
-def build_agent(settings: Settings, sinks: list[EventSink] | None = None) -> Agent:
-    """The deploy agent with every adapter wired from ``settings``; nothing connects yet."""
-    from twilight_agent.agent import Agent
-
-    runtime = build_runtime(settings)
-    return Agent(settings, build_registry(settings), runtime, build_health(settings, runtime),
-                 build_store(settings), list(sinks or []),
-                 auth=lambda: registry_auth(settings))
-
-
-def build_health(settings: Settings, runtime: DockerRuntime) -> HealthGate:
+def build_health(settings: Settings, runtime: RuntimePort, clock: Clock = SYSTEM,
+                 tunables: Tunables = DEFAULT) -> HealthGate:
     """The health gate over ``runtime``'s container state and an HTTP probe.
 
     Timeout, interval and soak are per call (``settings.health_*``), not fixed here.
     """
     from twilight_agent.adapters.health import HealthGate
 
-    return HealthGate(runtime)
+    return HealthGate(runtime, clock=clock, tick=tunables.health_tick_s)
 
 
-def build_sinks(settings: Settings) -> list[EventSink]:
+def build_agent(settings: Settings, sinks: list[EventSink] | None = None, *,
+                registry: RegistryPort | None = None, runtime: RuntimePort | None = None,
+                health: HealthPort | None = None, store: Any = None,
+                lock: AbstractContextManager[Any] | None = None, clock: Clock = SYSTEM,
+                tunables: Tunables = DEFAULT) -> Agent:
+    """The deploy agent with every adapter wired from ``settings``; nothing connects yet.
+
+    Tests hand in fakes or instrumented adapters for any part; ``lock`` is a held lock
+    when the caller (the CLI) took it already.
+    """
+    rt: Any = runtime if runtime is not None else build_runtime(settings)
+    reg = registry if registry is not None else build_registry(settings, platform=rt.platform)
+    return Agent(
+        settings, reg, ContainerTarget(rt, name=settings.container,
+                                       health_url=settings.health_url or ""),
+        rt, health or build_health(settings, rt, clock, tunables),
+        store if store is not None else build_store(settings), EventBus(sinks or []),
+        lock=lock or DeployLock(settings.state_dir), clock=clock, tunables=tunables,
+        auth=lambda: registry_auth(settings), closers=_closers(reg, rt, health))
+
+
+def _closers(*parts: object) -> tuple[Any, ...]:
+    """The ``close`` of every part that holds a connection (registry, engine, probe)."""
+    return tuple(c for c in (getattr(p, "close", None) for p in parts) if callable(c))
+
+
+def build_sinks(settings: Settings, tunables: Tunables = DEFAULT) -> list[EventSink]:
     """Optional event sinks: the metrics textfile and the webhook, each when configured.
 
-    The webhook delivers from a thread: call its ``close()`` at shutdown.
+    Each module is imported only when its sink is on (prometheus-client, the webhook's
+    thread). The webhook delivers from a thread: ``Agent.close()`` flushes it.
     """
-    from twilight_agent.adapters.metrics import MetricsFile
-    from twilight_agent.adapters.webhook import Webhook
-
     sinks: list[EventSink] = []
     if settings.metrics_file is not None:
+        from twilight_agent.adapters.metrics import MetricsFile
+
         sinks.append(MetricsFile(settings.metrics_file))
     if settings.webhook_url:
-        sinks.append(Webhook(settings.webhook_url, settings.image))
+        from twilight_agent.adapters.webhook import Webhook
+
+        sinks.append(Webhook(settings.webhook_url, settings.image,
+                             attempts=tunables.webhook_attempts,
+                             backoff=tunables.webhook_backoff_s,
+                             timeout=tunables.webhook_timeout_s))
     return sinks

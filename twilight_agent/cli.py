@@ -31,7 +31,7 @@ exit codes: 0 done (deployed and healthy, or nothing to do); 1 deploy failed and
 
 # name -> (module in twilight_agent.commands, function, help, examples)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
-    "run": ("daemon", "cmd_run", "run the daemon (what systemd starts)",
+    "run": ("service", "cmd_run", "run the daemon (what systemd starts)",
             "twilight-agent run\n  twilight-agent --config /srv/app/agent.env run"),
     "check": ("check", "cmd_check", "show what would be deployed and why; changes nothing",
               "twilight-agent check\n  twilight-agent check --json"),
@@ -48,9 +48,9 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "unquarantine": ("deploy", "cmd_unquarantine", "allow a quarantined digest again",
                      "twilight-agent unquarantine sha-1a2b3c4\n"
                      "  twilight-agent unquarantine sha256:<64 hex>"),
-    "pin": ("daemon", "cmd_pin", "pin a tag (writes the config, reloads the daemon)",
+    "pin": ("service", "cmd_pin", "pin a tag (writes the config, reloads the daemon)",
             "twilight-agent pin v1.4.2"),
-    "unpin": ("daemon", "cmd_unpin", "follow the track again (writes the config, reloads)",
+    "unpin": ("service", "cmd_unpin", "follow the track again (writes the config, reloads)",
               "twilight-agent unpin"),
 }
 

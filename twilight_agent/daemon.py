@@ -8,7 +8,7 @@ on them every ``TICK`` seconds:
   keep running. Changed -> a new agent from the new settings and a poll right away (a new
   pin is deployed through the same gate and health check; an empty pin follows the track).
 - SIGTERM/SIGINT: stop scheduling, ask the agent to stop (the deploy in flight finishes or
-  undoes its phase), wait for it up to ``stop_grace`` seconds, exit 0.
+  undoes its phase), wait for it up to ``Tunables.stop_grace_s`` seconds, exit 0.
 - WATCHDOG=1 every WatchdogSec/2 from the loop; a cycle stuck far beyond any deploy's
   duration stops the pings, so systemd restarts the agent and recovery runs.
 """
@@ -19,7 +19,6 @@ import datetime as dt
 import logging
 import signal
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -27,6 +26,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from twilight_agent.adapters.notify import Notifier
+from twilight_agent.core.clock import SYSTEM, Clock
+from twilight_agent.core.outcomes import Outcome
+from twilight_agent.core.tunables import DEFAULT, Tunables
 from twilight_agent.errors import TwilightError
 from twilight_agent.logs import get_logger
 from twilight_agent.settings import Settings
@@ -36,15 +38,13 @@ log = get_logger("twilight.daemon")
 JOB_ID = "poll"
 TICK = 0.2  # how often the loop looks at the signal flags
 JITTER = 0.1  # share of the poll interval added at random, so hosts do not poll in step
-STOP_GRACE = 100.0  # below the unit's TimeoutStopSec=120s
-STUCK_GRACE = 900.0  # pull allowance on top of the health timeout before a cycle is "stuck"
 # A cycle is logged when its outcome differs from the last one (not once per poll while
 # the registry is down), and always when it changed what runs.
-LOUD_OUTCOMES = {"deployed", "rolled_back"}
+LOUD_OUTCOMES = frozenset(o for o in Outcome if o.changed_service)
 
 
 class AgentLike(Protocol):
-    """What the daemon needs from ``twilight_agent.agent.Agent``."""
+    """What the daemon needs from the agent (``app.build_agent`` builds the real one)."""
 
     def recover(self) -> None: ...
 
@@ -64,10 +64,8 @@ class Daemon:
 
     def __init__(self, settings: Settings, *, agent_factory: AgentFactory,
                  load: SettingsLoader, notifier: Notifier | None = None,
-                 scheduler: BackgroundScheduler | None = None,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep,
-                 stop_grace: float = STOP_GRACE, tick: float = TICK) -> None:
+                 scheduler: BackgroundScheduler | None = None, clock: Clock = SYSTEM,
+                 tunables: Tunables = DEFAULT, tick: float = TICK) -> None:
         self.settings = settings
         self.agent: AgentLike | None = None
         self.last_report: Any = None
@@ -79,8 +77,8 @@ class Daemon:
         self._load = load
         self._notify = notifier or Notifier(None)
         self._scheduler = scheduler or BackgroundScheduler(timezone=dt.timezone.utc)
-        self._clock, self._sleep = clock, sleep
-        self._stop_grace, self._tick = stop_grace, tick
+        self._clock, self._sleep = clock.now, clock.sleep
+        self._tunables, self._tick = tunables, tick
         self._busy_since: float | None = None
         self._lock = threading.Lock()
         self._kick = False
@@ -144,11 +142,12 @@ class Daemon:
             self._scheduler.remove_job(JOB_ID)
         if self.agent is not None:
             self.agent.request_stop()
-        clean = self._wait_idle(self._stop_grace)
+        clean = self._wait_idle(self._tunables.stop_grace_s)
         self._scheduler.shutdown(wait=clean)  # a run submitted just before the removal
         if not clean:
             self.stop_timed_out = True
-            log.error("daemon_stop_timeout", waited_s=self._stop_grace, forced=self.force_exit)
+            log.error("daemon_stop_timeout", waited_s=self._tunables.stop_grace_s,
+                      forced=self.force_exit)
             return 1
         log.info("daemon_stopped")
         return 0
@@ -266,7 +265,7 @@ class Daemon:
         with self._lock:
             since = self._busy_since
         s = self.settings
-        limit = s.health_timeout + s.health_soak + STUCK_GRACE
+        limit = s.health_timeout + s.health_soak + self._tunables.stuck_grace_s
         stuck = since is not None and now - since > limit
         if stuck and not self._stuck_logged:
             log.error("cycle_stuck", running_s=round(now - since, 1),  # type: ignore[operator]

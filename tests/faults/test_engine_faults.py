@@ -17,8 +17,9 @@ import pytest
 
 from tests.faults.conftest import Figures
 from tests.integration.deploybed import Site, one_line, push
-from twilight_agent import app, runner
+from twilight_agent import app
 from twilight_agent.agent import Agent
+from twilight_agent.core.tunables import DEFAULT, Tunables
 from twilight_agent.errors import DockerUnavailable
 from twilight_agent.settings import Settings
 
@@ -35,12 +36,14 @@ def _close_clients() -> Iterator[None]:
         OPEN.pop().close()
 
 
-def make_agent(settings: Settings, runtime: Any = None, health: Any = None) -> Agent:
+def make_agent(settings: Settings, runtime: Any = None, health: Any = None,
+               tunables: Tunables = DEFAULT) -> Agent:
     real = app.build_runtime(settings)
     registry = app.build_registry(settings)
     OPEN.extend([real, registry])
-    return Agent(settings, registry, runtime or real, health or app.build_health(settings, real),
-                 app.build_store(settings), [], auth=lambda: app.registry_auth(settings))
+    return app.build_agent(settings, registry=registry, runtime=runtime or real,
+                           health=health or app.build_health(settings, real),
+                           tunables=tunables)
 
 
 def test_parked_container_removed_by_hand_during_verify(site: Site, figures: Figures) -> None:
@@ -219,7 +222,6 @@ def test_engine_away_for_seconds_mid_deploy_is_waited_for(
 
 def test_engine_away_longer_than_the_wait_leaves_it_to_recovery(
         site: Site, figures: Figures, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner, "ENGINE_WAIT_S", 1.0)
     v1 = push(site, "v1")
     site.run_app(v1)
     push(site, "v2", mode="exit")
@@ -227,7 +229,8 @@ def test_engine_away_longer_than_the_wait_leaves_it_to_recovery(
     real = app.build_runtime(settings)
     OPEN.append(real)
     down = Outage(real, "unpark", 4)
-    agent = make_agent(settings, runtime=down, health=app.build_health(settings, down))
+    agent = make_agent(settings, runtime=down, health=app.build_health(settings, down),
+                       tunables=Tunables(engine_wait_s=1.0))
     report = agent.poll_once()
     figures.fault()
     figures.deploys()

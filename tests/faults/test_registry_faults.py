@@ -22,7 +22,7 @@ from testbed.faultproxy import FaultProxy
 from tests.faults.conftest import Figures
 from tests.integration.deploybed import Site, one_line, push
 from twilight_agent import app
-from twilight_agent.agent import Agent
+from twilight_agent.agent import Agent  # the type make_agent returns
 from twilight_agent.settings import Settings
 
 pytestmark = pytest.mark.faults
@@ -39,8 +39,7 @@ def make_agent(settings: Settings, registry: Any = None, health: Any = None) -> 
     registry = registry or app.build_registry(settings, timeout=0.5, attempts=3,
                                               backoff_base=0.05, backoff_cap=5)
     OPEN.extend([registry, runtime])
-    return Agent(settings, registry, runtime, health or app.build_health(settings, runtime),
-                 app.build_store(settings), [], auth=lambda: app.registry_auth(settings))
+    return app.build_agent(settings, registry=registry, runtime=runtime, health=health)
 
 
 @pytest.fixture(autouse=True)

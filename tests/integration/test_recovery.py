@@ -22,7 +22,6 @@ CHILD = r"""
 import os, signal, sys, threading
 from pathlib import Path
 from twilight_agent import app
-from twilight_agent.agent import Agent
 from twilight_agent.settings import load_settings
 
 settings = load_settings(Path(sys.argv[1]))
@@ -57,8 +56,7 @@ if kind == "after":
     runtime = KillAfter(runtime, arg)
 else:
     health = KillDuring(health, float(arg))
-agent = Agent(settings, app.build_registry(settings), runtime, health,
-              app.build_store(settings), [], auth=lambda: app.registry_auth(settings))
+agent = app.build_agent(settings, runtime=runtime, health=health)
 agent.deploy()
 print("not killed")
 """

@@ -162,6 +162,9 @@ class FakeRuntime:
     def published_url(self, container_id: str, path: str = "/healthz") -> str | None:
         return f"http://127.0.0.1:8080{path}"
 
+    def platform(self) -> tuple[str, ...]:
+        return ("linux", "amd64")
+
     def running_digest(self) -> str | None:
         c = self.by_name("app")
         return c.image if c and c.running else None
@@ -190,11 +193,17 @@ class FakeHealth:
 
 
 class Sink:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
+    """Records the typed events; ``named`` gives their audit-log fields by event name."""
 
-    def emit(self, event: str, fields: Mapping[str, Any]) -> None:
-        self.events.append((event, dict(fields)))
+    def __init__(self) -> None:
+        self.typed: list[Any] = []
+
+    def emit(self, event: Any) -> None:
+        self.typed.append(event)
+
+    @property
+    def events(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(e.name, e.fields()) for e in self.typed]
 
     def named(self, event: str) -> list[dict[str, Any]]:
         return [f for e, f in self.events if e == event]

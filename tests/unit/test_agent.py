@@ -12,6 +12,7 @@ from twilight_agent.adapters.envfile import read_image_tag
 from twilight_agent.adapters.lock import DeployLock
 from twilight_agent.adapters.store import Store
 from twilight_agent.agent import Agent
+from twilight_agent.app import build_agent
 from twilight_agent.errors import (
     InvalidInput,
     InvalidTag,
@@ -39,8 +40,8 @@ class World:
         self.agent = self.make()
 
     def make(self) -> Agent:
-        return Agent(self.settings, self.registry, self.runtime, self.health, self.store,
-                     [self.sink])
+        return build_agent(self.settings, [self.sink], registry=self.registry,
+                           runtime=self.runtime, health=self.health, store=self.store)
 
     @property
     def running(self) -> str | None:
@@ -71,7 +72,7 @@ def test_good_image_is_deployed_and_committed(w: World) -> None:
 def test_one_phase_event_per_transition_and_one_summary(w: World) -> None:
     w.agent.deploy()
     phases = [f["phase"] for f in w.sink.named("phase")]
-    assert phases == ["RESOLVE", "PULL", "PREPARE", "SWAP", "VERIFY", "COMMIT", "IDLE"]
+    assert phases == ["PULL", "PREPARE", "SWAP", "VERIFY", "COMMIT", "IDLE"]
     for f in w.sink.named("phase"):
         assert {"deploy_id", "from", "to", "digest", "phase", "outcome", "duration_s"} <= set(f)
     (done,) = w.sink.named("deploy_finished")

@@ -21,7 +21,6 @@ import structlog
 
 from tests.unit.fakes import REPO, FakeHealth, FakeRegistry, FakeRuntime, release
 from twilight_agent import app, cli
-from twilight_agent.adapters.store import Store
 from twilight_agent.agent import Agent
 from twilight_agent.core.models import Digest
 from twilight_agent.settings import Settings
@@ -79,15 +78,18 @@ class PullingRuntime(FakeRuntime):
 
 @pytest.fixture
 def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A config file, and ``app.build_agent`` building the agent over in-memory fakes."""
+    """A config file, and ``app.build_agent`` building the agent over in-memory fakes of the
+    registry, the engine and the health gate (the real store and lock in the state dir)."""
     path = tmp_path / "agent.env"
     path.write_text(f"TWILIGHT_IMAGE={REPO}\nTWILIGHT_CONTAINER=app\n"
                     f"TWILIGHT_STATE_DIR={tmp_path / 'state'}\n")
     runtime = PullingRuntime("app", OLD)
+    real_build_agent = app.build_agent
 
-    def build_agent(settings: Settings, sinks: list[Any] | None = None) -> Agent:
-        return Agent(settings, FakeRegistry(NEW), runtime, FakeHealth(runtime),
-                     Store(settings.state_dir), list(sinks or []))
+    def build_agent(settings: Settings, sinks: list[Any] | None = None, **parts: Any) -> Agent:
+        # What the command hands in (the held lock, a read-only store) is kept.
+        return real_build_agent(settings, sinks, registry=FakeRegistry(NEW), runtime=runtime,
+                                health=FakeHealth(runtime), **parts)
 
     monkeypatch.setattr(app, "build_agent", build_agent)
     # The CLI sets up logging and signal handlers for its process: give them back after.

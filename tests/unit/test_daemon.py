@@ -25,7 +25,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from twilight_agent import cli
 from twilight_agent.adapters.notify import Notifier
-from twilight_agent.commands.daemon import PIDFILE
+from twilight_agent.commands.service import PIDFILE
+from twilight_agent.core.tunables import Tunables
 from twilight_agent.daemon import JOB_ID, Daemon
 from twilight_agent.errors import ConfigError, DockerUnavailable
 from twilight_agent.settings import Settings, load_settings
@@ -345,7 +346,7 @@ def test_sigint_stops_too(signals: None) -> None:
 
 def test_a_deploy_that_does_not_stop_in_time_is_reported(signals: None) -> None:
     h = Harness(settings(), hold=True, honour_stop=False)
-    d = h.daemon(settings(), stop_grace=0.2)
+    d = h.daemon(settings(), tunables=Tunables(stop_grace_s=0.2))
 
     def script() -> None:
         wait_for(lambda: h.agents and h.agents[0].in_flight.is_set())
@@ -406,11 +407,16 @@ def test_failed_recovery_keeps_the_daemon_up_and_retries_before_polling(
 
 # --------------------------------------------------------------------------- watchdog
 class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
+    """The daemon's ``Clock`` port; tests move ``t`` by hand."""
 
-    def __call__(self) -> float:
-        return self.now
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
 
 
 def test_watchdog_pings_at_half_the_watchdog_sec() -> None:
@@ -421,10 +427,10 @@ def test_watchdog_pings_at_half_the_watchdog_sec() -> None:
     pings = lambda: sum("watchdog" in f for f in h.notifier.sent)  # noqa: E731
     d.tick()
     assert pings() == 1
-    clock.now += 0.5
+    clock.t += 0.5
     d.tick()
     assert pings() == 1
-    clock.now += 0.6
+    clock.t += 0.6
     d.tick()
     assert pings() == 2
 
@@ -434,14 +440,14 @@ def test_a_stuck_cycle_stops_the_watchdog_pings() -> None:
     h = Harness(settings(health_timeout=60, health_soak=10))
     h.notifier = RecordingNotifier(watchdog_usec=2_000_000)
     d = h.daemon(settings(health_timeout=60, health_soak=10), clock=clock)
-    d._busy_since = clock.now
-    clock.now += 900  # a long deploy, not yet stuck
+    d._busy_since = clock.t
+    clock.t += 900  # a long deploy, not yet stuck
     d.tick()
     assert sum("watchdog" in f for f in h.notifier.sent) == 1
-    clock.now += 100
+    clock.t += 100
     with structlog.testing.capture_logs() as logs:
         d.tick()
-        clock.now += 5
+        clock.t += 5
         d.tick()
     assert sum("watchdog" in f for f in h.notifier.sent) == 1
     assert [e["event"] for e in logs] == ["cycle_stuck"]

@@ -26,6 +26,19 @@ class Clock:
         self.now += seconds
 
 
+class AsClock:
+    """The gate's ``Clock`` port over the test's clock (whose ``now`` is a number)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def now(self) -> float:
+        return self.clock.now
+
+    def sleep(self, seconds: float) -> None:
+        self.clock.sleep(seconds)
+
+
 class Container:
     """State as a function of seconds since the gate started."""
 
@@ -58,7 +71,7 @@ def gate(timeline=lambda t: RUNNING, answer=lambda t: ProbeResult(True, "http 20
     clock = Clock()
     container = Container(clock, timeline)
     probe = probe_from(clock, answer, latency)
-    return HealthGate(container, probe=probe, clock=clock, sleep=clock.sleep), clock, probe
+    return HealthGate(container, probe=probe, clock=AsClock(clock)), clock, probe
 
 
 def verify(g: HealthGate, url: str | None = URL, **kw):
@@ -181,7 +194,7 @@ def test_engine_hiccup_is_waited_out_not_a_verdict():
 
     g = HealthGate(Flaky(clock, lambda t: RUNNING),
                    probe=probe_from(clock, lambda t: ProbeResult(t >= 2, "http 200")),
-                   clock=clock, sleep=clock.sleep)
+                   clock=AsClock(clock))
     v = g.verify("c1", URL, timeout=20, interval=0.5, soak=1)
     assert v.ok and v.detail["passed_after_s"] >= 3.0
     assert v.detail["engine_error"] == "engine restarting"
@@ -206,7 +219,7 @@ def test_engine_restart_during_soak_starts_the_window_over():
         return ProbeResult(not 3 <= t < 6, "connection refused" if 3 <= t < 6 else "http 200")
 
     g = HealthGate(Restarting(clock, lambda t: RUNNING), probe=probe_from(clock, answer),
-                   clock=clock, sleep=clock.sleep)
+                   clock=AsClock(clock))
     v = g.verify("c1", URL, timeout=4, interval=0.5, soak=5)
     assert v.ok and v.detail["passed_after_s"] >= 6.0 and v.after_s >= 11.0
 

@@ -1,4 +1,4 @@
-"""The deploy lock: exclusive across processes and threads, re-entrant in one thread."""
+"""The deploy lock: exclusive across processes, threads and a second take in one thread."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def test_another_process_holding_it_means_busy_at_once_and_death_frees_it(
     assert stat.S_IMODE((tmp_path / "deploy.lock").stat().st_mode) == 0o600
 
 
-def test_reentrant_in_one_thread_exclusive_across_threads(tmp_path: Path) -> None:
+def test_taken_once_exclusive_across_threads_and_within_one(tmp_path: Path) -> None:
     lock = DeployLock(tmp_path / "state")
     seen: list[str] = []
 
@@ -53,11 +53,13 @@ def test_reentrant_in_one_thread_exclusive_across_threads(tmp_path: Path) -> Non
         except LockBusy:
             seen.append("busy")
 
-    with lock, DeployLock(tmp_path / "state"):
+    with lock:
+        with pytest.raises(LockBusy):  # one deploy takes it once: no re-entry
+            DeployLock(tmp_path / "state").acquire()
         t = threading.Thread(target=other)
         t.start()
         t.join()
-    assert seen == ["busy"]
+    assert seen == ["busy"] and not lock.held()
     assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
     other()
     assert seen == ["busy", "acquired"]

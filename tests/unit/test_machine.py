@@ -9,6 +9,8 @@ import pytest
 from twilight_agent.core import machine as m
 from twilight_agent.core import policy
 from twilight_agent.core.machine import State
+from twilight_agent.core.models import Digest, Release
+from twilight_agent.core.outcomes import Outcome
 
 S = State
 
@@ -27,12 +29,13 @@ def names(cmds: list[m.Command]) -> list[str]:
 
 
 def test_happy_path_goes_through_every_phase_and_records_deployed() -> None:
-    end, seen, cmds = walk([m.Begin(), m.Resolved(), m.Pulled(), m.Prepared(), m.Started(),
+    end, seen, cmds = walk([m.Begin(), m.Pulled(), m.Prepared(), m.Started(),
                             m.Healthy(), m.Committed()])
-    assert seen == [S.RESOLVE, S.PULL, S.PREPARE, S.SWAP, S.VERIFY, S.COMMIT, S.IDLE]
-    assert names(cmds[3]) == ["Park", "CreateNew", "StartNew"]
-    assert names(cmds[5]) == ["WriteEnv", "TagImage", "RemoveParked", "Prune"]
-    assert cmds[6] == [m.Record("deployed")]
+    assert seen == [S.PULL, S.PREPARE, S.SWAP, S.VERIFY, S.COMMIT, S.IDLE]
+    assert cmds[0] == [m.Pull()]
+    assert names(cmds[2]) == ["Park", "CreateNew", "StartNew"]
+    assert names(cmds[4]) == ["WriteEnv", "TagImage", "RemoveParked", "Prune"]
+    assert cmds[5] == [m.Record(Outcome.DEPLOYED)]
     assert end is S.IDLE
 
 
@@ -58,7 +61,7 @@ def test_failed_rollback_halts_with_an_alert_and_never_rolls_back_again(start: S
     assert not any(isinstance(c, (m.RemoveNew, m.Unpark, m.Park)) for c in cmds)
 
 
-@pytest.mark.parametrize("start", [S.RESOLVE, S.PULL, S.PREPARE])
+@pytest.mark.parametrize("start", [S.PULL, S.PREPARE])
 def test_failure_before_the_swap_touches_nothing(start: State) -> None:
     state, cmds = m.transition(start, m.Aborted("pull failed"))
     assert state is S.IDLE and cmds == [m.Record("failed", "pull failed")]
@@ -71,7 +74,7 @@ def test_swap_failure_blames_the_image_only_when_asked() -> None:
 
 
 def test_halted_accepts_a_new_deploy() -> None:
-    assert m.transition(S.HALTED, m.Begin()) == (S.RESOLVE, [m.Resolve()])
+    assert m.transition(S.HALTED, m.Begin()) == (S.PULL, [m.Pull()])
 
 
 @pytest.mark.parametrize(("state", "event"), [
@@ -86,7 +89,7 @@ def test_every_state_has_a_comment_and_a_way_out() -> None:
     src = Path(m.__file__).read_text()
     for s in State:
         assert f'{s.name} = "{s.value}"  # ' in src
-    outgoing = {S.IDLE: m.Begin(), S.RESOLVE: m.NothingToDo("x"), S.PULL: m.Pulled(),
+    outgoing = {S.IDLE: m.Begin(), S.PULL: m.Pulled(),
                 S.PREPARE: m.Prepared(), S.SWAP: m.Started(), S.VERIFY: m.Healthy(),
                 S.COMMIT: m.Committed(), S.ROLLBACK: m.Unparked(),
                 S.VERIFY_PREVIOUS: m.PreviousHealthy(), S.HALTED: m.Begin()}
@@ -97,21 +100,47 @@ def test_every_state_has_a_comment_and_a_way_out() -> None:
 D1, D2, D3 = ("sha256:" + c * 64 for c in "123")
 
 
+def verdict(candidate: str, running: str | None, quarantined: set[str] | None = None, *,
+            explicit: bool = False, halted_on: str | None = None,
+            pin: str | None = None) -> policy.Verdict:
+    rel = Release("sha-" + candidate[7] * 7, Digest(candidate))
+    return policy.decide(policy.Facts(rel, running, frozenset(quarantined or ()),
+                                      halted_on=halted_on, pin=pin, explicit=explicit)).verdict
+
+
+V = policy.Verdict
+
+
 def test_decide_deploys_new_and_skips_current() -> None:
-    assert policy.decide(D2, D1, set(), explicit=False) == policy.DEPLOY
-    assert policy.decide(D1, D1, set(), explicit=False) == policy.UP_TO_DATE
-    assert policy.decide(D1, D1, set(), explicit=True) == policy.UP_TO_DATE
+    assert verdict(D2, D1) is V.DEPLOY
+    assert verdict(D1, D1) is V.UP_TO_DATE
+    assert verdict(D1, D1, explicit=True) is V.UP_TO_DATE
+    assert verdict(D2, None) is V.DEPLOY
+
+
+def test_a_pin_that_runs_is_pinned_not_up_to_date() -> None:
+    assert verdict(D1, D1, pin="v1.2.3") is V.PINNED
+    assert verdict(D2, D1, pin="v1.2.3") is V.DEPLOY
 
 
 def test_quarantined_is_never_auto_deployed_and_refused_to_an_operator() -> None:
-    assert policy.decide(D2, D1, {D2}, explicit=False) == policy.QUARANTINED
-    assert policy.decide(D2, D1, {D2}, explicit=True) == policy.REFUSED
+    assert verdict(D2, D1, {D2}) is V.QUARANTINED
+    assert verdict(D2, D1, {D2}, explicit=True) is V.REFUSED
 
 
 def test_halted_waits_for_a_newer_candidate_or_an_operator() -> None:
-    assert policy.decide(D2, D1, set(), explicit=False, halted_on=D2) == policy.QUARANTINED
-    assert policy.decide(D3, D1, {D2}, explicit=False, halted_on=D2) == policy.DEPLOY
-    assert policy.decide(D1, D1, {D2}, explicit=True, halted_on=D2) == policy.DEPLOY
+    assert verdict(D2, D1, halted_on=D2) is V.HALTED
+    assert verdict(D3, D1, {D2}, halted_on=D2) is V.DEPLOY
+    assert verdict(D1, D1, {D2}, explicit=True, halted_on=D2) is V.DEPLOY
+
+
+def test_each_verdict_reports_its_outcome_and_exit_code() -> None:
+    rel = Release("sha-1111111", Digest(D1))
+    for v, outcome in [(V.DEPLOY, "deployed"), (V.UP_TO_DATE, "up_to_date"),
+                       (V.PINNED, "pinned_current"), (V.QUARANTINED, "quarantined"),
+                       (V.HALTED, "quarantined"), (V.REFUSED, "quarantined")]:
+        d = policy.Decision(v, "", rel)
+        assert d.outcome == outcome and d.outcome.exit_code == 0
 
 
 def test_previous_good_is_the_from_side_of_the_deploy_that_brought_current() -> None:

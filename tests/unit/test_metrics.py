@@ -10,10 +10,24 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from twilight_agent.adapters.metrics import MetricsFile
+from twilight_agent.core.events import (
+    DeployFinished,
+    DeployRef,
+    HaltedAlert,
+    PhaseChanged,
+    Polled,
+    Quarantined,
+    Recovering,
+    RegistryFailed,
+    Totals,
+)
+from twilight_agent.core.models import Digest, Release
+from twilight_agent.core.outcomes import Outcome
 
 OLD = "sha256:" + "1" * 64
 NEW = "sha256:" + "2" * 64
 BAD = "sha256:" + "3" * 64
+FIRST = Release("sha-1111111", Digest(OLD))
 
 
 def samples(path: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -29,11 +43,18 @@ def value(path: Path, name: str, **labels: str) -> float:
     return samples(path)[(name, tuple(sorted(labels.items())))]
 
 
+def ref(deploy_id: str, from_: Release | None, to: Release | None) -> DeployRef:
+    return DeployRef(deploy_id, from_, to, "poll")
+
+
 def deployed(sink: MetricsFile, deploy_id: str, tag: str, digest: str, rev: str) -> None:
-    sink.emit("phase", {"deploy_id": deploy_id, "phase": "VERIFY", "to": f"{tag}@{digest[:19]}"})
-    sink.emit("deploy_finished", {"deploy_id": deploy_id, "outcome": "deployed",
-                                  "from": {"tag": "sha-1111111", "digest": OLD},
-                                  "to": {"tag": tag, "digest": digest}, "revision": rev})
+    r = ref(deploy_id, FIRST, Release(tag, Digest(digest), revision=rev))
+    sink.emit(PhaseChanged(r, "VERIFY", "SWAP", "started", 1.0))
+    sink.emit(DeployFinished(r, Outcome.DEPLOYED, "COMMIT", "", 20.0))
+
+
+def polled(duration_s: float | None, totals: Totals | None = None) -> Polled:
+    return Polled(Outcome.UP_TO_DATE, totals or Totals(), duration_s)
 
 
 @pytest.fixture
@@ -60,16 +81,21 @@ def test_a_deploy_a_rollback_and_polls(prom: Path) -> None:
     assert value(prom, "twilight_current_revision_info", tag="sha-2222222", digest=NEW,
                  revision="2" * 40) == 1
 
-    # A bad build: the agent enters ROLLBACK (counted once even if a `rollback` event
-    # follows for the same deploy) and finishes rolled back to what was serving.
-    sink.emit("phase", {"deploy_id": "d2", "phase": "ROLLBACK"})
-    sink.emit("rollback", {"deploy_id": "d2"})
-    sink.emit("deploy_finished", {"deploy_id": "d2", "outcome": "rolled_back",
-                                  "from_tag": "sha-2222222", "from_digest": NEW,
-                                  "to_tag": "sha-3333333", "to_digest": BAD})
+    # A bad build: the agent enters ROLLBACK (counted once even if it enters ROLLBACK
+    # again for the same deploy, e.g. recovery after a restart) and finishes rolled back
+    # to what was serving.
+    bad = ref("d2", Release("sha-2222222", Digest(NEW)), Release("sha-3333333", Digest(BAD)))
+    sink.emit(PhaseChanged(bad, "ROLLBACK", "VERIFY", "health gate failed", 5.0))
+    sink.emit(PhaseChanged(bad, "ROLLBACK", "RECOVER", "resumed after restart", 0.0))
+    sink.emit(DeployFinished(bad, Outcome.ROLLED_BACK, "VERIFY_PREVIOUS",
+                             "health gate failed: http 500", 12.5))
+    # The store agrees with what was counted: polls carrying its totals add nothing.
+    totals = Totals({"deployed": 1, "rolled_back": 1}, "2023-11-14T22:13:20Z",
+                    Release("sha-2222222", Digest(NEW)))
     for d in (0.2, 0.4, 3.0):
-        sink.emit("poll", {"duration_s": d})
-    sink.emit("registry_error", {"error": "timeout"})
+        sink.emit(polled(d, totals))
+    sink.emit(polled(None, totals))  # the registry was not reached: no duration observed
+    sink.emit(RegistryFailed("timeout"))
 
     got = samples(prom)
     assert got[("twilight_deploys_total", (("outcome", "deployed"),))] == 1
@@ -91,8 +117,10 @@ def test_a_deploy_a_rollback_and_polls(prom: Path) -> None:
 def test_halted_is_set_and_cleared_by_the_next_good_deploy(prom: Path) -> None:
     prom.parent.mkdir()
     sink = MetricsFile(prom)
-    sink.emit("halted", {"deploy_id": "d1", "reason": "previous version unhealthy too"})
-    sink.emit("deploy_finished", {"deploy_id": "d1", "outcome": "halted"})
+    r = ref("d1", FIRST, Release("sha-3333333", Digest(BAD)))
+    sink.emit(HaltedAlert(r, "previous version unhealthy too"))
+    sink.emit(DeployFinished(r, Outcome.HALTED, "VERIFY_PREVIOUS",
+                             "previous version unhealthy too", 40.0))
     assert value(prom, "twilight_halted") == 1
     assert value(prom, "twilight_deploys_total", outcome="halted") == 1
     deployed(sink, "d2", "sha-4444444", NEW, "4" * 40)
@@ -104,7 +132,7 @@ def test_file_is_replaced_atomically_and_readable_by_the_collector(prom: Path) -
     sink = MetricsFile(prom)
     sink.write()
     inode = prom.stat().st_ino
-    sink.emit("registry_error", {})
+    sink.emit(RegistryFailed("timeout"))
     assert prom.stat().st_ino != inode  # a new file renamed over the old one
     assert stat.S_IMODE(prom.stat().st_mode) == 0o644  # node_exporter can read it
     assert [p.name for p in prom.parent.iterdir()] == ["twilight.prom"]  # no temp files left
@@ -122,11 +150,11 @@ def test_readable_by_node_exporter_under_the_units_umask(prom: Path) -> None:
 
 def test_unwritable_path_never_raises_and_recovers(prom: Path) -> None:
     sink = MetricsFile(prom)  # the directory does not exist yet
-    sink.emit("registry_error", {})
-    sink.emit("deploy_finished", {"outcome": "deployed", "to": "sha-2222222@" + NEW})
+    sink.emit(RegistryFailed("timeout"))
+    deployed(sink, "d1", "sha-2222222", NEW, "")
     assert not prom.exists()
     prom.parent.mkdir()
-    sink.emit("poll", {"duration_s": 0.1})
+    sink.emit(polled(0.1, Totals({"deployed": 1}, None, Release("sha-2222222", Digest(NEW)))))
     # Nothing was lost while the file could not be written.
     assert value(prom, "twilight_registry_errors_total") == 1
     assert value(prom, "twilight_deploys_total", outcome="deployed") == 1
@@ -135,11 +163,13 @@ def test_unwritable_path_never_raises_and_recovers(prom: Path) -> None:
 def test_odd_events_are_ignored_without_a_write(prom: Path) -> None:
     prom.parent.mkdir()
     sink = MetricsFile(prom)
-    sink.emit("phase", {"phase": "PULL"})
-    sink.emit("poll", {})
-    sink.emit("quarantined", {"reason": "x"})
+    r = ref("d1", FIRST, Release("sha-3333333", Digest(BAD)))
+    sink.emit(PhaseChanged(r, "PULL", "IDLE", "new build on the track", 0.0))
+    sink.emit(Recovering("d1", "SWAP", "unpark"))
+    sink.emit(Quarantined(r, "health gate failed"))
     assert not prom.exists()
-    sink.emit("poll", {"duration_s": "not a number"})  # a bad field is logged, not raised
+    # A malformed event is logged, not raised into the agent, and writes nothing.
+    sink.emit(polled("not a number"))  # type: ignore[arg-type]
     assert not prom.exists()
     assert os.listdir(prom.parent) == []
 

@@ -17,6 +17,7 @@ from twilight_agent.adapters.metrics import MetricsFile
 from twilight_agent.adapters.notify import Notifier
 from twilight_agent.adapters.store import Store
 from twilight_agent.agent import Agent
+from twilight_agent.app import build_agent
 from twilight_agent.daemon import Daemon
 from twilight_agent.settings import Settings
 
@@ -31,6 +32,21 @@ def metric(path: Path, name: str, **labels: str) -> float:
     raise AssertionError(f"{name}{labels} not in {path}:\n{path.read_text()}")
 
 
+class TickingClock:
+    """The agent's ``Clock``: every look at it is 250 ms later; sleeping moves it on."""
+
+    def __init__(self) -> None:
+        self._ticks = itertools.count()
+        self.t = 0.0
+
+    def now(self) -> float:
+        self.t = next(self._ticks) * 0.25
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        pass
+
+
 class Host:
     """One host's state dir, engine and registry; agents are processes over them."""
 
@@ -40,12 +56,13 @@ class Host:
         self.runtime = FakeRuntime("app", OLD)
         self.health = FakeHealth(self.runtime)
         self.prom = tmp_path / "twilight.prom"
-        ticks = itertools.count()
-        self.clock = lambda: next(ticks) * 0.25  # every look at the clock: 250 ms later
+        self.clock = TickingClock()
 
     def agent(self, *sinks: Any) -> Agent:
-        return Agent(self.settings, self.registry, self.runtime, self.health,
-                     Store(self.settings.state_dir), list(sinks), clock=self.clock)
+        """A process of the agent on this host (its own store handle, its own sinks)."""
+        return build_agent(self.settings, list(sinks), registry=self.registry,
+                           runtime=self.runtime, health=self.health,
+                           store=Store(self.settings.state_dir), clock=self.clock)
 
 
 def test_every_poll_reports_its_registry_time_and_the_totals(tmp_path: Path) -> None:

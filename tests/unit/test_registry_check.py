@@ -1,4 +1,4 @@
-"""``twilight-agent check``: the decision (pure) and the command, with fakes for the ports."""
+"""``twilight-agent check``: a dry run of the deploy decision, over fakes of the ports."""
 
 from __future__ import annotations
 
@@ -11,18 +11,19 @@ from typing import Any
 import pytest
 import structlog
 
+from tests.unit.fakes import REPO, FakeRegistry, FakeRuntime, release
+from twilight_agent import app
+from twilight_agent.adapters.registry import HttpRegistry
+from twilight_agent.adapters.store import Store
 from twilight_agent.commands import check
-from twilight_agent.core.models import Digest, Release
-from twilight_agent.core.policy import check_verdict
-from twilight_agent.core.ports import QuarantineEntry, Snapshot
 from twilight_agent.errors import (
     DockerUnavailable,
-    InvalidTag,
     RegistryAuthError,
-    RegistryUnavailable,
     TargetNotFound,
 )
 from twilight_agent.settings import Settings
+
+OLD, NEW = release(1), release(2)
 
 
 @pytest.fixture(autouse=True)
@@ -32,154 +33,105 @@ def _restore_logging() -> Iterator[None]:
     structlog.reset_defaults()
 
 
-OLD = Digest("sha256:" + "1" * 64)
-NEW = Digest("sha256:" + "2" * 64)
-IMAGE = "ghcr.io/lacatfly/twilight-drive"
+class Bed:
+    def __init__(self, tmp_path: Path, running=OLD, track=NEW, **settings: Any) -> None:
+        self.settings = Settings(image=REPO, container="app", state_dir=tmp_path / "state",
+                                 **settings)
+        self.registry = FakeRegistry(track)
+        self.runtime = FakeRuntime("app", running)
 
-
-@pytest.mark.parametrize(("running", "candidate", "quarantined", "pinned", "action"), [
-    (OLD, NEW, set(), False, "deploy"),
-    (None, NEW, set(), False, "deploy"),
-    (NEW, NEW, set(), False, "up_to_date"),
-    (NEW, NEW, set(), True, "pinned"),
-    (OLD, NEW, {NEW}, False, "quarantined"),
-    (OLD, NEW, {NEW}, True, "quarantined"),
-    (OLD, NEW, set(), True, "deploy"),
-    (OLD, None, set(), False, "registry_unreachable"),
-])
-def test_verdict(running, candidate, quarantined, pinned, action) -> None:
-    got, reason = check_verdict(running, candidate, quarantined, pinned=pinned, source="main")
-    assert got == action and reason and "\n" not in reason
-
-
-class FakeRuntime:
-    def __init__(self, digest: str | None = OLD, error: Exception | None = None) -> None:
-        self.digest, self.error, self.closed = digest, error, False
-
-    def find_target(self) -> str:
-        if self.error:
-            raise self.error
-        return "c0ffee"
-
-    def snapshot(self, cid: str) -> Snapshot:
-        return Snapshot(cid, "web", "sha256:img", self.digest, "sha-1111111",
-                        image_inspect={"Os": "linux", "Architecture": "arm64", "Variant": "v8"})
-
-    def close(self) -> None:
-        self.closed = True
-
-
-class FakeStore:
-    def __init__(self, digests: tuple[str, ...] = ()) -> None:
-        self.digests = digests
-
-    def quarantined(self) -> list[QuarantineEntry]:
-        return [QuarantineEntry(d, None, "health", "2026-11-22T00:00:00Z") for d in self.digests]
-
-
-class FakeRegistry:
-    def __init__(self, digest: str = NEW, error: Exception | None = None) -> None:
-        self.digest, self.error = digest, error
-        self.calls: list[tuple[str, str]] = []
-        self.platform: Any = None
-
-    def __call__(self, settings: Settings, platform: Any) -> FakeRegistry:
-        self.platform = platform
-        return self
-
-    def __enter__(self) -> FakeRegistry:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        pass
-
-    def _release(self, kind: str, ref: str) -> Release:
-        self.calls.append((kind, ref))
-        if self.error:
-            raise self.error
-        return Release("sha-2222222", Digest(self.digest), "2" * 40, "2026-11-22T03:00:00Z")
-
-    def resolve_track(self, track: str) -> Release:
-        return self._release("track", track)
-
-    def resolve_tag(self, tag: str) -> Release:
-        return self._release("tag", tag)
-
-
-def _gather(tmp_path: Path, *, runtime=None, store=None, registry=None, **settings: Any):
-    s = Settings(image=IMAGE, container="web", state_dir=tmp_path, **settings)
-    registry = registry or FakeRegistry()
-    report = check.gather(s, runtime=lambda _: runtime or FakeRuntime(),
-                          store=lambda _: store or FakeStore(), registry=registry)
-    return report, registry
+    def gather(self) -> check.CheckReport:
+        return check.gather(self.settings, build=lambda s: app.build_agent(
+            s, registry=self.registry, runtime=self.runtime,
+            store=app.build_store(s, readonly=True)))
 
 
 def test_newer_build_on_the_track_would_be_deployed(tmp_path: Path) -> None:
-    report, registry = _gather(tmp_path)
+    bed = Bed(tmp_path)
+    report = bed.gather()
     assert (report.decision, report.exit_code, report.errors) == ("deploy", 0, [])
-    assert report.running == {"container": "web", "tag": "sha-1111111", "digest": OLD}
-    assert report.candidate["tag"] == "sha-2222222" and report.candidate["source"] == "track"
-    assert registry.calls == [("track", "main")]
-    assert registry.platform == ("linux", "arm64", "v8")  # the engine's, from the running image
+    assert report.running == {"container": "app", "tag": OLD.tag, "digest": OLD.digest}
+    assert report.candidate["tag"] == NEW.tag and report.candidate["source"] == "track"
+    assert bed.registry.calls == ["head", "resolve_track"]
 
 
 def test_up_to_date(tmp_path: Path) -> None:
-    report, _ = _gather(tmp_path, runtime=FakeRuntime(NEW))
+    report = Bed(tmp_path, running=NEW).gather()
     assert (report.decision, report.exit_code) == ("up_to_date", 0)
 
 
 def test_quarantined_candidate(tmp_path: Path) -> None:
-    report, _ = _gather(tmp_path, store=FakeStore((NEW,)))
-    assert report.decision == "quarantined"
+    bed = Bed(tmp_path)
+    Store(bed.settings.state_dir).quarantine(NEW.digest, NEW.tag, "health")
+    assert bed.gather().decision == "quarantined"
 
 
 def test_pin_is_resolved_instead_of_the_track(tmp_path: Path) -> None:
-    report, registry = _gather(tmp_path, runtime=FakeRuntime(NEW), pin="v1.2.3")
-    assert registry.calls == [("tag", "v1.2.3")]
+    bed = Bed(tmp_path, running=NEW, pin=NEW.tag)
+    bed.registry.track = OLD
+    bed.registry.tags[NEW.tag] = NEW
+    report = bed.gather()
+    assert bed.registry.calls == ["resolve_tag"]
     assert report.decision == "pinned" and report.candidate["source"] == "pin"
 
 
+def test_registry_unavailable_is_exit_5(tmp_path: Path) -> None:
+    bed = Bed(tmp_path)
+    bed.registry.down = True
+    report = bed.gather()
+    assert report.decision == "registry_unreachable" and report.exit_code == 5
+    assert report.candidate is None and "refused" in report.errors[0]
+
+
+def test_registry_refusing_credentials_is_exit_2(tmp_path: Path) -> None:
+    bed = Bed(tmp_path)
+
+    def refuse(track: str) -> Any:
+        raise RegistryAuthError("token endpoint refused")
+
+    bed.registry.track_digest = refuse  # type: ignore[method-assign]
+    report = bed.gather()
+    assert report.exit_code == 2 and "token endpoint refused" in report.errors[0]
+
+
 @pytest.mark.parametrize(("error", "code"), [
-    (RegistryUnavailable("GET /v2/: timed out after 4 attempts"), 5),
-    (RegistryAuthError("token endpoint refused"), 2),
-])
-def test_registry_errors(tmp_path: Path, error: Exception, code: int) -> None:
-    report, _ = _gather(tmp_path, registry=FakeRegistry(error=error))
-    assert report.decision == "registry_unreachable" and report.exit_code == code
-    assert report.candidate is None and str(error) in report.errors[0]
-
-
-def test_invalid_pin_fails_like_bad_config(tmp_path: Path) -> None:
-    with pytest.raises(InvalidTag):
-        _gather(tmp_path, registry=FakeRegistry(error=InvalidTag("tag 'x;y' has characters")))
-
-
-@pytest.mark.parametrize(("error", "code"), [
-    (TargetNotFound("no container named web"), 2), (DockerUnavailable("no engine"), 5)])
+    (TargetNotFound("no container named app"), 2), (DockerUnavailable("no engine"), 5)])
 def test_runtime_errors_leave_the_running_version_unknown(tmp_path: Path, error, code) -> None:
-    report, registry = _gather(tmp_path, runtime=FakeRuntime(error=error))
+    bed = Bed(tmp_path)
+    bed.runtime.fail["find_target"] = error
+    report = bed.gather()
     assert report.running is None and report.exit_code == code
-    assert registry.platform == ("linux", "amd64")
     assert report.decision == "deploy" and "unknown" in report.errors[0]
 
 
 def test_no_state_dir_means_no_quarantine_and_nothing_created(tmp_path: Path) -> None:
-    missing = tmp_path / "state"
-    s = Settings(image=IMAGE, container="web", state_dir=missing)
-    report = check.gather(s, runtime=lambda _: FakeRuntime(),
-                          store=lambda _: pytest.fail("store opened"), registry=FakeRegistry())
-    assert report.decision == "deploy" and not missing.exists()
+    bed = Bed(tmp_path)
+    report = bed.gather()
+    assert report.decision == "deploy" and not bed.settings.state_dir.exists()
+
+
+def test_the_registry_asks_the_engine_for_its_platform_on_first_use(tmp_path: Path) -> None:
+    asked: list[str] = []
+
+    def platform() -> tuple[str, ...]:
+        asked.append("engine")
+        return ("linux", "arm64", "v8")
+
+    reg = app.build_registry(Bed(tmp_path).settings, platform=platform)
+    assert isinstance(reg, HttpRegistry) and asked == []  # a cheap constructor
+    assert str(reg.platform) == "linux/arm64/v8" and asked == ["engine"]
+    reg.close()
 
 
 def test_cmd_check_prints_text_and_json(tmp_path: Path, monkeypatch, capsys) -> None:
-    report, _ = _gather(tmp_path)
+    report = Bed(tmp_path).gather()
     monkeypatch.setattr(check, "gather", lambda s: report)
-    s = Settings(image=IMAGE)
+    s = Settings(image=REPO)
     assert check.cmd_check(s, argparse.Namespace(json=False)) == 0
     text = capsys.readouterr().out
-    assert "running:   sha-1111111" in text and "candidate: sha-2222222" in text
+    assert f"running:   {OLD.tag}" in text and f"candidate: {NEW.tag}" in text
     assert "decision:  deploy:" in text
     assert check.cmd_check(s, argparse.Namespace(json=True)) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["decision"] == "deploy" and doc["candidate"]["digest"] == NEW
-    assert doc["running"]["digest"] == OLD
+    assert doc["decision"] == "deploy" and doc["candidate"]["digest"] == NEW.digest
+    assert doc["running"]["digest"] == OLD.digest

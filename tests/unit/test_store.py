@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from twilight_agent.adapters.store import Store
+from twilight_agent.core.models import Digest, Release
+from twilight_agent.core.ports import Halt, Meta
 from twilight_agent.errors import InvalidInput
 
 D1 = "sha256:" + "a" * 64
@@ -36,14 +38,32 @@ def test_journal_is_open_until_the_history_row_closes_it(tmp_path: Path) -> None
     store.journal("d1", "SWAP", "Park", {"snapshot": {"name": "app"}, "to": None})
     store.journal("d1", "VERIFY", "Verify", {"snapshot": {"name": "app"}, "new_cid": "c2"})
     open_ = store.open_journal()
-    assert open_["phase"] == "VERIFY" and open_["payload"]["new_cid"] == "c2"
+    assert open_ is not None
+    assert open_.phase == "VERIFY" and open_.payload["new_cid"] == "c2"
     store.finish({"id": "d1", "started": "t0", "finished": "t1", "outcome": "deployed",
                   "phase": "COMMIT", "to_digest": D2, "from_digest": D1,
-                  "timings": {"VERIFY": 1.5}}, {"current": {"tag": "x", "digest": D2}})
+                  "timings": {"VERIFY": 1.5}}, Meta(current=Release("x", Digest(D2))))
     assert store.open_journal() is None
     (row,) = store.history()
     assert row["outcome"] == "deployed" and row["timings"] == {"VERIFY": 1.5}
-    assert store.get_meta("current")["digest"] == D2
+    assert store.meta().current == Release("x", Digest(D2))
+
+
+def test_meta_is_typed_and_a_halt_is_cleared_only_when_asked(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    row = {"started": "s", "finished": "f", "outcome": "halted", "phase": "HALTED"}
+    store.finish({"id": "d1", **row}, Meta(halted=Halt(D2, "previous exited", "d1")))
+    assert store.meta().halted == Halt(D2, "previous exited", "d1")
+    store.finish({"id": "d2", **row, "outcome": "failed"}, Meta())
+    assert store.meta().halted is not None  # a failed pull does not end a halt
+    store.finish({"id": "d3", **row, "outcome": "deployed"}, Meta(), clear_halt=True)
+    assert store.meta().halted is None
+
+
+def test_a_read_only_store_creates_nothing(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state", readonly=True)
+    assert store.quarantined() == [] and store.meta() == Meta()
+    assert not (tmp_path / "state").exists()
 
 
 def test_history_is_newest_first_and_limited(tmp_path: Path) -> None:

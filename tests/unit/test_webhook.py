@@ -13,10 +13,18 @@ from typing import Any
 import pytest
 
 from twilight_agent.adapters.webhook import Webhook
+from twilight_agent.core.events import DeployFinished, DeployRef, HaltedAlert, PhaseChanged
+from twilight_agent.core.models import Digest, Release
+from twilight_agent.core.outcomes import Outcome
 
 OLD = "sha256:" + "a" * 64
 BAD = "sha256:" + "b" * 64
 IMAGE = "ghcr.io/lacatfly/twilight-drive"
+GOOD_RELEASE = Release("sha-aaaaaaa", Digest(OLD))
+BAD_RELEASE = Release("sha-bbbbbbb", Digest(BAD), revision="b" * 40)
+# Exactly the keys a receiver gets: never settings, credentials or other event fields.
+BODY_KEYS = {"event", "host", "image", "deploy_id", "timestamp", "outcome", "from", "to",
+             "reason", "log_tail", "text"}
 
 
 class Receiver:
@@ -83,20 +91,33 @@ def hook(closing: list[Webhook], url: str, **kw: Any) -> Webhook:
     return w
 
 
-def rolled_back(deploy_id: str = "20260101T000000Z-abc123") -> dict[str, Any]:
-    return {"deploy_id": deploy_id, "outcome": "rolled_back", "trigger": "poll",
-            "from": {"tag": "sha-aaaaaaa", "digest": OLD},
-            "to": {"tag": "sha-bbbbbbb", "digest": BAD},
-            "reason": "health gate failed: http 500",
-            "log_tail": "booting\nAuthorization: Bearer abcdefghijklmnop1234\npanic: db",
-            "registry_password": "hunter2-should-never-leave"}
+def ref(deploy_id: str) -> DeployRef:
+    """A deploy from the good build to the bad one, started by a poll."""
+    return DeployRef(deploy_id, GOOD_RELEASE, BAD_RELEASE, "poll")
+
+
+def rolled_back(deploy_id: str = "20260101T000000Z-abc123") -> DeployFinished:
+    return DeployFinished(
+        ref(deploy_id), Outcome.ROLLED_BACK, "VERIFY_PREVIOUS",
+        "health gate failed: http 500 (token=hunter2-should-never-leave)", 12.5,
+        "booting\nAuthorization: Bearer abcdefghijklmnop1234\npanic: db")
+
+
+def finished(deploy_id: str, outcome: Outcome, reason: str = "") -> DeployFinished:
+    return DeployFinished(ref(deploy_id), outcome, "COMMIT", reason, 30.0)
+
+
+def halted(deploy_id: str, reason: str = "x") -> HaltedAlert:
+    return HaltedAlert(ref(deploy_id), reason)
 
 
 def test_rollback_message_arrives_with_the_right_digests(receiver: Receiver,
                                                          closing: list[Webhook]) -> None:
     w = hook(closing, receiver.url)
-    w.emit("phase", {"deploy_id": "x", "phase": "ROLLBACK"})  # not a notification
-    w.emit("deploy_finished", rolled_back())
+    # Entering ROLLBACK is not a notification: the finished deploy is.
+    w.emit(PhaseChanged(ref("20260101T000000Z-abc123"), "ROLLBACK", "VERIFY",
+                        "health gate failed: http 500", 9.0))
+    w.emit(rolled_back())
     assert w.join(5)
     assert len(receiver.bodies) == 1
     body = receiver.bodies[0]
@@ -106,34 +127,40 @@ def test_rollback_message_arrives_with_the_right_digests(receiver: Receiver,
     assert body["deploy_id"] == "20260101T000000Z-abc123"
     assert body["from"] == {"tag": "sha-aaaaaaa", "digest": OLD}
     assert body["to"] == {"tag": "sha-bbbbbbb", "digest": BAD}
-    assert body["reason"] == "health gate failed: http 500"
+    assert body["outcome"] == "rolled_back"
+    assert body["reason"].startswith("health gate failed: http 500")
     assert "panic: db" in body["log_tail"]
     assert body["timestamp"].endswith("Z")
     assert "sha-bbbbbbb -> sha-aaaaaaa" in body["text"]
     raw = json.dumps(body)
     assert "abcdefghijklmnop1234" not in raw  # a credential in the app's logs is blanked
-    assert "hunter2" not in raw and "registry_password" not in raw  # only fixed keys
+    assert "hunter2" not in raw  # ... and one in the reason
+    assert set(body) == BODY_KEYS  # only fixed keys
 
 
 def test_deployed_and_halted_once_per_deploy(receiver: Receiver,
                                              closing: list[Webhook]) -> None:
     w = hook(closing, receiver.url)
-    w.emit("deploy_finished", {"deploy_id": "d1", "outcome": "deployed",
-                               "from": "sha-aaaaaaa@" + OLD, "to": "sha-bbbbbbb@" + BAD})
-    w.emit("halted", {"deploy_id": "d2", "reason": "previous version unhealthy too"})
-    w.emit("deploy_finished", {"deploy_id": "d2", "outcome": "halted"})  # same halt
-    w.emit("deploy_finished", {"deploy_id": "d3", "outcome": "failed_pull"})  # no message
+    w.emit(finished("d1", Outcome.DEPLOYED))
+    w.emit(halted("d2", "previous version unhealthy too"))
+    w.emit(finished("d2", Outcome.HALTED, "previous version unhealthy too"))  # same halt
+    w.emit(finished("d3", Outcome.FAILED, "pull failed"))  # no message
+    w.emit(finished("d4", Outcome.ABORTED, "stop requested"))  # no message
     assert w.join(5)
     assert [(b["event"], b["deploy_id"]) for b in receiver.bodies] == [
         ("deployed", "d1"), ("halted", "d2")]
+    assert receiver.bodies[0]["outcome"] == "deployed"
+    assert receiver.bodies[0]["from"] == {"tag": "sha-aaaaaaa", "digest": OLD}
     assert receiver.bodies[0]["to"] == {"tag": "sha-bbbbbbb", "digest": BAD}
+    assert "deployed " + IMAGE + " sha-aaaaaaa -> sha-bbbbbbb" in receiver.bodies[0]["text"]
+    assert receiver.bodies[1]["outcome"] == "halted"
     assert "previous version unhealthy too" in receiver.bodies[1]["text"]
 
 
 def test_retries_a_failing_receiver(receiver: Receiver, closing: list[Webhook]) -> None:
     receiver.statuses = [503, 502]
     w = hook(closing, receiver.url)
-    w.emit("rollback", rolled_back())
+    w.emit(rolled_back())
     assert w.join(5)
     assert receiver.hits == 3
     assert len(receiver.bodies) == 1 and w.delivered == 1
@@ -142,7 +169,7 @@ def test_retries_a_failing_receiver(receiver: Receiver, closing: list[Webhook]) 
 def test_gives_up_after_three_attempts(receiver: Receiver, closing: list[Webhook]) -> None:
     receiver.statuses = [500, 500, 500, 500]
     w = hook(closing, receiver.url)
-    w.emit("rollback", rolled_back())
+    w.emit(rolled_back())
     assert w.join(5)
     assert receiver.hits == 3 and receiver.bodies == [] and w.dropped == 1
 
@@ -157,7 +184,7 @@ def test_receiver_down_emit_returns_at_once_and_nothing_raises(
         closing: list[Webhook]) -> None:
     w = hook(closing, f"http://127.0.0.1:{free_port()}/hook")
     t0 = time.monotonic()
-    w.emit("deploy_finished", rolled_back())
+    w.emit(rolled_back())
     assert time.monotonic() - t0 < 0.1
     assert w.join(5)  # three refused attempts, then given up
     assert w.dropped == 1 and w.delivered == 0
@@ -169,7 +196,7 @@ def test_slow_receiver_does_not_block_emit(receiver: Receiver,
     w = hook(closing, receiver.url)
     t0 = time.monotonic()
     for i in range(5):
-        w.emit("deploy_finished", rolled_back(f"d{i}"))
+        w.emit(rolled_back(f"d{i}"))
     assert time.monotonic() - t0 < 0.1
     assert w.delivered == 0
     receiver.delay = 0.0
@@ -181,42 +208,45 @@ def test_slow_receiver_does_not_block_emit(receiver: Receiver,
 def test_close_returns_even_when_the_receiver_hangs(receiver: Receiver) -> None:
     receiver.delay = 30.0
     w = Webhook(receiver.url, IMAGE, host="web-1", backoff=(0.05,), timeout=0.3)
-    w.emit("halted", {"deploy_id": "d1", "reason": "x"})
+    w.emit(halted("d1"))
     t0 = time.monotonic()
     w.close(timeout=0.5)
     assert time.monotonic() - t0 < 3
-    w.emit("halted", {"deploy_id": "d2", "reason": "x"})  # after close: ignored, no raise
+    w.emit(halted("d2"))  # after close: ignored, no raise
     assert w.dropped == 1
 
 
 def test_idle_thread_ends_and_a_new_message_starts_another(receiver: Receiver,
                                                           closing: list[Webhook]) -> None:
     w = hook(closing, receiver.url, idle=0.05)
-    w.emit("halted", {"deploy_id": "d1", "reason": "x"})
+    w.emit(halted("d1"))
     assert w.join(5)
     deadline = time.monotonic() + 5
     while w._thread is not None and time.monotonic() < deadline:
         time.sleep(0.01)
     assert w._thread is None  # nothing left running for a dropped instance
-    w.emit("halted", {"deploy_id": "d2", "reason": "x"})
+    w.emit(halted("d2"))
     assert w.join(5)
     assert [b["deploy_id"] for b in receiver.bodies] == ["d1", "d2"]
 
 
-def test_rollback_from_the_agents_deploy_finished_fields(receiver: Receiver,
-                                                        closing: list[Webhook]) -> None:
-    """The shape Agent.record emits: flat tags and digests, the log tail, the revision."""
+def test_rollback_body_from_the_agents_deploy_finished(receiver: Receiver,
+                                                      closing: list[Webhook]) -> None:
+    """What the agent hands the sinks when a deploy rolled back: the typed summary event."""
     w = hook(closing, receiver.url)
-    w.emit("deploy_finished", {
-        "deploy_id": "d9", "outcome": "rolled_back", "phase": "VERIFY_PREVIOUS",
-        "from": "sha-aaaaaaa", "to": "sha-bbbbbbb", "digest": BAD,
-        "from_tag": "sha-aaaaaaa", "from_digest": OLD, "to_tag": "sha-bbbbbbb",
-        "to_digest": BAD, "revision": "b" * 40, "log_tail": "panic: db\n",
-        "reason": "health gate failed: exited with code 3", "duration_s": 12.5,
-        "trigger": "poll"})
+    w.emit(DeployFinished(
+        DeployRef("d9", Release("sha-aaaaaaa", Digest(OLD)),
+                  Release("sha-bbbbbbb", Digest(BAD), revision="b" * 40), "poll"),
+        Outcome.ROLLED_BACK, "VERIFY_PREVIOUS", "health gate failed: exited with code 3",
+        12.5, "panic: db\n"))
     assert w.join(5)
     (body,) = receiver.bodies
     assert body["event"] == "rollback"
+    assert body["deploy_id"] == "d9"
+    assert body["outcome"] == "rolled_back"
     assert body["from"] == {"tag": "sha-aaaaaaa", "digest": OLD}
     assert body["to"] == {"tag": "sha-bbbbbbb", "digest": BAD}
+    assert body["reason"] == "health gate failed: exited with code 3"
     assert body["log_tail"] == "panic: db\n"
+    assert body["text"] == (f"web-1: rolled back {IMAGE} sha-bbbbbbb -> sha-aaaaaaa: "
+                            "health gate failed: exited with code 3")

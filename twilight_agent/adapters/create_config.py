@@ -209,3 +209,22 @@ def _split_networks(endpoints: dict[str, dict[str, Any]], primary: str | None, m
         return endpoints, []
     others = [(net, ep) for net, ep in endpoints.items() if net != primary]
     return {primary: endpoints[primary]}, others
+def _port_number(key: str) -> int:
+    number = key.split("/", 1)[0]
+    return int(number) if number.isdigit() else 0
+
+
+def published_url_from(ports: Mapping[str, Any], path: str = "/healthz") -> str | None:
+    """``http://<host>:<port><path>`` for the first published tcp port, lowest port first."""
+    for key in sorted((k for k in ports if k.endswith("/tcp")), key=_port_number):
+        for binding in ports.get(key) or []:
+            host_port = str(binding.get("HostPort") or "")
+            if host_port:
+                return f"http://{_url_host(str(binding.get('HostIp') or ''))}:{host_port}{path}"
+    return None
+
+
+def _url_host(host_ip: str) -> str:
+    if host_ip in ("", "0.0.0.0", "::", "127.0.0.1"):
+        return "127.0.0.1"
+    return f"[{host_ip}]" if ":" in host_ip else host_ip

@@ -13,68 +13,24 @@ Every docker-py / requests exception is translated here: an engine that does not
 from __future__ import annotations
 
 import contextlib
-import socket
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import docker
 import docker.errors
-import requests.exceptions
 
-from twilight_agent.adapters.create_config import build_create_plan
+from twilight_agent.adapters.create_config import build_create_plan, published_url_from
+from twilight_agent.adapters.docker_errors import UNREACHABLE, engine_errors, explain, unavailable
 from twilight_agent.core.models import Digest
 from twilight_agent.core.ports import PARKED_SUFFIX, ContainerState, Snapshot
-from twilight_agent.errors import DockerUnavailable, PullFailed, RuntimeError_, TargetNotFound
+from twilight_agent.errors import PullFailed, RuntimeError_, TargetNotFound
 
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
 DEFAULT_STOP_TIMEOUT = 10
-_UNREACHABLE = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
 # Pull stream statuses worth a line on a terminal (per-byte progress is not).
 _QUIET_STATUSES = ("Downloading", "Extracting", "Waiting", "Verifying Checksum")
-
-
-def _explain(exc: docker.errors.APIError) -> str:
-    return str(exc.explanation or exc)
-
-
-def close_leaked_sockets(exc: BaseException) -> None:
-    """Close the socket docker-py's ``UnixHTTPConnection.connect`` leaves open when the
-    engine refuses: it would otherwise be closed by the garbage collector (ResourceWarning).
-    """
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        err = todo.pop()
-        if err is None or id(err) in seen:
-            continue
-        seen.add(id(err))
-        tb = err.__traceback__
-        while tb is not None:
-            sock = tb.tb_frame.f_locals.get("sock")
-            if isinstance(sock, socket.socket):
-                sock.close()
-            tb = tb.tb_next
-        todo += [err.__cause__, err.__context__]
-
-
-def _unavailable(what: str, exc: Exception) -> DockerUnavailable:
-    close_leaked_sockets(exc)
-    return DockerUnavailable(f"{what}: the Docker engine does not answer ({exc})")
-
-
-@contextlib.contextmanager
-def engine_errors(what: str) -> Iterator[None]:
-    """Translate docker-py and requests exceptions raised while doing ``what``."""
-    try:
-        yield
-    except _UNREACHABLE as exc:
-        raise _unavailable(what, exc) from exc
-    except docker.errors.APIError as exc:
-        raise RuntimeError_(f"{what}: {_explain(exc)}") from exc
-    except docker.errors.DockerException as exc:
-        raise _unavailable(what, exc) from exc
 
 
 def repository_of(reference: str) -> str:
@@ -105,6 +61,9 @@ class DockerRuntime:
         self._service = service
         self._repository = repository
         self._client: docker.APIClient | None = None
+        # The engine's inspect of each snapshotted container and its image: create_from
+        # rebuilds the new config from it. Kept here, not in the (journaled) Snapshot.
+        self._details: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -182,16 +141,36 @@ class DockerRuntime:
 
     # ------------------------------------------------------------------ snapshot
     def snapshot(self, container_id: str) -> Snapshot:
-        info = self._must_inspect(container_id)
-        with engine_errors(f"inspecting the image of {container_id[:12]}"):
-            image = dict(self.api.inspect_image(info["Image"]))
+        info, image = self._describe(container_id)
         reference = str((info.get("Config") or {}).get("Image") or "")
+        self._details = {str(info["Id"]): (info, image)}
         return Snapshot(
             container_id=str(info["Id"]), name=str(info["Name"]).lstrip("/"),
             image_id=str(image["Id"]), digest=self._repo_digest(image, reference),
             tag=tag_of(reference),
-            restart_policy=dict((info.get("HostConfig") or {}).get("RestartPolicy") or {}),
-            inspect=info, image_inspect=image)
+            restart_policy=dict((info.get("HostConfig") or {}).get("RestartPolicy") or {}))
+
+    def _describe(self, container_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        info = self._must_inspect(container_id)
+        with engine_errors(f"inspecting the image of {container_id[:12]}"):
+            image = dict(self.api.inspect_image(info["Image"]))
+        return info, image
+
+    def _details_of(self, snap: Snapshot) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The inspect taken with ``snap``; else the (parked) container read again, with
+        the restart policy and name it had before it was parked."""
+        if snap.container_id in self._details:
+            return self._details[snap.container_id]
+        info, image = self._describe(snap.container_id)
+        host = dict(info.get("HostConfig") or {}, RestartPolicy=dict(snap.restart_policy))
+        return dict(info, HostConfig=host, Name="/" + snap.name), image
+
+    def platform(self) -> tuple[str, ...]:
+        """The engine's os and architecture (``docker version``), as an index names them."""
+        with engine_errors("asking the engine for its platform"):
+            v = self.api.version()
+        arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(str(v.get("Arch")), str(v.get("Arch")))
+        return (str(v.get("Os") or "linux"), arch or "amd64")
 
     def _repo_digest(self, image: Mapping[str, Any], reference: str) -> str | None:
         repo_digests = [str(d) for d in image.get("RepoDigests") or []]
@@ -214,9 +193,9 @@ class DockerRuntime:
             for line in stream:  # read to the end even after an error: frees the connection
                 self._pull_line(line, errors, progress)
         except docker.errors.APIError as exc:
-            raise PullFailed(f"pull of {ref} failed: {_explain(exc)}") from exc
-        except (*_UNREACHABLE, docker.errors.DockerException) as exc:
-            raise _unavailable(f"pull of {ref}", exc) from exc
+            raise PullFailed(f"pull of {ref} failed: {explain(exc)}") from exc
+        except (*UNREACHABLE, docker.errors.DockerException) as exc:
+            raise unavailable(f"pull of {ref}", exc) from exc
         if errors:
             raise PullFailed(f"pull of {ref} failed: {errors[0]}")
         with engine_errors(f"inspecting {ref}"):
@@ -293,8 +272,9 @@ class DockerRuntime:
             except docker.errors.NotFound as exc:
                 raise RuntimeError_(f"image {image} is not on this host (pull it first)"
                                     ) from exc
-        plan = build_create_plan(snap.inspect, snap.image_inspect, new_image, image,
-                                 snap.name, self.api_version)
+        old, old_image = self._details_of(snap)
+        plan = build_create_plan(old, old_image, new_image, image, snap.name,
+                                 self.api_version)
         with engine_errors(f"creating {snap.name} from {image}"):
             cid = str(self.api.create_container_from_config(plan.body, name=plan.name)["Id"])
         try:
@@ -370,24 +350,3 @@ class DockerRuntime:
         if not any(ports.values()):
             ports = (info.get("HostConfig") or {}).get("PortBindings") or {}
         return published_url_from(ports, path)
-
-
-def _port_number(key: str) -> int:
-    number = key.split("/", 1)[0]
-    return int(number) if number.isdigit() else 0
-
-
-def published_url_from(ports: Mapping[str, Any], path: str = "/healthz") -> str | None:
-    """``http://<host>:<port><path>`` for the first published tcp port, lowest port first."""
-    for key in sorted((k for k in ports if k.endswith("/tcp")), key=_port_number):
-        for binding in ports.get(key) or []:
-            host_port = str(binding.get("HostPort") or "")
-            if host_port:
-                return f"http://{_url_host(str(binding.get('HostIp') or ''))}:{host_port}{path}"
-    return None
-
-
-def _url_host(host_ip: str) -> str:
-    if host_ip in ("", "0.0.0.0", "::", "127.0.0.1"):
-        return "127.0.0.1"
-    return f"[{host_ip}]" if ":" in host_ip else host_ip

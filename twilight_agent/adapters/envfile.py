@@ -1,20 +1,17 @@
 """Rewrite the compose ``.env`` ``IMAGE_TAG=`` line atomically.
 
-Temp file in the same directory, fsync, rename over the original, fsync the directory.
-Every other byte of the file is kept, and so are its mode and owner. A missing line is
-appended. A tag that fails the gate is never written.
+Through ``atomic_write`` (temp file created exclusively in the same directory, fsync,
+rename, fsync of the directory). Every other byte of the file is kept, and so are its
+mode and owner. A missing line is appended. A tag that fails the gate is never written.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import stat
-import tempfile
 from pathlib import Path
 
-from twilight_agent.core.policy import DEFAULT_TAG_PATTERN, check_tag
+from twilight_agent.adapters.atomicfile import atomic_write, kept_attributes
+from twilight_agent.core.models import DEFAULT_TAG_PATTERN, Tag
 from twilight_agent.errors import InvalidInput, InvalidTag
 
 KEY = b"IMAGE_TAG"
@@ -51,49 +48,25 @@ def rewrite(data: bytes, tag: str) -> bytes:
 def write_image_tag(path: Path, tag: str, pattern: str = DEFAULT_TAG_PATTERN) -> bool:
     """Set ``IMAGE_TAG=tag`` in ``path``. Returns False when it already said so."""
     try:
-        check_tag(tag, pattern)
+        Tag.parse(tag, pattern)
     except ValueError as exc:
         raise InvalidTag(f"refusing to write IMAGE_TAG: {exc}") from exc
     path = Path(path)
     try:
         data = path.read_bytes()
-        st: os.stat_result | None = path.stat()
     except FileNotFoundError:
-        data, st = b"", None
+        data = b""
     except OSError as exc:
         raise InvalidInput(f"cannot read {path}: {exc.strerror}") from exc
     new = rewrite(data, tag)
     if new == data:
         return False
-    _replace(path, new, st)
-    return True
-
-
-def _replace(path: Path, data: bytes, st: os.stat_result | None) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    kept = kept_attributes(path)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            _keep_owner_and_mode(f.fileno(), st)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        if kept is None:
+            atomic_write(path, new)
+        else:
+            atomic_write(path, new, mode=kept[0], owner=kept[1])
+    except OSError as exc:  # PermissionError on chown included
         raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}") from exc
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
-def _keep_owner_and_mode(fd: int, st: os.stat_result | None) -> None:
-    if st is None:
-        os.fchmod(fd, 0o644)
-        return
-    os.fchmod(fd, stat.S_IMODE(st.st_mode))
-    mine = os.fstat(fd)
-    if (mine.st_uid, mine.st_gid) != (st.st_uid, st.st_gid):
-        os.fchown(fd, st.st_uid, st.st_gid)  # PermissionError -> OSError -> InvalidInput
+    return True

@@ -17,7 +17,6 @@ The clock, the sleep and the probe are injectable so unit tests run in milliseco
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from twilight_agent.core.clock import SYSTEM, Clock
 from twilight_agent.core.ports import ContainerState, HealthVerdict
 from twilight_agent.errors import RuntimeError_
 
@@ -126,12 +126,11 @@ class HealthGate:
     """Implements HealthPort.verify against a runtime's container state and an HTTP probe."""
 
     def __init__(self, runtime: StateSource, *, probe: Probe | None = None,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep, tick: float = TICK_S) -> None:
+                 clock: Clock = SYSTEM, tick: float = TICK_S) -> None:
         self._runtime = runtime
         self._probe = probe
-        self._clock = clock
-        self._sleep = sleep
+        self._clock = clock.now
+        self._sleep = clock.sleep
         self._tick = tick
 
     def verify(self, container_id: str, url: str | None, *, timeout: float, interval: float,

@@ -1,24 +1,22 @@
 """The deploy lock: ``fcntl.flock(LOCK_EX | LOCK_NB)`` on ``<state_dir>/deploy.lock``.
 
 The kernel frees it when the holder dies, so a SIGKILLed agent never leaves it stuck.
-Busy -> ``LockBusy`` at once (exit 3). Re-entrant within one thread (the CLI takes it
-before the slow imports, the agent takes it again), exclusive across threads and processes.
+Busy -> ``LockBusy`` at once (exit 3). Each acquisition opens its own descriptor, and
+flock locks belong to the open file, so a second holder is refused whether it is another
+process, another thread or the same thread: one deploy takes the lock exactly once. The
+CLI takes it before the slow imports and hands the agent a ``Held`` lock.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import threading
 from pathlib import Path
 from types import TracebackType
 
-from twilight_agent.errors import LockBusy
+from twilight_agent.errors import InvalidInput, LockBusy
 
 LOCK_NAME = "deploy.lock"
-
-_guard = threading.Lock()
-_held: dict[str, tuple[int, int, int]] = {}  # path -> (thread id, depth, fd)
 
 
 class DeployLock:
@@ -26,25 +24,18 @@ class DeployLock:
 
     def __init__(self, state_dir: Path) -> None:
         self.path = str(Path(state_dir) / LOCK_NAME)
+        self._fd: int | None = None
 
     def acquire(self) -> None:
-        me = threading.get_ident()
-        with _guard:
-            held = _held.get(self.path)
-            if held is not None:
-                owner, depth, fd = held
-                if owner != me:
-                    raise LockBusy("another deploy holds the lock (this process)")
-                _held[self.path] = (owner, depth + 1, fd)
-                return
-            fd = self._lock_file()
-            _held[self.path] = (me, 1, fd)
-
-    def _lock_file(self) -> int:
         parent = Path(self.path).parent
         if not parent.exists():
             parent.mkdir(parents=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                         0o600)
+        except OSError as exc:
+            raise InvalidInput(f"cannot open the lock file {self.path}: {exc.strerror}"
+                               ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -52,23 +43,17 @@ class DeployLock:
             raise LockBusy(f"another deploy holds the lock {self.path}") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
-        return fd
+        self._fd = fd
 
     def release(self) -> None:
-        with _guard:
-            owner, depth, fd = _held[self.path]
-            if depth > 1:
-                _held[self.path] = (owner, depth - 1, fd)
-                return
-            del _held[self.path]
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
     def held(self) -> bool:
-        """True when this thread holds it."""
-        with _guard:
-            held = _held.get(self.path)
-        return held is not None and held[0] == threading.get_ident()
+        """True while this object holds it."""
+        return self._fd is not None
 
     def __enter__(self) -> DeployLock:
         self.acquire()
@@ -77,3 +62,18 @@ class DeployLock:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.release()
+
+
+class Held:
+    """A lock the caller already holds for the whole process (a CLI deploy): entering it
+    checks that, and leaving it keeps it."""
+
+    def __init__(self, lock: DeployLock) -> None:
+        self.lock = lock
+
+    def __enter__(self) -> Held:
+        assert self.lock.held(), "Held() wraps a lock that is acquired"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None

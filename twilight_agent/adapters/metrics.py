@@ -7,23 +7,20 @@ file; it is world-readable whatever the umask (the unit sets ``UMask=0077``) so
 node_exporter, running as another user, can read it. Off when
 ``TWILIGHT_METRICS_FILE`` is empty: ``build_sinks`` then does not create this sink.
 
-Events read (``core/ports.py`` ``EventSink``) and what they change:
+Events read (``core/events.py``) and what they change:
 
-- ``deploy_finished``: ``twilight_deploys_total{outcome}``; ``outcome=deployed`` sets
+- ``DeployFinished``: ``twilight_deploys_total{outcome}``; ``deployed`` sets
   ``twilight_last_success_timestamp_seconds`` and ``twilight_current_revision_info`` from
-  ``to_tag``/``to_digest``/``revision`` (or ``to``/``digest``), clears ``twilight_halted``;
-  ``rolled_back`` points the revision info at ``from`` and clears ``twilight_halted``;
-  ``halted`` sets it.
-- ``rollback``, or ``phase`` with ``phase=ROLLBACK``: ``twilight_rollbacks_total``, once
-  per ``deploy_id`` whichever of the two arrives.
-- ``halted``: ``twilight_halted`` = 1.
-- ``registry_error``: ``twilight_registry_errors_total``.
-- ``poll`` with ``duration_s``: ``twilight_poll_duration_seconds`` (histogram).
-- ``started`` (the daemon and the CLI, before anything else) and ``poll`` with ``totals``
-  (what the state store says: ``deploys`` by outcome, ``last_success``, ``current``,
-  ``halted``): the counters catch up with the history (never down), so a fresh process
-  starts from the host's totals and the daemon's file counts deploys made from the CLI;
-  ``started`` writes the file at once, so the collector sees it before the first deploy.
+  the ``to`` release, clears ``twilight_halted``; ``rolled_back`` points the revision info
+  at ``from`` and clears ``twilight_halted``; ``halted`` sets it.
+- ``PhaseChanged`` into ROLLBACK: ``twilight_rollbacks_total``, once per deploy id.
+- ``HaltedAlert``: ``twilight_halted`` = 1.
+- ``RegistryFailed``: ``twilight_registry_errors_total``.
+- ``Polled``: ``twilight_poll_duration_seconds`` (histogram) when the registry was reached.
+- ``Started`` and ``Polled`` carry ``Totals`` (what the state store says): the counters
+  catch up with the history (never down), so a fresh process starts from the host's totals
+  and the daemon's file counts deploys made from the CLI; ``Started`` writes the file at
+  once, so the collector sees it before the first deploy.
 
 A sink never raises into the agent: a failed write is logged once (and once more when
 writing works again), and the counters keep counting in memory.
@@ -32,16 +29,26 @@ writing works again), and the counters keep counting in memory.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from twilight_agent.adapters.atomicfile import atomic_write
+from twilight_agent.core.events import (
+    DeployFinished,
+    Event,
+    HaltedAlert,
+    PhaseChanged,
+    Polled,
+    RegistryFailed,
+    Started,
+    Totals,
+)
+from twilight_agent.core.outcomes import Outcome
 from twilight_agent.logs import get_logger
 
 log = get_logger("twilight.metrics")
@@ -50,39 +57,14 @@ POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _SEEN_ROLLBACKS = 64  # deploy ids remembered so one rollback is counted once
 
 
-def _tag_digest(value: Any) -> tuple[str, str]:
-    """``{tag, digest}``, ``"tag@digest"`` or a bare tag -> ``(tag, digest)``."""
-    if isinstance(value, Mapping):
-        return str(value.get("tag") or ""), str(value.get("digest") or "")
-    if isinstance(value, str) and "@" in value:
-        tag, _, digest = value.partition("@")
-        return tag, digest
-    return (str(value) if value else ""), ""
-
-
-def _epoch(value: Any) -> float | None:
-    """An ISO-8601 time (``2026-11-22T03:00:00Z``) or a number -> Unix time."""
-    if isinstance(value, (int, float)):
-        return float(value)
-    if not isinstance(value, str) or not value:
+def _epoch(value: str | None) -> float | None:
+    """An ISO-8601 time (``2026-11-22T03:00:00Z``) -> Unix time."""
+    if not value:
         return None
     try:
         return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
-
-
-def side(fields: Mapping[str, Any], which: str) -> tuple[str, str]:
-    """Tag and digest of the ``from`` or ``to`` side of an event, whatever shape it has.
-
-    Explicit ``<which>_tag``/``<which>_digest`` win; ``digest`` alone means the target.
-    """
-    tag, digest = _tag_digest(fields.get(which))
-    tag = str(fields.get(f"{which}_tag") or tag)
-    digest = str(fields.get(f"{which}_digest") or digest)
-    if which == "to" and fields.get("digest"):
-        digest = str(fields["digest"])
-    return tag, digest
 
 
 class MetricsFile:
@@ -119,85 +101,85 @@ class MetricsFile:
                             "1 when a rollback failed and an operator is needed.", registry=r)
 
     # -- EventSink --------------------------------------------------------------------
-    def emit(self, event: str, fields: Mapping[str, Any]) -> None:
+    def emit(self, event: Event) -> None:
         try:
             with self._lock:
-                if self._apply(event, fields):
+                if self._apply(event):
                     self._write()
         except Exception as exc:  # a sink never raises into the agent
             self._report(exc)
 
     def write(self) -> None:
         """Write the file now (e.g. at start-up, so the collector sees zeros)."""
-        self.emit("_write", {})
+        try:
+            with self._lock:
+                self._write()
+        except Exception as exc:
+            self._report(exc)
 
     # -- internals --------------------------------------------------------------------
-    def _apply(self, event: str, fields: Mapping[str, Any]) -> bool:
+    def _apply(self, event: Event) -> bool:
         """Update the metrics; True when the file must be rewritten."""
-        if event == "deploy_finished":
-            self._finished(str(fields.get("outcome") or "unknown"), fields)
-        elif event == "rollback" or (event == "phase" and fields.get("phase") == "ROLLBACK"):
-            self._rollback(fields)
-        elif event == "halted":
-            self.halted.set(1)
-        elif event == "registry_error":
-            self.registry_errors.inc()
-        elif event == "poll":
-            duration, totals = fields.get("duration_s"), fields.get("totals")
-            if duration is None and totals is None:
+        if isinstance(event, DeployFinished):
+            self._finished(event)
+        elif isinstance(event, PhaseChanged):
+            if event.phase != "ROLLBACK":
                 return False
-            if duration is not None:
-                self.poll_duration.observe(float(duration))
-            self._catch_up(totals)
-        elif event == "started":
-            self._catch_up(fields.get("totals"))
-        elif event != "_write":
+            self._rollback(event.ref.deploy_id)
+        elif isinstance(event, HaltedAlert):
+            self.halted.set(1)
+        elif isinstance(event, RegistryFailed):
+            self.registry_errors.inc()
+        elif isinstance(event, Polled):
+            if event.duration_s is not None:
+                self.poll_duration.observe(event.duration_s)
+            self._catch_up(event.totals)
+        elif isinstance(event, Started):
+            self._catch_up(event.totals)
+        else:
             return False
         return True
 
-    def _catch_up(self, totals: Any) -> None:
+    def _catch_up(self, totals: Totals) -> None:
         """Bring the counters and gauges up to what the state store says."""
-        if not isinstance(totals, Mapping):
-            return
-        for outcome, n in dict(totals.get("deploys") or {}).items():
-            missing = int(n) - self._counted.get(outcome, 0)
+        for outcome, n in totals.deploys.items():
+            missing = n - self._counted.get(outcome, 0)
             if missing > 0:
                 self.deploys.labels(outcome=outcome).inc(missing)
-                self._counted[outcome] = int(n)
+                self._counted[outcome] = n
         # Each rolled-back or halted deploy went through ROLLBACK once.
-        started = sum(int(n) for o, n in dict(totals.get("deploys") or {}).items()
-                      if o in ("rolled_back", "halted"))
+        started = sum(n for o, n in totals.deploys.items() if o in ("rolled_back", "halted"))
         if started > self._rollbacks_counted:
             self.rollbacks.inc(started - self._rollbacks_counted)
             self._rollbacks_counted = started
-        success = _epoch(totals.get("last_success"))
+        success = _epoch(totals.last_success)
         if success is not None and success > self._last_success:
             self.last_success.set(success)
             self._last_success = success
-        tag, digest = _tag_digest(totals.get("current"))
-        if digest and digest != self._serving_digest:
-            self._serving(tag, digest, "")
-        self.halted.set(1 if totals.get("halted") else 0)
+        cur = totals.current
+        if cur is not None and str(cur.digest) != self._serving_digest:
+            self._serving(cur.tag, str(cur.digest), "")
+        self.halted.set(1 if totals.halted else 0)
 
-    def _finished(self, outcome: str, fields: Mapping[str, Any]) -> None:
+    def _finished(self, event: DeployFinished) -> None:
+        outcome = event.outcome.value
         self.deploys.labels(outcome=outcome).inc()
         self._counted[outcome] = self._counted.get(outcome, 0) + 1
-        if outcome == "deployed":
-            ts = fields.get("timestamp")
-            self._last_success = float(ts if isinstance(ts, (int, float)) else self._clock())
+        to, from_ = event.ref.to, event.ref.from_
+        if event.outcome is Outcome.DEPLOYED:
+            self._last_success = float(self._clock())
             self.last_success.set(self._last_success)
-            self._serving(*side(fields, "to"), str(fields.get("revision") or ""))
+            if to is not None:
+                self._serving(to.tag, str(to.digest), to.revision or "")
             self.halted.set(0)
-        elif outcome == "rolled_back":
-            tag, digest = side(fields, "from")
-            if tag or digest:
-                self._serving(tag, digest, str(fields.get("from_revision") or ""))
+        elif event.outcome is Outcome.ROLLED_BACK:
+            if from_ is not None:
+                self._serving(from_.tag, str(from_.digest), from_.revision or "")
             self.halted.set(0)
-        elif outcome == "halted":
+        elif event.outcome is Outcome.HALTED:
             self.halted.set(1)
 
-    def _rollback(self, fields: Mapping[str, Any]) -> None:
-        deploy_id = str(fields.get("deploy_id") or "")
+    def _rollback(self, deploy_id: str) -> None:
         if deploy_id and deploy_id in self._rollbacks_seen:
             return
         if deploy_id:
@@ -211,17 +193,8 @@ class MetricsFile:
         self.revision.labels(tag=tag, digest=digest, revision=revision).set(1)
 
     def _write(self) -> None:
-        data = generate_latest(self.registry)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")  # not *.prom
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            with os.fdopen(fd, "wb") as f:
-                os.fchmod(f.fileno(), 0o644)  # whatever the umask
-                f.write(data)
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        # Not named *.prom while written; world-readable whatever the umask.
+        atomic_write(self.path, generate_latest(self.registry), mode=0o644)
         if self._failing:
             self._failing = False
             log.info("metrics_recovered", path=str(self.path))

@@ -18,7 +18,7 @@ image, since that is what the engine pulls by digest).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -62,17 +62,27 @@ class HttpRegistry:
     def __init__(self, base_url: str, repository: str, *,
                  credentials: Credentials | None = None,
                  tag_pattern: str = DEFAULT_TAG_PATTERN,
-                 platform: tuple[str, ...] | str = ("linux", "amd64"),
+                 platform: tuple[str, ...] | str | Callable[[], tuple[str, ...]] = (
+                     "linux", "amd64"),
                  page_size: int = 1000, max_pages: int = 100, max_candidates: int = 2000,
                  **session: Any) -> None:
         self.repository = repository
         self.name = f"{httpx.URL(base_url).netloc.decode()}/{repository}"
-        self.platform = Platform.of(platform)
+        # The engine's os/arch; a callable asks the engine on first use (cheap constructor).
+        self._platform_source = platform
+        self._platform: Platform | None = None
         self._pattern = tag_pattern
         self._page_size, self._max_pages = page_size, max_pages
         self._max_candidates = max_candidates
         self._v2 = f"{base_url.rstrip('/')}/v2/{repository}"
         self._http = RegistrySession(base_url, pull_scope(repository), credentials, **session)
+
+    @property
+    def platform(self) -> Platform:
+        if self._platform is None:
+            source = self._platform_source
+            self._platform = Platform.of(source() if callable(source) else source)
+        return self._platform
 
     @property
     def requests(self) -> int:

@@ -18,15 +18,19 @@ version from Docker, as on a first start.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from twilight_agent.core.ports import QuarantineEntry
+from twilight_agent.core.clock import utcnow
+from twilight_agent.core.models import Digest, Release
+from twilight_agent.core.outcomes import release_dict
+from twilight_agent.core.ports import Halt, JournalEntry, LastResult, Meta, QuarantineEntry
 from twilight_agent.errors import InvalidInput
 from twilight_agent.logs import get_logger
 
@@ -52,12 +56,36 @@ CREATE TABLE IF NOT EXISTS quarantine (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+_NO_META = Meta()
+
+
+def _meta_values(meta: Meta, clear_halt: bool) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if meta.current is not None:
+        values["current"] = release_dict(meta.current)
+    if meta.previous is not None:
+        values["previous"] = release_dict(meta.previous)
+    if meta.last_result is not None:
+        values["last_result"] = dataclasses.asdict(meta.last_result)
+    if meta.halted is not None:
+        values["halted"] = dataclasses.asdict(meta.halted)
+    elif clear_halt:
+        values["halted"] = None
+    return values
+
+
 HISTORY_COLUMNS = ("id", "started", "finished", "from_tag", "from_digest", "to_tag",
                    "to_digest", "outcome", "phase", "reason", "timings", "log_tail", "trigger")
 
 
-def utcnow() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+def release_from(d: Any) -> Release | None:
+    """A release from its stored ``{tag, digest}`` form; None when absent or unreadable."""
+    if not isinstance(d, dict) or not d.get("digest"):
+        return None
+    try:
+        return Release(tag=str(d.get("tag") or ""), digest=Digest(str(d["digest"])))
+    except ValueError:
+        return None
 
 
 def ensure_state_dir(path: Path) -> None:
@@ -70,8 +98,9 @@ def ensure_state_dir(path: Path) -> None:
 class Store:
     """The StorePort implementation plus what the agent journals and records."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, *, readonly: bool = False) -> None:
         self.path = Path(state_dir) / DB_NAME
+        self.readonly = readonly  # ``check``: read what is there, create nothing
         self._ready = False
 
     # -- plumbing -------------------------------------------------------------------
@@ -114,11 +143,20 @@ class Store:
                 os.replace(side, Path(str(aside) + suffix))
         return aside
 
-    @contextlib.contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
+    def _connect(self) -> sqlite3.Connection:
+        if self.readonly:
+            if not self.path.exists():  # nothing recorded yet: an empty store in memory
+                db = sqlite3.connect(":memory:")
+                db.executescript(SCHEMA)
+                return db
+            return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
         if not self._ready or not self.path.exists():
             self._init()
-        db = sqlite3.connect(self.path, timeout=10)
+        return sqlite3.connect(self.path, timeout=10)
+
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        db = self._connect()
         db.row_factory = sqlite3.Row
         try:
             with db:  # one transaction: commit on success, roll back on error
@@ -163,19 +201,21 @@ class Store:
                        "VALUES (?, ?, ?, ?, ?)",
                        (deploy_id, phase, step, json.dumps(payload), utcnow()))
 
-    def open_journal(self) -> dict[str, Any] | None:
+    def open_journal(self) -> JournalEntry | None:
         """The last journal row of an unfinished deploy, or None."""
         with self._db() as db:
             row = db.execute("SELECT deploy_id, phase, step, payload, at FROM journal "
                              "ORDER BY seq DESC LIMIT 1").fetchone()
         if row is None:
             return None
-        return {"deploy_id": row["deploy_id"], "phase": row["phase"], "step": row["step"],
-                "payload": json.loads(row["payload"]), "at": row["at"]}
+        return JournalEntry(row["deploy_id"], row["phase"], row["step"],
+                            json.loads(row["payload"]), row["at"])
 
     # -- history ----------------------------------------------------------------------
-    def finish(self, row: dict[str, Any], meta: dict[str, Any] | None = None) -> None:
-        """Write the deploy's history row, update meta, close its journal: one transaction."""
+    def finish(self, row: Mapping[str, Any], meta: Meta = _NO_META,
+               clear_halt: bool = False) -> None:
+        """Write the deploy's history row, update meta, close its journal: one transaction.
+        Fields of ``meta`` that are None are left as they are; ``clear_halt`` clears it."""
         values = {k: row.get(k) for k in HISTORY_COLUMNS}
         values["timings"] = json.dumps(row.get("timings") or {})
         for key in ("reason", "log_tail", "trigger"):
@@ -184,7 +224,7 @@ class Store:
             db.execute(f"INSERT OR REPLACE INTO history ({', '.join(HISTORY_COLUMNS)}) "  # noqa: S608
                        f"VALUES ({', '.join('?' * len(HISTORY_COLUMNS))})",
                        [values[k] for k in HISTORY_COLUMNS])
-            for key, value in (meta or {}).items():
+            for key, value in _meta_values(meta, clear_halt).items():
                 self._set(db, key, value)
             db.execute("DELETE FROM journal WHERE deploy_id = ?", (row["id"],))
 
@@ -215,6 +255,21 @@ class Store:
         with self._db() as db:
             for key, value in values.items():
                 self._set(db, key, value)
+
+    def meta(self) -> Meta:
+        """The ``meta`` table, typed."""
+        halted, last = self.get_meta("halted"), self.get_meta("last_result")
+        return Meta(current=release_from(self.get_meta("current")),
+                    previous=release_from(self.get_meta("previous")),
+                    halted=Halt(halted.get("digest"), str(halted.get("reason") or ""),
+                                str(halted.get("deploy_id") or ""))
+                    if isinstance(halted, dict) else None,
+                    last_result=LastResult(**{k: str(last.get(k) or "") for k in (
+                        "deploy_id", "outcome", "reason", "finished")})
+                    if isinstance(last, dict) else None)
+
+    def set_current(self, release: Release) -> None:
+        self.set_meta(current=release_dict(release))
 
     def get_meta(self, key: str, default: Any = None) -> Any:
         with self._db() as db:

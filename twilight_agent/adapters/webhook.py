@@ -4,9 +4,9 @@
 short timeouts and up to three attempts (backoff 1 s, 2 s), so a webhook that is down or
 slow never delays or fails a deploy. Sent for:
 
-- ``deploy_finished`` with ``outcome`` ``deployed`` -> ``"event": "deployed"``,
+- ``DeployFinished`` with outcome ``deployed`` -> ``"event": "deployed"``,
   ``rolled_back`` -> ``"rollback"``, ``halted`` -> ``"halted"``;
-- ``rollback`` and ``halted`` events.
+- ``HaltedAlert`` -> ``"halted"`` (it comes first, so the operator hears at once).
 
 One message per ``(deploy_id, event)``: the first of the events that name it wins. The body::
 
@@ -24,21 +24,21 @@ reason or log tail are blanked, and the URL (it often embeds a token) is never l
 
 from __future__ import annotations
 
-import datetime as dt
 import queue
 import re
 import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from twilight_agent import __version__
-from twilight_agent.adapters.metrics import side
+from twilight_agent.core.clock import utcnow
+from twilight_agent.core.events import DeployFinished, Event, HaltedAlert
+from twilight_agent.core.models import Release
 from twilight_agent.logs import REDACTED, get_logger
 
 log = get_logger("twilight.webhook")
@@ -58,39 +58,40 @@ def _scrub(text: str) -> str:
     return _CREDENTIAL.sub(r"\1\2" + REDACTED, text)
 
 
-def _utcnow() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def message_kind(event: str, fields: Mapping[str, Any]) -> str | None:
+def message_kind(event: Event) -> str | None:
     """The ``event`` of the webhook body for an agent event, or None when none is sent."""
-    if event == "deploy_finished":
-        return _KINDS.get(str(fields.get("outcome") or ""))
-    if event in ("rollback", "halted"):
-        return event
+    if isinstance(event, DeployFinished):
+        return _KINDS.get(event.outcome.value)
+    if isinstance(event, HaltedAlert):
+        return "halted"
     return None
 
 
-def build_body(kind: str, fields: Mapping[str, Any], host: str, image: str) -> dict[str, Any]:
+def _release(r: Release | None) -> dict[str, str | None]:
+    return {"tag": r.tag or None, "digest": str(r.digest)} if r else {"tag": None,
+                                                                      "digest": None}
+
+
+def build_body(kind: str, event: DeployFinished | HaltedAlert, host: str,
+               image: str, log_tail_chars: int = LOG_TAIL_CHARS) -> dict[str, Any]:
     """The JSON body, from a fixed set of keys only."""
-    from_tag, from_digest = side(fields, "from")
-    to_tag, to_digest = side(fields, "to")
-    reason = _scrub(str(fields.get("reason") or ""))
-    tail = _scrub(str(fields.get("log_tail") or ""))[-LOG_TAIL_CHARS:]
+    ref = event.ref
+    from_tag = ref.from_.tag if ref.from_ else "?"
+    to_tag = ref.to.tag if ref.to else "?"
+    reason = _scrub(event.reason)
+    tail = _scrub(event.log_tail)[-log_tail_chars:] if isinstance(event, DeployFinished) \
+        else ""
     if kind == "deployed":
         what = f"deployed {image} {from_tag or '?'} -> {to_tag or '?'}"
     elif kind == "rollback":
         what = f"rolled back {image} {to_tag or '?'} -> {from_tag or '?'}"
     else:
         what = f"HALTED {image} (operator needed)"
-    timestamp = fields.get("timestamp")
+    outcome = event.outcome.value if isinstance(event, DeployFinished) else kind
     return {
-        "event": kind, "host": host, "image": image,
-        "deploy_id": fields.get("deploy_id"),
-        "timestamp": timestamp if isinstance(timestamp, str) else _utcnow(),
-        "outcome": fields.get("outcome") or kind,
-        "from": {"tag": from_tag or None, "digest": from_digest or None},
-        "to": {"tag": to_tag or None, "digest": to_digest or None},
+        "event": kind, "host": host, "image": image, "deploy_id": ref.deploy_id,
+        "timestamp": utcnow(), "outcome": outcome,
+        "from": _release(ref.from_), "to": _release(ref.to),
         "reason": reason, "log_tail": tail,
         "text": f"{host}: {what}" + (f": {reason}" if reason else ""),
     }
@@ -128,14 +129,15 @@ class Webhook:
         self._where = f"{u.scheme}://{u.hostname or ''}"  # never the path: it may hold a token
 
     # -- EventSink --------------------------------------------------------------------
-    def emit(self, event: str, fields: Mapping[str, Any]) -> None:
+    def emit(self, event: Event) -> None:
         try:
-            kind = message_kind(event, fields)
-            if kind is None or not self._first(kind, fields):
+            kind = message_kind(event)
+            if kind is None or self._closed:
                 return
-            if self._closed:
+            assert isinstance(event, (DeployFinished, HaltedAlert))
+            if not self._first(kind, event.ref.deploy_id):
                 return
-            body = build_body(kind, fields, self.host, self.image)
+            body = build_body(kind, event, self.host, self.image)
             self._queue.put_nowait(body)
             self._ensure_thread()
         except queue.Full:
@@ -173,8 +175,7 @@ class Webhook:
         return True
 
     # -- internals --------------------------------------------------------------------
-    def _first(self, kind: str, fields: Mapping[str, Any]) -> bool:
-        deploy_id = str(fields.get("deploy_id") or "")
+    def _first(self, kind: str, deploy_id: str) -> bool:
         if not deploy_id:
             return True
         key = (deploy_id, kind)

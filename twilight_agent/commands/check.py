@@ -1,7 +1,9 @@
 """``twilight-agent check [--json]``: what runs, what the registry offers, what would happen.
 
-Reads the target container, the registry (the pin if one is set, else the track) and the
-quarantine list; changes nothing. Exit 0 when it could tell, 5 when the registry (or the
+A dry run of exactly the decision a deploy makes (``Agent.decide``, the pure
+``policy.decide``): same candidate lookup, same store, same rules, so ``check`` and
+``deploy`` cannot disagree. It takes no lock, recovers nothing and writes nothing (the
+state store is opened read-only). Exit 0 when it could tell, 5 when the registry (or the
 engine) does not answer, 2 for bad config, credentials or a missing tag/container.
 """
 
@@ -15,12 +17,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from twilight_agent import app, logs
-from twilight_agent.core.policy import check_verdict
-from twilight_agent.core.ports import RuntimePort, Snapshot, StorePort
+from twilight_agent.agent import Agent
+from twilight_agent.core.models import Tag
+from twilight_agent.core.ports import Snapshot
 from twilight_agent.errors import RegistryError, TwilightError
 from twilight_agent.settings import Settings
 
-DEFAULT_PLATFORM = ("linux", "amd64")
+REGISTRY_UNREACHABLE = "registry_unreachable"  # the registry gave no candidate
 
 
 @dataclass
@@ -45,78 +48,51 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     return report.exit_code
 
 
-def gather(settings: Settings, *, runtime: Callable[[Settings], RuntimePort] | None = None,
-           store: Callable[[Settings], StorePort] | None = None,
-           registry: Callable[..., Any] | None = None) -> CheckReport:
-    """Collect the report; the builders default to ``twilight_agent.app``'s."""
+def gather(settings: Settings, *, build: Callable[..., Agent] | None = None) -> CheckReport:
+    """Collect the report from an agent built read-only (``app.build_agent`` by default)."""
+    agent = (build or _readonly_agent)(settings)
+    try:
+        return _gather(agent, settings)
+    finally:
+        agent.close()
+
+
+def _readonly_agent(settings: Settings) -> Agent:
+    return app.build_agent(settings, store=app.build_store(settings, readonly=True))
+
+
+def _gather(agent: Agent, settings: Settings) -> CheckReport:
     errors: list[str] = []
     codes: list[int] = []
-    snap = _running(runtime or app.build_runtime, settings, errors, codes)
-    source = f"pin {settings.pin}" if settings.pin else settings.track
-    candidate = _candidate(registry or app.build_registry, settings, snap, errors, codes)
-    quarantined = _quarantined(store or app.build_store, settings)
-    action, reason = check_verdict(snap.digest if snap else None,
-                                   candidate["digest"] if candidate else None,
-                                   quarantined, pinned=bool(settings.pin), source=source)
-    running = ({"container": snap.name, "tag": snap.tag, "digest": snap.digest}
-               if snap else None)
-    return CheckReport(running, candidate, action, reason, errors,
-                       codes[0] if codes else 0)
-
-
-def _running(build: Callable[[Settings], RuntimePort], settings: Settings, errors: list[str],
-             codes: list[int]) -> Snapshot | None:
+    snap = _running(agent, errors, codes)
+    pin = Tag(settings.pin) if settings.pin else None
     try:
-        runtime = build(settings)
-        try:
-            return runtime.snapshot(runtime.find_target())
-        finally:
-            _close(runtime)
+        decision = agent.decide(pin, running=snap)
+    except RegistryError as exc:
+        errors.insert(0, f"registry: {exc}")
+        codes.insert(0, exc.exit_code)
+        return CheckReport(_running_dict(snap), None, REGISTRY_UNREACHABLE,
+                           "the registry gave no answer; nothing would change", errors,
+                           codes[0])
+    c = decision.candidate
+    candidate = {"source": "pin" if pin else "track", "ref": settings.pin or settings.track,
+                 "tag": c.tag, "digest": str(c.digest), "revision": c.revision,
+                 "created": c.created}
+    return CheckReport(_running_dict(snap), candidate, decision.verdict.value,
+                       decision.reason, errors, codes[0] if codes else 0)
+
+
+def _running(agent: Agent, errors: list[str], codes: list[int]) -> Snapshot | None:
+    try:
+        return agent.observe()
     except TwilightError as exc:
         errors.append(f"running version unknown: {exc}")
         codes.append(exc.exit_code)
         return None
 
 
-def _platform(snap: Snapshot | None) -> tuple[str, ...]:
-    """The engine's os/arch, as the running image shows it."""
-    image = dict(snap.image_inspect) if snap else {}
-    if not image.get("Os") or not image.get("Architecture"):
-        return DEFAULT_PLATFORM
-    variant = image.get("Variant")
-    return (image["Os"], image["Architecture"], *([variant] if variant else []))
-
-
-def _candidate(build: Callable[..., Any], settings: Settings, snap: Snapshot | None,
-               errors: list[str], codes: list[int]) -> dict[str, Any] | None:
-    try:
-        with build(settings, platform=_platform(snap)) as registry:
-            release = (registry.resolve_tag(settings.pin) if settings.pin
-                       else registry.resolve_track(settings.track))
-    except RegistryError as exc:
-        errors.insert(0, f"registry: {exc}")
-        codes.insert(0, exc.exit_code)
-        return None
-    return {"source": "pin" if settings.pin else "track",
-            "ref": settings.pin or settings.track, "tag": release.tag,
-            "digest": str(release.digest), "revision": release.revision,
-            "created": release.created}
-
-
-def _quarantined(build: Callable[[Settings], StorePort], settings: Settings) -> set[str]:
-    if not settings.state_dir.exists():  # nothing deployed from this host yet: nothing to read
-        return set()
-    store = build(settings)
-    try:
-        return {entry.digest for entry in store.quarantined()}
-    finally:
-        _close(store)
-
-
-def _close(thing: object) -> None:
-    close = getattr(thing, "close", None)
-    if callable(close):
-        close()
+def _running_dict(snap: Snapshot | None) -> dict[str, Any] | None:
+    return {"container": snap.name, "tag": snap.tag, "digest": snap.digest} if snap else None
 
 
 def render(report: CheckReport) -> str:

@@ -3,7 +3,8 @@
 ``TwilightError`` and turned into one stderr line + exit code by ``cli.py``.
 
 ``deploy`` and ``rollback`` take the deploy lock before the slow imports (docker SDK,
-httpx), so a second deploy is refused with exit 3 at once.
+httpx), so a second deploy is refused with exit 3 at once, and hand the agent the held
+lock: one deploy takes it once. The tag is parsed once, here.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import signal
 import sys
 from typing import Any
 
-from twilight_agent.adapters.lock import DeployLock
+from twilight_agent.adapters.lock import DeployLock, Held
 from twilight_agent.adapters.store import Store
-from twilight_agent.core.policy import check_tag
+from twilight_agent.core.models import Tag
 from twilight_agent.errors import InvalidTag
 from twilight_agent.settings import Settings
 
@@ -52,11 +53,11 @@ def cmd_deploy(settings: Settings, args: argparse.Namespace) -> int:
     tag = getattr(args, "tag", None)
     if tag is not None:
         try:
-            check_tag(tag, settings.tag_pattern)
+            tag = Tag.parse(tag, settings.tag_pattern)
         except ValueError as exc:
             raise InvalidTag(str(exc)) from None
-    with DeployLock(settings.state_dir):
-        agent = _agent(settings)
+    with DeployLock(settings.state_dir) as lock:
+        agent = _agent(settings, lock)
         try:
             return _say(agent.deploy(tag, trigger="cli"))
         finally:
@@ -64,25 +65,25 @@ def cmd_deploy(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
-    with DeployLock(settings.state_dir):
-        agent = _agent(settings)
+    with DeployLock(settings.state_dir) as lock:
+        agent = _agent(settings, lock)
         try:
             return _say(agent.rollback())
         finally:
             agent.close()
 
 
-def _agent(settings: Settings) -> Any:
+def _agent(settings: Settings, lock: DeployLock) -> Any:
     """The agent, with SIGTERM/SIGINT turned into ``request_stop``: a deploy stopped from the
     terminal or by systemd finishes or undoes its current phase, never half-swapped."""
     _configure_logs(settings)
     from twilight_agent.app import build_agent, build_sinks
 
     # The operator's deploys notify and count like the daemon's (webhook, metrics file).
-    agent = build_agent(settings, sinks=build_sinks(settings))
+    agent = build_agent(settings, sinks=build_sinks(settings), lock=Held(lock))
     agent.announce()  # the metrics file starts from the host's totals, not from zero
     if sys.stdout.isatty():  # an operator watching: show the pull; a pipe gets one line
-        agent.pull_progress = _show_pull
+        agent.set_pull_progress(_show_pull)
 
     def stop(signum: int, _frame: object) -> None:
         print(f"twilight-agent: {signal.Signals(signum).name}: finishing or undoing the "
@@ -111,7 +112,11 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from twilight_agent.app import build_agent
 
     _configure_logs(settings)  # a warning (e.g. a damaged state store) goes to stderr
-    st = build_agent(settings).status()
+    agent = build_agent(settings)
+    try:
+        st = agent.status()
+    finally:
+        agent.close()
     if getattr(args, "json", False):
         print(json.dumps(st, indent=2, sort_keys=True))
         return 0

@@ -2,14 +2,15 @@
 
 ::
 
-    IDLE -> RESOLVE -> PULL -> PREPARE -> SWAP -> VERIFY -> COMMIT -> IDLE
-                                              \\-> ROLLBACK -> VERIFY_PREVIOUS -> IDLE
-                                                           \\-> HALTED (rollback failed)
+    IDLE -> PULL -> PREPARE -> SWAP -> VERIFY -> COMMIT -> IDLE
+                                \\-> ROLLBACK -> VERIFY_PREVIOUS -> IDLE
+                                             \\-> HALTED (rollback failed)
 
-The agent journals each state before running its commands, runs the commands in order
-through the ports, and feeds the event the first failing (or the last) command produced
-back into ``transition``. A state/event pair not in the table is a bug and raises
-``IllegalTransition`` naming the state.
+A run starts only after ``policy.decide`` said DEPLOY (the decision is not a state: an idle
+poll never enters the machine). The runner journals each command before running it, runs
+the commands in order through the ports, and feeds the event the first failing (or the
+last) command produced back into ``transition``. A state/event pair not in the table is a
+bug and raises ``IllegalTransition`` naming the state. docs/architecture.md draws it.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from twilight_agent.core.outcomes import Outcome
+
 
 class State(enum.Enum):
     IDLE = "IDLE"  # nothing in flight; the service runs the recorded current version
-    RESOLVE = "RESOLVE"  # asking the registry which build to deploy
     PULL = "PULL"  # pulling the new image by digest; the service is untouched
     PREPARE = "PREPARE"  # snapshotting the running container (config + image)
     SWAP = "SWAP"  # parking the old container, creating + starting the new one
@@ -35,7 +37,7 @@ class State(enum.Enum):
 IN_FLIGHT = frozenset({State.SWAP, State.VERIFY, State.COMMIT, State.ROLLBACK,
                        State.VERIFY_PREVIOUS})
 # States in which the service has not been touched yet.
-BEFORE_SWAP = frozenset({State.RESOLVE, State.PULL, State.PREPARE})
+BEFORE_SWAP = frozenset({State.PULL, State.PREPARE})
 
 
 class IllegalTransition(Exception):
@@ -45,19 +47,7 @@ class IllegalTransition(Exception):
 # --------------------------------------------------------------------------- events
 @dataclass(frozen=True)
 class Begin:
-    """An operator or the poller asks for a deploy."""
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """The registry named a build that policy says to deploy."""
-
-
-@dataclass(frozen=True)
-class NothingToDo:
-    """Policy says there is nothing to deploy (up to date, quarantined, ...)."""
-
-    reason: str
+    """Policy said DEPLOY for a candidate: start the run."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +65,7 @@ class Aborted:
     """A step before the swap failed or was stopped; the service was not touched."""
 
     reason: str
-    outcome: str = "failed"
+    outcome: Outcome = Outcome.FAILED
 
 
 @dataclass(frozen=True)
@@ -132,17 +122,12 @@ class RollbackFailed:
     reason: str
 
 
-Event = (Begin | Resolved | NothingToDo | Pulled | Prepared | Aborted | Started | SwapFailed
+Event = (Begin | Pulled | Prepared | Aborted | Started | SwapFailed
          | Healthy | Unhealthy | Interrupted | Committed | Unparked | PreviousHealthy
          | RollbackFailed)
 
 
 # --------------------------------------------------------------------------- commands
-@dataclass(frozen=True)
-class Resolve:
-    """Ask the registry for the candidate and apply the selection policy."""
-
-
 @dataclass(frozen=True)
 class Pull:
     """Pull ``repo@digest``; outside the service's life."""
@@ -231,11 +216,11 @@ class Alert:
 class Record:
     """Write the history row, update current/previous, close the journal."""
 
-    outcome: str
+    outcome: Outcome
     reason: str = ""
 
 
-Command = (Resolve | Pull | TakeSnapshot | Park | CreateNew | StartNew | Verify | WriteEnv
+Command = (Pull | TakeSnapshot | Park | CreateNew | StartNew | Verify | WriteEnv
            | TagImage | RemoveParked | Prune | Quarantine | SaveLogs | RemoveNew | Unpark
            | VerifyPrevious | Alert | Record)
 
@@ -250,7 +235,7 @@ def _rollback(reason: str, quarantine: bool) -> tuple[State, list[Command]]:
 
 
 def _halt(reason: str) -> tuple[State, list[Command]]:
-    return State.HALTED, [Alert(reason), Record("halted", reason)]
+    return State.HALTED, [Alert(reason), Record(Outcome.HALTED, reason)]
 
 
 def transition(state: State, event: Event) -> tuple[State, list[Command]]:
@@ -264,7 +249,7 @@ def transition(state: State, event: Event) -> tuple[State, list[Command]]:
 
 def _next(state: State, event: Event) -> tuple[State, list[Command]] | None:
     if isinstance(event, Begin) and state in (State.IDLE, State.HALTED):
-        return State.RESOLVE, [Resolve()]
+        return State.PULL, [Pull()]
     if isinstance(event, Aborted) and state in BEFORE_SWAP:
         return State.IDLE, [Record(event.outcome, event.reason)]
     if isinstance(event, SwapFailed) and state is State.SWAP:
@@ -276,14 +261,12 @@ def _next(state: State, event: Event) -> tuple[State, list[Command]] | None:
     if isinstance(event, Interrupted) and state is State.VERIFY:
         return _rollback(event.reason, quarantine=False)
     simple: dict[tuple[State, type], tuple[State, list[Command]]] = {
-        (State.RESOLVE, Resolved): (State.PULL, [Pull()]),
-        (State.RESOLVE, NothingToDo): (State.IDLE, []),
         (State.PULL, Pulled): (State.PREPARE, [TakeSnapshot()]),
         (State.PREPARE, Prepared): (State.SWAP, [Park(), CreateNew(), StartNew()]),
         (State.SWAP, Started): (State.VERIFY, [Verify()]),
         (State.VERIFY, Healthy): (State.COMMIT, list(COMMIT_STEPS)),
-        (State.COMMIT, Committed): (State.IDLE, [Record("deployed")]),
+        (State.COMMIT, Committed): (State.IDLE, [Record(Outcome.DEPLOYED)]),
         (State.ROLLBACK, Unparked): (State.VERIFY_PREVIOUS, [VerifyPrevious()]),
-        (State.VERIFY_PREVIOUS, PreviousHealthy): (State.IDLE, [Record("rolled_back")]),
+        (State.VERIFY_PREVIOUS, PreviousHealthy): (State.IDLE, [Record(Outcome.ROLLED_BACK)]),
     }
     return simple.get((state, type(event)))

@@ -1,30 +1,25 @@
-"""Pure policy: the tag gate, and (filled in by the engine) selection and quarantine rules."""
+"""Pure policy: the tag gate, the one deploy decision, quarantine wording, previous good.
+
+``decide`` is the only place that says whether a candidate is deployed: the daemon's poll,
+``twilight-agent deploy`` and ``twilight-agent check`` all call it with the same ``Facts``.
+"""
 
 from __future__ import annotations
 
-import re
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
-DEFAULT_TAG_PATTERN = r"^(sha-[0-9a-f]{7}|latest|main|v[0-9]+\.[0-9]+\.[0-9]+)$"
-# The OCI distribution spec's own limit on tags; anything outside is never sent anywhere.
-_OCI_TAG = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")
+from twilight_agent.core.models import DEFAULT_TAG_PATTERN, Release, Tag
+from twilight_agent.core.outcomes import Outcome
+
+__all__ = ["DEFAULT_TAG_PATTERN", "Decision", "Facts", "Verdict", "check_tag", "decide",
+           "previous_good", "quarantine_reason", "sha_tag"]
 
 
-def check_tag(tag: str, pattern: str = DEFAULT_TAG_PATTERN) -> str:
-    """Return ``tag`` if it passes the gate, else raise ``ValueError`` with a one-line reason.
-
-    The reason never echoes more than 40 characters of the input, so a hostile tag cannot
-    flood a log line.
-    """
-    shown = repr(tag[:40]) + ("..." if len(tag) > 40 else "")
-    if not tag:
-        raise ValueError("tag is empty")
-    if len(tag) > 128:
-        raise ValueError(f"tag {shown} is {len(tag)} characters; the limit is 128")
-    if not _OCI_TAG.match(tag):
-        raise ValueError(f"tag {shown} has characters a registry tag cannot have")
-    if not re.match(pattern, tag):
-        raise ValueError(f"tag {shown} does not match the tag pattern {pattern}")
-    return tag
+def check_tag(tag: str, pattern: str = DEFAULT_TAG_PATTERN) -> Tag:
+    """The tag gate: ``Tag.parse``. Raises ``ValueError`` with a one-line reason."""
+    return Tag.parse(tag, pattern)
 
 
 def sha_tag(revision: str) -> str:
@@ -32,39 +27,87 @@ def sha_tag(revision: str) -> str:
     return "sha-" + revision[:7].lower()
 
 
-# --------------------------------------------------------------------------- selection
-DEPLOY = "deploy"  # deploy the candidate
-UP_TO_DATE = "up_to_date"  # the candidate is what runs now
-QUARANTINED = "quarantined"  # the candidate failed before; never deployed automatically
-REFUSED = "refused"  # an operator asked for a quarantined digest: unquarantine it first
+# --------------------------------------------------------------------------- the decision
+class Verdict(str, enum.Enum):
+    """What to do with a candidate."""
+
+    DEPLOY = "deploy"  # deploy the candidate
+    UP_TO_DATE = "up_to_date"  # the candidate is what runs now
+    PINNED = "pinned"  # the pinned tag runs; the track is not followed
+    QUARANTINED = "quarantined"  # it failed before; never deployed automatically
+    HALTED = "halted"  # the failed rollback was about it; only an operator goes ahead
+    REFUSED = "refused"  # an operator asked for a quarantined digest: unquarantine first
+
+    def __str__(self) -> str:
+        return str(self.value)
 
 
-def decide(candidate: str, current: str | None, quarantined: frozenset[str] | set[str], *,
-           explicit: bool, halted_on: str | None = None) -> str:
-    """What to do with ``candidate`` (a digest). Pure; the agent acts on the answer.
+@dataclass(frozen=True)
+class Facts:
+    """Everything the decision looks at, gathered from the registry, engine and store."""
+
+    candidate: Release
+    running: str | None  # digest of what runs now; None when the engine does not say
+    quarantined: frozenset[str]
+    halted_on: str | None = None  # digest the failed rollback was about, while halted
+    pin: str | None = None  # the pinned tag, when the daemon follows a pin
+    explicit: bool = False  # an operator named this tag (deploy TAG, rollback)
+    source: str = "main"  # where the candidate came from, for the reason ("main", "pin x")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The verdict, a one-line reason, and the outcome a cycle that stops here reports."""
+
+    verdict: Verdict
+    reason: str
+    candidate: Release
+
+    @property
+    def outcome(self) -> Outcome:
+        return _OUTCOMES[self.verdict]
+
+
+_OUTCOMES = {Verdict.DEPLOY: Outcome.DEPLOYED, Verdict.UP_TO_DATE: Outcome.UP_TO_DATE,
+             Verdict.PINNED: Outcome.PINNED_CURRENT, Verdict.QUARANTINED: Outcome.QUARANTINED,
+             Verdict.HALTED: Outcome.QUARANTINED, Verdict.REFUSED: Outcome.QUARANTINED}
+
+
+def decide(f: Facts) -> Decision:
+    """What to do with ``f.candidate``.
 
     A quarantined digest is never auto-deployed, and an operator's explicit request for one
-    is refused until it is unquarantined. While HALTED (``halted_on`` = the digest the
-    failed rollback was about) nothing is deployed automatically except a newer candidate
-    that is not quarantined; an operator command always goes ahead.
+    is refused until it is unquarantined. While HALTED nothing is deployed automatically
+    except a newer candidate that is not quarantined; an operator command always goes ahead.
     """
-    if candidate in quarantined:
-        return REFUSED if explicit else QUARANTINED
-    if not explicit and candidate == halted_on:
-        return QUARANTINED
-    if candidate == current and not (explicit and halted_on is not None):
-        return UP_TO_DATE
-    return DEPLOY
+    digest, label = str(f.candidate.digest), f.candidate.label
+    if digest in f.quarantined:
+        if f.explicit:
+            return Decision(Verdict.REFUSED, f"{label} is quarantined; run `twilight-agent "
+                            f"unquarantine {f.candidate.tag}` first", f.candidate)
+        return Decision(Verdict.QUARANTINED, f"{label} is quarantined; waiting for a newer "
+                        "build", f.candidate)
+    if not f.explicit and digest == f.halted_on:
+        return Decision(Verdict.HALTED, f"{label} failed and so did the rollback; waiting "
+                        "for a newer build or an operator", f.candidate)
+    if digest == f.running and not (f.explicit and f.halted_on is not None):
+        if f.pin and not f.explicit:
+            return Decision(Verdict.PINNED, f"the pin {f.pin} runs ({label}); the track is "
+                            "not followed while pinned", f.candidate)
+        return Decision(Verdict.UP_TO_DATE, f"{label} is already running", f.candidate)
+    why = "the running digest is unknown" if f.running is None else "it differs from what runs"
+    return Decision(Verdict.DEPLOY, f"{f.source} points at {label}; {why}", f.candidate)
 
 
+# --------------------------------------------------------------------------- history
 def quarantine_reason(reason: str, limit: int = 200) -> str:
     """One line, bounded: what goes into the quarantine table and ``status``."""
     line = " ".join(reason.split())
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def previous_good(history: list[dict[str, object]],
-                  current: str | None) -> dict[str, object] | None:
+def previous_good(history: Sequence[Mapping[str, object]],
+                  current: str | None) -> Mapping[str, object] | None:
     """The release to go back to: the ``from`` side of the newest successful deploy that
     brought in ``current``; rows are newest first. None when history does not know one."""
     for row in history:
@@ -74,29 +117,21 @@ def previous_good(history: list[dict[str, object]],
     return None
 
 
-# --------------------------------------------------------------------------- check
-PINNED = "pinned"  # the pinned tag runs; the track is not followed
-REGISTRY_UNREACHABLE = "registry_unreachable"  # the registry gave no candidate
+def running_tag(engine_tag: str | None, digest: str | None, current: Release | None,
+                env_tag: str | None, pattern: str = DEFAULT_TAG_PATTERN) -> str | None:
+    """The tag the running target runs as: the engine's reference when it names one, else
+    the recorded current tag (same digest), else the compose ``.env`` IMAGE_TAG; the first
+    that passes the tag gate."""
+    recorded = current.tag if current is not None and str(current.digest) == digest else None
+    for tag in (engine_tag, recorded, env_tag):
+        if tag and _passes(tag, pattern):
+            return tag
+    return engine_tag
 
 
-def check_verdict(running: str | None, candidate: str | None,
-                  quarantined: frozenset[str] | set[str], *, pinned: bool,
-                  source: str) -> tuple[str, str]:
-    """``(action, reason)`` for ``twilight-agent check``: what the daemon would do now.
-
-    ``running`` and ``candidate`` are digests (``candidate`` None: the registry gave no
-    answer); ``source`` names where the candidate came from (``"main"``, ``"pin v1.2.3"``).
-    A quarantined digest is never deployed automatically, pinned or not.
-    """
-    if candidate is None:
-        return REGISTRY_UNREACHABLE, "the registry gave no answer; nothing would change"
-    if candidate in quarantined:
-        return "quarantined", (f"{source} points at a digest that failed before; it is not "
-                               "deployed again until `twilight-agent unquarantine`")
-    if candidate == running:
-        if pinned:
-            return PINNED, f"the {source} runs; the track is not followed while pinned"
-        return "up_to_date", f"{source} points at what runs now"
-    if running is None:
-        return "deploy", f"{source} would be deployed (the running digest is unknown)"
-    return "deploy", f"{source} points at a different build than what runs"
+def _passes(tag: str, pattern: str) -> bool:
+    try:
+        Tag.parse(tag, pattern)
+    except ValueError:
+        return False
+    return True

@@ -1,8 +1,10 @@
 """Ports: the Protocols the agent talks to. Adapters implement them; unit tests use fakes.
 
-Ownership (who implements): RegistryPort -> adapters/registry.py; RuntimePort ->
-adapters/docker_runtime.py; HealthPort -> adapters/health.py; StorePort ->
-adapters/store.py; EventSink -> adapters/notify.py, metrics, webhooks.
+Who implements: RegistryPort -> adapters/registry.py; TargetPort -> adapters/
+container_target.py (one container, by name or compose service) over RuntimePort ->
+adapters/docker_runtime.py, which is also the ImagePort; HealthPort -> adapters/health.py;
+StorePort -> adapters/store.py; EventSink -> adapters/sinks.py (the audit log), metrics,
+webhook. docs/architecture.md says where to add a target kind, a sink or a registry.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from twilight_agent.core.events import Event
 from twilight_agent.core.models import Digest, Release
 
 PARKED_SUFFIX = ".twilight-prev"
@@ -53,10 +56,8 @@ class ContainerState:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The target container as it was before a deploy: enough to restore or recreate it.
-
-    JSON-serialisable (``to_dict``/``from_dict``) so the journal can hold it.
-    """
+    """The target as it was before a deploy: enough to restore it, and small enough for the
+    journal (``to_dict``/``from_dict``). The engine's full inspect stays in the adapter."""
 
     container_id: str
     name: str
@@ -64,8 +65,6 @@ class Snapshot:
     digest: str | None  # repo digest of the running image, when the engine knows it
     tag: str | None
     restart_policy: Mapping[str, Any] = field(default_factory=dict)
-    inspect: Mapping[str, Any] = field(default_factory=dict)  # full container inspect
-    image_inspect: Mapping[str, Any] = field(default_factory=dict)  # its image's inspect
 
     @property
     def parked_name(self) -> str:
@@ -74,13 +73,14 @@ class Snapshot:
     def to_dict(self) -> dict[str, Any]:
         return {"container_id": self.container_id, "name": self.name,
                 "image_id": self.image_id, "digest": self.digest, "tag": self.tag,
-                "restart_policy": dict(self.restart_policy), "inspect": dict(self.inspect),
-                "image_inspect": dict(self.image_inspect)}
+                "restart_policy": dict(self.restart_policy)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Snapshot:
-        return cls(**{k: d[k] for k in ("container_id", "name", "image_id", "digest", "tag",
-                                         "restart_policy", "inspect", "image_inspect")})
+        """Also reads journals of older versions (which held the full inspect too)."""
+        return cls(container_id=str(d["container_id"]), name=str(d["name"]),
+                   image_id=str(d["image_id"]), digest=d.get("digest"), tag=d.get("tag"),
+                   restart_policy=d.get("restart_policy") or {})
 
 
 class RuntimePort(Protocol):
@@ -109,7 +109,7 @@ class RuntimePort(Protocol):
 
     def create_from(self, snap: Snapshot, image: str) -> str:
         """Create (not start) the new container under ``snap.name`` from the old one's
-        config rebuilt for ``image`` (see design.md PREPARE). Returns its id."""
+        config rebuilt for ``image`` (docs/architecture.md, PREPARE). Returns its id."""
         ...
 
     def start(self, container_id: str) -> None: ...
@@ -140,6 +140,74 @@ class RuntimePort(Protocol):
         """``http://127.0.0.1:<first published tcp port><path>``, or None."""
         ...
 
+    def platform(self) -> tuple[str, ...]:
+        """The engine's ``(os, architecture[, variant])``: which manifest of an index to use."""
+        ...
+
+
+class ImagePort(Protocol):
+    """Images on the host: the engine-wide part of a deploy, whatever the target kind."""
+
+    def pull(self, repository: str, digest: Digest, auth: Mapping[str, str] | None,
+             progress: Callable[[str], None] | None = None) -> str: ...
+
+    def tag_image(self, image: str, repository: str, tag: str) -> None: ...
+
+    def prune_images(self, repository: str, keep: set[str], older_than_s: float) -> list[str]:
+        ...
+
+
+class TargetPort(Protocol):
+    """One kind of deploy target (a container; later a compose service group, a Swarm
+    service): every step of a swap, its undo and its commit, expressed for that target.
+    The runner never asks which kind it has. "Instance" is the id of one new unit."""
+
+    def snapshot(self) -> Snapshot:
+        """Find the running target and describe it (raises TargetNotFound)."""
+        ...
+
+    def park(self, snap: Snapshot) -> None:
+        """Take the old version out of service but keep it, ready to come back."""
+        ...
+
+    def create(self, snap: Snapshot, image: str) -> str:
+        """Create (not start) the new version from the old one's config; its id."""
+        ...
+
+    def start(self, instance: str) -> None: ...
+
+    def new_instance(self, snap: Snapshot, hint: str | None) -> str | None:
+        """The new version under the target's name, if there is one (recovery, undo)."""
+        ...
+
+    def serving(self, snap: Snapshot) -> str:
+        """The id that serves under the target's name now (after an unpark)."""
+        ...
+
+    def state(self, instance: str) -> ContainerState: ...
+
+    def logs_tail(self, instance: str, lines: int) -> str: ...
+
+    def health_url(self, instance: str) -> str | None:
+        """The URL the health gate probes for ``instance`` (None: state checks only)."""
+        ...
+
+    def remove(self, instance: str) -> None:
+        """Remove a new version that failed (undo), keeping volumes."""
+        ...
+
+    def unpark(self, snap: Snapshot) -> str:
+        """Bring the parked old version back into service; its id."""
+        ...
+
+    def remove_parked(self, snap: Snapshot) -> None:
+        """Commit: the parked old version is no longer needed (its image is kept)."""
+        ...
+
+    def orphan(self) -> str | None:
+        """Name of a parked old version that no journal row explains, if any."""
+        ...
+
 
 # --------------------------------------------------------------------------- health
 @dataclass(frozen=True)
@@ -167,8 +235,49 @@ class QuarantineEntry:
     at: str  # ISO 8601 UTC
 
 
+@dataclass(frozen=True)
+class Halt:
+    """Why the agent is HALTED: the digest the failed rollback was about."""
+
+    digest: str | None
+    reason: str
+    deploy_id: str
+
+
+@dataclass(frozen=True)
+class LastResult:
+    """The last finished deploy, as ``status`` shows it."""
+
+    deploy_id: str
+    outcome: str
+    reason: str
+    finished: str
+
+
+@dataclass(frozen=True)
+class Meta:
+    """What serves, what served before, whether halted, the last result: the store's
+    ``meta`` table, typed. ``None`` in an update means "clear" only for ``halted``."""
+
+    current: Release | None = None
+    previous: Release | None = None
+    halted: Halt | None = None
+    last_result: LastResult | None = None
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """The last journal row of an unfinished deploy."""
+
+    deploy_id: str
+    phase: str
+    step: str
+    payload: Mapping[str, Any]
+    at: str
+
+
 class StorePort(Protocol):
-    """sqlite3 (WAL) in TWILIGHT_STATE_DIR: phase journal, history, quarantine (store.py)."""
+    """sqlite3 (WAL) in TWILIGHT_STATE_DIR: phase journal, history, quarantine, meta."""
 
     def quarantined(self) -> list[QuarantineEntry]: ...
 
@@ -178,17 +287,29 @@ class StorePort(Protocol):
 
     def unquarantine(self, digest_or_tag: str) -> list[QuarantineEntry]: ...
 
+    def journal(self, deploy_id: str, phase: str, step: str,
+                payload: Mapping[str, Any]) -> None:
+        """Write one step of the deploy in flight, before the step's side effect."""
+        ...
+
+    def open_journal(self) -> JournalEntry | None: ...
+
+    def finish(self, row: Mapping[str, Any], meta: Meta, clear_halt: bool) -> None:
+        """History row + meta + journal closed, in one transaction."""
+        ...
+
+    def history(self, n: int = 20) -> list[dict[str, Any]]: ...
+
+    def outcome_counts(self) -> dict[str, tuple[int, str]]: ...
+
+    def meta(self) -> Meta: ...
+
+    def set_current(self, release: Release) -> None: ...
+
 
 # --------------------------------------------------------------------------- events
 class EventSink(Protocol):
-    """Receives one structured event per transition and per finished deploy.
+    """Receives every domain event (``core/events.py``). A sink must never raise into the
+    agent: failures are its own to log."""
 
-    Implementations: the audit log (structlog/journald), metrics file, webhooks. A sink
-    must never raise into the agent: failures are its own to log.
-    Event names used: ``phase`` (every transition), ``deploy_finished`` (outcome
-    ``deployed|rolled_back|halted|failed_pull|...``), ``rollback``, ``halted``,
-    ``registry_error``, ``poll`` (after every daemon poll: outcome, ``duration_s`` of the
-    registry check, ``totals`` from the state store), ``started`` (``totals``, at start-up).
-    """
-
-    def emit(self, event: str, fields: Mapping[str, Any]) -> None: ...
+    def emit(self, event: Event) -> None: ...

@@ -14,12 +14,12 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from twilight_agent import logs
-from twilight_agent.core.policy import check_tag
+from twilight_agent.adapters.atomicfile import atomic_write, kept_attributes
+from twilight_agent.core.models import Tag
 from twilight_agent.errors import ConfigError, InvalidInput, InvalidTag
 from twilight_agent.settings import DEFAULT_CONFIG, Settings, environ, load_settings
 
@@ -31,6 +31,7 @@ PIDFILE = "twilight-agent.pid"
 
 # --------------------------------------------------------------------------- run
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    """The daemon: polls until SIGTERM; SIGHUP re-reads ``args.config``."""
     from twilight_agent.adapters.notify import Notifier
     from twilight_agent.daemon import Daemon
 
@@ -78,7 +79,7 @@ def _write_pidfile(directory: Path) -> Path | None:
 # --------------------------------------------------------------------------- pin / unpin
 def cmd_pin(settings: Settings, args: argparse.Namespace) -> int:
     try:
-        tag = check_tag(args.tag, settings.tag_pattern)
+        tag = Tag.parse(args.tag, settings.tag_pattern)
     except ValueError as exc:
         raise InvalidTag(f"refusing to pin: {exc}") from None
     return _set_pin(settings, args, tag)
@@ -105,24 +106,16 @@ def write_setting(path: Path, key: str, value: str) -> None:
     """Set ``KEY=value`` in an env file atomically, keeping its mode and owner."""
     try:
         text = path.read_text(encoding="utf-8") if path.exists() else ""
-        st = path.stat() if path.exists() else None
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"cannot read {path}: {exc}") from exc
     same_key = re.compile(rf"^\s*(export\s+)?{re.escape(key)}\s*=", re.I)
     lines = [ln for ln in text.splitlines() if not same_key.match(ln)]
     lines.append(f"{key}={value}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    kept = kept_attributes(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write("\n".join(lines) + "\n")
-            if st is not None:
-                os.fchmod(fh.fileno(), st.st_mode & 0o7777)
-                os.fchown(fh.fileno(), st.st_uid, st.st_gid)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, ("\n".join(lines) + "\n").encode(),
+                     mode=kept[0] if kept else 0o600, owner=kept[1] if kept else None)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise ConfigError(f"cannot write {path}: {exc.strerror}") from exc
 
 

@@ -1,0 +1,167 @@
+"""Domain events: what happened, as types. Sinks (the audit log, the metrics file, the
+webhook) turn them into journal fields, Prometheus samples or JSON at their own edge.
+
+Each event has a ``name`` (``TWILIGHT_EVENT`` in the journal) and ``fields()``, the flat
+mapping the audit log writes. Nothing here knows how an event is delivered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from twilight_agent.core.models import Release
+from twilight_agent.core.outcomes import Outcome, release_dict
+
+
+def _label(r: Release | None) -> str | None:
+    return r.label if r else None
+
+
+@dataclass(frozen=True)
+class Totals:
+    """What the state store says: finished deploys by outcome, the last success, what
+    serves now, whether the agent is halted."""
+
+    deploys: dict[str, int] = field(default_factory=dict)
+    last_success: str | None = None  # ISO 8601 UTC
+    current: Release | None = None
+    halted: bool = False
+
+    def as_dict(self) -> dict[str, object]:
+        return {"deploys": dict(self.deploys), "last_success": self.last_success,
+                "current": release_dict(self.current), "halted": self.halted}
+
+
+@dataclass(frozen=True)
+class DeployRef:
+    """Which deploy an event is about: its id, what it replaces and what it brings."""
+
+    deploy_id: str
+    from_: Release | None
+    to: Release | None
+    trigger: str
+
+    def fields(self) -> dict[str, object]:
+        return {"deploy_id": self.deploy_id, "from": _label(self.from_),
+                "to": _label(self.to), "digest": str(self.to.digest) if self.to else None,
+                "trigger": self.trigger}
+
+
+@dataclass(frozen=True)
+class PhaseChanged:
+    """The deploy machine entered ``phase`` (one per transition)."""
+
+    name: ClassVar[str] = "phase"
+    ref: DeployRef
+    phase: str
+    previous_phase: str
+    cause: str
+    duration_s: float
+    outcome: Outcome | None = None
+
+    def fields(self) -> dict[str, object]:
+        return {**self.ref.fields(), "outcome": self.outcome, "phase": self.phase,
+                "previous_phase": self.previous_phase, "cause": self.cause,
+                "duration_s": self.duration_s}
+
+
+@dataclass(frozen=True)
+class DeployFinished:
+    """A deploy ended and its history row is written: the canonical summary line."""
+
+    name: ClassVar[str] = "deploy_finished"
+    ref: DeployRef
+    outcome: Outcome
+    phase: str
+    reason: str
+    duration_s: float
+    log_tail: str = ""
+
+    def fields(self) -> dict[str, object]:
+        f, t = self.ref.from_, self.ref.to
+        return {**self.ref.fields(), "outcome": self.outcome, "phase": self.phase,
+                "from_tag": f.tag if f else None, "from_digest": str(f.digest) if f else None,
+                "to_tag": t.tag if t else None, "to_digest": str(t.digest) if t else None,
+                "revision": t.revision if t else None, "reason": self.reason,
+                "duration_s": self.duration_s}
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """A digest failed and will not be deployed automatically again."""
+
+    name: ClassVar[str] = "quarantined"
+    ref: DeployRef
+    reason: str
+
+    def fields(self) -> dict[str, object]:
+        return {**self.ref.fields(), "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class HaltedAlert:
+    """The rollback failed too: everything is kept, an operator is needed."""
+
+    name: ClassVar[str] = "halted"
+    ref: DeployRef
+    reason: str
+
+    def fields(self) -> dict[str, object]:
+        return {**self.ref.fields(), "reason": self.reason, "phase": "HALTED"}
+
+
+@dataclass(frozen=True)
+class Recovering:
+    """Start-up found an interrupted deploy in the journal and finishes or undoes it."""
+
+    name: ClassVar[str] = "recovering"
+    deploy_id: str
+    phase: str
+    step: str
+
+    def fields(self) -> dict[str, object]:
+        return {"deploy_id": self.deploy_id, "phase": self.phase, "step": self.step}
+
+
+@dataclass(frozen=True)
+class Polled:
+    """One daemon poll ended. Not logged (one line per poll would flood the journal)."""
+
+    name: ClassVar[str] = "poll"
+    outcome: Outcome
+    totals: Totals
+    duration_s: float | None = None  # the registry part; None when it was not reached
+
+    def fields(self) -> dict[str, object]:
+        return {"outcome": self.outcome, "duration_s": self.duration_s,
+                "totals": self.totals.as_dict()}
+
+
+@dataclass(frozen=True)
+class RegistryFailed:
+    """A poll could not get an answer from the registry."""
+
+    name: ClassVar[str] = "registry_error"
+    error: str
+
+    def fields(self) -> dict[str, object]:
+        return {"error": self.error}
+
+
+@dataclass(frozen=True)
+class Started:
+    """The daemon or a CLI deploy starts: sinks learn where things stand."""
+
+    name: ClassVar[str] = "started"
+    totals: Totals
+
+    def fields(self) -> dict[str, object]:
+        return {"totals": self.totals.as_dict()}
+
+
+Event = (PhaseChanged | DeployFinished | Quarantined | HaltedAlert | Recovering | Polled
+         | RegistryFailed | Started)
+# Events the audit log writes; the others only reach the sinks (counted, not logged).
+LOGGED: tuple[type, ...] = (PhaseChanged, DeployFinished, Quarantined, HaltedAlert,
+                            Recovering, RegistryFailed)

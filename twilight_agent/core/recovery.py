@@ -1,0 +1,81 @@
+"""Start-up recovery as a pure function: the journal's last row + what the engine shows
+-> the state to resume in and what to feed the machine there. No I/O.
+
+The journal's last row names the phase and step the agent was in when it stopped. The
+adapter side (``twilight_agent/recovery.py``) reads it, observes the new container, calls
+``plan`` and hands the result to a runner. Every plan ends in a healthy recorded state,
+or HALTED:
+
+- before the swap (PULL/PREPARE, or no snapshot yet): nothing was touched; record aborted.
+- SWAP: undo (remove the new container, unpark and verify the old one).
+- VERIFY: the new container still running -> verify it again, then commit or roll back;
+  never started -> undo; exited -> roll back and quarantine it; gone -> undo.
+- COMMIT: finish the commit steps (each is idempotent).
+- ROLLBACK / VERIFY_PREVIOUS: finish the rollback (quarantining first when the agent
+  stopped on that very step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twilight_agent.core import machine as m
+from twilight_agent.core.machine import State
+from twilight_agent.core.outcomes import Outcome
+from twilight_agent.core.ports import ContainerState
+
+
+@dataclass(frozen=True)
+class JournalRow:
+    """The last journal row of an interrupted deploy, as recovery needs it."""
+
+    phase: str  # a State value (an unknown one, e.g. from an older version, counts as
+    step: str  # before the swap); the command that was about to run
+    reason: str = ""  # the run's reason so far (why it was rolling back)
+    has_snapshot: bool = False  # the old container was snapshotted (PREPARE ran)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Resume in ``state``: feed ``event`` to the machine, or run ``commands`` there."""
+
+    state: State
+    event: m.Event | None = None
+    commands: tuple[m.Command, ...] = ()
+
+
+def plan(row: JournalRow, new: ContainerState | None) -> Plan:
+    """What to do after the agent stopped at ``row``; ``new`` is the new container's state
+    (None: there is no new container under the target's name)."""
+    phase = _state(row.phase)
+    if not row.has_snapshot or phase is None or phase in m.BEFORE_SWAP:
+        return Plan(State.PULL, m.Aborted("service untouched", Outcome.ABORTED))
+    if phase is State.SWAP:
+        return Plan(State.SWAP, m.SwapFailed("swap interrupted; undone"))
+    if phase is State.VERIFY:
+        return _verify_again(new)
+    if phase is State.COMMIT:
+        return Plan(State.COMMIT, commands=m.COMMIT_STEPS)
+    steps: tuple[m.Command, ...] = (m.RemoveNew(), m.Unpark())
+    if row.step == "Quarantine":  # stopped before the bad digest was written down
+        steps = (m.Quarantine(row.reason or "failed before the agent stopped"), *steps)
+    return Plan(State.ROLLBACK, commands=steps)
+
+
+def _verify_again(new: ContainerState | None) -> Plan:
+    """The agent died while verifying: judge the new container again from what it is now."""
+    if new is None or new.status == "missing":
+        return Plan(State.VERIFY, m.Interrupted("the new container is gone; undone"))
+    if new.running:
+        return Plan(State.VERIFY, commands=(m.Verify(),))
+    if new.status == "created":
+        return Plan(State.VERIFY, m.Interrupted("the new container never started; undone"))
+    return Plan(State.VERIFY, m.Unhealthy(
+        f"new container {new.status} (exit code {new.exit_code}, oom={new.oom_killed})"))
+
+
+def _state(value: str) -> State | None:
+    try:
+        return State(value)
+    except ValueError:
+        return None

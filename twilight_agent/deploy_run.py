@@ -1,0 +1,158 @@
+"""One deploy run's data (``DeployRun``), what it is given (``DeployContext``), and the
+small services every step uses (``Step``). A run never calls back into the Agent: all it
+needs is in its context, and it reports by what it leaves in ``DeployRun``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from twilight_agent.core.clock import Clock, utcnow
+from twilight_agent.core.events import DeployRef, Event
+from twilight_agent.core.models import Digest, ImageRef, Release
+from twilight_agent.core.outcomes import Outcome, release_dict
+from twilight_agent.core.ports import HealthPort, ImagePort, Snapshot, StorePort, TargetPort
+from twilight_agent.core.tunables import Tunables
+from twilight_agent.errors import DockerUnavailable, TwilightError
+from twilight_agent.logs import get_logger
+
+log = get_logger("twilight.deploy")
+T = TypeVar("T")
+
+
+class EventBus(Protocol):
+    """Where a run's events go (``adapters/sinks.py``: the audit log and every sink)."""
+
+    def emit(self, event: Event) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The settings a run needs, and nothing else."""
+
+    image_ref: ImageRef
+    env_file: Path | None
+    tag_pattern: str
+    health_timeout: float
+    health_interval: float
+    health_soak: float
+    prune_after: float
+
+
+@dataclass(frozen=True)
+class DeployContext:
+    """Everything a run uses: ports, store, events, clock, stop flag, its settings."""
+
+    target: TargetPort
+    images: ImagePort
+    health: HealthPort
+    store: StorePort
+    events: EventBus
+    clock: Clock
+    tunables: Tunables
+    config: RunConfig
+    should_stop: Callable[[], bool]
+    pull_auth: Callable[[], Mapping[str, str] | None]
+    pull_progress: Callable[[str], None] | None = None
+
+
+def new_deploy_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+@dataclass
+class DeployRun:
+    """Everything one deploy knows; its ``payload()`` is what the journal holds."""
+
+    deploy_id: str
+    trigger: str
+    started: str = field(default_factory=utcnow)
+    to: Release | None = None
+    snapshot: Snapshot | None = None
+    image_id: str | None = None
+    new_cid: str | None = None
+    reason: str = ""
+    log_tail: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    phase: str = "IDLE"  # furthest phase reached
+    outcome: Outcome | None = None
+    error: TwilightError | None = None
+    warnings: list[str] = field(default_factory=list)
+    note: str = ""  # prefix of the history reason, e.g. "recovered at start-up"
+
+    @property
+    def from_(self) -> Release | None:
+        s = self.snapshot
+        if s is None or not s.digest:
+            return None
+        return _release(s.tag or "", s.digest)
+
+    def ref(self) -> DeployRef:
+        return DeployRef(self.deploy_id, self.from_, self.to, self.trigger)
+
+    def payload(self, step: str) -> dict[str, Any]:
+        return {"step": step, "trigger": self.trigger, "started": self.started,
+                "to": release_dict(self.to), "image_id": self.image_id,
+                "new_cid": self.new_cid, "reason": self.reason, "timings": self.timings,
+                "snapshot": self.snapshot.to_dict() if self.snapshot else None}
+
+    @classmethod
+    def from_journal(cls, deploy_id: str, phase: str, p: Mapping[str, Any]) -> DeployRun:
+        snap = Snapshot.from_dict(p["snapshot"]) if p.get("snapshot") else None
+        to = p.get("to") or {}
+        return cls(deploy_id=deploy_id, trigger=p.get("trigger") or "",
+                   started=p.get("started") or utcnow(),
+                   to=_release(to.get("tag") or "", to["digest"]) if to.get("digest") else None,
+                   snapshot=snap, image_id=p.get("image_id"), new_cid=p.get("new_cid"),
+                   reason=p.get("reason") or "", timings=dict(p.get("timings") or {}),
+                   phase=phase)
+
+
+def _release(tag: str, digest: str) -> Release | None:
+    try:
+        return Release(tag, Digest(digest))
+    except ValueError:
+        return None
+
+
+@dataclass
+class Step:
+    """What a step handler gets: the context and the run, plus two shared habits."""
+
+    ctx: DeployContext
+    run: DeployRun
+
+    @property
+    def snap(self) -> Snapshot:
+        assert self.run.snapshot is not None, "snapshot is taken before any swap step"
+        return self.run.snapshot
+
+    def engine(self, step: str, call: Callable[[], T]) -> T:
+        """An engine call of a step that must not be left half-done (commit, undo). While
+        the engine does not answer (dockerd restarting), wait for it up to
+        ``tunables.engine_wait_s``; if it stays away, ``DockerUnavailable`` leaves the run
+        with its journal open, and start-up recovery finishes the step: never a HALT."""
+        t = self.ctx.tunables
+        deadline = self.ctx.clock.now() + t.engine_wait_s
+        waited = False
+        while True:
+            try:
+                return call()
+            except DockerUnavailable as exc:
+                if self.ctx.clock.now() >= deadline:
+                    raise
+                if not waited:
+                    log.warning("engine_unavailable", deploy_id=self.run.deploy_id, step=step,
+                                error=str(exc), waiting_s=t.engine_wait_s)
+                    waited = True
+                self.ctx.clock.sleep(t.engine_retry_s)
+
+    def warn(self, step: str, exc: Exception) -> None:
+        self.run.warnings.append(f"{step}: {exc}")
+        log.warning("commit_step_failed", deploy_id=self.run.deploy_id, step=step,
+                    error=str(exc))

@@ -1,0 +1,55 @@
+"""What ``status``, the STATUS= line and the sinks' totals say, read from the store."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from twilight_agent.core.events import Totals
+from twilight_agent.core.models import Release
+from twilight_agent.core.outcomes import release_dict
+from twilight_agent.core.ports import StorePort
+from twilight_agent.settings import Settings
+
+
+def totals(store: StorePort) -> Totals:
+    """Finished deploys by outcome, the last success, what serves now, halted or not."""
+    counts = store.outcome_counts()
+    meta = store.meta()
+    return Totals(deploys={k: n for k, (n, _) in counts.items()},
+                  last_success=counts.get("deployed", (0, ""))[1] or None,
+                  current=meta.current, halted=meta.halted is not None)
+
+
+def status(store: StorePort, settings: Settings,
+           live_current: Callable[[], Release | None]) -> dict[str, Any]:
+    """``status --json``: current/previous, pin, track, quarantine, phase, last result."""
+    journal = store.open_journal()
+    meta = store.meta()
+    phase = journal.phase if journal else ("HALTED" if meta.halted else "IDLE")
+    last = meta.last_result
+    return {
+        "current": release_dict(meta.current or live_current()),
+        "previous": release_dict(meta.previous),
+        "pinned": settings.pin or None,
+        "track": settings.track,
+        "quarantined": [{"digest": q.digest, "tag": q.tag, "reason": q.reason, "at": q.at}
+                        for q in store.quarantined()],
+        "phase": phase,
+        "last_result": dataclasses.asdict(last) if last else None,
+        "halted": meta.halted is not None,
+        "halted_reason": meta.halted.reason if meta.halted else None,
+    }
+
+
+def status_line(store: StorePort, settings: Settings) -> str:
+    """The one-line summary (systemd STATUS=, CLI reports)."""
+    meta = store.meta()
+    if meta.halted:
+        return f"HALTED: {meta.halted.reason}"[:120]
+    cur = meta.current
+    at = f" at {cur.tag or cur.digest.short}" if cur else ""
+    if settings.pin:
+        return f"pinned to {settings.pin}{at}"
+    return f"following {settings.track}{at}"

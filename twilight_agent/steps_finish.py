@@ -1,0 +1,135 @@
+"""The steps that end a deploy: commit it, or roll it back (and halt when that fails).
+
+Commit steps never fail the deploy (a warning joins the history row); undo steps wait for
+an engine that went away (``Step.engine``) instead of halting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twilight_agent.adapters.envfile import write_image_tag
+from twilight_agent.core import machine as m
+from twilight_agent.core.events import HaltedAlert, Quarantined
+from twilight_agent.core.policy import quarantine_reason
+from twilight_agent.deploy_run import Step
+from twilight_agent.errors import DockerUnavailable, TwilightError
+from twilight_agent.recording import Recorder
+
+
+# ------------------------------------------------------------------------------ commit
+def write_env(s: Step, _: m.WriteEnv) -> None:
+    cfg = s.ctx.config
+    if cfg.env_file is None or s.run.to is None:
+        return
+    try:
+        write_image_tag(cfg.env_file, s.run.to.tag, cfg.tag_pattern)
+    except TwilightError as exc:
+        s.warn("env_file", exc)
+
+
+def _kept(s: Step, step: str, call: Callable[[], object]) -> None:
+    """A commit step: wait for the engine; any other failure is a warning."""
+    try:
+        s.engine(step, call)
+    except DockerUnavailable:
+        raise
+    except TwilightError as exc:
+        s.warn(step, exc)
+
+
+def tag_image(s: Step, _: m.TagImage) -> None:
+    to, ref = s.run.to, s.ctx.config.image_ref
+    assert to is not None
+    image = s.run.image_id or ref.with_digest(to.digest)
+    _kept(s, "tag_image", lambda: s.ctx.images.tag_image(image, str(ref), to.tag))
+
+
+def remove_parked(s: Step, _: m.RemoveParked) -> None:
+    _kept(s, "remove_parked", lambda: s.ctx.target.remove_parked(s.snap))
+
+
+def prune(s: Step, _: m.Prune) -> m.Event:
+    keep = {s.snap.image_id, *(x for x in (s.run.image_id,) if x)}
+    keep |= {str(r.digest) for r in (s.run.to, s.run.from_) if r}
+    cfg = s.ctx.config
+    _kept(s, "prune", lambda: s.ctx.images.prune_images(str(cfg.image_ref), keep,
+                                                         cfg.prune_after))
+    return m.Committed()
+
+
+# ------------------------------------------------------------------------------ rollback
+def quarantine(s: Step, cmd: m.Quarantine) -> None:
+    to = s.run.to
+    assert to is not None
+    s.ctx.store.quarantine(str(to.digest), to.tag, quarantine_reason(cmd.reason))
+    s.ctx.events.emit(Quarantined(s.run.ref(), cmd.reason))
+
+
+def save_logs(s: Step, _: m.SaveLogs) -> None:
+    t = s.ctx.tunables
+    try:
+        cid = s.ctx.target.new_instance(s.snap, s.run.new_cid)
+        if cid is not None:
+            s.run.log_tail = s.ctx.target.logs_tail(cid, t.log_lines)[-t.log_tail_chars:]
+    except TwilightError as exc:
+        s.run.warnings.append(f"logs: {exc}")
+
+
+def _undo(s: Step, step: str, call: Callable[[], object], what: str) -> m.Event | None:
+    try:
+        s.engine(step, call)
+    except DockerUnavailable:
+        raise
+    except TwilightError as exc:
+        return m.RollbackFailed(f"{what} failed: {exc}")
+    return None
+
+
+def remove_new(s: Step, _: m.RemoveNew) -> m.Event | None:
+    def remove() -> None:
+        cid = s.ctx.target.new_instance(s.snap, s.run.new_cid)
+        if cid is not None:
+            s.ctx.target.remove(cid)
+
+    return _undo(s, "remove_new", remove, "removing the new container")
+
+
+def unpark(s: Step, _: m.Unpark) -> m.Event:
+    failed = _undo(s, "unpark", lambda: s.ctx.target.unpark(s.snap),
+                   "restoring the previous container")
+    return failed or m.Unparked()
+
+
+def verify_previous(s: Step, _: m.VerifyPrevious) -> m.Event:
+    c, cfg = s.ctx, s.ctx.config
+    try:
+        cid = s.engine("verify_previous", lambda: c.target.serving(s.snap))
+        url = s.engine("verify_previous", lambda: c.target.health_url(cid))
+        verdict = c.health.verify(cid, url, timeout=cfg.health_timeout,
+                                  interval=cfg.health_interval, soak=cfg.health_soak)
+    except DockerUnavailable:
+        raise
+    except TwilightError as exc:
+        return m.RollbackFailed(f"verifying the previous container failed: {exc}")
+    if verdict.ok:
+        return m.PreviousHealthy()
+    return m.RollbackFailed(f"previous version unhealthy too: {verdict.reason}")
+
+
+def alert(s: Step, cmd: m.Alert) -> None:
+    s.ctx.events.emit(HaltedAlert(s.run.ref(), cmd.reason))
+
+
+def record(s: Step, cmd: m.Record) -> None:
+    s.run.outcome = cmd.outcome
+    Recorder(s.ctx.store, s.ctx.events).record(s.run, cmd.reason or s.run.reason)
+
+
+HANDLERS: dict[type, Callable[[Step, Any], m.Event | None]] = {
+    m.WriteEnv: write_env, m.TagImage: tag_image, m.RemoveParked: remove_parked,
+    m.Prune: prune, m.Quarantine: quarantine, m.SaveLogs: save_logs,
+    m.RemoveNew: remove_new, m.Unpark: unpark, m.VerifyPrevious: verify_previous,
+    m.Alert: alert, m.Record: record,
+}
