@@ -1,0 +1,91 @@
+"""Start-up recovery as a pure function: one case per journal step the machine can write,
+with what the engine shows, and the plan it must produce."""
+
+from __future__ import annotations
+
+import pytest
+
+from twilight_agent.core import machine as m
+from twilight_agent.core.machine import State
+from twilight_agent.core.outcomes import Outcome
+from twilight_agent.core.ports import ContainerState
+from twilight_agent.core.recovery import JournalRow, Plan, plan
+
+RUNNING = ContainerState("running", True)
+EXITED = ContainerState("exited", False, exit_code=3)
+CREATED = ContainerState("created", False)
+UNDO = Plan(State.SWAP, m.SwapFailed("swap interrupted; undone"))
+FINISH_COMMIT = Plan(State.COMMIT, commands=m.COMMIT_STEPS)
+FINISH_ROLLBACK = Plan(State.ROLLBACK, commands=(m.RemoveNew(), m.Unpark()))
+ABORT = Plan(State.PULL, m.Aborted("service untouched", Outcome.ABORTED))
+
+
+def journal_steps() -> set[tuple[str, str]]:
+    """Every (phase, step) the runner journals: the commands of every transition."""
+    events: list[tuple[State, m.Event]] = [
+        (State.IDLE, m.Begin()), (State.PULL, m.Pulled()), (State.PREPARE, m.Prepared()),
+        (State.SWAP, m.Started()), (State.VERIFY, m.Healthy()),
+        (State.VERIFY, m.Unhealthy("x")), (State.ROLLBACK, m.Unparked())]
+    steps = set()
+    for state, event in events:
+        new, commands = m.transition(state, event)
+        steps |= {(new.value, type(c).__name__) for c in commands
+                  if not isinstance(c, (m.Record, m.Alert))}
+    return steps
+
+
+CASES = [
+    ("PULL", "Pull", None, ABORT),
+    ("PREPARE", "TakeSnapshot", None, ABORT),
+    ("SWAP", "Park", None, UNDO),
+    ("SWAP", "CreateNew", None, UNDO),
+    ("SWAP", "StartNew", CREATED, UNDO),
+    ("VERIFY", "Verify", RUNNING, Plan(State.VERIFY, commands=(m.Verify(),))),
+    ("COMMIT", "WriteEnv", RUNNING, FINISH_COMMIT),
+    ("COMMIT", "TagImage", RUNNING, FINISH_COMMIT),
+    ("COMMIT", "RemoveParked", RUNNING, FINISH_COMMIT),
+    ("COMMIT", "Prune", RUNNING, FINISH_COMMIT),
+    ("ROLLBACK", "Quarantine", EXITED, Plan(State.ROLLBACK, commands=(
+        m.Quarantine("health gate failed: http 500"), m.RemoveNew(), m.Unpark()))),
+    ("ROLLBACK", "SaveLogs", EXITED, FINISH_ROLLBACK),
+    ("ROLLBACK", "RemoveNew", EXITED, FINISH_ROLLBACK),
+    ("ROLLBACK", "Unpark", None, FINISH_ROLLBACK),
+    ("VERIFY_PREVIOUS", "VerifyPrevious", None, FINISH_ROLLBACK),
+]
+
+
+def test_the_cases_cover_every_journal_step() -> None:
+    assert {(phase, step) for phase, step, _, _ in CASES} == journal_steps()
+
+
+@pytest.mark.parametrize(("phase", "step", "new", "expected"), CASES,
+                         ids=[f"{c[0]}/{c[1]}" for c in CASES])
+def test_plan_for_each_journal_step(phase: str, step: str, new: ContainerState | None,
+                                    expected: Plan) -> None:
+    row = JournalRow(phase, step, "health gate failed: http 500", has_snapshot=True)
+    assert plan(row, new) == expected
+
+
+@pytest.mark.parametrize(("new", "expected"), [
+    (RUNNING, Plan(State.VERIFY, commands=(m.Verify(),))),
+    (None, Plan(State.VERIFY, m.Interrupted("the new container is gone; undone"))),
+    (ContainerState("missing", False), Plan(State.VERIFY, m.Interrupted(
+        "the new container is gone; undone"))),
+    (CREATED, Plan(State.VERIFY, m.Interrupted("the new container never started; undone"))),
+    (EXITED, Plan(State.VERIFY, m.Unhealthy("new container exited (exit code 3, oom=False)"))),
+])
+def test_verify_judges_the_new_container_as_it_is_now(new: ContainerState | None,
+                                                      expected: Plan) -> None:
+    assert plan(JournalRow("VERIFY", "Verify", has_snapshot=True), new) == expected
+
+
+def test_nothing_is_undone_before_a_snapshot_or_for_an_unknown_phase() -> None:
+    assert plan(JournalRow("SWAP", "Park", has_snapshot=False), None) == ABORT
+    assert plan(JournalRow("RESOLVE", "Resolve", has_snapshot=True), None) == ABORT
+
+
+def test_every_plan_is_accepted_by_the_machine() -> None:
+    for phase, step, new, _ in CASES:
+        p = plan(JournalRow(phase, step, "x", has_snapshot=True), new)
+        if p.event is not None:
+            m.transition(p.state, p.event)  # raises IllegalTransition on a bad plan

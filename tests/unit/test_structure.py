@@ -1,0 +1,99 @@
+"""The layering that docs/architecture.md describes, checked against the code."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+from twilight_agent.core import events, machine
+from twilight_agent.core.tunables import Tunables
+
+ROOT = Path(__file__).resolve().parents[2]
+PKG = ROOT / "twilight_agent"
+DOC = (ROOT / "docs" / "architecture.md").read_text()
+# Allowed to import inside a function, to keep start-up fast (heavy libraries only).
+LAZY_OK = {"app.py", "cli.py", "commands"}
+AGENT_USERS = {"app.py", "agent.py", "commands"}
+
+
+def modules() -> list[tuple[Path, ast.Module]]:
+    return [(p, ast.parse(p.read_text())) for p in sorted(PKG.rglob("*.py"))]
+
+
+def imported(node: ast.AST) -> list[str]:
+    if isinstance(node, ast.ImportFrom) and node.module:
+        return [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    return []
+
+
+def top(path: Path) -> str:
+    rel = path.relative_to(PKG)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.name
+
+
+def test_only_the_composition_root_and_the_commands_import_the_agent() -> None:
+    for path, tree in modules():
+        if top(path) in AGENT_USERS:
+            continue
+        names = [n for node in ast.walk(tree) for n in imported(node)]
+        assert "twilight_agent.agent" not in names, path
+
+
+def test_no_import_inside_a_function_outside_the_entry_points() -> None:
+    for path, tree in modules():
+        if top(path) in LAZY_OK:
+            continue
+        for fn in ast.walk(tree):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                inner = [n for node in ast.walk(fn) for n in imported(node)]
+                assert not inner, f"{path}:{fn.name} imports {inner}"
+
+
+def test_core_imports_only_the_standard_library_and_core() -> None:
+    stdlib = set(sys.stdlib_module_names) | {"__future__"}
+    for path in sorted((PKG / "core").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            for name in imported(node)[:1]:
+                root = name.split(".")[0]
+                assert root in stdlib or name.startswith("twilight_agent.core"), (path, name)
+
+
+def test_no_module_over_400_lines_and_no_function_over_40() -> None:
+    for path, tree in modules():
+        assert len(path.read_text().splitlines()) <= 400, path
+        for fn in ast.walk(tree):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = (fn.end_lineno or fn.lineno) - fn.lineno + 1
+                assert length <= 40, f"{path}:{fn.name} has {length} lines"
+
+
+def test_the_guide_names_every_state_event_and_command_of_the_machine() -> None:
+    states = {s.value for s in machine.State}
+    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", DOC, re.M))
+    assert documented == states
+    for name in [*_union_names(machine.Event), *_union_names(machine.Command)]:
+        assert f"`{name}`" in DOC, name
+    for event in _union_names(events.Event):
+        cls = getattr(events, event)
+        assert f"| `{event}` | `{cls.name}` |" in DOC, event
+
+
+def test_the_guide_names_no_state_or_step_the_machine_lacks() -> None:
+    known = {s.value for s in machine.State} | set(_union_names(machine.Command))
+    for phase, step in re.findall(r"^\| ([A-Z_]+)/([A-Za-z]+)", DOC, re.M):
+        assert phase in known and step in known, (phase, step)
+
+
+def test_stop_grace_ends_before_systemd_kills_the_unit() -> None:
+    unit = (ROOT / "systemd" / "twilight-agent.service").read_text()
+    timeout = re.search(r"^TimeoutStopSec=(\d+)s?$", unit, re.M)
+    assert timeout is not None
+    assert Tunables().stop_grace_s < int(timeout.group(1))
+
+
+def _union_names(union: object) -> list[str]:
+    return [t.__name__ for t in getattr(union, "__args__", ())]
