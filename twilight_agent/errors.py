@@ -1,7 +1,7 @@
 """The exception tree of twilight-agent.
 
 Every error the agent raises on purpose derives from ``TwilightError`` and carries the
-CLI exit code it maps to (see design.md, "Exit codes")::
+CLI exit code it maps to::
 
     TwilightError                      exit 1 unless a subclass says otherwise
     ├── ConfigError                    2  settings file or environment is invalid
@@ -16,10 +16,10 @@ CLI exit code it maps to (see design.md, "Exit codes")::
     │   ├── DockerUnavailable          5  the engine does not answer
     │   ├── TargetNotFound             2  the container to deploy into does not exist
     │   └── PullFailed                 5  the pull failed (HTTP error or in-band stream error)
-    ├── LockBusy                       3  another deploy holds the lock
-    ├── DeployFailed                   1  the new version failed; the previous one serves again
-    └── Halted                         4  the rollback failed too; an operator is needed
+    └── LockBusy                       3  another deploy holds the lock
 
+A deploy that failed its gate (exit 1) or halted (exit 4) is not an exception: it is an
+``Outcome`` of the run (``core/outcomes.py``), which knows its exit code.
 Adapters translate third-party exceptions into these, always ``raise ... from exc``.
 """
 
@@ -98,15 +98,3 @@ class LockBusy(TwilightError):
     """Another deploy holds the lock."""
 
     exit_code = 3
-
-
-class DeployFailed(TwilightError):
-    """The new version failed its health gate; the previous version serves again."""
-
-    exit_code = 1
-
-
-class Halted(TwilightError):
-    """The rollback failed too: everything is kept on disk and an operator is needed."""
-
-    exit_code = 4

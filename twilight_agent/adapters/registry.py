@@ -1,6 +1,6 @@
 """RegistryPort over the OCI distribution API as ghcr.io serves it (httpx).
 
-Finding the newest build on the track (design.md, "Choosing what to deploy"):
+Finding the newest build on the track (README, "Checking what would be deployed"):
 
 1. ``HEAD manifests/<track>`` with the full Accept list -> digest D. When D is the digest
    of the last result, that is all: one request per idle poll, whatever the tag count.
@@ -27,7 +27,7 @@ import structlog
 from twilight_agent.adapters.credentials import Credentials
 from twilight_agent.adapters.registry_auth import RegistrySession, Reply
 from twilight_agent.core.models import Digest, Release
-from twilight_agent.core.policy import DEFAULT_TAG_PATTERN, check_tag, sha_tag
+from twilight_agent.core.policy import DEFAULT_TAG_PATTERN, check_tag, passes_gate, sha_tag
 from twilight_agent.core.registry_rules import (
     ACCEPT,
     IMAGE_TYPES,
@@ -126,11 +126,7 @@ class HttpRegistry:
             raise InvalidTag(str(exc)) from exc
 
     def _passes(self, tag: str) -> bool:
-        try:
-            check_tag(tag, self._pattern)
-        except ValueError:
-            return False
-        return True
+        return passes_gate(tag, self._pattern)
 
     def _labels(self, digest: Digest, ref: str) -> tuple[str | None, str | None]:
         """``(revision, created)`` from the config of our platform's image under ``digest``."""

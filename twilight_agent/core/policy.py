@@ -14,7 +14,7 @@ from twilight_agent.core.models import DEFAULT_TAG_PATTERN, Release, Tag
 from twilight_agent.core.outcomes import Outcome
 
 __all__ = ["DEFAULT_TAG_PATTERN", "Decision", "Facts", "Verdict", "check_tag", "decide",
-           "previous_good", "quarantine_reason", "sha_tag"]
+           "passes_gate", "previous_good", "quarantine_reason", "running_tag", "sha_tag"]
 
 
 def check_tag(tag: str, pattern: str = DEFAULT_TAG_PATTERN) -> Tag:
@@ -124,12 +124,13 @@ def running_tag(engine_tag: str | None, digest: str | None, current: Release | N
     that passes the tag gate."""
     recorded = current.tag if current is not None and str(current.digest) == digest else None
     for tag in (engine_tag, recorded, env_tag):
-        if tag and _passes(tag, pattern):
+        if tag and passes_gate(tag, pattern):
             return tag
     return engine_tag
 
 
-def _passes(tag: str, pattern: str) -> bool:
+def passes_gate(tag: str, pattern: str = DEFAULT_TAG_PATTERN) -> bool:
+    """True when ``tag`` passes the tag gate."""
     try:
         Tag.parse(tag, pattern)
     except ValueError:
