@@ -69,8 +69,7 @@ def recover(site: Site) -> None:
     try:
         agent.recover()
     finally:
-        agent.runtime.close()
-        agent.registry.close()
+        agent.close()
 
 
 def status(site: Site) -> dict[str, Any]:
@@ -79,8 +78,7 @@ def status(site: Site) -> dict[str, Any]:
     try:
         return agent.status()
     finally:
-        agent.runtime.close()
-        agent.registry.close()
+        agent.close()
 
 
 def history(site: Site) -> list[dict[str, Any]]:
@@ -220,8 +218,7 @@ def test_state_database_deleted_under_a_running_agent(site: Site, figures: Figur
         figures.nothing_lost(site)
         assert [r["to_digest"] for r in agent.store.history()] == [v3.digest]
     finally:
-        agent.runtime.close()
-        agent.registry.close()
+        agent.close()
 
 
 HOLD_AND_DIE = r"""

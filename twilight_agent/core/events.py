@@ -80,7 +80,9 @@ class DeployFinished:
 
     def fields(self) -> dict[str, object]:
         f, t = self.ref.from_, self.ref.to
-        return {**self.ref.fields(), "outcome": self.outcome, "phase": self.phase,
+        # ``from``/``to`` are the tags here (TWILIGHT_TO=sha-xxxxxxx in the journal).
+        return {**self.ref.fields(), "from": f.tag if f else None, "to": t.tag if t else None,
+                "outcome": self.outcome, "phase": self.phase,
                 "from_tag": f.tag if f else None, "from_digest": str(f.digest) if f else None,
                 "to_tag": t.tag if t else None, "to_digest": str(t.digest) if t else None,
                 "revision": t.revision if t else None, "reason": self.reason,
