@@ -183,6 +183,37 @@ def test_should_stop_interrupts():
     assert not v.ok and v.reason == "interrupted" and v.after_s < 2.5
 
 
+def test_a_signal_kill_is_looked_at_again_before_a_verdict():
+    def timeline(t):
+        return RUNNING if t < 3 else ContainerState("exited", False, exit_code=137)
+
+    g, _, _ = gate(timeline, answer=lambda t: ProbeResult(False, "connection refused"))
+    v = verify(g)
+    assert not v.ok and v.reason == "exited with code 137"
+    assert 5.0 <= v.after_s <= 5.5  # the grace, then the verdict: not the 30 s timeout
+
+
+def test_a_stopping_engine_that_kills_the_container_first_is_waited_out():
+    """dockerd on its way down SIGKILLs the container while its API still answers, then
+    goes away and comes back; the container is started again: not the image's fault."""
+    clock = Clock()
+
+    class Stopping(Container):
+        def state(self, container_id: str) -> ContainerState:
+            t = self.clock.now - self.t0
+            if 2 <= t < 3:
+                return ContainerState("exited", False, exit_code=137)
+            if 3 <= t < 6:
+                raise DockerUnavailable("engine restarting")
+            return RUNNING
+
+    g = HealthGate(Stopping(clock, lambda t: RUNNING),
+                   probe=probe_from(clock, lambda t: ProbeResult(not 2 <= t < 7, "http 200")),
+                   clock=AsClock(clock))
+    v = g.verify("c1", URL, timeout=20, interval=0.5, soak=4)
+    assert v.ok and v.detail["engine_error"] == "engine restarting" and v.after_s >= 10
+
+
 def test_engine_hiccup_is_waited_out_not_a_verdict():
     clock = Clock()
 

@@ -30,6 +30,7 @@ from twilight_agent.errors import RuntimeError_
 
 TICK_S = 0.25
 MAX_PROBE_TIMEOUT_S = 5.0
+SIGNAL_GRACE_S = 2.0  # how long a signal-killed container is looked at before a verdict
 NO_SIGNAL_WARNING = "no health URL and no HEALTHCHECK: passed on container state alone"
 
 
@@ -109,6 +110,7 @@ class _Run:
     probes: int = 0
     passed_at: float | None = None
     last_state: ContainerState | None = None
+    killed_seen_at: float | None = None  # when the container was first seen signal-killed
     detail: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
@@ -161,7 +163,7 @@ class HealthGate:
             return self._verdict(run, False, "interrupted")
         st = self._observe(run)
         if st is not None and (failure := state_failure(st, run.baseline_restarts or 0)) \
-                and not self._stopped_by_engine(run, st):
+                and not self._stopped_by_engine(run, st) and not self._signal_grace(run, st):
             return self._verdict(run, False, self._during_soak(run, failure))
         if run.url and self._clock() >= run.next_probe_at:
             run.last_probe = probe(run.url, min(run.interval, MAX_PROBE_TIMEOUT_S))
@@ -180,10 +182,20 @@ class HealthGate:
         return "engine_error" in run.detail and not st.oom_killed \
             and st.status in ("exited", "created")
 
+    def _signal_grace(self, run: _Run, st: ContainerState) -> bool:
+        """A container killed by a signal (exit 137/143) may be dockerd stopping everything
+        on its way down, while its API still answers: look again for ``SIGNAL_GRACE_S``
+        before blaming the image (by then a restarting engine no longer answers)."""
+        if st.status != "exited" or st.exit_code not in (137, 143) or st.oom_killed:
+            return False
+        if run.killed_seen_at is None:
+            run.killed_seen_at = self._clock()
+        return self._clock() - run.killed_seen_at < SIGNAL_GRACE_S
+
     def _soak_broken(self, run: _Run, probe_text: str) -> HealthVerdict | None:
         """A probe failed during the soak: a verdict, unless the engine is what went away."""
         st = self._observe(run)
-        if st is None:
+        if st is None or self._signal_grace(run, st):
             return None
         failure = state_failure(st, run.baseline_restarts or 0) or probe_text
         return self._verdict(run, False, f"{failure} during soak")
