@@ -23,6 +23,7 @@ EPILOG = """examples:
   twilight-agent status                     what runs, the pin, the quarantine
   twilight-agent deploy sha-1a2b3c4         one exact build, now
   twilight-agent --config ./agent.env run   the daemon, with another settings file
+  twilight-agent --instance api status      one of several apps on this host
   twilight-agent COMMAND --help             each command's options and examples
 
 exit codes: 0 done (deployed and healthy, or nothing to do); 1 deploy failed and the
@@ -67,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"twilight-agent {__version__}")
     p.add_argument("--config", type=Path, default=None, metavar="PATH",
                    help="settings file (default /etc/twilight-agent/agent.env)")
+    p.add_argument("--instance", default=None, metavar="NAME",
+                   help="one of several apps on this host: /etc/twilight-agent/NAME.env, "
+                   "state in /var/lib/twilight-agent/NAME, the unit twilight-agent@NAME")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, _, help_, examples) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_, description=textwrap.fill(help_, 80),
@@ -93,9 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     module, func, _, _ = COMMANDS[args.command]
     try:
-        from twilight_agent.settings import load_settings
+        from twilight_agent.settings import config_path, load_settings
 
-        settings = load_settings(args.config)
+        settings = load_settings(args.config, args.instance)
+        args.config = config_path(args.config, args.instance)  # pin/unpin and reload use it
         handler = getattr(importlib.import_module(f"twilight_agent.commands.{module}"), func)
         return int(handler(settings, args))
     except TwilightError as exc:

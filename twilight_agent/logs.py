@@ -46,12 +46,16 @@ def redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
 
 def configure(fmt: str = "auto", level: int = logging.INFO, stream: Any = None,
               env: Mapping[str, str] | None = None,
-              journal_socket: str = JOURNAL_SOCKET) -> str:
+              journal_socket: str = JOURNAL_SOCKET, instance: str = "") -> str:
     """Set up structlog once per process. ``fmt``: auto | json | console | journald.
 
-    ``env`` (``settings.environ()``) lets ``auto`` see ``$JOURNAL_STREAM``. Returns the
-    format chosen.
+    ``env`` (``settings.environ()``) lets ``auto`` see ``$JOURNAL_STREAM``. ``instance``
+    (several apps on one host) goes into every event (``TWILIGHT_INSTANCE=api``). Returns
+    the format chosen.
     """
+    structlog.contextvars.clear_contextvars()
+    if instance:
+        structlog.contextvars.bind_contextvars(instance=instance)
     stream = stream or sys.stderr
     fmt = resolve_format(fmt, stream, env or {}, journal_socket)
     processors: list[Any] = [

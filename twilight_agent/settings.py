@@ -9,6 +9,7 @@ Secrets are read from files (``TWILIGHT_REGISTRY_PASSWORD_FILE`` or the systemd 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,6 +29,11 @@ from twilight_agent.core.policy import DEFAULT_TAG_PATTERN, check_tag
 from twilight_agent.errors import ConfigError
 
 DEFAULT_CONFIG = Path("/etc/twilight-agent/agent.env")
+CONFIG_DIR = DEFAULT_CONFIG.parent
+STATE_BASE = Path("/var/lib/twilight-agent")
+RUNTIME_BASE = Path("/run/twilight-agent")
+# An instance name is a file name and a systemd instance: no path, no escaping needed.
+INSTANCE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 CREDENTIAL_NAME = "registry-token"
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -41,6 +47,10 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
     )
 
+    instance: str = Field("", description="Name of this app when one host runs several "
+                          "(`twilight-agent --instance NAME`, the unit "
+                          "`twilight-agent@NAME`): config `/etc/twilight-agent/NAME.env`, "
+                          "state in `/var/lib/twilight-agent/NAME`, its own lock.")
     image: str = Field(description="Repository to follow, with its registry host, "
                        "e.g. `ghcr.io/lacatfly/twilight-drive`. No tag.")
     registry_url: str = Field("", description="Registry base URL. Default: `https://` + the "
@@ -90,6 +100,23 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("RUNTIME_DIRECTORY", "TWILIGHT_RUNTIME_DIRECTORY"),
         description="Where `run` writes its pidfile for `pin`/`unpin`; systemd sets it "
         "(`RuntimeDirectory=`).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _instance_defaults(cls, data: Any) -> Any:
+        """An instance keeps its state and pidfile apart unless the config says where."""
+        if not isinstance(data, dict) or not data.get("instance"):
+            return data
+        name = str(data["instance"])
+        if not INSTANCE_RE.fullmatch(name):
+            raise ValueError(f"TWILIGHT_INSTANCE: {name[:40]!r} is not an instance name "
+                             "(lowercase letters, digits, - and _)")
+        data = dict(data)
+        data.setdefault("state_dir", STATE_BASE / name)
+        if not any(k.upper() in ("RUNTIME_DIRECTORY", "TWILIGHT_RUNTIME_DIRECTORY")
+                   for k in data):
+            data["RUNTIME_DIRECTORY"] = RUNTIME_BASE / name
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -161,12 +188,30 @@ def _first_error(exc: ValidationError) -> str:
     return f"TWILIGHT_{loc.upper()}: {msg}" if loc and not msg.startswith("TWILIGHT_") else msg
 
 
-def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+def config_path(config: Path | None, instance: str | None) -> Path:
+    """The settings file: ``--config``, else the instance's ``NAME.env``, else agent.env."""
+    if config is not None:
+        return config
+    if instance:
+        if not INSTANCE_RE.fullmatch(instance):
+            raise ConfigError(f"--instance {instance[:40]!r} is not an instance name "
+                              "(lowercase letters, digits, - and _)")
+        return CONFIG_DIR / f"{instance}.env"
+    return DEFAULT_CONFIG
+
+
+def load_settings(config: Path | None = None, instance: str | None = None,
+                  **overrides: Any) -> Settings:
     """Read the config file (if it exists; a path given explicitly must exist) + environment.
 
-    Raises ``ConfigError`` with one line naming the setting at fault.
+    ``instance`` (``--instance NAME``) picks ``/etc/twilight-agent/NAME.env``, which must
+    exist. Raises ``ConfigError`` with one line naming the setting at fault.
     """
-    path = config or DEFAULT_CONFIG
+    path = config_path(config, instance)
+    if instance:
+        overrides.setdefault("instance", instance)
+        if config is None and not path.exists():
+            raise ConfigError(f"instance {instance}: config file {path} does not exist")
     if config is not None and not config.exists():
         raise ConfigError(f"config file {config} does not exist")
     env_file = path if path.exists() else None

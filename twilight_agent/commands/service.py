@@ -21,6 +21,7 @@ from twilight_agent import logs
 from twilight_agent.adapters.atomicfile import atomic_write, kept_attributes
 from twilight_agent.core.models import Tag
 from twilight_agent.errors import ConfigError, InvalidInput, InvalidTag
+from twilight_agent.instances import refuse_overlap
 from twilight_agent.settings import DEFAULT_CONFIG, Settings, environ, load_settings
 
 if TYPE_CHECKING:
@@ -36,10 +37,12 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from twilight_agent.daemon import Daemon
 
     env = environ()
-    logs.configure(settings.log_format, env=env)
-    config = args.config
+    logs.configure(settings.log_format, env=env, instance=settings.instance)
+    config, instance = args.config, settings.instance or None
+    refuse_overlap(settings, config)
 
-    daemon = Daemon(settings, agent_factory=build_agent, load=lambda: load_settings(config),
+    daemon = Daemon(settings, agent_factory=build_agent,
+                    load=lambda: load_settings(config, instance),
                     notifier=Notifier.from_env(env))
     daemon.install_signal_handlers()
     pidfile = _write_pidfile(settings.runtime_directory)
@@ -98,7 +101,7 @@ def _set_pin(settings: Settings, args: argparse.Namespace, tag: str) -> int:
     if environ().get("TWILIGHT_PIN") is not None:
         print("warning: TWILIGHT_PIN is set in this environment and overrides the file",
               file=sys.stderr)
-    print(signal_daemon(settings.runtime_directory))
+    print(signal_daemon(settings.runtime_directory, unit_name(settings.instance)))
     return 0
 
 
@@ -119,13 +122,18 @@ def write_setting(path: Path, key: str, value: str) -> None:
         raise ConfigError(f"cannot write {path}: {exc.strerror}") from exc
 
 
-def signal_daemon(runtime_dir: Path) -> str:
+def unit_name(instance: str = "") -> str:
+    """The systemd unit of this app: ``twilight-agent@NAME.service`` for an instance."""
+    return f"twilight-agent@{instance}.service" if instance else "twilight-agent.service"
+
+
+def signal_daemon(runtime_dir: Path, unit_if_active: str = "twilight-agent.service") -> str:
     """Make the running daemon reload; return one line saying how (or why not)."""
     pidfile = runtime_dir / PIDFILE
     pid = _read_pid(pidfile)
     unit = _systemd_unit(pid) if pid else None
-    if unit is None and pid is None and _unit_active("twilight-agent.service"):
-        unit = "twilight-agent.service"
+    if unit is None and pid is None and _unit_active(unit_if_active):
+        unit = unit_if_active
     if unit is not None:
         proc = _systemctl("reload", unit)
         if proc is None or proc.returncode != 0:

@@ -1,0 +1,57 @@
+"""Several apps on one host: each instance has its own config file in the config
+directory; two of them must never deploy into the same container.
+
+At start-up the daemon reads the other config files next to its own (as files, without
+the environment: that belongs to this process) and refuses to start when one of them
+targets what it targets, with one line naming both.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from twilight_agent.errors import ConfigError
+from twilight_agent.settings import Settings
+
+
+def target_key(values: dict[str, str]) -> tuple[str, ...] | None:
+    """What a config deploys into: ``(engine, "container", name)`` or
+    ``(engine, "compose", project, service)``; None when it names no target."""
+    engine = values.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if values.get("CONTAINER"):
+        return (engine, "container", values["CONTAINER"])
+    if values.get("COMPOSE_PROJECT"):
+        return (engine, "compose", values["COMPOSE_PROJECT"], values.get("SERVICE", ""))
+    return None
+
+
+def _own_key(settings: Settings) -> tuple[str, ...] | None:
+    return target_key({"DOCKER_HOST": settings.docker_host, "CONTAINER": settings.container,
+                       "COMPOSE_PROJECT": settings.compose_project,
+                       "SERVICE": settings.service})
+
+
+def _file_values(path: Path) -> dict[str, str]:
+    raw = dotenv_values(path)
+    return {k.upper().removeprefix("TWILIGHT_"): v or "" for k, v in raw.items()
+            if k.upper().startswith("TWILIGHT_")}
+
+
+def refuse_overlap(settings: Settings, config: Path) -> None:
+    """Raise ``ConfigError`` when another config next to ``config`` has our target."""
+    mine = _own_key(settings)
+    if mine is None or not config.parent.is_dir():
+        return
+    for other in sorted(config.parent.glob("*.env")):
+        if other.resolve() == config.resolve():
+            continue
+        try:
+            theirs = target_key(_file_values(other))
+        except (OSError, UnicodeDecodeError):
+            continue  # not ours to judge: that instance reports its own config
+        if theirs == mine:
+            what = " ".join(mine[1:]).strip()
+            raise ConfigError(f"{config} and {other} both deploy into {what}: two agents "
+                              "would fight over it; give each instance its own target")
