@@ -14,6 +14,8 @@ CONF=$CONF_DIR/agent.env
 TOKEN=$CONF_DIR/registry-token
 STATE_DIR=/var/lib/twilight-agent
 UNIT_DEST=/etc/systemd/system/$NAME.service
+SERVICE=$NAME  # the unit systemctl acts on: twilight-agent, or twilight-agent@NAME
+INSTANCE=""
 LINK=/usr/local/bin/$NAME
 SOCKET=/var/run/docker.sock
 OWN_GROUP=twilight-docker  # created only when no group owns the socket's gid
@@ -25,8 +27,8 @@ ENV_EXAMPLE=$HERE/agent.env.example
 
 usage() {
   cat <<EOF
-Usage: install.sh [SOURCE] [--token-file FILE]
-       install.sh --uninstall
+Usage: install.sh [SOURCE] [--instance NAME] [--token-file FILE]
+       install.sh --uninstall [--instance NAME]
        install.sh --help
 
 Installs twilight-agent on this host, as root:
@@ -48,16 +50,23 @@ default: the repository this script is in.
 Running it again changes nothing ("unchanged" for every step) unless something differs.
 
 Options:
+  --instance NAME    one of several apps on this host: the template unit
+                     twilight-agent@.service, config $CONF_DIR/NAME.env, token
+                     $CONF_DIR/NAME.registry-token, state $STATE_DIR/NAME, and
+                     systemctl enable --now twilight-agent@NAME. The package, the user and
+                     the command are shared by every instance.
   --token-file FILE  registry token (e.g. a GitHub PAT with read:packages); with a
                      registry user, set TWILIGHT_REGISTRY_USERNAME in $CONF
   --uninstall        stop and disable the service; remove the unit, $PREFIX, $LINK
                      and the user. Keeps $CONF_DIR (config and token) and
-                     $STATE_DIR (history, quarantine).
+                     $STATE_DIR (history, quarantine). With --instance: stop and
+                     disable that app only; everything shared stays.
   -h, --help         this text
 
 Examples:
   sudo deploy/install.sh --token-file ~/ghcr-token
   sudo deploy/install.sh dist/twilight_agent-0.1.0-py3-none-any.whl
+  sudo deploy/install.sh --instance api --token-file ~/ghcr-token
   sudo deploy/install.sh --uninstall
 EOF
 }
@@ -260,34 +269,45 @@ step_systemd() {
   else
     unchanged "systemctl daemon-reload"
   fi
-  if systemctl is-enabled --quiet "$NAME" && systemctl is-active --quiet "$NAME"; then
+  if systemctl is-enabled --quiet "$SERVICE" && systemctl is-active --quiet "$SERVICE"; then
     if [ "$RESTART" = 1 ]; then
-      systemctl restart "$NAME" || fail_start restart
+      systemctl restart "$SERVICE" || fail_start restart
       check_started restart
-      changed "service $NAME" "restarted"
+      changed "service $SERVICE" "restarted"
     else
-      unchanged "service $NAME" "enabled, active"
+      unchanged "service $SERVICE" "enabled, active"
     fi
   else
-    systemctl enable --quiet --now "$NAME" || fail_start start
+    systemctl enable --quiet --now "$SERVICE" || fail_start start
     check_started start
-    changed "service $NAME" "enabled and started"
+    changed "service $SERVICE" "enabled and started"
   fi
 }
 
 # Type=notify makes start/restart wait for READY; a unit that died at once shows as failed.
 check_started() {
-  if systemctl is-failed --quiet "$NAME"; then
+  if systemctl is-failed --quiet "$SERVICE"; then
     fail_start "$1"
   fi
 }
 
 fail_start() {
-  echo "install.sh: $NAME failed to $1; see: journalctl -u $NAME -n 50" >&2
+  echo "install.sh: $SERVICE failed to $1; see: journalctl -u $SERVICE -n 50" >&2
   exit 1
 }
 
 # -- uninstall ----------------------------------------------------------------------------
+uninstall_instance() {
+  if systemd_running && systemctl is-enabled --quiet "$SERVICE" 2>/dev/null; then
+    systemctl disable --quiet --now "$SERVICE" || true
+    changed "service $SERVICE" "stopped, disabled"
+  else
+    unchanged "service $SERVICE" "not enabled"
+  fi
+  echo "kept: $CONF, its token, $STATE_DIR (history, quarantine) and what other"
+  echo "      instances share (package, user, the template unit)"
+}
+
 uninstall() {
   if [ -f "$UNIT_DEST" ]; then
     if systemd_running; then
@@ -327,6 +347,18 @@ uninstall() {
   echo "      remove them by hand to forget this host's deploys"
 }
 
+# use_instance NAME: the same steps for one of several apps (the template unit).
+use_instance() {
+  [[ $1 =~ ^[a-z0-9][a-z0-9_-]{0,62}$ ]] \
+    || die "--instance '$1' is not an instance name (lowercase letters, digits, - and _)"
+  SERVICE=$NAME@$1
+  CONF=$CONF_DIR/$1.env
+  TOKEN=$CONF_DIR/$1.registry-token
+  STATE_DIR=$STATE_DIR/$1
+  UNIT_SRC=$REPO/systemd/$NAME@.service
+  UNIT_DEST=/etc/systemd/system/$NAME@.service
+}
+
 # -- main ---------------------------------------------------------------------------------
 main() {
   local source="" token_file="" mode=install
@@ -338,13 +370,22 @@ main() {
         [ $# -ge 2 ] || die "--token-file needs a FILE"
         token_file=$2; shift ;;
       --token-file=*) token_file=${1#*=} ;;
+      --instance)
+        [ $# -ge 2 ] || die "--instance needs a NAME"
+        INSTANCE=$2; shift ;;
+      --instance=*) INSTANCE=${1#*=} ;;
       -*) die "unknown option $1 (see --help)" ;;
       *) [ -z "$source" ] || die "one SOURCE only (see --help)"; source=$1 ;;
     esac
     shift
   done
   [ "$(id -u)" = 0 ] || die "run as root (sudo $0 $*)"
-  if [ "$mode" = uninstall ]; then
+  if [ -n "$INSTANCE" ]; then
+    use_instance "$INSTANCE"
+  fi
+  if [ "$mode" = uninstall ] && [ -n "$INSTANCE" ]; then
+    uninstall_instance
+  elif [ "$mode" = uninstall ]; then
     uninstall
   else
     if [ -n "$token_file" ]; then

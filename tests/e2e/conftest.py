@@ -117,21 +117,21 @@ class Machine:
     def put(self, files: dict[str, tuple[bytes, int]]) -> None:
         assert self.container.put_archive("/", _tar(files))
 
-    def prop(self, name: str) -> str:
-        return self.sh(f"systemctl show -p {name} --value {UNIT}")
+    def prop(self, name: str, unit: str = UNIT) -> str:
+        return self.sh(f"systemctl show -p {name} --value {unit}")
 
-    def journal(self, *matches: str) -> list[dict[str, Any]]:
+    def journal(self, *matches: str, unit: str = UNIT) -> list[dict[str, Any]]:
         """Entries of the unit (this boot), filtered by journal field matches."""
-        out = self.sh(f"journalctl -u {UNIT} -o json --no-pager {' '.join(matches)}")
+        out = self.sh(f"journalctl -u {unit} -o json --no-pager {' '.join(matches)}")
         return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
-    def events(self, event: str, **fields: str) -> list[dict[str, Any]]:
+    def events(self, event: str, unit: str = UNIT, **fields: str) -> list[dict[str, Any]]:
         matches = [f"TWILIGHT_EVENT={event}"]
         matches += [f"TWILIGHT_{k.upper()}={v}" for k, v in fields.items()]
-        return self.journal(*matches)
+        return self.journal(*matches, unit=unit)
 
-    def journal_text(self) -> str:
-        return self.run(f"journalctl -u {UNIT} --no-pager -o cat | tail -n 60")[1]
+    def journal_text(self, unit: str = UNIT) -> str:
+        return self.run(f"journalctl -u {unit} --no-pager -o cat | tail -n 60")[1]
 
 
 def _boot(image: str, name: str) -> Any:
@@ -162,21 +162,27 @@ def machine(bed: Bed, cleanup: str, systemd_image: str) -> Iterator[Machine]:
         m.container.remove(force=True)
 
 
-def install(m: Machine, wheelhouse: Path, config: dict[str, str]) -> str:
+def install(m: Machine, wheelhouse: Path, config: dict[str, str], instance: str = "") -> str:
     """README's steps: config first (install.sh never overwrites it), then install.sh, which
     installs the package and the unit and runs ``systemctl enable --now``. Returns what
-    install.sh printed; ``install_command`` runs it again the same way."""
+    install.sh printed; ``install_command`` runs it again the same way. ``instance``: one
+    of several apps (``--instance NAME``, the template unit)."""
     t0 = time.monotonic()
     files: dict[str, tuple[bytes, int]] = {}
     for whl in wheelhouse.glob("*.whl"):
         files[f"{INSTALL_DIR}/wheels/{whl.name}"] = (whl.read_bytes(), 0o644)
-    for rel in ("deploy/install.sh", "deploy/agent.env.example", "systemd/twilight-agent.service"):
+    for rel in ("deploy/install.sh", "deploy/agent.env.example",
+                "systemd/twilight-agent.service", "systemd/twilight-agent@.service"):
         files[f"{INSTALL_DIR}/{rel}"] = ((ROOT / rel).read_bytes(), 0o755)
-    files[CONFIG] = (render_config(config).encode(), 0o644)
-    files[f"/etc/systemd/system/{UNIT}.d/e2e.conf"] = (E2E_DROPIN.encode(), 0o644)
+    unit = f"twilight-agent@{instance}.service" if instance else UNIT
+    conf = f"/etc/twilight-agent/{instance}.env" if instance else CONFIG
+    files[conf] = (render_config(config).encode(), 0o644)
+    dropin = "twilight-agent@.service" if instance else UNIT
+    files[f"/etc/systemd/system/{dropin}.d/e2e.conf"] = (E2E_DROPIN.encode(), 0o644)
     m.put(files)
-    code, out = m.run(install_command(wheelhouse), env=OFFLINE)
-    assert code == 0, f"install.sh failed ({code}):\n{out}\n{m.journal_text()}"
+    args = ("--instance", instance) if instance else ()
+    code, out = m.run(install_command(wheelhouse, *args), env=OFFLINE)
+    assert code == 0, f"install.sh failed ({code}):\n{out}\n{m.journal_text(unit)}"
     m.timings["install_s"] = time.monotonic() - t0
     return out
 

@@ -115,3 +115,22 @@ def test_every_event_of_an_instance_carries_its_name(
     logs.get_logger().info("deploy_finished", outcome="deployed")
     fields = receive(sock)
     assert fields["TWILIGHT_INSTANCE"] == "api" and fields["TWILIGHT_EVENT"] == "deploy_finished"
+
+
+def directives(path: Path) -> list[tuple[str, str]]:
+    lines = [ln.strip() for ln in path.read_text().splitlines()]
+    return [tuple(ln.split("=", 1)) for ln in lines  # type: ignore[misc]
+            if ln and not ln.startswith("#") and "=" in ln]
+
+
+def test_the_template_unit_is_the_plain_unit_but_for_the_instance_lines() -> None:
+    root = Path(__file__).resolve().parents[2] / "systemd"
+    plain = directives(root / "twilight-agent.service")
+    template = directives(root / "twilight-agent@.service")
+    assert [k for k, _ in plain] == [k for k, _ in template]  # same directives, same order
+    differ = {k: (a, b) for (k, a), (_, b) in zip(plain, template, strict=True) if a != b}
+    assert set(differ) == {"Description", "ExecStart", "StateDirectory", "RuntimeDirectory",
+                           "LoadCredential"}, differ
+    assert differ["ExecStart"][1].endswith("twilight-agent --instance %i run")
+    assert differ["StateDirectory"][1] == "twilight-agent/%i"
+    assert differ["LoadCredential"][1] == "registry-token:/etc/twilight-agent/%i.registry-token"
