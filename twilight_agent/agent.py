@@ -271,4 +271,5 @@ class Agent:
 def run_config(s: Settings) -> RunConfig:
     return RunConfig(image_ref=s.image_ref, env_file=s.env_file, tag_pattern=s.tag_pattern,
                      health_timeout=s.health_timeout, health_interval=s.health_interval,
-                     health_soak=s.health_soak, prune_after=s.prune_after)
+                     health_soak=s.health_soak, prune_after=s.prune_after,
+                     pre_deploy=s.pre_deploy_argv, pre_deploy_timeout=s.pre_deploy_timeout)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from twilight_agent.adapters.container_target import ContainerTarget
+from twilight_agent.adapters.container_target import ComposeGroupTarget, ContainerTarget
 from twilight_agent.adapters.lock import DeployLock
 from twilight_agent.adapters.sinks import EventBus
 from twilight_agent.agent import Agent
@@ -90,12 +90,23 @@ def build_agent(settings: Settings, sinks: list[EventSink] | None = None, *,
     rt: Any = runtime if runtime is not None else build_runtime(settings)
     reg = registry if registry is not None else build_registry(settings, platform=rt.platform)
     return Agent(
-        settings, reg, ContainerTarget(rt, name=settings.container,
-                                       health_url=settings.health_url or ""),
+        settings, reg, build_target(settings, rt),
         rt, health or build_health(settings, rt, clock, tunables),
         store if store is not None else build_store(settings), EventBus(sinks or []),
         lock=lock or DeployLock(settings.state_dir), clock=clock, tunables=tunables,
         auth=lambda: registry_auth(settings), closers=_closers(reg, rt, health))
+
+
+def build_target(settings: Settings, runtime: Any) -> ContainerTarget:
+    """The target kind the settings name: one container, or a compose service group
+    (``TWILIGHT_SERVICE`` with its replicas, ``TWILIGHT_SERVICES``, or every service of
+    the project running the image)."""
+    if settings.compose_project:
+        return ComposeGroupTarget(runtime, project=settings.compose_project,
+                                  services=settings.service_list,
+                                  image=str(settings.image_ref),
+                                  health_url=settings.health_url)
+    return ContainerTarget(runtime, name=settings.container, health_url=settings.health_url)
 
 
 def _closers(*parts: object) -> tuple[Any, ...]:

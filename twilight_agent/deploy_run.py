@@ -42,6 +42,8 @@ class RunConfig:
     health_interval: float
     health_soak: float
     prune_after: float
+    pre_deploy: tuple[str, ...] = ()  # argv of the one-off task before the swap; () = none
+    pre_deploy_timeout: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ class DeployRun:
     to: Release | None = None
     snapshot: Snapshot | None = None
     image_id: str | None = None
-    new_cid: str | None = None
+    new_ids: dict[int, str] = field(default_factory=dict)  # unit -> its new container
     reason: str = ""
     log_tail: str = ""
     timings: dict[str, float] = field(default_factory=dict)
@@ -92,13 +94,22 @@ class DeployRun:
             return None
         return _release(s.tag or "", s.digest)
 
+    @property
+    def new_cid(self) -> str | None:
+        """The first unit's new container (the only one for a single container)."""
+        return self.new_ids.get(0)
+
+    def units(self) -> tuple[Snapshot, ...]:
+        return self.snapshot.units() if self.snapshot else ()
+
     def ref(self) -> DeployRef:
         return DeployRef(self.deploy_id, self.from_, self.to, self.trigger)
 
-    def payload(self, step: str) -> dict[str, Any]:
-        return {"step": step, "trigger": self.trigger, "started": self.started,
+    def payload(self, step: str, unit: int = 0) -> dict[str, Any]:
+        return {"step": step, "unit": unit, "trigger": self.trigger, "started": self.started,
                 "to": release_dict(self.to), "image_id": self.image_id,
-                "new_cid": self.new_cid, "reason": self.reason, "timings": self.timings,
+                "new_ids": {str(u): c for u, c in self.new_ids.items()},
+                "reason": self.reason, "timings": self.timings,
                 "snapshot": self.snapshot.to_dict() if self.snapshot else None}
 
     @classmethod
@@ -108,9 +119,16 @@ class DeployRun:
         return cls(deploy_id=deploy_id, trigger=p.get("trigger") or "",
                    started=p.get("started") or utcnow(),
                    to=_release(to.get("tag") or "", to["digest"]) if to.get("digest") else None,
-                   snapshot=snap, image_id=p.get("image_id"), new_cid=p.get("new_cid"),
+                   snapshot=snap, image_id=p.get("image_id"), new_ids=_new_ids(p),
                    reason=p.get("reason") or "", timings=dict(p.get("timings") or {}),
                    phase=phase)
+
+
+def _new_ids(p: Mapping[str, Any]) -> dict[int, str]:
+    """``new_ids`` of the payload; journals of older versions had one ``new_cid``."""
+    if p.get("new_cid"):
+        return {0: str(p["new_cid"])}
+    return {int(u): str(c) for u, c in dict(p.get("new_ids") or {}).items() if c}
 
 
 def _release(tag: str, digest: str) -> Release | None:
@@ -131,6 +149,9 @@ class Step:
     def snap(self) -> Snapshot:
         assert self.run.snapshot is not None, "snapshot is taken before any swap step"
         return self.run.snapshot
+
+    def unit(self, index: int) -> Snapshot:
+        return self.snap.units()[index]
 
     def engine(self, step: str, call: Callable[[], T]) -> T:
         """An engine call of a step that must not be left half-done (commit, undo). While

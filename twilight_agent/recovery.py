@@ -28,8 +28,10 @@ def recover(ctx: DeployContext) -> DeployRun | None:
         warn_orphan(ctx)
         return None
     run = DeployRun.from_journal(entry.deploy_id, entry.phase, entry.payload)
-    new = _observe_new(ctx, run)
-    p = plan(JournalRow(entry.phase, entry.step, run.reason, run.snapshot is not None), new)
+    unit = int(entry.payload.get("unit") or 0)
+    new = _observe_new(ctx, run, unit)
+    p = plan(JournalRow(entry.phase, entry.step, run.reason, run.snapshot is not None,
+                        unit=unit, units=len(run.units()) or 1), new)
     run.note = f"recovered at start-up (agent stopped in {entry.phase}/{entry.step})"
     ctx.events.emit(Recovering(run.deploy_id, entry.phase, entry.step))
     runner = Runner(ctx, run)
@@ -40,14 +42,15 @@ def recover(ctx: DeployContext) -> DeployRun | None:
     return run
 
 
-def _observe_new(ctx: DeployContext, run: DeployRun) -> ContainerState | None:
-    """The new container's state (None: there is none); remembers its id in the run."""
-    if run.snapshot is None:
+def _observe_new(ctx: DeployContext, run: DeployRun, unit: int) -> ContainerState | None:
+    """The state of the unit's new container (None: there is none); remembers its id."""
+    units = run.units()
+    if not units or unit >= len(units):
         return None
-    cid = ctx.target.new_instance(run.snapshot, run.new_cid)
+    cid = ctx.target.new_instance(units[unit], run.new_ids.get(unit))
     if cid is None:
         return None
-    run.new_cid = cid
+    run.new_ids[unit] = cid
     return ctx.target.state(cid)
 
 

@@ -58,7 +58,7 @@ class Runner:
             step = type(cmd).__name__
             if not isinstance(cmd, UNJOURNALED):
                 self.ctx.store.journal(self.run.deploy_id, state.value, step,
-                                       self.run.payload(step))
+                                       self.run.payload(step, getattr(cmd, "unit", 0)))
             event = HANDLERS[type(cmd)](self._step, cmd)
             if event is not None:
                 return event

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -34,6 +35,7 @@ STATE_BASE = Path("/var/lib/twilight-agent")
 RUNTIME_BASE = Path("/run/twilight-agent")
 # An instance name is a file name and a systemd instance: no path, no escaping needed.
 INSTANCE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+SERVICE_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")  # compose's own rule
 CREDENTIAL_NAME = "registry-token"
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -63,7 +65,20 @@ class Settings(BaseSettings):
     container: str = Field("", description="Name of the container to roll forward.")
     compose_project: str = Field("", description="Compose project of the target (with "
                                  "`TWILIGHT_SERVICE`), instead of `TWILIGHT_CONTAINER`.")
-    service: str = Field("", description="Compose service of the target.")
+    service: str = Field("", description="Compose service of the target; every replica of "
+                         "a scaled service is swapped, one at a time.")
+    services: str = Field("", description="Compose services that share the image and deploy "
+                          "as one unit (`web,worker`), swapped and gated in this order, rolled "
+                          "back together; with `TWILIGHT_COMPOSE_PROJECT`. The health URL "
+                          "belongs to the first. Neither this nor `TWILIGHT_SERVICE`: every "
+                          "service of the project running `TWILIGHT_IMAGE`.")
+    pre_deploy: str = Field("", description="Task run once before the swap in a one-off "
+                            "container of the new image with the first service's env, "
+                            "networks and volumes (a migration): an argv, split like a "
+                            "shell would (`python manage.py migrate`), never run by a shell. "
+                            "Not exit 0: nothing is swapped and the build is quarantined.")
+    pre_deploy_timeout: Duration = Field(600.0, description="How long the pre-deploy task "
+                                         "may run before it is killed and counted as failed.")
     env_file: Path | None = Field(None, description="Compose `.env` whose `IMAGE_TAG=` line "
                                   "is rewritten on commit, so `docker compose up -d` by hand "
                                   "stays on the deployed tag.")
@@ -131,11 +146,21 @@ class Settings(BaseSettings):
                     check_tag(value, self.tag_pattern)
                 except ValueError as exc:
                     raise ValueError(f"TWILIGHT_{name.upper()}: {exc}") from None
-        if self.container and (self.compose_project or self.service):
-            raise ValueError("set TWILIGHT_CONTAINER or TWILIGHT_COMPOSE_PROJECT + "
-                             "TWILIGHT_SERVICE, not both")
-        if bool(self.compose_project) != bool(self.service):
-            raise ValueError("TWILIGHT_COMPOSE_PROJECT and TWILIGHT_SERVICE go together")
+        if self.container and (self.compose_project or self.service or self.services):
+            raise ValueError("set TWILIGHT_CONTAINER or TWILIGHT_COMPOSE_PROJECT (+ "
+                             "TWILIGHT_SERVICE or TWILIGHT_SERVICES), not both")
+        if (self.service or self.services) and not self.compose_project:
+            raise ValueError("TWILIGHT_SERVICE and TWILIGHT_SERVICES need "
+                             "TWILIGHT_COMPOSE_PROJECT")
+        if self.service and self.services:
+            raise ValueError("set TWILIGHT_SERVICE or TWILIGHT_SERVICES, not both")
+        for name in self.service_list:
+            if not SERVICE_RE.fullmatch(name):
+                raise ValueError(f"TWILIGHT_SERVICES: {name[:40]!r} is not a service name")
+        try:
+            self.pre_deploy_argv  # noqa: B018 (parsed once here: a bad quote fails at load)
+        except ValueError as exc:
+            raise ValueError(f"TWILIGHT_PRE_DEPLOY: {exc}") from None
         if self.registry_url and not self.registry_url.startswith(("http://", "https://")):
             raise ValueError("TWILIGHT_REGISTRY_URL must start with http:// or https://")
         if self.health_interval <= 0 or self.poll_interval <= 0:
@@ -153,7 +178,17 @@ class Settings(BaseSettings):
 
     @property
     def has_target(self) -> bool:
-        return bool(self.container or self.service)
+        return bool(self.container or self.compose_project)
+
+    @property
+    def service_list(self) -> tuple[str, ...]:
+        """The compose services to deploy, in order; () = every one running the image."""
+        names = self.services.split(",") if self.services else [self.service]
+        return tuple(n.strip() for n in names if n.strip())
+
+    @property
+    def pre_deploy_argv(self) -> tuple[str, ...]:
+        return tuple(shlex.split(self.pre_deploy)) if self.pre_deploy.strip() else ()
 
     def registry_password(self) -> SecretStr | None:
         """The registry token: the systemd credential first, then the password file."""

@@ -13,6 +13,7 @@ from twilight_agent.adapters.envfile import write_image_tag
 from twilight_agent.core import machine as m
 from twilight_agent.core.events import HaltedAlert, Quarantined
 from twilight_agent.core.policy import quarantine_reason
+from twilight_agent.core.ports import HealthVerdict, Snapshot
 from twilight_agent.deploy_run import Step
 from twilight_agent.errors import DockerUnavailable, TwilightError
 from twilight_agent.recording import Recorder
@@ -51,7 +52,7 @@ def remove_parked(s: Step, _: m.RemoveParked) -> None:
 
 
 def prune(s: Step, _: m.Prune) -> m.Event:
-    keep = {s.snap.image_id, *(x for x in (s.run.image_id,) if x)}
+    keep = {u.image_id for u in s.snap.units()} | {x for x in (s.run.image_id,) if x}
     keep |= {str(r.digest) for r in (s.run.to, s.run.from_) if r}
     cfg = s.ctx.config
     _kept(s, "prune", lambda: s.ctx.images.prune_images(str(cfg.image_ref), keep,
@@ -67,10 +68,10 @@ def quarantine(s: Step, cmd: m.Quarantine) -> None:
     s.ctx.events.emit(Quarantined(s.run.ref(), cmd.reason))
 
 
-def save_logs(s: Step, _: m.SaveLogs) -> None:
+def save_logs(s: Step, cmd: m.SaveLogs) -> None:
     t = s.ctx.tunables
     try:
-        cid = s.ctx.target.new_instance(s.snap, s.run.new_cid)
+        cid = s.ctx.target.new_instance(s.unit(cmd.unit), s.run.new_ids.get(cmd.unit))
         if cid is not None:
             s.run.log_tail = s.ctx.target.logs_tail(cid, t.log_lines)[-t.log_tail_chars:]
     except TwilightError as exc:
@@ -87,35 +88,47 @@ def _undo(s: Step, step: str, call: Callable[[], object], what: str) -> m.Event 
     return None
 
 
-def remove_new(s: Step, _: m.RemoveNew) -> m.Event | None:
+def remove_new(s: Step, cmd: m.RemoveNew) -> m.Event | None:
+    unit = s.unit(cmd.unit)
+
     def remove() -> None:
-        cid = s.ctx.target.new_instance(s.snap, s.run.new_cid)
+        cid = s.ctx.target.new_instance(unit, s.run.new_ids.get(cmd.unit))
         if cid is not None:
             s.ctx.target.remove(cid)
 
-    return _undo(s, "remove_new", remove, "removing the new container")
+    return _undo(s, "remove_new", remove, f"removing the new {unit.name}")
 
 
-def unpark(s: Step, _: m.Unpark) -> m.Event:
-    failed = _undo(s, "unpark", lambda: s.ctx.target.unpark(s.snap),
-                   "restoring the previous container")
-    return failed or m.Unparked()
+def unpark(s: Step, cmd: m.Unpark) -> m.Event | None:
+    """Unit by unit, last first: the first unit's return ends the undo."""
+    unit = s.unit(cmd.unit)
+    failed = _undo(s, "unpark", lambda: s.ctx.target.unpark(unit),
+                   f"restoring the previous {unit.name}")
+    return failed or (m.Unparked() if cmd.unit == 0 else None)
 
 
 def verify_previous(s: Step, _: m.VerifyPrevious) -> m.Event:
+    restored: list[str] = []
+    for unit in s.snap.units():
+        try:
+            cid, verdict = _verify_restored(s, unit, restored)
+        except DockerUnavailable:
+            raise
+        except TwilightError as exc:
+            return m.RollbackFailed(f"verifying the previous {unit.name} failed: {exc}")
+        if not verdict.ok:
+            return m.RollbackFailed(f"previous version unhealthy too: {verdict.reason}")
+        restored.append(cid)
+    return m.PreviousHealthy()
+
+
+def _verify_restored(s: Step, unit: Snapshot, watch: list[str]) -> tuple[str, HealthVerdict]:
     c, cfg = s.ctx, s.ctx.config
-    try:
-        cid = s.engine("verify_previous", lambda: c.target.serving(s.snap))
-        url = s.engine("verify_previous", lambda: c.target.health_url(cid))
-        verdict = c.health.verify(cid, url, timeout=cfg.health_timeout,
-                                  interval=cfg.health_interval, soak=cfg.health_soak)
-    except DockerUnavailable:
-        raise
-    except TwilightError as exc:
-        return m.RollbackFailed(f"verifying the previous container failed: {exc}")
-    if verdict.ok:
-        return m.PreviousHealthy()
-    return m.RollbackFailed(f"previous version unhealthy too: {verdict.reason}")
+    cid = s.engine("verify_previous", lambda: c.target.serving(unit))
+    url = s.engine("verify_previous", lambda: c.target.health_url(unit, cid))
+    return cid, c.health.verify(cid, url, timeout=cfg.health_timeout,
+                                interval=cfg.health_interval, soak=cfg.health_soak,
+                                watch=watch)
 
 
 def alert(s: Step, cmd: m.Alert) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twilight_agent.core import machine as m
+from twilight_agent.core.events import TaskFinished
 from twilight_agent.core.outcomes import Outcome
 from twilight_agent.deploy_run import Step
 from twilight_agent.errors import DockerUnavailable, TwilightError
@@ -48,59 +49,91 @@ def take_snapshot(s: Step, _: m.TakeSnapshot) -> m.Event:
         return m.Aborted(str(exc))
     if c.should_stop():
         return m.Aborted("stop requested before the swap", Outcome.ABORTED)
-    return m.Prepared()
+    return m.Prepared(units=len(s.snap.units()), pre_deploy=bool(c.config.pre_deploy))
 
 
-def park(s: Step, _: m.Park) -> m.Event | None:
+def run_pre_deploy(s: Step, _: m.RunPreDeploy) -> m.Event:
+    """The one-off task (a migration) in the new image, before anything is swapped."""
+    c, to = s.ctx, s.run.to
+    assert to is not None
+    image = c.config.image_ref.with_digest(to.digest)
     try:
-        s.ctx.target.park(s.snap)
+        result = c.target.run_task(s.unit(0), image, c.config.pre_deploy,
+                                   c.config.pre_deploy_timeout)
     except TwilightError as exc:
-        return m.SwapFailed(f"parking the old container failed: {exc}")
+        s.run.error = exc
+        return m.Aborted(f"the pre-deploy task could not run: {exc}")
+    s.run.timings["pre_deploy_s"] = round(result.after_s, 3)
+    s.run.log_tail = result.output[-c.tunables.log_tail_chars:]
+    c.events.emit(TaskFinished(s.run.ref(), result.exit_code, result.output))
+    if result.ok:
+        return m.PreDeployDone()
+    why = (f"killed after the {c.config.pre_deploy_timeout:g}s timeout"
+           if result.exit_code is None else f"exited with code {result.exit_code}")
+    return m.PreDeployFailed(f"pre-deploy task {why}")
+
+
+def remove_task(s: Step, _: m.RemoveTask) -> m.Event:
+    removed = s.engine("remove_task", lambda: s.ctx.target.remove_task(s.unit(0)))
+    what = "its container removed" if removed else "no container left"
+    return m.Aborted(f"pre-deploy task interrupted; {what}; nothing swapped",
+                     Outcome.ABORTED)
+
+
+def park(s: Step, cmd: m.Park) -> m.Event | None:
+    try:
+        s.ctx.target.park(s.unit(cmd.unit))
+    except TwilightError as exc:
+        return m.SwapFailed(f"parking {s.unit(cmd.unit).name} failed: {exc}", unit=cmd.unit)
     return None
 
 
-def create_new(s: Step, _: m.CreateNew) -> m.Event | None:
+def create_new(s: Step, cmd: m.CreateNew) -> m.Event | None:
     assert s.run.to is not None
     image = s.ctx.config.image_ref.with_digest(s.run.to.digest)
+    unit = s.unit(cmd.unit)
     try:
-        s.run.new_cid = s.ctx.target.create(s.snap, image)
+        s.run.new_ids[cmd.unit] = s.ctx.target.create(unit, image)
     except TwilightError as exc:
-        return m.SwapFailed(f"creating the new container failed: {exc}")
+        return m.SwapFailed(f"creating the new {unit.name} failed: {exc}", unit=cmd.unit)
     return None
 
 
-def start_new(s: Step, _: m.StartNew) -> m.Event:
-    assert s.run.new_cid is not None
+def start_new(s: Step, cmd: m.StartNew) -> m.Event:
+    cid = s.run.new_ids[cmd.unit]
     try:
-        s.ctx.target.start(s.run.new_cid)
+        s.ctx.target.start(cid)
     except TwilightError as exc:
-        return m.SwapFailed(f"starting the new container failed: {exc}",
-                            blame_image=not host_caused(exc))
-    return m.Started()
+        return m.SwapFailed(f"starting the new {s.unit(cmd.unit).name} failed: {exc}",
+                            blame_image=not host_caused(exc), unit=cmd.unit)
+    return m.Started(cmd.unit)
 
 
-def verify(s: Step, _: m.Verify) -> m.Event:
-    c = s.ctx
-    cid = s.run.new_cid or c.target.new_instance(s.snap, None)
+def verify(s: Step, cmd: m.Verify) -> m.Event:
+    c, u, unit = s.ctx, cmd.unit, s.unit(cmd.unit)
+    cid = s.run.new_ids.get(u) or c.target.new_instance(unit, None)
     if cid is None:
-        return m.Interrupted("the new container is gone")
+        return m.Interrupted(f"the new {unit.name} is gone", u)
+    watch = [s.run.new_ids[i] for i in range(u) if i in s.run.new_ids]
     cfg = c.config
     try:
-        url = s.engine("verify", lambda: c.target.health_url(cid))  # dockerd restarting
+        url = s.engine("verify", lambda: c.target.health_url(unit, cid))  # dockerd away
         verdict = c.health.verify(cid, url, timeout=cfg.health_timeout,
                                   interval=cfg.health_interval, soak=cfg.health_soak,
-                                  should_stop=c.should_stop)
+                                  should_stop=c.should_stop, watch=watch)
     except TwilightError as exc:
-        return m.Interrupted(f"health check could not run: {exc}")
-    s.run.timings["verify_s"] = round(verdict.after_s, 3)
+        return m.Interrupted(f"health check could not run: {exc}", u)
+    s.run.timings["verify_s"] = round(s.run.timings.get("verify_s", 0) + verdict.after_s, 3)
     if verdict.ok:
-        return m.Healthy()
+        return m.Healthy(u, len(s.snap.units()))
+    named = f"{unit.name}: " if len(s.snap.units()) > 1 else ""
     if c.should_stop():
-        return m.Interrupted(f"stop requested during verify ({verdict.reason})")
-    return m.Unhealthy(f"health gate failed: {verdict.reason}")
+        return m.Interrupted(f"stop requested during verify ({named}{verdict.reason})", u)
+    return m.Unhealthy(f"health gate failed: {named}{verdict.reason}", u)
 
 
 HANDLERS: dict[type, Callable[[Step, Any], m.Event | None]] = {
-    m.Pull: pull, m.TakeSnapshot: take_snapshot, m.Park: park, m.CreateNew: create_new,
+    m.Pull: pull, m.TakeSnapshot: take_snapshot, m.RunPreDeploy: run_pre_deploy,
+    m.RemoveTask: remove_task, m.Park: park, m.CreateNew: create_new,
     m.StartNew: start_new, m.Verify: verify,
 }

@@ -7,8 +7,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from twilight_agent.adapters.docker_runtime import Listed
 from twilight_agent.core.models import Digest, Release
-from twilight_agent.core.ports import ContainerState, HealthVerdict, Snapshot
+from twilight_agent.core.ports import ContainerState, HealthVerdict, Snapshot, TaskResult
 from twilight_agent.errors import ManifestNotFound, RegistryUnavailable
 
 REPO = "ghcr.io/acme/app"
@@ -58,6 +59,8 @@ class C:
     running: bool = True
     status: str = "running"
     policy: dict[str, Any] = field(default_factory=lambda: {"Name": "unless-stopped"})
+    labels: dict[str, str] = field(default_factory=dict)
+    repo: str = REPO  # the repository the container's image reference names
 
 
 class FakeRuntime:
@@ -69,6 +72,8 @@ class FakeRuntime:
         self.cid = self.add(C(name, str(current.digest)))
         self.fail: dict[str, Exception] = {}
         self.calls: list[str] = []
+        self.task: tuple[int | None, str] = (0, "migrated\n")
+        self.tasks: list[tuple[str, str, tuple[str, ...], float]] = []
         self.on: dict[str, Callable[[], None]] = {}
 
     def add(self, c: C) -> str:
@@ -103,7 +108,25 @@ class FakeRuntime:
         c = self.containers[container_id]
         return Snapshot(container_id=container_id, name=c.name.removesuffix(".twilight-prev"),
                         image_id="img-" + c.image[-6:], digest=c.image,
-                        tag=self.tags.get(c.image), restart_policy=dict(c.policy))
+                        tag=self.tags.get(c.image), restart_policy=dict(c.policy),
+                        service=c.labels.get("com.docker.compose.service", ""))
+
+    def find_by_labels(self, labels: Mapping[str, str]) -> list[Listed]:
+        return [Listed(i, c.name, dict(c.labels), f"{c.repo}@{c.image}")
+                for i, c in self.containers.items()
+                if all(c.labels.get(k) == v for k, v in labels.items())]
+
+    def run_task(self, unit: Snapshot, image: str, argv: tuple[str, ...],
+                 timeout: float) -> TaskResult:
+        """Scripted by ``task``: ``(exit code or None, output)``; records what ran."""
+        self._step("run_task")
+        self.tasks.append((unit.name, image, argv, timeout))
+        code, output = self.task
+        return TaskResult(code, output, 0.1)
+
+    def remove_task(self, unit: Snapshot) -> bool:
+        self._step("remove_task")
+        return False
 
     def pull(self, repository: str, digest: Digest, auth: Mapping[str, str] | None,
              progress: Callable[[str], None] | None = None) -> str:
@@ -118,8 +141,9 @@ class FakeRuntime:
 
     def create_from(self, snap: Snapshot, image: str) -> str:
         self._step("create")
+        old = self.containers[snap.container_id]
         return self.add(C(snap.name, image.split("@")[1], running=False, status="created",
-                          policy=dict(snap.restart_policy)))
+                          policy=dict(snap.restart_policy), labels=dict(old.labels)))
 
     def start(self, container_id: str) -> None:
         self._step("start")
@@ -176,16 +200,22 @@ class FakeHealth:
     def __init__(self, rt: FakeRuntime) -> None:
         self.rt = rt
         self.bad: set[str] = set()
+        self.bad_names: set[str] = set()  # containers that fail on a new image
+        self.good_images: set[str] = set()  # ... but not on these (the old one)
         self.calls: list[str] = []
+        self.watched: list[list[str]] = []
         self.hook: Callable[[], None] | None = None
 
     def verify(self, container_id: str, url: str | None, *, timeout: float, interval: float,
-               soak: float, should_stop: Callable[[], bool] | None = None) -> HealthVerdict:
+               soak: float, should_stop: Callable[[], bool] | None = None,
+               watch: Any = ()) -> HealthVerdict:
         c = self.rt.containers[container_id]
         self.calls.append(c.image)
+        self.watched.append(list(watch))
         if self.hook:
             self.hook()
-        if c.image in self.bad:
+        if c.image in self.bad or (c.name in self.bad_names and c.status == "running"
+                                   and c.image not in self.good_images):
             return HealthVerdict(False, "exited with code 3", 0.5)
         if should_stop is not None and should_stop():
             return HealthVerdict(False, "stop requested", 0.1)

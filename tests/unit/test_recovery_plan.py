@@ -24,6 +24,7 @@ def journal_steps() -> set[tuple[str, str]]:
     """Every (phase, step) the runner journals: the commands of every transition."""
     events: list[tuple[State, m.Event]] = [
         (State.IDLE, m.Begin()), (State.PULL, m.Pulled()), (State.PREPARE, m.Prepared()),
+        (State.PREPARE, m.Prepared(pre_deploy=True)),
         (State.SWAP, m.Started()), (State.VERIFY, m.Healthy()),
         (State.VERIFY, m.Unhealthy("x")), (State.ROLLBACK, m.Unparked())]
     steps = set()
@@ -37,6 +38,7 @@ def journal_steps() -> set[tuple[str, str]]:
 CASES = [
     ("PULL", "Pull", None, ABORT),
     ("PREPARE", "TakeSnapshot", None, ABORT),
+    ("PRE_DEPLOY", "RunPreDeploy", None, Plan(State.PRE_DEPLOY, commands=(m.RemoveTask(),))),
     ("SWAP", "Park", None, UNDO),
     ("SWAP", "CreateNew", None, UNDO),
     ("SWAP", "StartNew", CREATED, UNDO),
@@ -89,3 +91,29 @@ def test_every_plan_is_accepted_by_the_machine() -> None:
         p = plan(JournalRow(phase, step, "x", has_snapshot=True), new)
         if p.event is not None:
             m.transition(p.state, p.event)  # raises IllegalTransition on a bad plan
+
+
+def test_a_group_resumes_at_the_unit_the_journal_names() -> None:
+    row = JournalRow("SWAP", "CreateNew", has_snapshot=True, unit=1, units=3)
+    assert plan(row, None) == Plan(State.SWAP, m.SwapFailed("swap interrupted; undone", unit=1))
+    verify = JournalRow("VERIFY", "Verify", has_snapshot=True, unit=2, units=3)
+    assert plan(verify, RUNNING) == Plan(State.VERIFY, commands=(m.Verify(2),))
+    assert plan(verify, EXITED).event == m.Unhealthy(
+        "new container exited (exit code 3, oom=False)", 2)
+    _, cmds = m.transition(State.SWAP, m.SwapFailed("x", unit=1))
+    assert [type(c).__name__ + str(getattr(c, "unit", "")) for c in cmds] == [
+        "SaveLogs1", "RemoveNew1", "Unpark1", "RemoveNew0", "Unpark0"]
+
+
+def test_a_group_rollback_is_finished_for_every_unit_last_first() -> None:
+    row = JournalRow("ROLLBACK", "Unpark", "x", has_snapshot=True, unit=1, units=3)
+    assert plan(row, None) == Plan(State.ROLLBACK, commands=tuple(m.undo_steps(2)))
+    assert m.undo_steps(2)[-1] == m.Unpark(0)  # the first unit's unpark ends the undo
+
+
+def test_after_the_last_units_gate_the_group_commits() -> None:
+    assert m.transition(State.VERIFY, m.Healthy(0, 2)) == (State.SWAP, m.swap_steps(1))
+    assert m.transition(State.VERIFY, m.Healthy(1, 2)) == (State.COMMIT, list(m.COMMIT_STEPS))
+    state, cmds = m.transition(State.PRE_DEPLOY, m.PreDeployFailed("exit 3"))
+    assert state is State.IDLE and cmds == [m.Quarantine("exit 3"),
+                                            m.Record(Outcome.ROLLED_BACK, "exit 3")]

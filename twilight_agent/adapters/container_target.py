@@ -1,21 +1,37 @@
-"""TargetPort for one container: by name (``TWILIGHT_CONTAINER``) or as the single
-container of a compose service (``TWILIGHT_COMPOSE_PROJECT`` + ``TWILIGHT_SERVICE``).
+"""TargetPort for containers: one by name (``TWILIGHT_CONTAINER``) or the single container
+of a compose service (``ContainerTarget``), or a compose service group with its replicas
+(``ComposeGroupTarget``, ``TWILIGHT_SERVICES``).
 
-Built on the engine primitives of ``RuntimePort`` (``docker_runtime.py``). The old
-container is parked as ``<name>.twilight-prev`` (restart policy ``no``, stopped), the new one
-is created under the original name; the parked one comes back on an undo, or is removed
-on commit. A compose service group or a Swarm service is another TargetPort beside this.
+Built on the engine primitives of ``DockerRuntime``. The old container of a unit is parked
+as ``<name>.twilight-prev`` (restart policy ``no``, stopped), the new one is created under
+the original name with the compose labels, so ``docker compose ps`` lists it as the
+service; the parked one comes back on an undo, or is removed on commit.
 """
 
 from __future__ import annotations
 
-from twilight_agent.core.ports import PARKED_SUFFIX, ContainerState, RuntimePort, Snapshot
+import dataclasses
+from collections.abc import Sequence
+
+from twilight_agent.adapters import docker_task
+from twilight_agent.adapters.docker_runtime import (
+    COMPOSE_PROJECT,
+    COMPOSE_SERVICE,
+    DockerRuntime,
+    Listed,
+    repository_of,
+)
+from twilight_agent.core.ports import PARKED_SUFFIX, ContainerState, Snapshot, TaskResult
+from twilight_agent.errors import TargetNotFound
+
+COMPOSE_NUMBER = "com.docker.compose.container-number"
+COMPOSE_ONEOFF = "com.docker.compose.oneoff"
 
 
 class ContainerTarget:
     """The deploy target as one container on the engine."""
 
-    def __init__(self, runtime: RuntimePort, *, name: str = "", health_url: str = "") -> None:
+    def __init__(self, runtime: DockerRuntime, *, name: str = "", health_url: str = "") -> None:
         self.runtime = runtime
         self._name = name  # the configured container name, when the target is named
         self._health_url = health_url
@@ -51,7 +67,7 @@ class ContainerTarget:
     def logs_tail(self, instance: str, lines: int) -> str:
         return self.runtime.logs_tail(instance, lines)
 
-    def health_url(self, instance: str) -> str | None:
+    def health_url(self, unit: Snapshot, instance: str) -> str | None:
         return self._health_url or self.runtime.published_url(instance)
 
     def remove(self, instance: str) -> None:
@@ -61,12 +77,66 @@ class ContainerTarget:
         return self.runtime.unpark(snap)
 
     def remove_parked(self, snap: Snapshot) -> None:
-        cid = self.runtime.find_by_name(snap.parked_name)
-        if cid is not None:
-            self.runtime.remove(cid)
+        for unit in snap.units():
+            cid = self.runtime.find_by_name(unit.parked_name)
+            if cid is not None:
+                self.runtime.remove(cid)
+
+    def run_task(self, unit: Snapshot, image: str, argv: tuple[str, ...],
+                 timeout: float) -> TaskResult:
+        return self.runtime.run_task(unit, image, argv, timeout)
+
+    def remove_task(self, unit: Snapshot) -> bool:
+        return self.runtime.remove_task(unit)
 
     def orphan(self) -> str | None:
         if not self._name:
             return None
         parked = self._name + PARKED_SUFFIX
         return parked if self.runtime.find_by_name(parked) is not None else None
+
+
+class ComposeGroupTarget(ContainerTarget):
+    """Every container of the listed services of one compose project (or, with no list,
+    of every service running ``image``), replicas included: one unit each, in the order
+    the services are listed, replicas by their number. The health URL belongs to the
+    first listed service; the others are gated on their state and HEALTHCHECK."""
+
+    def __init__(self, runtime: DockerRuntime, *, project: str, services: Sequence[str],
+                 image: str, health_url: str = "") -> None:
+        super().__init__(runtime, health_url=health_url)
+        self.project, self.services, self.image = project, tuple(services), image
+        self._order = self.services  # the services found, in swap order
+
+    def snapshot(self) -> Snapshot:
+        units = tuple(self.runtime.snapshot(c.id) for c in self._members())
+        return dataclasses.replace(units[0], members=units)
+
+    def _members(self) -> list[Listed]:
+        found = self.runtime.find_by_labels({COMPOSE_PROJECT: self.project})
+        live = [c for c in found if not c.name.endswith((PARKED_SUFFIX, docker_task.TASK_SUFFIX))
+                and c.labels.get(COMPOSE_ONEOFF, "False") != "True"]
+        order = self.services or tuple(sorted({
+            c.labels.get(COMPOSE_SERVICE, "") for c in live
+            if repository_of(c.image) == self.image} - {""}))
+        members = sorted((c for c in live if c.labels.get(COMPOSE_SERVICE) in order),
+                         key=lambda c: (order.index(c.labels[COMPOSE_SERVICE]),
+                                        int(c.labels.get(COMPOSE_NUMBER) or 0), c.name))
+        missing = [s for s in order if s not in {c.labels.get(COMPOSE_SERVICE) for c in members}]
+        if not members or missing:
+            what = ", ".join(missing) if missing else f"running {self.image}"
+            raise TargetNotFound(f"compose project {self.project}: no container for {what}")
+        self._order = order
+        return members
+
+    def health_url(self, unit: Snapshot, instance: str) -> str | None:
+        """The health URL probes the first service's units; the others are probed on a
+        port they publish, if any, else judged on their state and HEALTHCHECK."""
+        if self._health_url and self._order and unit.service == self._order[0]:
+            return self._health_url
+        return self.runtime.published_url(instance)
+
+    def orphan(self) -> str | None:
+        parked = [c.name for c in self.runtime.find_by_labels({COMPOSE_PROJECT: self.project})
+                  if c.name.endswith(PARKED_SUFFIX)]
+        return ", ".join(sorted(parked)) or None

@@ -15,15 +15,20 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import docker
 import docker.errors
 
-from twilight_agent.adapters.create_config import build_create_plan, published_url_from
+from twilight_agent.adapters import docker_task
+from twilight_agent.adapters.create_config import (
+    CreatePlan,
+    build_create_plan,
+    published_url_from,
+)
 from twilight_agent.adapters.docker_errors import UNREACHABLE, engine_errors, explain, unavailable
 from twilight_agent.core.models import Digest
-from twilight_agent.core.ports import PARKED_SUFFIX, ContainerState, Snapshot
+from twilight_agent.core.ports import PARKED_SUFFIX, ContainerState, Snapshot, TaskResult
 from twilight_agent.errors import PullFailed, RuntimeError_, TargetNotFound
 
 COMPOSE_PROJECT = "com.docker.compose.project"
@@ -46,6 +51,15 @@ def tag_of(reference: str) -> str | None:
         return None
     _, sep, tail = reference.rpartition(":")
     return tail if sep and "/" not in tail else None
+
+
+class Listed(NamedTuple):
+    """One container as the engine lists it."""
+
+    id: str
+    name: str
+    labels: dict[str, str]
+    image: str  # the reference it was created from
 
 
 class DockerRuntime:
@@ -143,12 +157,16 @@ class DockerRuntime:
     def snapshot(self, container_id: str) -> Snapshot:
         info, image = self._describe(container_id)
         reference = str((info.get("Config") or {}).get("Image") or "")
-        self._details = {str(info["Id"]): (info, image)}
+        if len(self._details) > 64:  # a long-running daemon: keep the last deploys' only
+            self._details.clear()
+        self._details[str(info["Id"])] = (info, image)
         return Snapshot(
             container_id=str(info["Id"]), name=str(info["Name"]).lstrip("/"),
             image_id=str(image["Id"]), digest=self._repo_digest(image, reference),
             tag=tag_of(reference),
-            restart_policy=dict((info.get("HostConfig") or {}).get("RestartPolicy") or {}))
+            restart_policy=dict((info.get("HostConfig") or {}).get("RestartPolicy") or {}),
+            service=str(((info.get("Config") or {}).get("Labels") or {}).get(
+                COMPOSE_SERVICE) or ""))
 
     def _describe(self, container_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
         info = self._must_inspect(container_id)
@@ -265,7 +283,8 @@ class DockerRuntime:
             if str(info["Name"]).lstrip("/") != snap.parked_name:
                 self.api.rename(cid, snap.parked_name)
 
-    def create_from(self, snap: Snapshot, image: str) -> str:
+    def create_plan(self, snap: Snapshot, image: str) -> CreatePlan:
+        """The create request for ``image`` rebuilt from ``snap``'s container."""
         with engine_errors(f"inspecting image {image}"):
             try:
                 new_image = dict(self.api.inspect_image(image))
@@ -273,9 +292,15 @@ class DockerRuntime:
                 raise RuntimeError_(f"image {image} is not on this host (pull it first)"
                                     ) from exc
         old, old_image = self._details_of(snap)
-        plan = build_create_plan(old, old_image, new_image, image, snap.name,
+        return build_create_plan(old, old_image, new_image, image, snap.name,
                                  self.api_version)
-        with engine_errors(f"creating {snap.name} from {image}"):
+
+    def create_from(self, snap: Snapshot, image: str) -> str:
+        return self.create_planned(self.create_plan(snap, image))
+
+    def create_planned(self, plan: CreatePlan) -> str:
+        """Create the container a plan describes, connected to every network."""
+        with engine_errors(f"creating {plan.name}"):
             cid = str(self.api.create_container_from_config(plan.body, name=plan.name)["Id"])
         try:
             for net, endpoint in plan.connect_after:
@@ -284,6 +309,23 @@ class DockerRuntime:
             self.remove(cid)
             raise
         return cid
+
+    def run_task(self, unit: Snapshot, image: str, argv: tuple[str, ...],
+                 timeout: float) -> TaskResult:
+        """The one-off pre-deploy task (``docker_task.py``)."""
+        return docker_task.run_task(self, unit, image, argv, timeout)
+
+    def remove_task(self, unit: Snapshot) -> bool:
+        return docker_task.remove_task(self, unit)
+
+    def find_by_labels(self, labels: Mapping[str, str]) -> list[Listed]:
+        """Every container carrying all of ``labels``."""
+        wanted = [f"{k}={v}" for k, v in labels.items()]
+        with engine_errors("listing containers"):
+            found = self.api.containers(all=True, filters={"label": wanted})
+        return [Listed(str(c["Id"]), str((c.get("Names") or ["/"])[0]).lstrip("/"),
+                       dict(c.get("Labels") or {}), str(c.get("Image") or ""))
+                for c in found]
 
     def _connect(self, cid: str, net: str, endpoint: Mapping[str, Any]) -> None:
         ipam = endpoint.get("IPAMConfig") or {}

@@ -17,7 +17,7 @@ The clock, the sleep and the probe are injectable so unit tests run in milliseco
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -111,6 +111,8 @@ class _Run:
     passed_at: float | None = None
     last_state: ContainerState | None = None
     killed_seen_at: float | None = None  # when the container was first seen signal-killed
+    watch: tuple[str, ...] = ()  # units swapped before, which must keep running
+    watch_restarts: dict[str, int] = field(default_factory=dict)
     detail: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
@@ -136,9 +138,11 @@ class HealthGate:
         self._tick = tick
 
     def verify(self, container_id: str, url: str | None, *, timeout: float, interval: float,
-               soak: float, should_stop: Callable[[], bool] | None = None) -> HealthVerdict:
+               soak: float, should_stop: Callable[[], bool] | None = None,
+               watch: Sequence[str] = ()) -> HealthVerdict:
         now = self._clock()
-        run = _Run(container_id, url, timeout, interval, soak, start=now, window_start=now)
+        run = _Run(container_id, url, timeout, interval, soak, start=now, window_start=now,
+                   watch=tuple(watch))
         with self._probing() as probe:
             while True:
                 verdict = self._step(run, probe, should_stop)
@@ -162,6 +166,8 @@ class HealthGate:
         if should_stop is not None and should_stop():
             return self._verdict(run, False, "interrupted")
         st = self._observe(run)
+        if st is not None and (other := self._watched_failure(run)):
+            return self._verdict(run, False, self._during_soak(run, other))
         if st is not None and (failure := state_failure(st, run.baseline_restarts or 0)) \
                 and not self._stopped_by_engine(run, st) and not self._signal_grace(run, st):
             return self._verdict(run, False, self._during_soak(run, failure))
@@ -181,6 +187,20 @@ class HealthGate:
         the engine's return, and a container that never comes back fails on the timeout."""
         return "engine_error" in run.detail and not st.oom_killed \
             and st.status in ("exited", "created")
+
+    def _watched_failure(self, run: _Run) -> str | None:
+        """A unit swapped before this one stopped, restarted or died (a group deploy)."""
+        for cid in run.watch:
+            try:
+                st = self._runtime.state(cid)
+            except RuntimeError_:
+                return None  # the engine is away: _observe handles it on the next tick
+            base = run.watch_restarts.setdefault(cid, st.restart_count)
+            failure = state_failure(st, base)
+            if failure and not self._stopped_by_engine(run, st) \
+                    and not self._signal_grace(run, st):
+                return f"{failure} (an earlier unit, {cid[:12]})"
+        return None
 
     def _signal_grace(self, run: _Run, st: ContainerState) -> bool:
         """A container killed by a signal (exit 137/143) may be dockerd stopping everything

@@ -114,6 +114,20 @@ class HaltedAlert:
 
 
 @dataclass(frozen=True)
+class TaskFinished:
+    """The pre-deploy task ended: its exit code (None: killed at the timeout) and output."""
+
+    name: ClassVar[str] = "pre_deploy_finished"
+    ref: DeployRef
+    exit_code: int | None
+    output: str
+
+    def fields(self) -> dict[str, object]:
+        return {**self.ref.fields(), "phase": "PRE_DEPLOY", "exit_code": self.exit_code,
+                "output": self.output}
+
+
+@dataclass(frozen=True)
 class Recovering:
     """Start-up found an interrupted deploy in the journal and finishes or undoes it."""
 
@@ -162,8 +176,8 @@ class Started:
         return {"totals": self.totals.as_dict()}
 
 
-Event = (PhaseChanged | DeployFinished | Quarantined | HaltedAlert | Recovering | Polled
-         | RegistryFailed | Started)
+Event = (PhaseChanged | DeployFinished | Quarantined | HaltedAlert | TaskFinished
+         | Recovering | Polled | RegistryFailed | Started)
 # Events the audit log writes; the others only reach the sinks (counted, not logged).
 LOGGED: tuple[type, ...] = (PhaseChanged, DeployFinished, Quarantined, HaltedAlert,
-                            Recovering, RegistryFailed)
+                            TaskFinished, Recovering, RegistryFailed)

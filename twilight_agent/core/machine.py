@@ -2,9 +2,15 @@
 
 ::
 
-    IDLE -> PULL -> PREPARE -> SWAP -> VERIFY -> COMMIT -> IDLE
-                                \\-> ROLLBACK -> VERIFY_PREVIOUS -> IDLE
-                                             \\-> HALTED (rollback failed)
+    IDLE -> PULL -> PREPARE [-> PRE_DEPLOY] -> SWAP -> VERIFY -> COMMIT -> IDLE
+                                   |             ^  unit i+1  |
+                                   |             +------------+
+                                   \\-> (task failed: quarantine) -> IDLE
+                    SWAP / VERIFY -> ROLLBACK -> VERIFY_PREVIOUS -> IDLE
+                                              \\-> HALTED (rollback failed)
+
+A target is one unit (a container) or several (a compose service group, replicas): SWAP
+and VERIFY repeat per unit in order, and a rollback undoes every swapped unit in reverse.
 
 A run starts only after ``policy.decide`` said DEPLOY (the decision is not a state: an idle
 poll never enters the machine). The runner journals each command before running it, runs
@@ -25,6 +31,7 @@ class State(enum.Enum):
     IDLE = "IDLE"  # nothing in flight; the service runs the recorded current version
     PULL = "PULL"  # pulling the new image by digest; the service is untouched
     PREPARE = "PREPARE"  # snapshotting the running container (config + image)
+    PRE_DEPLOY = "PRE_DEPLOY"  # the one-off task (a migration) in the new image; nothing swapped
     SWAP = "SWAP"  # parking the old container, creating + starting the new one
     VERIFY = "VERIFY"  # health gate on the new container (probe, state, soak)
     COMMIT = "COMMIT"  # .env, local tag, remove the parked container, prune
@@ -37,7 +44,7 @@ class State(enum.Enum):
 IN_FLIGHT = frozenset({State.SWAP, State.VERIFY, State.COMMIT, State.ROLLBACK,
                        State.VERIFY_PREVIOUS})
 # States in which the service has not been touched yet.
-BEFORE_SWAP = frozenset({State.PULL, State.PREPARE})
+BEFORE_SWAP = frozenset({State.PULL, State.PREPARE, State.PRE_DEPLOY})
 
 
 class IllegalTransition(Exception):
@@ -57,7 +64,22 @@ class Pulled:
 
 @dataclass(frozen=True)
 class Prepared:
-    """The running container is snapshotted."""
+    """The running target is snapshotted: ``units`` to swap, and whether a task runs first."""
+
+    units: int = 1
+    pre_deploy: bool = False
+
+
+@dataclass(frozen=True)
+class PreDeployDone:
+    """The one-off task exited 0: swap the units."""
+
+
+@dataclass(frozen=True)
+class PreDeployFailed:
+    """The one-off task failed (exit code, timeout): nothing running was touched."""
+
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -70,7 +92,9 @@ class Aborted:
 
 @dataclass(frozen=True)
 class Started:
-    """The new container was created and started under the original name."""
+    """Unit ``unit``'s new container was created and started under the original name."""
+
+    unit: int = 0
 
 
 @dataclass(frozen=True)
@@ -79,18 +103,23 @@ class SwapFailed:
 
     reason: str
     blame_image: bool = False
+    unit: int = 0
 
 
 @dataclass(frozen=True)
 class Healthy:
-    """The new container passed the health gate and the soak window."""
+    """Unit ``unit`` (of ``units``) passed the health gate and the soak window."""
+
+    unit: int = 0
+    units: int = 1
 
 
 @dataclass(frozen=True)
 class Unhealthy:
-    """The new container failed the health gate."""
+    """Unit ``unit``'s new container failed the health gate."""
 
     reason: str
+    unit: int = 0
 
 
 @dataclass(frozen=True)
@@ -98,6 +127,7 @@ class Interrupted:
     """A stop was requested during verify: undo without blaming the image."""
 
     reason: str
+    unit: int = 0
 
 
 @dataclass(frozen=True)
@@ -122,9 +152,9 @@ class RollbackFailed:
     reason: str
 
 
-Event = (Begin | Pulled | Prepared | Aborted | Started | SwapFailed
-         | Healthy | Unhealthy | Interrupted | Committed | Unparked | PreviousHealthy
-         | RollbackFailed)
+Event = (Begin | Pulled | Prepared | PreDeployDone | PreDeployFailed | Aborted | Started
+         | SwapFailed | Healthy | Unhealthy | Interrupted | Committed | Unparked
+         | PreviousHealthy | RollbackFailed)
 
 
 # --------------------------------------------------------------------------- commands
@@ -142,20 +172,39 @@ class TakeSnapshot:
 class Park:
     """Restart policy ``no``, stop, rename to ``<name>.twilight-prev``."""
 
+    unit: int = 0
+
 
 @dataclass(frozen=True)
 class CreateNew:
     """Create the new container under the original name from the snapshot's config."""
+
+    unit: int = 0
 
 
 @dataclass(frozen=True)
 class StartNew:
     """Start the new container."""
 
+    unit: int = 0
+
 
 @dataclass(frozen=True)
 class Verify:
     """Run the health gate on the new container."""
+
+    unit: int = 0
+
+
+@dataclass(frozen=True)
+class RunPreDeploy:
+    """Run the one-off task in the new image with the first unit's env, networks and
+    volumes (no ports, no aliases, no restart), wait for it, always remove it."""
+
+
+@dataclass(frozen=True)
+class RemoveTask:
+    """Recovery: remove a one-off task container an interrupted run left behind."""
 
 
 @dataclass(frozen=True)
@@ -189,15 +238,21 @@ class Quarantine:
 class SaveLogs:
     """Keep the failed container's last log lines for the history row."""
 
+    unit: int = 0
+
 
 @dataclass(frozen=True)
 class RemoveNew:
     """Force-remove the new container, keeping its volumes."""
 
+    unit: int = 0
+
 
 @dataclass(frozen=True)
 class Unpark:
     """Rename the parked container back, restore its restart policy, start it."""
+
+    unit: int = 0
 
 
 @dataclass(frozen=True)
@@ -220,18 +275,42 @@ class Record:
     reason: str = ""
 
 
-Command = (Pull | TakeSnapshot | Park | CreateNew | StartNew | Verify | WriteEnv
-           | TagImage | RemoveParked | Prune | Quarantine | SaveLogs | RemoveNew | Unpark
-           | VerifyPrevious | Alert | Record)
+Command = (Pull | TakeSnapshot | RunPreDeploy | RemoveTask | Park | CreateNew | StartNew
+           | Verify | WriteEnv | TagImage | RemoveParked | Prune | Quarantine | SaveLogs
+           | RemoveNew | Unpark | VerifyPrevious | Alert | Record)
 
 COMMIT_STEPS: tuple[Command, ...] = (WriteEnv(), TagImage(), RemoveParked(), Prune())
 UNDO_STEPS: tuple[Command, ...] = (SaveLogs(), RemoveNew(), Unpark())
 
 
+def swap_steps(unit: int) -> list[Command]:
+    return [Park(unit), CreateNew(unit), StartNew(unit)]
+
+
+def undo_steps(unit: int) -> list[Command]:
+    """Every unit from ``unit`` down to the first: remove the new, unpark the old."""
+    steps: list[Command] = []
+    for u in range(unit, -1, -1):
+        steps += [RemoveNew(u), Unpark(u)]
+    return steps
+
+
 # --------------------------------------------------------------------------- table
-def _rollback(reason: str, quarantine: bool) -> tuple[State, list[Command]]:
+def _rollback(reason: str, quarantine: bool, unit: int) -> tuple[State, list[Command]]:
     first: list[Command] = [Quarantine(reason)] if quarantine else []
-    return State.ROLLBACK, [*first, *UNDO_STEPS]
+    return State.ROLLBACK, [*first, SaveLogs(unit), *undo_steps(unit)]
+
+
+def _after_healthy(event: Healthy) -> tuple[State, list[Command]]:
+    if event.unit + 1 < event.units:
+        return State.SWAP, swap_steps(event.unit + 1)
+    return State.COMMIT, list(COMMIT_STEPS)
+
+
+def _after_prepared(event: Prepared) -> tuple[State, list[Command]]:
+    if event.pre_deploy:
+        return State.PRE_DEPLOY, [RunPreDeploy()]
+    return State.SWAP, swap_steps(0)
 
 
 def _halt(reason: str) -> tuple[State, list[Command]]:
@@ -253,18 +332,24 @@ def _next(state: State, event: Event) -> tuple[State, list[Command]] | None:
     if isinstance(event, Aborted) and state in BEFORE_SWAP:
         return State.IDLE, [Record(event.outcome, event.reason)]
     if isinstance(event, SwapFailed) and state is State.SWAP:
-        return _rollback(event.reason, event.blame_image)
+        return _rollback(event.reason, event.blame_image, event.unit)
     if isinstance(event, RollbackFailed) and state in (State.ROLLBACK, State.VERIFY_PREVIOUS):
         return _halt(event.reason)
     if isinstance(event, Unhealthy) and state is State.VERIFY:
-        return _rollback(event.reason, quarantine=True)
+        return _rollback(event.reason, True, event.unit)
     if isinstance(event, Interrupted) and state is State.VERIFY:
-        return _rollback(event.reason, quarantine=False)
+        return _rollback(event.reason, False, event.unit)
+    if isinstance(event, Started) and state is State.SWAP:
+        return State.VERIFY, [Verify(event.unit)]
+    if isinstance(event, Healthy) and state is State.VERIFY:
+        return _after_healthy(event)
+    if isinstance(event, Prepared) and state is State.PREPARE:
+        return _after_prepared(event)
+    if isinstance(event, PreDeployFailed) and state is State.PRE_DEPLOY:
+        return State.IDLE, [Quarantine(event.reason), Record(Outcome.ROLLED_BACK, event.reason)]
     simple: dict[tuple[State, type], tuple[State, list[Command]]] = {
         (State.PULL, Pulled): (State.PREPARE, [TakeSnapshot()]),
-        (State.PREPARE, Prepared): (State.SWAP, [Park(), CreateNew(), StartNew()]),
-        (State.SWAP, Started): (State.VERIFY, [Verify()]),
-        (State.VERIFY, Healthy): (State.COMMIT, list(COMMIT_STEPS)),
+        (State.PRE_DEPLOY, PreDeployDone): (State.SWAP, swap_steps(0)),
         (State.COMMIT, Committed): (State.IDLE, [Record(Outcome.DEPLOYED)]),
         (State.ROLLBACK, Unparked): (State.VERIFY_PREVIOUS, [VerifyPrevious()]),
         (State.VERIFY_PREVIOUS, PreviousHealthy): (State.IDLE, [Record(Outcome.ROLLED_BACK)]),

@@ -9,7 +9,7 @@ webhook. docs/architecture.md says where to add a target kind, a sink or a regis
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -57,7 +57,11 @@ class ContainerState:
 @dataclass(frozen=True)
 class Snapshot:
     """The target as it was before a deploy: enough to restore it, and small enough for the
-    journal (``to_dict``/``from_dict``). The engine's full inspect stays in the adapter."""
+    journal (``to_dict``/``from_dict``). The engine's full inspect stays in the adapter.
+
+    One container is one unit. A group (a compose service group, scaled replicas) is a
+    snapshot whose ``members`` are its units in swap order; its own fields describe the
+    first unit (``digest`` and ``tag`` are what the group runs)."""
 
     container_id: str
     name: str
@@ -65,22 +69,34 @@ class Snapshot:
     digest: str | None  # repo digest of the running image, when the engine knows it
     tag: str | None
     restart_policy: Mapping[str, Any] = field(default_factory=dict)
+    service: str = ""  # compose service of this unit, when there is one
+    members: tuple[Snapshot, ...] = ()
 
     @property
     def parked_name(self) -> str:
         return self.name + PARKED_SUFFIX
 
+    def units(self) -> tuple[Snapshot, ...]:
+        """What a deploy swaps one at a time, in order."""
+        return self.members or (self,)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"container_id": self.container_id, "name": self.name,
-                "image_id": self.image_id, "digest": self.digest, "tag": self.tag,
-                "restart_policy": dict(self.restart_policy)}
+        d: dict[str, Any] = {"container_id": self.container_id, "name": self.name,
+                             "image_id": self.image_id, "digest": self.digest,
+                             "tag": self.tag, "restart_policy": dict(self.restart_policy),
+                             "service": self.service}
+        if self.members:
+            d["members"] = [m.to_dict() for m in self.members]
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Snapshot:
         """Also reads journals of older versions (which held the full inspect too)."""
         return cls(container_id=str(d["container_id"]), name=str(d["name"]),
                    image_id=str(d["image_id"]), digest=d.get("digest"), tag=d.get("tag"),
-                   restart_policy=d.get("restart_policy") or {})
+                   restart_policy=d.get("restart_policy") or {},
+                   service=str(d.get("service") or ""),
+                   members=tuple(cls.from_dict(m) for m in d.get("members") or ()))
 
 
 class RuntimePort(Protocol):
@@ -157,6 +173,19 @@ class ImagePort(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class TaskResult:
+    """How a one-off task ended: its exit code (None: killed at the timeout) and output."""
+
+    exit_code: int | None
+    output: str
+    after_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
 class TargetPort(Protocol):
     """One kind of deploy target (a container; later a compose service group, a Swarm
     service): every step of a swap, its undo and its commit, expressed for that target.
@@ -188,8 +217,19 @@ class TargetPort(Protocol):
 
     def logs_tail(self, instance: str, lines: int) -> str: ...
 
-    def health_url(self, instance: str) -> str | None:
-        """The URL the health gate probes for ``instance`` (None: state checks only)."""
+    def health_url(self, unit: Snapshot, instance: str) -> str | None:
+        """The URL the health gate probes for ``instance`` of ``unit`` (None: state checks
+        only, plus the image's HEALTHCHECK)."""
+        ...
+
+    def run_task(self, unit: Snapshot, image: str, argv: tuple[str, ...],
+                 timeout: float) -> TaskResult:
+        """Run a one-off container of ``image`` with ``unit``'s env, networks and volumes
+        (no published ports, no aliases, no restart), wait up to ``timeout``, remove it."""
+        ...
+
+    def remove_task(self, unit: Snapshot) -> bool:
+        """Remove a one-off task container left behind; True when there was one."""
         ...
 
     def remove(self, instance: str) -> None:
@@ -220,9 +260,11 @@ class HealthVerdict:
 
 class HealthPort(Protocol):
     def verify(self, container_id: str, url: str | None, *, timeout: float, interval: float,
-               soak: float, should_stop: Callable[[], bool] | None = None) -> HealthVerdict:
+               soak: float, should_stop: Callable[[], bool] | None = None,
+               watch: Sequence[str] = ()) -> HealthVerdict:
         """Fail at once on exit/restart/OOM; pass on HTTP 2xx (+ HEALTHCHECK healthy when
-        the image has one), then hold ``soak`` seconds with the same checks."""
+        the image has one), then hold ``soak`` seconds with the same checks. The
+        containers in ``watch`` (units swapped before) must keep running meanwhile."""
         ...
 
 

@@ -7,12 +7,15 @@ adapter side (``twilight_agent/recovery.py``) reads it, observes the new contain
 or HALTED:
 
 - before the swap (PULL/PREPARE, or no snapshot yet): nothing was touched; record aborted.
-- SWAP: undo (remove the new container, unpark and verify the old one).
-- VERIFY: the new container still running -> verify it again, then commit or roll back;
-  never started -> undo; exited -> roll back and quarantine it; gone -> undo.
+- PRE_DEPLOY: remove the one-off task container, record aborted (nothing swapped).
+- SWAP of unit i: undo units i..0 (remove each new container, unpark and verify the old).
+- VERIFY of unit i: its new container still running -> verify it again, then go on with
+  the next unit or commit; never started -> undo; exited -> roll back and quarantine it;
+  gone -> undo.
 - COMMIT: finish the commit steps (each is idempotent).
-- ROLLBACK / VERIFY_PREVIOUS: finish the rollback (quarantining first when the agent
-  stopped on that very step).
+- ROLLBACK / VERIFY_PREVIOUS: finish the rollback of every unit (undo is idempotent, so
+  all are undone again, last first), quarantining first when the agent stopped on that
+  very step.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ class JournalRow:
     step: str  # before the swap); the command that was about to run
     reason: str = ""  # the run's reason so far (why it was rolling back)
     has_snapshot: bool = False  # the old container was snapshotted (PREPARE ran)
+    unit: int = 0  # the unit the step was for (SWAP, VERIFY, undo steps)
+    units: int = 1  # how many units the target has
 
 
 @dataclass(frozen=True)
@@ -48,30 +53,33 @@ def plan(row: JournalRow, new: ContainerState | None) -> Plan:
     """What to do after the agent stopped at ``row``; ``new`` is the new container's state
     (None: there is no new container under the target's name)."""
     phase = _state(row.phase)
+    if phase is State.PRE_DEPLOY and row.has_snapshot:
+        return Plan(State.PRE_DEPLOY, commands=(m.RemoveTask(),))
     if not row.has_snapshot or phase is None or phase in m.BEFORE_SWAP:
         return Plan(State.PULL, m.Aborted("service untouched", Outcome.ABORTED))
     if phase is State.SWAP:
-        return Plan(State.SWAP, m.SwapFailed("swap interrupted; undone"))
+        return Plan(State.SWAP, m.SwapFailed("swap interrupted; undone", unit=row.unit))
     if phase is State.VERIFY:
-        return _verify_again(new)
+        return _verify_again(new, row.unit)
     if phase is State.COMMIT:
         return Plan(State.COMMIT, commands=m.COMMIT_STEPS)
-    steps: tuple[m.Command, ...] = (m.RemoveNew(), m.Unpark())
+    steps = tuple(m.undo_steps(max(row.units - 1, 0)))
     if row.step == "Quarantine":  # stopped before the bad digest was written down
         steps = (m.Quarantine(row.reason or "failed before the agent stopped"), *steps)
     return Plan(State.ROLLBACK, commands=steps)
 
 
-def _verify_again(new: ContainerState | None) -> Plan:
+def _verify_again(new: ContainerState | None, unit: int) -> Plan:
     """The agent died while verifying: judge the new container again from what it is now."""
     if new is None or new.status == "missing":
-        return Plan(State.VERIFY, m.Interrupted("the new container is gone; undone"))
+        return Plan(State.VERIFY, m.Interrupted("the new container is gone; undone", unit))
     if new.running:
-        return Plan(State.VERIFY, commands=(m.Verify(),))
+        return Plan(State.VERIFY, commands=(m.Verify(unit),))
     if new.status == "created":
-        return Plan(State.VERIFY, m.Interrupted("the new container never started; undone"))
+        return Plan(State.VERIFY, m.Interrupted("the new container never started; undone",
+                                                unit))
     return Plan(State.VERIFY, m.Unhealthy(
-        f"new container {new.status} (exit code {new.exit_code}, oom={new.oom_killed})"))
+        f"new container {new.status} (exit code {new.exit_code}, oom={new.oom_killed})", unit))
 
 
 def _state(value: str) -> State | None:
