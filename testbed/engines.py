@@ -130,14 +130,14 @@ def _dockerd_pids() -> list[int]:
 
 
 # ----------------------------------------------------------------------- fetching 26
-def _host_mirror() -> str:
+def host_mirror(etc: Path = Path("/etc")) -> str:
     """The Debian archive URI the host's own apt sources use (read, never changed)."""
     codename = ""
     with contextlib.suppress(OSError):
-        m = re.search(r"^VERSION_CODENAME=(\S+)", Path("/etc/os-release").read_text(), re.M)
+        m = re.search(r"^VERSION_CODENAME=(\S+)", (etc / "os-release").read_text(), re.M)
         codename = m.group(1) if m else ""
     candidates: list[tuple[str, list[str]]] = []
-    for src in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
+    for src in sorted((etc / "apt/sources.list.d").glob("*.sources")):
         with contextlib.suppress(OSError):
             for stanza in re.split(r"\n\s*\n", src.read_text()):
                 fields = dict(re.findall(r"^([A-Za-z-]+):\s*(.*)$", stanza, re.M))
@@ -145,8 +145,7 @@ def _host_mirror() -> str:
                         fields.get("Enabled", "yes") != "no":
                     candidates += [(u, fields.get("Suites", "").split())
                                    for u in fields.get("URIs", "").split()]
-    lists = [Path("/etc/apt/sources.list"),
-             *sorted(Path("/etc/apt/sources.list.d").glob("*.list"))]
+    lists = [etc / "apt/sources.list", *sorted((etc / "apt/sources.list.d").glob("*.list"))]
     for src in lists:
         with contextlib.suppress(OSError):
             for line in src.read_text().splitlines():
@@ -182,7 +181,7 @@ def fetch_26() -> str:
     for d in ("sources", "lists/partial", "cache/archives/partial", "debs"):
         (apt_dir / d).mkdir(parents=True, exist_ok=True)
     (apt_dir / "sources" / f"{SUITE}.sources").write_text(
-        f"Types: deb\nURIs: {_host_mirror()}\nSuites: {SUITE}\nComponents: main\n"
+        f"Types: deb\nURIs: {host_mirror()}\nSuites: {SUITE}\nComponents: main\n"
         f"Signed-By: {KEYRING}\n")
     for step in (("update",), ("download", *PACKAGES)):
         out = _apt(apt_dir, *step)
