@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from testbed import engines
 from tests.integration.composebed import ComposeSite, lane_flavours
 from tests.integration.deploybed import push, python_child
 from tests.integration.test_recovery import CHILD
@@ -85,7 +86,11 @@ def test_every_deploy_outcome_keeps_networks_volumes_labels_and_mac(
     v1 = push(csite, "v1")
     csite.up(v1)
     before = csite.kept()
-    assert before["mac_set"], before  # the compose file's MAC is there to be kept
+    # The compose file's MAC is there to be kept. Compose v2 2.26 does not apply a service's
+    # mac_address on an API 1.41 engine with two networks (v1 does; on 26 v2 does): pinned
+    # here, so a compose that starts doing it turns this test red rather than unchecked.
+    mac_applied = not (csite.flavour == "v2" and engines.running_key() == "20.10")
+    assert before["mac_set"] is mac_applied, before
     mode = {"exit": "exit", "500": "500"}.get(outcome, "good")
     v2 = push(csite, "v2", mode=mode)
     if outcome == "sigkill-in-verify":
