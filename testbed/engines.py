@@ -124,7 +124,7 @@ def running_key() -> str | None:
     return key_of(str(v["Version"])) if v else None
 
 
-def _dockerd_pids() -> list[int]:
+def dockerd_pids() -> list[int]:
     found = subprocess.run(["pidof", "dockerd"], capture_output=True, text=True, check=False)
     return [int(p) for p in found.stdout.split()]
 
@@ -258,17 +258,17 @@ def stop_running(timeout: float = 90) -> list[int]:
     """SIGTERM every dockerd, wait until each has exited (its containers stop with it), then
     remove what it leaves on the host: its managed containerd, its bridges, compose v2's
     link. Returns the pids stopped."""
-    pids = _dockerd_pids()
+    pids = dockerd_pids()
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while _dockerd_pids() and time.monotonic() < deadline:
+    while dockerd_pids() and time.monotonic() < deadline:
         for pid in pids:  # reap it if it is our child (else it lingers as a zombie)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
         time.sleep(0.2)
-    for pid in _dockerd_pids():
+    for pid in dockerd_pids():
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     _stop_managed_containerd()
@@ -324,7 +324,7 @@ def start(key: str, log: Path, timeout: float = 90) -> int:
         raise BedError(f"started engine {key} but the socket answers as {got}")
     if key == "26":
         _link_plugin(True)
-    pids = _dockerd_pids()
+    pids = dockerd_pids()
     return pids[0] if pids else 0
 
 

@@ -105,6 +105,10 @@ def start_engine(state: BedState, want: str | None = None) -> None:
         state.engine = current
         return
     if current is not None:
+        if not engines.dockerd_pids():
+            raise BedError(f"engine {current} answers on /var/run/docker.sock but no dockerd "
+                           f"runs on this machine (a shared socket?): cannot switch to "
+                           f"engine {want} here")
         engines.stop_running()
         state.pids.pop("dockerd", None)
     key = want or engines.DEFAULT_ENGINE
