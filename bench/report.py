@@ -128,3 +128,36 @@ def write_section(path: Path, title: str, body: str) -> None:
         head, sep, rest = text.partition("\n## ")  # ours goes first, before older sections
         text = head.rstrip("\n") + "\n\n" + section + (sep.lstrip("\n") + rest if sep else "")
     path.write_text(text.rstrip("\n") + "\n")
+
+
+# The figures the by-engine table shows: the ones with a target, and the healthy deploy.
+HEADLINE = ("healthy deploy: started -> done (agent: incl. 10 s soak)",
+            "  overhead: total - pull - boot - soak",
+            "    agent: park old, create, start new (SWAP)",
+            "service gap on a healthy swap: last 2xx -> next 2xx",
+            "heal, exit at boot: first exit -> previous 2xx",
+            "  verdict -> previous 2xx",
+            "start -> READY=1")
+
+
+def engine_table(by_engine: dict[str, Runs]) -> str:
+    """The headline rows, one line per engine that measured them."""
+    lines = [f"| measure | unit | engine | agent: median (min{DASH}max) | shell flow | "
+             "agent/shell | n | target | |", "|---|---|---|---:|---:|---:|---:|---|---|"]
+    for label in HEADLINE:
+        for engine, runs in by_engine.items():
+            row = next(r for r in expand(runs) if r.label == label)
+            a, s = values(runs, row.agent), values(runs, row.shell)
+            if not a and not s:
+                continue
+            am = statistics.median(a) if a else None
+            sm = statistics.median(s) if s else None
+            ratio = f"{am / sm:.2f}" if am is not None and sm else "—"
+            verdict = ""
+            if row.check is not None and am is not None:
+                verdict = "met" if row.check(am, sm) else "**missed**"
+            n = f"{len(a)}" + (f" / {len(s)}" if s else "")
+            lines.append(f"| {row.label.strip()} | {row.unit} | {engine} | "
+                         f"{cell(a, row.digits)} | {cell(s, row.digits)} | {ratio} | {n} | "
+                         f"{row.target or '—'} | {verdict} |")
+    return "\n".join(lines)

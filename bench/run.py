@@ -31,14 +31,15 @@ import structlog
 
 from bench import idle, scenarios
 from bench import requests_per_poll as rpp
-from bench.report import Runs, table, write_section
+from bench.report import Runs, engine_table, table, write_section
 from bench.scenarios import Bench, Figures, retry
-from bench.site import CREATED, sweep_images
-from testbed import services
+from bench.site import CREATED, compose_flavour, sweep_images
+from testbed import engines, services
 from testbed.rawclient import RawRegistry
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
 SECTION = "deploy, heal and idle: agent vs shell flow"
+ENGINE_SECTION = "headline figures by engine"
 PARTS = ("swap", "ready", "heal", "idle", "rpp", "detect30")
 _print_lock = threading.Lock()
 T0 = time.monotonic()
@@ -62,7 +63,9 @@ def conditions() -> dict[str, str]:
             "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
             "cpu": f"{os.cpu_count()} x {cpu}", "kernel": platform.release(),
             "docker": out("docker", "version", "--format", "{{.Server.Version}}"),
-            "compose": out("docker-compose", "version", "--short")}
+            "engine": str(engines.running_key()),
+            "api": str(engines.describe().get("api")),
+            "compose": f"{compose_flavour()} {engines.compose_version(compose_flavour())}"}
 
 
 class Runner:
@@ -134,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default=",".join(PARTS), help=f"subset of {','.join(PARTS)}")
     p.add_argument("--no-write", action="store_true", help="do not touch bench/results.md")
     p.add_argument("--json", type=Path, help="also write the raw figures here")
+    p.add_argument("--engines", metavar="26,20.10",
+                   help="run the parts on each of these engines in turn (the bed switches; "
+                        "hold the engine to yourself) and write the by-engine table")
     p.add_argument("--merge", type=Path, metavar="JSON", action="append",
                    help="start from the figures of earlier --json runs (repeatable; later "
                         "ones and the parts run now replace earlier figures): to redo a "
@@ -150,35 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     if not (services.engine_answers() and services.registry_answers()):
         print("the test bed is not running: .venv/bin/python -m testbed up", file=sys.stderr)
         return 2
-    before = conditions()
-    say(f"bench: {', '.join(x for x in PARTS if x in parts)}; {runs} runs; load {before['load']}")
-    workdir = Path(tempfile.mkdtemp(prefix="twbench-"))
-    client, raw = services.engine_client(), RawRegistry()
-    r = Runner(Bench(client, raw, workdir, log=say), runs)
+    if args.engines:
+        return by_engine(args.engines.split(","), parts, runs, detect30_runs, idle_s,
+                         counts, polls, args)
     merged = [json.loads(path.read_text()) for path in args.merge or []]
-    try:
-        if "swap" in parts:
-            r.guarded("swap", r.swap)
-        if "ready" in parts:
-            r.guarded("ready", r.ready)
-        lanes: list[Callable[[], None]] = []
-        if "heal" in parts:
-            lanes.append(lambda: (r.guarded("heal exit", lambda: r.heal("exit")),
-                                  r.guarded("heal 500", lambda: r.heal("500"))))
-        if "idle" in parts or "rpp" in parts:
-            lanes.append(lambda: (
-                "idle" in parts and r.guarded("idle", lambda: r.idle(idle_s)),
-                "rpp" in parts and r.guarded("rpp", lambda: r.rpp(counts, polls))))
-        if "detect30" in parts:
-            lanes.append(lambda: r.guarded("detect30", lambda: r.detect30(detect30_runs)))
-        with ThreadPoolExecutor(max(1, len(lanes))) as pool:
-            for job in [pool.submit(lane) for lane in lanes]:
-                job.result()
-    finally:
-        sweep_images(client, CREATED)
-        raw.close()
-        client.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+    r, before = measure(parts, runs, detect30_runs, idle_s, counts, polls)
     after = conditions()
     if merged:
         redone = [f"{', '.join(m['parts'])} at {m['before']['utc'][11:]} (load "
@@ -205,12 +187,85 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if r.errors else 0
 
 
+def measure(parts: set[str], runs: int, detect30_runs: int, idle_s: float,
+            counts: list[int], polls: int) -> tuple[Runner, dict[str, str]]:
+    """Run ``parts`` on the engine that answers; the runner and the conditions at start."""
+    before = conditions()
+    say(f"bench: {', '.join(x for x in PARTS if x in parts)}; {runs} runs; load {before['load']}; "
+        f"engine {before['engine']} (API {before['api']}), compose {before['compose']}")
+    workdir = Path(tempfile.mkdtemp(prefix="twbench-"))
+    client, raw = services.engine_client(), RawRegistry()
+    r = Runner(Bench(client, raw, workdir, log=say), runs)
+    try:
+        if "swap" in parts:
+            r.guarded("swap", r.swap)
+        if "ready" in parts:
+            r.guarded("ready", r.ready)
+        lanes: list[Callable[[], None]] = []
+        if "heal" in parts:
+            lanes.append(lambda: (r.guarded("heal exit", lambda: r.heal("exit")),
+                                  r.guarded("heal 500", lambda: r.heal("500"))))
+        if "idle" in parts or "rpp" in parts:
+            lanes.append(lambda: (
+                "idle" in parts and r.guarded("idle", lambda: r.idle(idle_s)),
+                "rpp" in parts and r.guarded("rpp", lambda: r.rpp(counts, polls))))
+        if "detect30" in parts:
+            lanes.append(lambda: r.guarded("detect30", lambda: r.detect30(detect30_runs)))
+        with ThreadPoolExecutor(max(1, len(lanes))) as pool:
+            for job in [pool.submit(lane) for lane in lanes]:
+                job.result()
+    finally:
+        sweep_images(client, CREATED)
+        raw.close()
+        client.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return r, before
+
+
+def by_engine(keys: list[str], parts: set[str], runs: int, detect30_runs: int, idle_s: float,
+              counts: list[int], polls: int, args: argparse.Namespace) -> int:
+    """The same parts on each engine in turn (the bed switches engines between them); one
+    table with an engine column, in its own section of results.md."""
+    results: dict[str, Runs] = {}
+    notes, errors = [], []
+    start = engines.running_key()
+    try:
+        for key in keys:
+            services.up(services.DEFAULT_WORKDIR, key)
+            r, before = measure(parts, runs, detect30_runs, idle_s, counts, polls)
+            results[key] = r.results
+            errors += [f"engine {key}: {e}" for e in r.errors]
+            notes.append(f"engine {key}: dockerd {before['docker']} (API {before['api']}), "
+                         f"compose {before['compose']}, {before['utc']}, load {before['load']}")
+    finally:
+        if start and engines.running_key() != start:
+            services.up(services.DEFAULT_WORKDIR, start)
+    out = engine_table(results)
+    print(out)
+    for err in errors:
+        print(f"FAILED: {err}", file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps({"by_engine": results, "errors": errors,
+                                         "notes": notes}, indent=1))
+    if not args.no_write:
+        cmd = " ".join(["python -m bench", *(["--quick"] if args.quick else []),
+                        f"--engines {','.join(keys)}", f"--only {','.join(sorted(parts))}"])
+        note = (f"`{cmd}`: {runs} runs per measurement on each engine, one engine at a time "
+                "on the same machine, registry and images; "
+                + ("a `--quick` run (fewer runs than the full table above). " if args.quick
+                   else "") + "Compose: v2 on 26, v1 on 20.10 (what each engine's users "
+                "run; the shell flow uses it too).\n\n" + "\n".join(f"- {n}" for n in notes))
+        write_section(RESULTS, ENGINE_SECTION, note + "\n\n" + out)
+    return 1 if errors else 0
+
+
 def write(r: Runner, out: str, before: dict[str, str], after: dict[str, str], runs: int,
           detect30_runs: int, idle_s: float, quick: bool) -> None:
     note = (f"`.venv/bin/python -m bench{' --quick' if quick else ''}`, {before['utc']} to "
             f"{after['utc'][11:]}; load average (1/5/15 min) {before['load']} at the start, "
-            f"{after['load']} at the end; {before['cpu']}, kernel {before['kernel']}, dockerd "
-            f"{before['docker']}, docker-compose {before['compose']}; the bed's registry on "
+            f"{after['load']} at the end; {before['cpu']}, kernel {before['kernel']}, engine "
+            f"{before.get('engine', '20.10')}: dockerd {before['docker']} (API "
+            f"{before.get('api', '1.41')}), compose {before['compose']}; the bed's registry on "
             "loopback. Machine shared with other work while it ran."
             + (f" Redone after a failure (an engine restart under the run), and not "
                f"necessarily alone: {before['redo']}." if before.get("redo") else "") + "\n\n"

@@ -24,6 +24,7 @@ from typing import Any
 import docker
 import httpx
 
+from testbed import engines
 from testbed.images import AppImage, build_and_push
 from testbed.rawclient import RawRegistry
 from testbed.services import REGISTRY_HOST, REGISTRY_URL
@@ -111,8 +112,9 @@ class Site:
             f"APP_PORT={self.port}\n")
 
     def compose(self, *args: str) -> None:
-        subprocess.run(["docker-compose", *args], cwd=self.dir, check=True,
-                       capture_output=True, timeout=180)
+        flavour = compose_flavour()
+        subprocess.run([*engines.compose_argv(flavour), *args], cwd=self.dir, check=True,
+                       capture_output=True, timeout=180, env=engines.compose_env(flavour))
 
     def up(self, img: AppImage) -> None:
         self.write_env(img.sha_tag)
@@ -122,8 +124,11 @@ class Site:
     # -- the shell flow -----------------------------------------------------------------
     def shell_deploy(self, tag: str) -> tuple[int, dict[str, float]]:
         """Run the reference flow; (exit code, {event: wall time}) from its stderr."""
+        flavour = compose_flavour()
+        env = {**engines.compose_env(flavour),
+               "COMPOSE": " ".join(engines.compose_argv(flavour))}
         p = subprocess.run(["bash", str(SHELL_FLOW), tag], cwd=self.dir, capture_output=True,
-                           text=True, timeout=300)
+                           text=True, timeout=300, env=env)
         steps: dict[str, float] = {}
         for line in p.stderr.splitlines():
             stamp, _, rest = line.partition(" ")
@@ -237,3 +242,9 @@ def _clean_env() -> dict[str, str]:
     """The environment for the agent: no TWILIGHT_* or systemd variables leak in."""
     return {k: v for k, v in os.environ.items()
             if not k.startswith(("TWILIGHT_", "NOTIFY_SOCKET", "WATCHDOG_", "JOURNAL_"))}
+
+
+def compose_flavour() -> str:
+    """What the host's users run on this engine: compose v2 on 26 (v1 cannot bring a
+    service back there), Debian 12's docker-compose 1.29 on 20.10."""
+    return "v2" if engines.running_key() == "26" else "v1"

@@ -23,6 +23,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from testbed import engines  # noqa: E402
 from testbed.images import build_and_push  # noqa: E402
 from testbed.services import REGISTRY_HOST, REGISTRY_URL, engine_client  # noqa: E402
 from testbed.util import wait_until  # noqa: E402
@@ -37,10 +38,19 @@ def say(text: str) -> None:
     print(f"[{time.monotonic() - T0:6.1f}s] {text}", flush=True)
 
 
+def compose_flavour() -> str:
+    """Compose v2 (``docker compose``) on the 26 engine, where v1 cannot bring a service
+    back; on Debian 12's 20.10 engine, its own docker-compose 1.29."""
+    return "v2" if engines.running_key() == "26" else "v1"
+
+
 def compose(workdir: Path, *args: str) -> None:
-    subprocess.run(["docker-compose", "-p", PROJECT, "-f", str(ROOT / "deploy" / "compose.yml"),
+    flavour = compose_flavour()
+    subprocess.run([*engines.compose_argv(flavour), "-p", PROJECT,
+                    "-f", str(ROOT / "deploy" / "compose.yml"),
                     "--env-file", str(workdir / ".env"), *args],
-                   check=True, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                   check=True, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                   env=engines.compose_env(flavour))
 
 
 def agent(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -82,6 +92,10 @@ def run_story(workdir: Path, docker_client) -> None:
     say("CI pushes v1 of the app to the local registry (tags sha-<7>, main, latest)")
     v1 = build_and_push(docker_client, REPO, version="v1")
     write_config(workdir, v1.sha_tag, port)
+    flavour = compose_flavour()
+    say(f"engine {engines.running_key()}; compose {flavour} "
+        f"({'docker compose' if flavour == 'v2' else 'docker-compose'} "
+        f"{engines.compose_version(flavour)})")
     say(f"operator starts v1 with deploy/compose.yml (IMAGE_TAG={v1.sha_tag})")
     compose(workdir, "up", "-d")
     wait_until(lambda: healthz(port).startswith("200"), 30, what="v1 to answer")

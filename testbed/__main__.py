@@ -1,7 +1,10 @@
-"""``python -m testbed up|down|status|tokenserver``: the bed from the command line.
+"""``python -m testbed up|down|status|fetch|tokenserver``: the bed from the command line.
 
-``up`` starts what is missing (dockerd, the registry, its token server) in the background
-and prints how long it took; ``down`` stops what ``up`` started.
+``up [--engine 26|20.10]`` starts what is missing (dockerd, the registry, its token server)
+in the background and prints how long it took and which engine answers; with ``--engine``
+(or ``TESTBED_ENGINE``) it switches to that engine if the other one runs. ``down`` stops
+what ``up`` started. ``fetch`` downloads the 26 engine into the bed's prefix (``up`` does
+that too when it needs it).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from testbed import services
+from testbed import engines, services
 from testbed.util import BedError
 
 
@@ -21,6 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up")
     up.add_argument("--workdir", type=Path, default=services.DEFAULT_WORKDIR)
+    up.add_argument("--engine", choices=engines.ENGINES, default=None,
+                    help=f"the engine to run (default: ${engines.ENGINE_ENV}, else the one "
+                         "answering, else 20.10)")
+    sub.add_parser("fetch")
+    sub.add_parser("lane")
     down = sub.add_parser("down")
     down.add_argument("--workdir", type=Path, default=services.DEFAULT_WORKDIR)
     sub.add_parser("status")
@@ -33,22 +41,37 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "up":
         t0 = time.monotonic()
         try:
-            state = services.up(args.workdir)
+            state = services.up(args.workdir, args.engine or engines.wanted())
         except BedError as exc:
             print(f"testbed: {exc}", file=sys.stderr)
             return 1
         started = [n for n in ("dockerd", "registry", "tokenserver") if n in state.pids]
+        e = engines.describe()
         print(f"testbed: up in {time.monotonic() - t0:.1f}s "
               f"(started: {', '.join(started) or 'nothing, all running'}; "
+              f"engine {e['engine']}: dockerd {e.get('version')}, API {e.get('api')}; "
               f"registry {services.REGISTRY_URL})")
+        return 0
+    if args.cmd == "lane":
+        print(engines.lane_line())
+        return 0
+    if args.cmd == "fetch":
+        try:
+            print(f"testbed: engine 26 in {engines.prefix()}: {engines.fetch_26()}")
+        except BedError as exc:
+            print(f"testbed: {exc}", file=sys.stderr)
+            return 1
         return 0
     if args.cmd == "down":
         stopped = services.down(args.workdir)
         print(f"testbed: stopped {', '.join(stopped) or 'nothing'}")
         return 0
     if args.cmd == "status":
-        print(json.dumps({"engine": services.engine_answers(),
-                          "registry": services.registry_answers()}))
+        e = engines.describe()
+        print(json.dumps({"engine": e["engine"] is not None,
+                          "registry": services.registry_answers(),
+                          "engine_key": e["engine"], "version": e.get("version"),
+                          "api": e.get("api")}))
         return 0
     from testbed.tokenserver import TokenServer
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import docker
 import httpx
 
+from testbed import engines
 from testbed.tokenserver import ISSUER, SERVICE, make_signing_material
 from testbed.util import BedError, wait_until
 
@@ -39,6 +40,7 @@ class BedState:
     workdir: str
     pids: dict[str, int] = field(default_factory=dict)
     started_engine: bool = False
+    engine: str = ""  # the engine key answering when the bed was last brought up
     timings: dict[str, float] = field(default_factory=dict)
 
     def save(self) -> None:
@@ -93,22 +95,29 @@ def _tail(path: Path, n: int = 15) -> str:
         return "(no log)"
 
 
-def start_engine(state: BedState) -> None:
-    if engine_answers():
+def start_engine(state: BedState, want: str | None = None) -> None:
+    """Have engine ``want`` (default: ``TESTBED_ENGINE``, else whatever answers, else 20.10)
+    answer on the socket: reuse it if it already does, else stop the other engine and
+    start this one (see ``testbed.engines``)."""
+    want = want or engines.wanted()
+    current = engines.running_key() if engine_answers() else None
+    if current is not None and want in (None, current):
+        state.engine = current
         return
-    dockerd = shutil.which("dockerd")
-    if dockerd is None:
+    if current is not None:
+        if not engines.dockerd_pids():
+            raise BedError(f"engine {current} answers on /var/run/docker.sock but no dockerd "
+                           f"runs on this machine (a shared socket?): cannot switch to "
+                           f"engine {want} here")
+        engines.stop_running()
+        state.pids.pop("dockerd", None)
+    key = want or engines.DEFAULT_ENGINE
+    if key == "20.10" and shutil.which("dockerd") is None:
         raise BedError("no Docker engine answers on /var/run/docker.sock and dockerd is not "
                        "installed: run `bash scripts/test` as root (it apt-installs docker.io)")
-    log = Path(state.workdir, "dockerd.log")
-    proc = _spawn([dockerd, "--host", "unix:///var/run/docker.sock"], log)
-    try:
-        wait_until(engine_answers, timeout=90, interval=0.3, what="dockerd to answer")
-    except TimeoutError as exc:
-        raise BedError(f"dockerd did not come up (exit={proc.poll()}); last log lines:\n"
-                       f"{_tail(log)}") from exc
-    state.pids["dockerd"] = proc.pid
+    state.pids["dockerd"] = engines.start(key, Path(state.workdir, "dockerd.log"))
     state.started_engine = True
+    state.engine = key
 
 
 def _pings(sock_path: str = "/var/run/docker.sock") -> bool:
@@ -136,12 +145,13 @@ def restart_engine(workdir: Path = DEFAULT_WORKDIR, timeout: float = 90) -> int:
     pids = [int(p) for p in found.stdout.split()]
     if not pids:
         raise BedError("no dockerd is running to restart")
-    dockerd = shutil.which("dockerd") or os.readlink(f"/proc/{pids[0]}/exe")
+    # The same command line again: the engine keeps its binary, data root and exec root.
+    argv = Path(f"/proc/{pids[0]}/cmdline").read_bytes().rstrip(b"\0").decode().split("\0")
     for pid in pids:
         _kill(pid, timeout=timeout)
     log = Path(workdir, "dockerd.log")
     with open(log, "ab") as fh:  # setsid -f: dockerd is nobody's child here, like before
-        subprocess.run(["setsid", "-f", dockerd, "--host", "unix:///var/run/docker.sock"],
+        subprocess.run(["setsid", "-f", *argv],
                        stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                        check=True, timeout=30)
     try:
@@ -214,13 +224,14 @@ def start_registry(state: BedState) -> None:
                        f"\ntoken server log:\n{_tail(tok_log)}") from exc
 
 
-def up(workdir: Path = DEFAULT_WORKDIR) -> BedState:
-    """Start what is missing; return the state naming what this call started."""
+def up(workdir: Path = DEFAULT_WORKDIR, engine: str | None = None) -> BedState:
+    """Start what is missing (switching to ``engine`` if another one answers); return the
+    state naming what this call started."""
     workdir.mkdir(parents=True, exist_ok=True)
     old = BedState.load(workdir)
     state = old if old and (engine_answers() and registry_answers()) else BedState(str(workdir))
     t0 = time.monotonic()
-    start_engine(state)
+    start_engine(state, engine)
     state.timings["engine_s"] = round(time.monotonic() - t0, 2)
     t1 = time.monotonic()
     start_registry(state)
@@ -253,10 +264,13 @@ def down(workdir: Path = DEFAULT_WORKDIR) -> list[str]:
     if state is None:
         return []
     stopped = []
-    for name in ("registry", "tokenserver", "dockerd"):
+    for name in ("registry", "tokenserver"):
         pid = state.pids.pop(name, None)
         if pid:
             _kill(pid)
             stopped.append(name)
+    if state.pids.pop("dockerd", None):
+        engines.stop_running()  # also what the engine leaves behind (bridges, compose link)
+        stopped.append(f"dockerd ({state.engine or 'engine'})")
     (workdir / "state.json").unlink(missing_ok=True)
     return stopped

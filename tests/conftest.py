@@ -17,7 +17,7 @@ from typing import Any
 import docker
 import pytest
 
-from testbed import services
+from testbed import engines, services
 from testbed.images import AppImage, build_and_push
 from testbed.rawclient import RawRegistry
 from testbed.util import BedError, wait_until
@@ -40,6 +40,11 @@ class Bed:
     @property
     def auth(self) -> dict[str, str]:
         return {"username": self.username, "password": self.password}
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    want = engines.wanted() or "not set: the engine answering"
+    return [f"engine lane ({engines.ENGINE_ENV}={want}): {engines.lane_line()}"]
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from testbed import engines
 from tests.conftest import Bed
 
 pytestmark = pytest.mark.integration
@@ -51,6 +52,9 @@ def test_demo_tells_the_story_and_cleans_up(bed: Bed) -> None:
     out = proc.stdout
     assert proc.returncode == 0, f"demo exited {proc.returncode}:\n{out}\n{proc.stderr}"
 
+    # It says which engine and compose it used: v2 on 26 (v1 cannot run a service there).
+    want = "v2" if engines.running_key() == "26" else "v1"
+    assert re.search(rf"engine [0-9.]+; compose {want} ", out), out
     # The narration: v1 serves, v2 is picked up and healthy, v3 rolled back + quarantined.
     assert "/healthz -> 200 ok v1" in out, out
     assert re.search(r"agent: deployed sha-[0-9a-f]{7}, health gate passed; "
