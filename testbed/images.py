@@ -1,8 +1,10 @@
 """Test app images, built ``FROM scratch`` with Debian's static busybox.
 
 Variants (``mode``): ``good`` (busybox httpd serving ``/healthz``), ``exit`` (exits at boot),
-``500`` (``/healthz`` answers 500), ``hang`` (accepts and never answers); any mode can boot
-late (``boot_delay``) and carry a Docker HEALTHCHECK. Each build gets a random commit SHA
+``500`` (``/healthz`` answers 500), ``hang`` (accepts and never answers), ``worker-exit``
+(good as web, exits at boot as a worker); any mode can boot late (``boot_delay``) and carry
+a Docker HEALTHCHECK. ``APP_ROLE=worker`` runs a queue worker (no port); a command given
+to the container (a migration) runs instead of the app. Each build gets a random commit SHA
 and OCI labels the way docker/metadata-action writes them, and is pushed like
 ``docker-build.yml``: ``sha-<7>`` always, plus ``main`` and ``latest`` for main builds.
 """
@@ -26,10 +28,18 @@ APP_PORT = 8080
 SOURCE = "https://github.com/lacatfly/twilight-demo"
 
 RUN_SCRIPT = """#!/bin/sh
-echo "app $APP_VERSION starting (mode $APP_MODE)"
+# A command given (a one-off task such as a migration) runs instead, like a real entrypoint.
+if [ $# -gt 0 ]; then exec "$@"; fi
+echo "app $APP_VERSION starting (mode $APP_MODE, role ${APP_ROLE:-web})"
 if [ "${APP_BOOT_DELAY:-0}" != "0" ]; then sleep "$APP_BOOT_DELAY"; fi
 # Like a real service, stop promptly on SIGTERM (PID 1 gets no default signal handling).
 trap 'kill "$child" 2>/dev/null; echo "app $APP_VERSION stopping"; exit 0' TERM INT
+if [ "$APP_ROLE" = worker ]; then  # a queue worker: no port; worker-exit breaks only it
+  case "$APP_MODE" in
+    exit|worker-exit) echo "worker $APP_VERSION: fatal: queue unreachable" >&2; exit 3 ;;
+  esac
+  echo "worker $APP_VERSION running"; sleep 3600 & child=$!; wait "$child"; exit 0
+fi
 case "$APP_MODE" in
   exit) echo "app $APP_VERSION: fatal: cannot open database" >&2; exit 3 ;;
   500) echo "app $APP_VERSION listening (health failing)"; nc -ll -p 8080 -e /app/r500 & ;;
