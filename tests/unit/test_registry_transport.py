@@ -198,6 +198,7 @@ IMAGE = "ghcr.io/lacatfly/twilight-drive"
 
 @pytest.mark.parametrize("url", ["http://registry.example", "http://10.0.0.5:5000",
                                  "http://ghcr.io", "http://127.0.0.1.evil.example:5000",
+                                 "http://evil.localhost:5000", "http://[fe80::1]:5000",
                                  "http://user@registry.example"])
 def test_plain_http_registry_off_loopback_is_a_config_error(tmp_path, url) -> None:
     cfg = tmp_path / "agent.env"

@@ -110,9 +110,10 @@ def normal_host(host: str) -> str:
 
 
 def is_loopback_host(host: str) -> bool:
-    """127.0.0.0/8, ::1 (also v4-mapped) or ``localhost`` (RFC 6761: always loopback)."""
+    """127.0.0.0/8, ::1 (also v4-mapped) or exactly ``localhost``. Not ``*.localhost``:
+    RFC 6761 says those are loopback too, but a plain glibc resolver asks DNS for them."""
     name = normal_host(host)
-    if name == "localhost" or name.endswith(".localhost"):
+    if name == "localhost":
         return True
     ip = _ip(name)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
