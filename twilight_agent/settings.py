@@ -24,6 +24,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from twilight_agent.core.destinations import is_loopback_host, parse_auth_hosts
 from twilight_agent.core.durations import parse_duration
 from twilight_agent.core.models import ImageRef
 from twilight_agent.core.policy import DEFAULT_TAG_PATTERN, check_tag
@@ -99,6 +100,9 @@ class Settings(BaseSettings):
                                    "endpoint (a GitHub user for ghcr.io).")
     registry_password_file: Path | None = Field(None, description="File holding the "
                                                 "registry token (a PAT with read:packages).")
+    registry_auth_hosts: str = Field("", description="Other hostnames (comma-separated) "
+                                     "the registry may name as its token realm and receive "
+                                     "the credentials. Empty: only the registry's own host.")
     log_format: Literal["auto", "json", "console", "journald"] = Field(
         "auto", description="`auto`: journald fields under systemd, JSON when not a TTY, "
         "console on a TTY.")
@@ -163,6 +167,7 @@ class Settings(BaseSettings):
             raise ValueError(f"TWILIGHT_PRE_DEPLOY: {exc}") from None
         if self.registry_url and not self.registry_url.startswith(("http://", "https://")):
             raise ValueError("TWILIGHT_REGISTRY_URL must start with http:// or https://")
+        _check_registry_transport(self.registry_url, self.registry_auth_hosts)
         if self.health_interval <= 0 or self.poll_interval <= 0:
             raise ValueError("TWILIGHT_HEALTH_INTERVAL and TWILIGHT_POLL_INTERVAL must be > 0")
         return self
@@ -175,6 +180,11 @@ class Settings(BaseSettings):
     @property
     def registry_base(self) -> str:
         return (self.registry_url or f"https://{self.image_ref.host}").rstrip("/")
+
+    @property
+    def auth_hosts(self) -> frozenset[str]:
+        """``TWILIGHT_REGISTRY_AUTH_HOSTS`` as lowercase hostnames."""
+        return parse_auth_hosts(self.registry_auth_hosts)
 
     @property
     def has_target(self) -> bool:
@@ -210,6 +220,21 @@ class Settings(BaseSettings):
             raise ConfigError(f"TWILIGHT_REGISTRY_PASSWORD_FILE {self.registry_password_file}"
                               " does not exist")
         return None
+
+
+def _check_registry_transport(url: str, auth_hosts: str) -> None:
+    """Plain http:// only to a loopback registry (a token or a PAT would cross the network
+    in clear text otherwise); auth hosts must be bare hostnames."""
+    if url.startswith("http://"):
+        host = url[len("http://"):].split("/", 1)[0].rpartition("@")[2]
+        host = host[1:].split("]", 1)[0] if host.startswith("[") else host.split(":", 1)[0]
+        if not is_loopback_host(host):
+            raise ValueError("TWILIGHT_REGISTRY_URL: plain http:// is allowed only for a "
+                             "loopback address (127.0.0.1, ::1, localhost); use https://")
+    try:
+        parse_auth_hosts(auth_hosts)
+    except ValueError as exc:
+        raise ValueError(f"TWILIGHT_REGISTRY_AUTH_HOSTS: {exc}") from None
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from twilight_agent.adapters.create_config import build_create_plan, published_url_from
-from twilight_agent.adapters.docker_runtime import repository_of, tag_of
+from twilight_agent.adapters.docker_refs import repository_of, tag_of
 
 # Recorded from dockerd 20.10 (API 1.41): the bed's v1 app image (VOLUME /cache) run by an
 # operator with a user-defined network + alias, a published port, a run-time env var and

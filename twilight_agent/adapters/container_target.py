@@ -14,12 +14,12 @@ import dataclasses
 from collections.abc import Sequence
 
 from twilight_agent.adapters import docker_task
+from twilight_agent.adapters.docker_refs import repository_of
 from twilight_agent.adapters.docker_runtime import (
     COMPOSE_PROJECT,
     COMPOSE_SERVICE,
     DockerRuntime,
     Listed,
-    repository_of,
 )
 from twilight_agent.core.ports import PARKED_SUFFIX, ContainerState, Snapshot, TaskResult
 from twilight_agent.errors import TargetNotFound

@@ -5,24 +5,26 @@
 2. The docker ``config.json`` entry for the registry host (docker-py's ``docker.auth``).
 3. Nothing: anonymous.
 
-The password stays a ``SecretStr``: it is never part of ``repr()`` or a log line.
+The password stays a ``SecretStr``: it is never part of ``repr()`` or a log line. The
+credentials carry the other hostnames they may be sent to as a token realm
+(``TWILIGHT_REGISTRY_AUTH_HOSTS``); the registry's own host is always allowed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import docker.auth
 import docker.errors
-import structlog
 from pydantic import SecretStr
 
 from twilight_agent.errors import ConfigError
+from twilight_agent.logs import get_logger
 from twilight_agent.settings import Settings
 
-log = structlog.get_logger(__name__)
+log = get_logger("twilight.credentials")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class Credentials:
     username: str
     password: SecretStr
     source: str  # "token file" | "docker config" - for messages, never the secret
+    auth_hosts: frozenset[str] = frozenset()  # realm hosts besides the registry's own
 
     def __repr__(self) -> str:
         return f"Credentials(username={self.username!r}, source={self.source!r})"
@@ -47,8 +50,10 @@ def find_credentials(settings: Settings, docker_config: Path | None = None) -> C
     if password is not None:
         if not settings.registry_username:
             raise ConfigError("TWILIGHT_REGISTRY_USERNAME is required with a registry token")
-        return Credentials(settings.registry_username, password, "token file")
-    return from_docker_config(settings.image_ref.host, docker_config)
+        return Credentials(settings.registry_username, password, "token file",
+                           settings.auth_hosts)
+    found = from_docker_config(settings.image_ref.host, docker_config)
+    return replace(found, auth_hosts=settings.auth_hosts) if found else None
 
 
 def from_docker_config(host: str, config_path: Path | None = None) -> Credentials | None:

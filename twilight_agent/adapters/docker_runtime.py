@@ -27,6 +27,7 @@ from twilight_agent.adapters.create_config import (
     published_url_from,
 )
 from twilight_agent.adapters.docker_errors import UNREACHABLE, engine_errors, explain, unavailable
+from twilight_agent.adapters.docker_refs import pull_line, repository_of, tag_of
 from twilight_agent.core.models import Digest
 from twilight_agent.core.ports import PARKED_SUFFIX, ContainerState, Snapshot, TaskResult
 from twilight_agent.errors import PullFailed, RuntimeError_, TargetNotFound
@@ -34,23 +35,6 @@ from twilight_agent.errors import PullFailed, RuntimeError_, TargetNotFound
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
 DEFAULT_STOP_TIMEOUT = 10
-# Pull stream statuses worth a line on a terminal (per-byte progress is not).
-_QUIET_STATUSES = ("Downloading", "Extracting", "Waiting", "Verifying Checksum")
-
-
-def repository_of(reference: str) -> str:
-    """``host/name`` of ``host/name:tag`` or ``host/name@sha256:...``."""
-    name = reference.split("@", 1)[0]
-    head, sep, tail = name.rpartition(":")
-    return head if sep and "/" not in tail else name
-
-
-def tag_of(reference: str) -> str | None:
-    """The tag of ``repo:tag``; None for a digest reference or an image id."""
-    if "@" in reference or reference.startswith("sha256:"):
-        return None
-    _, sep, tail = reference.rpartition(":")
-    return tail if sep and "/" not in tail else None
 
 
 class Listed(NamedTuple):
@@ -209,7 +193,7 @@ class DockerRuntime:
             stream = self.api.pull(ref, stream=True, decode=True,
                                    auth_config=dict(auth) if auth else None)
             for line in stream:  # read to the end even after an error: frees the connection
-                self._pull_line(line, errors, progress)
+                pull_line(line, errors, progress)
         except docker.errors.APIError as exc:
             raise PullFailed(f"pull of {ref} failed: {explain(exc)}") from exc
         except (*UNREACHABLE, docker.errors.DockerException) as exc:
@@ -221,19 +205,6 @@ class DockerRuntime:
                 return str(self.api.inspect_image(ref)["Id"])
             except docker.errors.NotFound as exc:
                 raise PullFailed(f"pull of {ref} ended but the image is not there") from exc
-
-    @staticmethod
-    def _pull_line(line: Mapping[str, Any], errors: list[str],
-                   progress: Callable[[str], None] | None) -> None:
-        if "error" in line or "errorDetail" in line:
-            detail = line.get("errorDetail") or {}
-            errors.append(str(line.get("error") or detail.get("message") or "unknown error"))
-            return
-        status = str(line.get("status") or "")
-        if progress is None or errors or not status or status.startswith(_QUIET_STATUSES):
-            return
-        ident = str(line.get("id") or "")
-        progress(f"{ident}: {status}" if ident and len(ident) <= 12 else status)
 
     def tag_image(self, image: str, repository: str, tag: str) -> None:
         with engine_errors(f"tagging {image[:19]} as {repository}:{tag}"):
@@ -377,12 +348,31 @@ class DockerRuntime:
             health=health, started_at=st.get("StartedAt"))
 
     def logs_tail(self, container_id: str, lines: int = 50) -> str:
+        # Read as a stream and stop at a byte cap: ``tail=lines`` bounds lines, not bytes,
+        # and one line of a crashing app can be gigabytes. Control characters other than
+        # newline and tab (terminal escapes) are dropped: this text is printed and logged.
+        cap = 64 * 1024
+        chunks: list[bytes] = []
+        size = 0
         with engine_errors(f"reading logs of {container_id[:12]}"):
             try:
-                raw = self.api.logs(container_id, stdout=True, stderr=True, tail=lines)
+                stream = self.api.logs(container_id, stdout=True, stderr=True, tail=lines,
+                                       stream=True, follow=False)
             except docker.errors.NotFound:
                 return ""
-        return bytes(raw).decode("utf-8", errors="replace")
+            try:
+                for chunk in stream:
+                    chunks.append(bytes(chunk)[:cap - size])
+                    size += len(chunks[-1])
+                    if size >= cap:
+                        chunks.append(b"\n[log tail cut at 64 KiB]\n")
+                        break
+            finally:
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    close()
+        text = b"".join(chunks).decode("utf-8", errors="replace")
+        return "".join(c for c in text if c in "\n\t" or not (c < " " or "\x7f" <= c < "\xa0"))
 
     def published_url(self, container_id: str, path: str = "/healthz") -> str | None:
         info = self._inspect(container_id)

@@ -2,8 +2,10 @@
 
 Every tick (~0.25 s) it reads the container state and fails at once on exit, death,
 disappearance, a restart, an OOM kill or a Docker HEALTHCHECK saying ``unhealthy``. At most
-every ``interval`` seconds it probes the URL (httpx GET, per-request timeout
-``min(interval, 5)``). The gate is passed when the probe answers 2xx and, when the image
+every ``interval`` seconds it probes the URL (httpx GET under one overall deadline of
+``min(interval, 5)`` seconds for connect, headers and body together, reading at most
+``MAX_PROBE_BODY`` bytes of the body: a server that drips bytes or streams for ever cannot
+hold the gate). The gate is passed when the probe answers 2xx and, when the image
 has a HEALTHCHECK, Docker says ``healthy``; then the same checks must hold for ``soak``
 seconds. Not passed within ``timeout``: fail, naming the last probe result.
 
@@ -17,6 +19,7 @@ The clock, the sleep and the probe are injectable so unit tests run in milliseco
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +27,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from twilight_agent.adapters.bounded_http import deadline_transport
 from twilight_agent.core.clock import SYSTEM, Clock
 from twilight_agent.core.ports import ContainerState, HealthVerdict
 from twilight_agent.errors import RuntimeError_
@@ -31,6 +35,7 @@ from twilight_agent.errors import RuntimeError_
 TICK_S = 0.25
 MAX_PROBE_TIMEOUT_S = 5.0
 SIGNAL_GRACE_S = 2.0  # how long a signal-killed container is looked at before a verdict
+MAX_PROBE_BODY = 64 * 1024  # the status decides; the body is read only to reuse the socket
 NO_SIGNAL_WARNING = "no health URL and no HEALTHCHECK: passed on container state alone"
 
 
@@ -50,14 +55,36 @@ Probe = Callable[[str, float], ProbeResult]  # (url, timeout) -> result; never r
 
 
 class HttpProbe:
-    """GET ``url``; 2xx is ok. One httpx client, closed with ``close()``."""
+    """GET ``url``; 2xx is ok. One httpx client, closed with ``close()``.
 
-    def __init__(self) -> None:
-        self._client = httpx.Client(follow_redirects=False, trust_env=False)
+    ``timeout`` bounds the whole probe (connect, headers, body), not each socket read;
+    at most ``MAX_PROBE_BODY`` bytes of the body are read. ``transport`` and ``clock`` are
+    for tests.
+    """
+
+    def __init__(self, transport: httpx.BaseTransport | None = None,
+                 clock: Clock = SYSTEM) -> None:
+        self._clock = clock.now
+        self._deadline = threading.local()
+        self._client = httpx.Client(follow_redirects=False, trust_env=False,
+                                    transport=transport or deadline_transport(self._remaining))
+
+    def _remaining(self) -> float | None:
+        deadline = getattr(self._deadline, "at", None)
+        return None if deadline is None else deadline - self._clock()
 
     def __call__(self, url: str, timeout: float) -> ProbeResult:
+        self._deadline.at = self._clock() + timeout
         try:
-            r = self._client.get(url, timeout=timeout)
+            return self._get(url, timeout)
+        finally:
+            self._deadline.at = None
+
+    def _get(self, url: str, timeout: float) -> ProbeResult:
+        try:
+            with self._client.stream("GET", url, timeout=timeout) as r:
+                if not self._drain(r):
+                    return ProbeResult(False, "read timeout")
         except httpx.ConnectError as exc:
             refused = "refused" in str(exc).lower()
             return ProbeResult(False, "connection refused" if refused else f"connect error: {exc}")
@@ -73,6 +100,20 @@ class HttpProbe:
         except httpx.HTTPError as exc:
             return ProbeResult(False, f"{type(exc).__name__}: {exc}")
         return ProbeResult(200 <= r.status_code < 300, f"http {r.status_code}")
+
+    def _drain(self, response: httpx.Response) -> bool:
+        """Read up to ``MAX_PROBE_BODY`` bytes; False if the deadline passed meanwhile."""
+        size = 0
+        if response.is_stream_consumed:  # already in memory (a test transport)
+            return True
+        for chunk in response.iter_raw():
+            size += len(chunk)
+            remaining = self._remaining()
+            if remaining is not None and remaining <= 0:
+                return False
+            if size >= MAX_PROBE_BODY:
+                break
+        return True
 
     def close(self) -> None:
         self._client.close()

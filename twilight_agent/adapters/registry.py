@@ -13,28 +13,39 @@ Finding the newest build on the track (README, "Checking what would be deployed"
 
 The Release carries the ``sha-`` tag and D itself (the index digest for a multi-arch
 image, since that is what the engine pulls by digest).
+
+Everything the registry sends is untrusted: each public call runs under one overall
+deadline, tags/list is capped in pages and in tags, a blob redirect may not downgrade to
+http nor point at link-local, metadata or (unless the registry is there) loopback
+addresses, tags, digests and revisions are checked with ``re.fullmatch``, and any text
+from the registry is passed through ``printable`` before it is part of a message. Any
+answer ends in a ``RegistryError`` (``RegistryProtocolError`` for garbage), never in a
+``KeyError``, ``AttributeError`` or ``RecursionError``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
-import structlog
 
 from twilight_agent.adapters.credentials import Credentials
 from twilight_agent.adapters.registry_auth import RegistrySession, Reply
+from twilight_agent.core.destinations import destination_refusal, printable
 from twilight_agent.core.models import Digest, Release
-from twilight_agent.core.policy import DEFAULT_TAG_PATTERN, check_tag, passes_gate, sha_tag
+from twilight_agent.core.policy import DEFAULT_TAG_PATTERN, check_tag, sha_tag
 from twilight_agent.core.registry_rules import (
     ACCEPT,
     IMAGE_TYPES,
     INDEX_TYPES,
     MANIFEST_TYPES,
+    SHA_TAG_RE,
     Platform,
     descriptor_digest,
+    is_digest,
     labels_of,
     next_link,
     parse_tag_page,
@@ -43,17 +54,22 @@ from twilight_agent.core.registry_rules import (
     sha256_digest,
 )
 from twilight_agent.errors import InvalidTag, ManifestNotFound, RegistryProtocolError
+from twilight_agent.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger("twilight.registry")
 
 _REDIRECTS = (301, 302, 303, 307, 308)
 
 
 def _digest(value: str | None, what: str) -> Digest:
+    if not is_digest(value):
+        raise RegistryProtocolError(f"{printable(what, 120)}: the registry sent no valid "
+                                    "sha256 digest")
     try:
         return Digest(value or "")
     except ValueError as exc:
-        raise RegistryProtocolError(f"{what}: the registry sent no valid sha256 digest") from exc
+        raise RegistryProtocolError(f"{printable(what, 120)}: the registry sent no valid "
+                                    "sha256 digest") from exc
 
 
 class HttpRegistry:
@@ -65,7 +81,7 @@ class HttpRegistry:
                  platform: tuple[str, ...] | str | Callable[[], tuple[str, ...]] = (
                      "linux", "amd64"),
                  page_size: int = 1000, max_pages: int = 100, max_candidates: int = 2000,
-                 **session: Any) -> None:
+                 max_tags: int = 50_000, **session: Any) -> None:
         self.repository = repository
         self.name = f"{httpx.URL(base_url).netloc.decode()}/{repository}"
         # The engine's os/arch; a callable asks the engine on first use (cheap constructor).
@@ -73,7 +89,7 @@ class HttpRegistry:
         self._platform: Platform | None = None
         self._pattern = tag_pattern
         self._page_size, self._max_pages = page_size, max_pages
-        self._max_candidates = max_candidates
+        self._max_candidates, self._max_tags = max_candidates, max_tags
         self._v2 = f"{base_url.rstrip('/')}/v2/{repository}"
         self._http = RegistrySession(base_url, pull_scope(repository), credentials, **session)
 
@@ -100,10 +116,22 @@ class HttpRegistry:
 
     # ----------------------------------------------------------------------- RegistryPort
     def track_digest(self, track: str) -> Digest:
-        return self._head(self._gate(track))
+        tag = self._gate(track)
+        with self._http.operation():
+            return self._head(tag)
 
     def resolve_track(self, track: str, known: Release | None = None) -> Release:
-        digest = self._head(self._gate(track))
+        tag = self._gate(track)
+        with self._http.operation():
+            return self._resolve_track(tag, known)
+
+    def resolve_tag(self, tag: str, known: Release | None = None) -> Release:
+        tag = self._gate(tag)
+        with self._http.operation():
+            return self._resolve_tag(tag, known)
+
+    def _resolve_track(self, track: str, known: Release | None) -> Release:
+        digest = self._head(track)
         if known is not None and known.digest == digest:
             return known
         revision, created = self._labels(digest, track)
@@ -111,8 +139,8 @@ class HttpRegistry:
         log.info("registry_resolved", track=track, tag=tag, digest=str(digest))
         return Release(tag=tag, digest=digest, revision=revision, created=created)
 
-    def resolve_tag(self, tag: str, known: Release | None = None) -> Release:
-        digest = self._head(self._gate(tag))
+    def _resolve_tag(self, tag: str, known: Release | None) -> Release:
+        digest = self._head(tag)
         if known is not None and known.digest == digest and known.tag == tag:
             return known
         revision, created = self._labels(digest, tag)
@@ -121,12 +149,20 @@ class HttpRegistry:
     # ----------------------------------------------------------------------- steps
     def _gate(self, tag: str) -> str:
         try:
-            return check_tag(tag, self._pattern)
+            check_tag(tag, self._pattern)
         except ValueError as exc:
-            raise InvalidTag(str(exc)) from exc
+            raise InvalidTag(printable(exc)) from exc
+        if not re.fullmatch(self._pattern, tag):  # `$` in a pattern lets "tag\n" through
+            raise InvalidTag(f"tag {printable(tag, 40)!r} does not match the tag pattern "
+                             f"{self._pattern} as a whole")
+        return tag
 
     def _passes(self, tag: str) -> bool:
-        return passes_gate(tag, self._pattern)
+        try:
+            self._gate(tag)
+        except InvalidTag:
+            return False
+        return True
 
     def _labels(self, digest: Digest, ref: str) -> tuple[str | None, str | None]:
         """``(revision, created)`` from the config of our platform's image under ``digest``."""
@@ -135,14 +171,15 @@ class HttpRegistry:
             try:
                 entry = select_platform(doc, self.platform)
             except LookupError as exc:
-                raise ManifestNotFound(f"{self.name}:{ref}: {exc}") from exc
+                raise ManifestNotFound(f"{self.name}:{ref}: {printable(exc)}") from exc
             except ValueError as exc:
-                raise RegistryProtocolError(f"{self.name}:{ref}: {exc}") from exc
+                raise RegistryProtocolError(f"{self.name}:{ref}: {printable(exc)}") from exc
             child = _digest(descriptor_digest(entry, "index entry"), "index entry")
             doc, media_type, _ = self._manifest(child)
             if media_type not in IMAGE_TYPES:
                 raise RegistryProtocolError(f"{self.name}:{ref}: the {self.platform} entry "
-                                            f"is {media_type}, not an image manifest")
+                                            f"is {printable(media_type, 80)}, not an image "
+                                            "manifest")
         try:
             config_digest = descriptor_digest(doc.get("config"), "image manifest config")
         except ValueError as exc:
@@ -153,7 +190,8 @@ class HttpRegistry:
     def _confirmed_tag(self, digest: Digest, revision: str | None, track: str) -> str:
         if revision:
             tag = sha_tag(revision)
-            if self._passes(tag) and self._head_or_none(tag) == digest:
+            if SHA_TAG_RE.fullmatch(tag) and self._passes(tag) \
+                    and self._head_or_none(tag) == digest:
                 return tag
             log.info("registry_label_unconfirmed", track=track, tag=tag, digest=str(digest))
         return self._scan(digest, track)
@@ -162,7 +200,7 @@ class HttpRegistry:
         """HEAD the ``sha-*`` tags (in listing order) until one answers ``digest``."""
         tried = 0
         for tag in self.tags():
-            if not tag.startswith("sha-") or not self._passes(tag):
+            if not SHA_TAG_RE.fullmatch(tag) or not self._passes(tag):
                 continue
             if tried >= self._max_candidates:
                 raise RegistryProtocolError(
@@ -210,8 +248,9 @@ class HttpRegistry:
             raise RegistryProtocolError(f"manifest {ref[:19]} is not a JSON object")
         declared = doc.get("mediaType")
         if declared is not None and declared != reply.content_type:
-            raise RegistryProtocolError(f"manifest {ref[:19]} says it is {str(declared)[:80]} "
-                                        f"but was served as {reply.content_type}")
+            raise RegistryProtocolError(f"manifest {ref[:19]} says it is "
+                                        f"{printable(declared, 80)} but was served as "
+                                        f"{printable(reply.content_type, 80)}")
         return doc, reply.content_type, _digest(actual, f"manifest {ref}")
 
     def _check_manifest_reply(self, reply: Reply, ref: str) -> None:
@@ -222,8 +261,8 @@ class HttpRegistry:
             raise RegistryProtocolError(f"manifest {ref[:19]}: unexpected HTTP {reply.status}")
         if reply.content_type not in MANIFEST_TYPES:
             raise RegistryProtocolError(f"manifest {ref[:19]}: content type "
-                                        f"{reply.content_type[:80]!r} is not an OCI or Docker "
-                                        "v2 manifest")
+                                        f"{printable(reply.content_type, 80)!r} is not an OCI "
+                                        "or Docker v2 manifest")
 
     def _json_blob(self, digest: Digest) -> dict[str, Any]:
         body = self._blob(digest)
@@ -232,7 +271,7 @@ class HttpRegistry:
                                         "its digest")
         try:
             doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise RegistryProtocolError(f"config blob {digest.short}: malformed JSON") from exc
         if not isinstance(doc, dict):
             raise RegistryProtocolError(f"config blob {digest.short} is not a JSON object")
@@ -254,22 +293,34 @@ class HttpRegistry:
             return reply.body
         raise RegistryProtocolError(f"config blob {digest.short}: too many redirects")
 
-    @staticmethod
-    def _redirect_target(reply: Reply, digest: Digest) -> str:
+    def _redirect_target(self, reply: Reply, digest: Digest) -> str:
+        """Where a blob redirect may go: http(s), never from https down to http, never to a
+        link-local, metadata, multicast or (unless the registry is there) loopback address."""
         location = reply.headers.get("location", "")
+        here = httpx.URL(reply.url)
         try:
-            target = httpx.URL(reply.url).join(location)
+            target = here.join(location)
         except httpx.InvalidURL as exc:
             raise RegistryProtocolError(f"config blob {digest.short}: bad redirect") from exc
         if not location or target.scheme not in ("http", "https"):
             raise RegistryProtocolError(f"config blob {digest.short}: redirect without a "
                                         "usable Location")
+        refusal = destination_refusal(target.scheme, target.host, from_scheme=here.scheme,
+                                      registry_host=httpx.URL(self._v2).host)
+        if refusal:
+            raise RegistryProtocolError(f"config blob {digest.short}: redirect to "
+                                        f"{printable(target.host, 80)} refused: {refusal}")
         return str(target)
 
     # ----------------------------------------------------------------------- tags/list
     def tags(self) -> Iterator[str]:
-        """Every tag, page by page (``Link: <...>; rel="next"``), with a page cap and a
-        check that each page brings new tags (a ``Link`` loop otherwise)."""
+        """Every tag, page by page (``Link: <...>; rel="next"``), with a page cap, a cap on
+        the tags of all pages together, and a check that each page brings new tags (a
+        ``Link`` loop otherwise); all under one overall deadline."""
+        with self._http.operation():
+            yield from self._tags()
+
+    def _tags(self) -> Iterator[str]:
         url = f"{self._v2}/tags/list?n={self._page_size}"
         seen_urls: set[str] = set()
         seen_tags: set[str] = set()
@@ -282,12 +333,15 @@ class HttpRegistry:
             try:
                 page = parse_tag_page(reply.json("tags/list"))
             except ValueError as exc:
-                raise RegistryProtocolError(f"{self.name}: {exc}") from exc
+                raise RegistryProtocolError(f"{self.name}: {printable(exc)}") from exc
             fresh = [t for t in page if t not in seen_tags]
             if page and not fresh:
                 raise RegistryProtocolError(f"{self.name}: tags/list Link loops (a page "
                                             "repeated tags already listed)")
             seen_tags.update(fresh)
+            if len(seen_tags) > self._max_tags:
+                raise RegistryProtocolError(f"{self.name}: tags/list has more than "
+                                            f"{self._max_tags} tags")
             yield from fresh
             link = next_link(reply.headers.get("link"))
             if not link:
@@ -304,7 +358,8 @@ class HttpRegistry:
             raise RegistryProtocolError(f"{self.name}: tags/list answered HTTP {reply.status}")
         if reply.content_type != "application/json":
             raise RegistryProtocolError(f"{self.name}: tags/list content type "
-                                        f"{reply.content_type[:80]!r} is not application/json")
+                                        f"{printable(reply.content_type, 80)!r} is not "
+                                        "application/json")
         return reply
 
     def _next_url(self, reply: Reply, link: str) -> str:

@@ -5,8 +5,18 @@
   ``{"access_token"}``. Tokens are cached per scope; a 401 with a cached token fetches once
   more. The scope is built from the repository, never copied from a challenge (ghcr.io's
   ``/v2/`` names a placeholder repository there).
-* The token goes only to the registry's own origin: a blob redirect to another host is
-  requested without it.
+* Credentials go only where they belong. The registry token (Bearer) goes only to the
+  registry's own origin: a blob redirect to another host is requested without it. The
+  Basic user:PAT goes to a token realm only on the registry's own hostname (any port) or
+  on one listed in ``TWILIGHT_REGISTRY_AUTH_HOSTS``; a realm elsewhere is refused with
+  credentials (anonymous pulls may still use it, nothing secret is sent). A Basic
+  challenge (the PAT on every request) is refused from ghcr.io, which never asks for one.
+  A realm on a link-local, metadata or (for a registry not on loopback) loopback address
+  is refused outright.
+* Bounds: every answer is read as a stream with a size cap, and every public operation
+  of ``HttpRegistry`` runs under one overall deadline (``operation()``) that caps each
+  socket read, each backoff sleep and the whole: a server dripping bytes cannot hold a
+  check or a deploy.
 * Retries: 429, 5xx, timeouts and connection errors back off exponentially with jitter
   (or as long as the registry asks, up to the cap), a bounded number of times, then
   ``RegistryUnavailable``. No httpx exception leaves this module.
@@ -20,18 +30,28 @@ import datetime as dt
 import json
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import structlog
 
 from twilight_agent import __version__
+from twilight_agent.adapters.bounded_http import deadline_transport
 from twilight_agent.adapters.credentials import Credentials
+from twilight_agent.core.destinations import (
+    credential_host_allowed,
+    destination_refusal,
+    is_loopback_host,
+    normal_host,
+    printable,
+)
 from twilight_agent.core.registry_rules import (
+    GHCR_HOSTS,
     Challenge,
     backoff_delay,
+    finite_number,
     is_retryable_status,
     jwt_expiry,
     media_type,
@@ -39,10 +59,12 @@ from twilight_agent.core.registry_rules import (
     retry_hint,
 )
 from twilight_agent.errors import RegistryAuthError, RegistryProtocolError, RegistryUnavailable
+from twilight_agent.logs import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger("twilight.registry")
 
 MAX_BODY = 8 * 1024 * 1024  # manifests and tag pages are far smaller; garbage is not
+OPERATION_TIMEOUT = 120.0  # one resolve/check, all requests, retries and reads included
 
 
 @dataclass(frozen=True)
@@ -65,7 +87,7 @@ class Reply:
     def json(self, what: str) -> Any:
         try:
             return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise RegistryProtocolError(f"{what}: the registry answered malformed JSON "
                                         f"({exc.__class__.__name__})") from exc
 
@@ -99,11 +121,18 @@ class RegistrySession:
                  rand: Callable[[], float] = random.random,
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None,
+                 operation_timeout: float = OPERATION_TIMEOUT) -> None:
         self.base = base_url.rstrip("/")
         self.scope = scope
         self.requests = 0
         self._creds = credentials
+        self._host = httpx.URL(self.base).host
+        self._auth_hosts = frozenset(normal_host(h) for h in credentials.auth_hosts) \
+            if credentials else frozenset()
+        self._op_timeout = operation_timeout
+        self._deadline: float | None = None
+        self._timeout = timeout
         self._attempts = max(1, attempts)
         self._base_delay, self._cap = backoff_base, backoff_cap
         self._sleep, self._rand, self._clock, self._wall = sleep, rand, clock, wall
@@ -111,7 +140,8 @@ class RegistrySession:
         self._basic = False
         self._challenge: Challenge | None = None
         self._client = httpx.Client(
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)), transport=transport,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            transport=transport or deadline_transport(self._remaining),
             follow_redirects=False, trust_env=False,
             headers={"User-Agent": f"twilight-agent/{__version__}"},
             event_hooks={"request": [self._count]})
@@ -122,15 +152,39 @@ class RegistrySession:
     def close(self) -> None:
         self._client.close()
 
+    # ----------------------------------------------------------------------- deadline
+    @contextmanager
+    def operation(self) -> Iterator[None]:
+        """Run the block under one overall deadline (``operation_timeout``); nested calls
+        keep the outer deadline. Past it: ``RegistryUnavailable``."""
+        if self._deadline is not None:
+            yield
+            return
+        self._deadline = self._clock() + self._op_timeout
+        try:
+            yield
+        finally:
+            self._deadline = None
+
+    def _remaining(self) -> float | None:
+        return None if self._deadline is None else self._deadline - self._clock()
+
+    def _check_deadline(self, what: str) -> None:
+        left = self._remaining()
+        if left is not None and left <= 0:
+            raise RegistryUnavailable(f"{what}: the registry did not finish within "
+                                      f"{self._op_timeout:g}s")
+
     # ----------------------------------------------------------------------- public
     def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
                 authed: bool = True, what: str = "") -> Reply:
         """Send with auth (registry origin only) and retries; any status comes back except
         401/403 (``RegistryAuthError``) and exhausted 429/5xx (``RegistryUnavailable``)."""
-        what = what or f"{method} {httpx.URL(url).path}"
+        what = printable(what or f"{method} {httpx.URL(url).path}", 120)
         authed = authed and _origin(url) == _origin(self.base)
-        reply = self._retrying(lambda: self._exchange(method, url, dict(headers or {}), authed),
-                               what)
+        with self.operation():
+            reply = self._retrying(
+                lambda: self._exchange(method, url, dict(headers or {}), authed), what)
         if reply.status in (401, 403):
             raise RegistryAuthError(f"{what}: the registry refused access to {self.scope} "
                                     f"(HTTP {reply.status}){self._who()}")
@@ -171,23 +225,49 @@ class RegistrySession:
 
     def _authenticate(self, challenge: Challenge) -> None:
         if challenge.scheme == "basic" and self._creds is not None:
+            self._allow_basic()
             self._basic = True
             return
         if challenge.scheme != "bearer" or not challenge.realm:
-            raise RegistryAuthError(f"the registry asks for {challenge.scheme or 'unknown'} "
+            raise RegistryAuthError(f"the registry asks for "
+                                    f"{printable(challenge.scheme or 'unknown', 40)} "
                                     f"auth without a token realm{self._who()}")
         self._tokens[self.scope] = self._fetch_token(challenge)
+
+    def _allow_basic(self) -> None:
+        """Basic auth sends the PAT with every request: only to the registry's own origin
+        (``request`` sees to that), never in clear text, never for ghcr.io (which only
+        issues Bearer tokens: a Basic challenge there is not ghcr.io talking)."""
+        if normal_host(self._host) in GHCR_HOSTS:
+            raise RegistryProtocolError(f"{self._host} asked for Basic auth, which it never "
+                                        "does; refusing to send the token with every request")
+        if httpx.URL(self.base).scheme != "https" and not is_loopback_host(self._host):
+            raise RegistryProtocolError("the registry asks for Basic auth over plain http; "
+                                        "refusing to send the token in clear text")
 
     def _token_url(self, challenge: Challenge) -> httpx.URL:
         try:
             realm = httpx.URL(challenge.realm)
         except httpx.InvalidURL as exc:
             raise RegistryProtocolError("the registry named an invalid token realm") from exc
+        shown = printable(challenge.realm, 80)
         if realm.scheme not in ("http", "https") or not realm.host:
-            raise RegistryProtocolError(f"token realm {challenge.realm[:80]!r} is not http(s)")
+            raise RegistryProtocolError(f"token realm {shown!r} is not http(s)")
         if httpx.URL(self.base).scheme == "https" and realm.scheme != "https":
             raise RegistryProtocolError("the registry is https but its token realm is http; "
                                         "refusing to send credentials in clear text")
+        refusal = destination_refusal(realm.scheme, realm.host,
+                                      from_scheme=httpx.URL(self.base).scheme,
+                                      registry_host=self._host)
+        if refusal:
+            raise RegistryProtocolError(f"token realm {shown!r} refused: {refusal}")
+        if self._creds is not None and not credential_host_allowed(
+                realm.host, self._host, self._auth_hosts):
+            raise RegistryAuthError(
+                f"the registry names the token realm host {printable(realm.host, 80)}, not "
+                f"its own host {self._host}; the credentials of {self._creds.username} are "
+                "not sent there. If that host is the registry's real token service, add it "
+                "to TWILIGHT_REGISTRY_AUTH_HOSTS")
         params = {"scope": self.scope, **({"service": challenge.service}
                                           if challenge.service else {})}
         return realm.copy_merge_params(params)
@@ -197,7 +277,7 @@ class RegistrySession:
         headers: dict[str, str] = {}
         if self._creds is not None:
             headers["Authorization"] = _basic(self._creds)
-        what = f"token endpoint {url.host}"
+        what = f"token endpoint {printable(url.host, 80)}"
         reply = self._retrying(lambda: self._send("GET", str(url), headers), what)
         if reply.status in (401, 403):
             raise RegistryAuthError(f"{what} refused a pull token for {self.scope} "
@@ -211,8 +291,8 @@ class RegistrySession:
         value = (doc.get("token") or doc.get("access_token")) if isinstance(doc, dict) else None
         if not isinstance(value, str) or not value.strip():
             raise RegistryProtocolError(f"{what} answered no token")
-        expires = doc.get("expires_in")
-        if not isinstance(expires, (int, float)) or isinstance(expires, bool) or expires <= 0:
+        expires = finite_number(doc.get("expires_in"))
+        if expires is None or expires <= 0:
             exp = jwt_expiry(value)
             expires = exp - self._wall() if exp is not None else None
         expires_at = None if expires is None else self._clock() + max(1.0, expires - 10.0)
@@ -221,8 +301,10 @@ class RegistrySession:
 
     # ----------------------------------------------------------------------- transport
     def _send(self, method: str, url: str, headers: Mapping[str, str]) -> Reply:
+        self._check_deadline(f"{method} {printable(httpx.URL(url).path, 80)}")
         try:
-            request = self._client.build_request(method, url, headers=headers)
+            request = self._client.build_request(method, url, headers=headers,
+                                                 timeout=self._request_timeout())
             response = self._client.send(request, stream=True)
             try:
                 body = self._read(response)
@@ -233,14 +315,20 @@ class RegistrySession:
         except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
             raise _Transient(f"connection failed ({exc.__class__.__name__})") from exc
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise RegistryProtocolError(f"{method} {url[:120]}: {exc.__class__.__name__}: "
-                                        f"{str(exc)[:120]}") from exc
+            raise RegistryProtocolError(f"{method} {printable(url, 120)}: "
+                                        f"{exc.__class__.__name__}: {printable(exc, 120)}"
+                                        ) from exc
         return Reply(response.status_code, response.headers, body, str(response.url))
 
-    @staticmethod
-    def _read(response: httpx.Response) -> bytes:
+    def _request_timeout(self) -> httpx.Timeout:
+        left = self._remaining()
+        per_op = self._timeout if left is None else max(0.001, min(self._timeout, left))
+        return httpx.Timeout(per_op, connect=min(per_op, 5.0))
+
+    def _read(self, response: httpx.Response) -> bytes:
         chunks, size = [], 0
         for chunk in response.iter_bytes():
+            self._check_deadline(f"{response.request.method} {response.request.url.path}")
             size += len(chunk)
             if size > MAX_BODY:
                 raise RegistryProtocolError(f"{response.request.method} "
@@ -270,6 +358,10 @@ class RegistrySession:
             if delay > self._cap:
                 raise RegistryUnavailable(f"{what}: {reason}; the registry asks to wait "
                                           f"{delay:.0f}s (more than {self._cap:.0f}s)")
+            left = self._remaining()
+            if left is not None and delay >= left:
+                raise RegistryUnavailable(f"{what}: {reason}; no time left to retry within "
+                                          f"{self._op_timeout:g}s") from cause
             # Debug, not info: the daemon polls a down registry every interval, and its
             # log carries one registry_error line per change of state, not per attempt.
             log.debug("registry_retry", what=what, reason=reason, attempt=attempt + 1,

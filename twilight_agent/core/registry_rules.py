@@ -4,6 +4,17 @@ Media types and the Accept list, ``WWW-Authenticate`` and ``Link`` parsing, plat
 selection in an index (attestation manifests skipped), digest checks, OCI labels, and the
 retry arithmetic: ``Retry-After`` (header or GHCR's ``retry-after: <duration>`` body hint)
 and exponential backoff with jitter.
+
+Where credentials and requests may go: ``credential_host_allowed`` (a token realm gets
+the Basic user:PAT only on the registry's own hostname or one the operator lists) and
+``destination_refusal`` (no link-local, metadata, multicast or unspecified addresses, no
+loopback unless the registry itself is there, never https -> http). "Host" means the
+hostname, port ignored: the bed's registry on 127.0.0.1:5000 and its token server on
+127.0.0.1:5001 are one host, as ghcr.io and its realm https://ghcr.io/token are.
+
+Everything from the registry is untrusted text: tags, digests and revisions are checked
+with ``re.fullmatch`` (``$`` would let ``sha-abcdef0\n`` through), ``created`` must be
+RFC 3339, and ``printable`` replaces control characters before a value is shown or logged.
 """
 
 from __future__ import annotations
@@ -30,9 +41,14 @@ ACCEPT = ", ".join([OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
 REVISION_LABEL = "org.opencontainers.image.revision"
 CREATED_LABEL = "org.opencontainers.image.created"
 _ATTESTATION = "attestation-manifest"
-_REVISION_RE = re.compile(r"^[0-9a-fA-F]{7,64}$")
-
-
+_REVISION_RE = re.compile(r"[0-9a-fA-F]{7,64}")
+DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+SHA_TAG_RE = re.compile(r"sha-[0-9a-f]{7,40}")  # metadata-action: 7, or 40 (long)
+# RFC 3339 date-time (what docker/metadata-action writes): date, "T", time, optional
+# fraction, Z or an offset. Lowercase t/z are allowed by RFC 3339, section 5.6.
+_RFC3339_RE = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
+GHCR_HOSTS = frozenset({"ghcr.io"})
 def media_type(content_type: str | None) -> str:
     """``application/json; charset=utf-8`` -> ``application/json`` (lowercased)."""
     return (content_type or "").split(";", 1)[0].strip().lower()
@@ -40,6 +56,26 @@ def media_type(content_type: str | None) -> str:
 
 def sha256_digest(body: bytes) -> str:
     return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def is_digest(value: object) -> bool:
+    """``sha256:`` + exactly 64 lowercase hex digits, nothing before or after."""
+    return isinstance(value, str) and DIGEST_RE.fullmatch(value) is not None
+
+
+def is_rfc3339(value: object) -> bool:
+    """An RFC 3339 date-time with a real calendar date and time (``2026-11-22T03:00:00Z``)."""
+    if not isinstance(value, str) or len(value) > 40:
+        return False
+    m = _RFC3339_RE.fullmatch(value)
+    if m is None:
+        return False
+    try:
+        dt.datetime(int(m[1]), int(m[2]), int(m[3]), int(m[4]), int(m[5]),
+                    min(int(m[6]), 59))  # 60: a leap second
+    except ValueError:
+        return False
+    return int(m[6]) <= 60 and (m[8] in "Zz" or (int(m[8][1:3]) < 24 and int(m[8][4:]) < 60))
 
 
 # --------------------------------------------------------------------------- auth
@@ -81,10 +117,21 @@ def jwt_expiry(token: str) -> float | None:
         return None
     try:
         claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return None
     exp = claims.get("exp") if isinstance(claims, dict) else None
-    return float(exp) if isinstance(exp, (int, float)) and not isinstance(exp, bool) else None
+    return finite_number(exp)
+
+
+def finite_number(value: object) -> float | None:
+    """``value`` as a finite float if it is a JSON number (not a bool) that fits, else None."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if abs(number) < 1e15 else None
 
 
 def pull_scope(repository: str) -> str:
@@ -141,17 +188,22 @@ class Platform:
 
 def is_attestation(entry: Mapping[str, Any]) -> bool:
     """buildx lists provenance/SBOM manifests with an ``unknown/unknown`` platform."""
-    annotations = entry.get("annotations") or {}
-    platform = entry.get("platform") or {}
+    annotations = entry.get("annotations")
+    platform = entry.get("platform")
+    annotations = annotations if isinstance(annotations, dict) else {}
+    platform = platform if isinstance(platform, dict) else {}
     return (annotations.get("vnd.docker.reference.type") == _ATTESTATION
             or platform.get("os") == "unknown" or platform.get("architecture") == "unknown")
 
 
 def _entry_platform(entry: Mapping[str, Any]) -> Platform | None:
     p = entry.get("platform")
-    if not isinstance(p, dict) or not p.get("os") or not p.get("architecture"):
+    if not isinstance(p, dict):
         return None
-    return Platform(str(p["os"]), str(p["architecture"]), p.get("variant") or None)
+    os_, arch, variant = p.get("os"), p.get("architecture"), p.get("variant")
+    if not (isinstance(os_, str) and os_ and isinstance(arch, str) and arch):
+        return None
+    return Platform(os_, arch, variant if isinstance(variant, str) and variant else None)
 
 
 def select_platform(index: Mapping[str, Any], want: Platform) -> Mapping[str, Any]:
@@ -175,7 +227,7 @@ def select_platform(index: Mapping[str, Any], want: Platform) -> Mapping[str, An
 def descriptor_digest(descriptor: Any, what: str) -> str:
     """``descriptor["digest"]`` checked for shape; ``ValueError`` names ``what``."""
     digest = descriptor.get("digest") if isinstance(descriptor, dict) else None
-    if not isinstance(digest, str) or not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+    if not isinstance(digest, str) or not is_digest(digest):
         raise ValueError(f"{what} has no valid sha256 digest")
     return digest
 
@@ -187,10 +239,12 @@ def labels_of(config: Mapping[str, Any]) -> tuple[str | None, str | None]:
     labels = inner.get("Labels") if isinstance(inner, dict) else None
     labels = labels if isinstance(labels, dict) else {}
     revision = labels.get(REVISION_LABEL)
-    revision = revision.lower() if isinstance(revision, str) and _REVISION_RE.match(revision) \
-        else None
-    created = labels.get(CREATED_LABEL) or config.get("created")
-    return revision, created if isinstance(created, str) else None
+    revision = revision.lower() if isinstance(revision, str) \
+        and _REVISION_RE.fullmatch(revision) else None
+    created = labels.get(CREATED_LABEL)
+    if not is_rfc3339(created):
+        created = config.get("created")
+    return revision, created if is_rfc3339(created) else None
 
 
 # --------------------------------------------------------------------------- retries
@@ -220,7 +274,7 @@ def retry_after_header(value: str | None, now: dt.datetime) -> float | None:
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
