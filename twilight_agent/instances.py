@@ -15,22 +15,35 @@ from dotenv import dotenv_values
 from twilight_agent.errors import ConfigError
 from twilight_agent.settings import Settings
 
+Target = tuple[str, str, str, frozenset[str]]  # engine, kind, name, compose services
 
-def target_key(values: dict[str, str]) -> tuple[str, ...] | None:
-    """What a config deploys into: ``(engine, "container", name)`` or
-    ``(engine, "compose", project, service)``; None when it names no target."""
+
+def target_key(values: dict[str, str]) -> Target | None:
+    """What a config deploys into: ``(engine, "container", name, {})`` or ``(engine,
+    "compose", project, services)`` (no services: all of the project's running the image);
+    None when it names no target."""
     engine = values.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     if values.get("CONTAINER"):
-        return (engine, "container", values["CONTAINER"])
+        return (engine, "container", values["CONTAINER"], frozenset())
     if values.get("COMPOSE_PROJECT"):
-        return (engine, "compose", values["COMPOSE_PROJECT"], values.get("SERVICE", ""))
+        listed = values.get("SERVICES") or values.get("SERVICE") or ""
+        services = frozenset(s.strip() for s in listed.split(",") if s.strip())
+        return (engine, "compose", values["COMPOSE_PROJECT"], services)
     return None
 
 
-def _own_key(settings: Settings) -> tuple[str, ...] | None:
+def overlaps(a: Target, b: Target) -> bool:
+    """Same container, or the same compose project with a service in common (a project
+    followed as a whole overlaps any of its services)."""
+    if a[:3] != b[:3]:
+        return False
+    return a[1] == "container" or not a[3] or not b[3] or bool(a[3] & b[3])
+
+
+def _own_key(settings: Settings) -> Target | None:
     return target_key({"DOCKER_HOST": settings.docker_host, "CONTAINER": settings.container,
                        "COMPOSE_PROJECT": settings.compose_project,
-                       "SERVICE": settings.service})
+                       "SERVICES": ",".join(settings.service_list)})
 
 
 def _file_values(path: Path) -> dict[str, str]:
@@ -51,7 +64,8 @@ def refuse_overlap(settings: Settings, config: Path) -> None:
             theirs = target_key(_file_values(other))
         except (OSError, UnicodeDecodeError):
             continue  # not ours to judge: that instance reports its own config
-        if theirs == mine:
-            what = " ".join(mine[1:]).strip()
+        if theirs is not None and overlaps(mine, theirs):
+            what = f"{mine[1]} {mine[2]}" + (f" ({', '.join(sorted(mine[3]))})"
+                                              if mine[3] else "")
             raise ConfigError(f"{config} and {other} both deploy into {what}: two agents "
                               "would fight over it; give each instance its own target")

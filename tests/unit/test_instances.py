@@ -86,6 +86,16 @@ def test_two_instances_on_one_container_are_refused_naming_both(etc: Path) -> No
     assert "\n" not in str(info.value)
 
 
+def test_a_service_group_overlapping_another_instances_service_is_refused(etc: Path) -> None:
+    write(etc, "a", image=IMAGE, compose_project="shop", service="worker")
+    b = write(etc, "b", image=IMAGE, compose_project="shop", services="web,worker")
+    with pytest.raises(ConfigError, match="both deploy into compose shop"):
+        refuse_overlap(load_settings(instance="b"), b)
+    c = write(etc, "c", image=IMAGE, compose_project="shop")  # the whole project
+    with pytest.raises(ConfigError):
+        refuse_overlap(load_settings(instance="c"), c)
+
+
 def test_different_targets_or_engines_are_fine(etc: Path) -> None:
     write(etc, "a", image=IMAGE, container="shop")
     b = write(etc, "b", image=IMAGE, compose_project="shop", service="web")
