@@ -129,6 +129,7 @@ def build_sinks(settings: Settings, tunables: Tunables = DEFAULT) -> list[EventS
         from twilight_agent.adapters.webhook import Webhook
 
         sinks.append(Webhook(settings.webhook_url, settings.image,
+                             log_lines=settings.webhook_log_lines,
                              attempts=tunables.webhook_attempts,
                              backoff=tunables.webhook_backoff_s,
                              timeout=tunables.webhook_timeout_s))

@@ -29,6 +29,7 @@ from twilight_agent.core.durations import parse_duration
 from twilight_agent.core.models import ImageRef
 from twilight_agent.core.policy import DEFAULT_TAG_PATTERN, check_tag
 from twilight_agent.errors import ConfigError
+from twilight_agent.logs import get_logger
 
 DEFAULT_CONFIG = Path("/etc/twilight-agent/agent.env")
 CONFIG_DIR = DEFAULT_CONFIG.parent
@@ -37,6 +38,8 @@ RUNTIME_BASE = Path("/run/twilight-agent")
 # An instance name is a file name and a systemd instance: no path, no escaping needed.
 INSTANCE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 SERVICE_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")  # compose's own rule
+_HTTP_URL = re.compile(r"https?://[^\s/?#]+(?:[/?#]\S*)?")
+MAX_DURATION = 30 * 86400.0
 CREDENTIAL_NAME = "registry-token"
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -109,6 +112,9 @@ class Settings(BaseSettings):
     docker_host: str = Field("unix:///var/run/docker.sock", description="Docker engine socket.")
     metrics_file: Path | None = Field(None, description="Prometheus textfile to write "
                                       "(node_exporter textfile collector). Off when empty.")
+    webhook_log_lines: int = Field(50, ge=0, le=1000, description="Last log lines of a "
+                                   "failed container sent with a webhook (scrubbed of "
+                                   "credentials); 0 sends none.")
     webhook_url: str = Field("", description="URL that gets a JSON POST on deploy, rollback "
                              "and halt. Off when empty.")
     credentials_directory: Path | None = Field(
@@ -168,9 +174,22 @@ class Settings(BaseSettings):
         if self.registry_url and not self.registry_url.startswith(("http://", "https://")):
             raise ValueError("TWILIGHT_REGISTRY_URL must start with http:// or https://")
         _check_registry_transport(self.registry_url, self.registry_auth_hosts)
-        if self.health_interval <= 0 or self.poll_interval <= 0:
-            raise ValueError("TWILIGHT_HEALTH_INTERVAL and TWILIGHT_POLL_INTERVAL must be > 0")
+        self._check_durations()
+        for name in ("health_url", "webhook_url"):
+            url = getattr(self, name)
+            if url and not _HTTP_URL.fullmatch(url):
+                raise ValueError(f"TWILIGHT_{name.upper()} must be an http:// or https:// URL")
         return self
+
+    def _check_durations(self) -> None:
+        for name in ("health_timeout", "health_interval", "poll_interval", "prune_after",
+                     "pre_deploy_timeout", "health_soak"):
+            value = getattr(self, name)
+            if value > MAX_DURATION or (value <= 0 and name != "health_soak"):
+                raise ValueError(f"TWILIGHT_{name.upper()} must be > 0 and at most 30 days")
+        if self.health_timeout <= self.health_interval:
+            raise ValueError("TWILIGHT_HEALTH_TIMEOUT must be longer than "
+                             "TWILIGHT_HEALTH_INTERVAL (the gate probes several times)")
 
     # -- derived ----------------------------------------------------------------------
     @property
@@ -215,11 +234,28 @@ class Settings(BaseSettings):
             except OSError as exc:
                 raise ConfigError(f"cannot read registry token {path}: {exc.strerror}") from exc
             if text:
+                _warn_if_shared(path)
                 return SecretStr(text)
         if self.registry_password_file and not self.registry_password_file.exists():
             raise ConfigError(f"TWILIGHT_REGISTRY_PASSWORD_FILE {self.registry_password_file}"
                               " does not exist")
         return None
+
+
+def _warn_if_shared(path: Path) -> None:
+    """A token file that the group or everyone may read is said once per process."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return
+    if mode & 0o077 and str(path) not in _WARNED:
+        _WARNED.add(str(path))
+        get_logger("twilight.settings").warning(
+            "password_file_readable_by_others", path=str(path), mode=oct(mode),
+            fix=f"chmod 600 {path}")
+
+
+_WARNED: set[str] = set()
 
 
 def _check_registry_transport(url: str, auth_hosts: str) -> None:

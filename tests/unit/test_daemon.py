@@ -516,7 +516,7 @@ def test_pin_signals_the_daemon_named_in_the_pidfile(
         "import pathlib, signal, time\n"
         f"signal.signal(signal.SIGHUP, lambda *a: pathlib.Path({str(flag)!r}).touch())\n"
         f"pathlib.Path({str(ready)!r}).touch()\n"
-        "time.sleep(20)\n")])
+        "time.sleep(20)\n"), "twilight-agent", "run"])  # argv as the daemon's reads
     try:
         wait_for(ready.exists)
         (tmp_path / "run").mkdir()
@@ -524,6 +524,22 @@ def test_pin_signals_the_daemon_named_in_the_pidfile(
         assert cli.main(["--config", str(config), "pin", "sha-abcdef0"]) == 0
         wait_for(flag.exists)
         assert f"sent SIGHUP to pid {child.pid}" in capsys.readouterr().out
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_pin_never_signals_a_pid_that_is_not_the_daemon(
+        config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A stale pidfile whose pid was reused by another program: no SIGHUP for it."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(20)"])
+    try:
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / PIDFILE).write_text(f"{child.pid}\n")
+        assert cli.main(["--config", str(config), "pin", "sha-abcdef0"]) == 0
+        assert "not a twilight-agent daemon" in capsys.readouterr().out
+        time.sleep(0.2)
+        assert child.poll() is None  # still running: SIGHUP would have killed it
     finally:
         child.kill()
         child.wait()

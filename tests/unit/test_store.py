@@ -103,4 +103,6 @@ def test_threads_share_one_store(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert errors == []
-    assert store.open_journal() is not None
+    with sqlite3.connect(tmp_path / "state.db") as db:  # every write landed, none lost
+        counts = dict(db.execute("SELECT deploy_id, COUNT(*) FROM journal GROUP BY deploy_id"))
+    assert counts == {f"d{n}": 20 for n in range(4)}

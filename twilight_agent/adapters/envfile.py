@@ -7,7 +7,10 @@ mode and owner. A missing line is appended. A tag that fails the gate is never w
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import stat
 from pathlib import Path
 
 from twilight_agent.adapters.atomicfile import atomic_write, kept_attributes
@@ -26,13 +29,29 @@ def read_image_tag(path: Path) -> str | None:
     that is not UTF-8 (which then fails the tag gate) must not crash the poll.
     """
     try:
-        data = path.read_bytes()
-    except OSError:
+        data = read_regular(path)
+    except (OSError, InvalidInput):
         return None
     found = _LINE.findall(data)
     if not found:
         return None
     return str(found[-1][1].decode("utf-8", errors="replace").strip().strip("\"'"))
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of ``path``, opened without following a symlink; anything but a regular
+    file (a symlink, a FIFO, a device) is refused with ``InvalidInput``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InvalidInput(f"{path} is a symlink; point TWILIGHT_ENV_FILE at the file "
+                               "itself") from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise InvalidInput(f"{path} is not a regular file")
+        return f.read()
 
 
 def rewrite(data: bytes, tag: str) -> bytes:
@@ -53,7 +72,7 @@ def write_image_tag(path: Path, tag: str, pattern: str = DEFAULT_TAG_PATTERN) ->
         raise InvalidTag(f"refusing to write IMAGE_TAG: {exc}") from exc
     path = Path(path)
     try:
-        data = path.read_bytes()
+        data = read_regular(path)
     except FileNotFoundError:
         data = b""
     except OSError as exc:

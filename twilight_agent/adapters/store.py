@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -102,10 +103,14 @@ class Store:
         self.path = Path(state_dir) / DB_NAME
         self.readonly = readonly  # ``check``: read what is there, create nothing
         self._ready = False
+        self._init_lock = threading.Lock()  # threads share a Store: create it once
 
     # -- plumbing -------------------------------------------------------------------
     def _init(self) -> None:
         ensure_state_dir(self.path.parent)
+        if self.path.is_symlink():
+            raise InvalidInput(f"{self.path} is a symlink: refusing to open the state store "
+                               "through it")
         if not self.path.exists():
             if self._ready:  # deleted under a running agent
                 log.warning("state_store_recreated", path=str(self.path),
@@ -151,7 +156,9 @@ class Store:
                 return db
             return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
         if not self._ready or not self.path.exists():
-            self._init()
+            with self._init_lock:
+                if not self._ready or not self.path.exists():
+                    self._init()
         return sqlite3.connect(self.path, timeout=10)
 
     @contextlib.contextmanager

@@ -72,15 +72,22 @@ def _release(r: Release | None) -> dict[str, str | None]:
                                                                       "digest": None}
 
 
+def tail_lines(text: str, lines: int, chars: int = LOG_TAIL_CHARS) -> str:
+    """The last ``lines`` lines of ``text`` (at most ``chars`` characters); 0: none."""
+    if lines <= 0:
+        return ""
+    return "".join(text.splitlines(keepends=True)[-lines:])[-chars:]
+
+
 def build_body(kind: str, event: DeployFinished | HaltedAlert, host: str,
-               image: str, log_tail_chars: int = LOG_TAIL_CHARS) -> dict[str, Any]:
+               image: str, log_lines: int = 50) -> dict[str, Any]:
     """The JSON body, from a fixed set of keys only."""
     ref = event.ref
     from_tag = ref.from_.tag if ref.from_ else "?"
     to_tag = ref.to.tag if ref.to else "?"
     reason = _scrub(event.reason)
-    tail = _scrub(event.log_tail)[-log_tail_chars:] if isinstance(event, DeployFinished) \
-        else ""
+    tail = tail_lines(_scrub(event.log_tail), log_lines) \
+        if isinstance(event, DeployFinished) else ""
     if kind == "deployed":
         what = f"deployed {image} {from_tag or '?'} -> {to_tag or '?'}"
     elif kind == "rollback":
@@ -106,11 +113,13 @@ class Webhook:
     """
 
     def __init__(self, url: str, image: str = "", *, host: str | None = None,
+                 log_lines: int = 50,
                  attempts: int = ATTEMPTS, backoff: tuple[float, ...] = BACKOFF_S,
                  timeout: float = TIMEOUT_S, queue_size: int = QUEUE_SIZE, idle: float = IDLE_S,
                  transport: httpx.BaseTransport | None = None) -> None:
         self.url = url
         self.image = image
+        self.log_lines = log_lines
         self.host = host or socket.gethostname()
         self.attempts = max(1, attempts)
         self.backoff = backoff
@@ -137,7 +146,7 @@ class Webhook:
             assert isinstance(event, (DeployFinished, HaltedAlert))
             if not self._first(kind, event.ref.deploy_id):
                 return
-            body = build_body(kind, event, self.host, self.image)
+            body = build_body(kind, event, self.host, self.image, self.log_lines)
             self._queue.put_nowait(body)
             self._ensure_thread()
         except queue.Full:

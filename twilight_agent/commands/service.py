@@ -141,9 +141,25 @@ def signal_daemon(runtime_dir: Path, unit_if_active: str = "twilight-agent.servi
             raise ConfigError(f"`systemctl reload {unit}` failed: {why}")
         return f"reloaded the daemon: systemctl reload {unit}"
     if pid is not None:
+        if not is_agent_daemon(pid):
+            return (f"not signalled: pid {pid} in {pidfile} is not a twilight-agent daemon "
+                    "of this user; the new pin applies when the daemon starts")
         os.kill(pid, signal.SIGHUP)
         return f"reloaded the daemon: sent SIGHUP to pid {pid} (from {pidfile})"
     return "the daemon is not running: the new pin applies when it starts"
+
+
+def is_agent_daemon(pid: int, proc: Path = Path("/proc")) -> bool:
+    """True when ``pid`` runs ``twilight-agent ... run`` as this user (root may signal any
+    user's): a stale pidfile naming a reused pid must not get a SIGHUP."""
+    try:
+        argv = (proc / str(pid) / "cmdline").read_bytes().split(b"\0")
+        uid = (proc / str(pid)).stat().st_uid
+    except OSError:
+        return False
+    if not (b"run" in argv and any(b"twilight" in a for a in argv)):
+        return False
+    return os.getuid() == 0 or uid == os.getuid()
 
 
 def _read_pid(pidfile: Path) -> int | None:
