@@ -44,6 +44,19 @@ def redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     return event_dict
 
 
+class InstanceField:
+    """Processor: ``instance=NAME`` on every event, from whichever thread logs it (the
+    poll runs in the scheduler's thread, where context variables of the main thread are
+    not set)."""
+
+    def __init__(self, instance: str) -> None:
+        self.instance = instance
+
+    def __call__(self, _: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        event_dict.setdefault("instance", self.instance)
+        return event_dict
+
+
 def configure(fmt: str = "auto", level: int = logging.INFO, stream: Any = None,
               env: Mapping[str, str] | None = None,
               journal_socket: str = JOURNAL_SOCKET, instance: str = "") -> str:
@@ -53,13 +66,11 @@ def configure(fmt: str = "auto", level: int = logging.INFO, stream: Any = None,
     (several apps on one host) goes into every event (``TWILIGHT_INSTANCE=api``). Returns
     the format chosen.
     """
-    structlog.contextvars.clear_contextvars()
-    if instance:
-        structlog.contextvars.bind_contextvars(instance=instance)
     stream = stream or sys.stderr
     fmt = resolve_format(fmt, stream, env or {}, journal_socket)
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        *([InstanceField(instance)] if instance else []),
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         redact,

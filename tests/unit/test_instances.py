@@ -4,6 +4,7 @@ instances refused when they share a target."""
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -114,7 +115,6 @@ def journal(tmp_path: Path) -> Iterator[tuple[str, socket.socket]]:
     sock.settimeout(2)
     yield path, sock
     sock.close()
-    structlog.contextvars.clear_contextvars()
     structlog.reset_defaults()
 
 
@@ -122,7 +122,10 @@ def test_every_event_of_an_instance_carries_its_name(
         journal: tuple[str, socket.socket]) -> None:
     path, sock = journal
     logs.configure("journald", journal_socket=path, instance="api")
-    logs.get_logger().info("deploy_finished", outcome="deployed")
+    worker = threading.Thread(  # the daemon polls in the scheduler's thread
+        target=lambda: logs.get_logger().info("deploy_finished", outcome="deployed"))
+    worker.start()
+    worker.join()
     fields = receive(sock)
     assert fields["TWILIGHT_INSTANCE"] == "api" and fields["TWILIGHT_EVENT"] == "deploy_finished"
 
