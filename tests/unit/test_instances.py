@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 
 from tests.unit.test_journald import receive
 from twilight_agent import cli, logs, settings
@@ -105,17 +103,6 @@ def test_different_targets_or_engines_are_fine(etc: Path) -> None:
     refuse_overlap(load_settings(instance="b"), b)  # no error
     assert unit_name("b") == "twilight-agent@b.service"
     assert unit_name() == "twilight-agent.service"
-
-
-@pytest.fixture
-def journal(tmp_path: Path) -> Iterator[tuple[str, socket.socket]]:
-    path = str(tmp_path / "journal.socket")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    sock.settimeout(2)
-    yield path, sock
-    sock.close()
-    structlog.reset_defaults()
 
 
 def test_every_event_of_an_instance_carries_its_name(

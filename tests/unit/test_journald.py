@@ -6,7 +6,6 @@ import io
 import os
 import socket
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,17 +32,6 @@ def parse(payload: bytes) -> dict[str, str]:
             i = nl + 10 + size
         fields[key.decode()] = value.decode()
     return fields
-
-
-@pytest.fixture
-def journal(tmp_path: Path) -> Iterator[tuple[str, socket.socket]]:
-    path = str(tmp_path / "journal.socket")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    sock.settimeout(2)
-    yield path, sock
-    sock.close()
-    structlog.reset_defaults()
 
 
 def receive(sock: socket.socket) -> dict[str, str]:
