@@ -252,7 +252,8 @@ def by_engine(keys: list[str], parts: set[str], runs: int, detect30_runs: int, i
                         f"--engines {','.join(keys)}", f"--only {','.join(sorted(parts))}"])
         note = (f"`{cmd}`: {runs} runs per measurement on each engine, one engine at a time "
                 "on the same machine, registry and images; "
-                + ("a `--quick` run (fewer runs than the full table above). " if args.quick
+                + ("a `--quick` run (fewer runs than the full run of the next section, which "
+                   "ran on 20.10 only). " if args.quick
                    else "") + "Compose: v2 on 26, v1 on 20.10 (what each engine's users "
                 "run; the shell flow uses it too).\n\n" + "\n".join(f"- {n}" for n in notes))
         write_section(RESULTS, ENGINE_SECTION, note + "\n\n" + out)

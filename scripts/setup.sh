@@ -30,9 +30,18 @@ fi
   | grep -vE '^(WARNING: Location|  |$)' || true
 echo "setup: toolchain ready after $(elapsed)s"
 
-# Bring the bed up unless it already runs; tear down at exit only what this run started.
-if .venv/bin/python -m testbed status | grep -q '"engine": true, "registry": true'; then
-  echo "setup: reusing the running test bed"
+# Bring the bed up unless it already runs (on the engine TESTBED_ENGINE names, if set);
+# at exit, tear down what this run started, or switch back to the engine it found.
+bed_status=$(.venv/bin/python -m testbed status)
+bed_engine=$(sed -n 's/.*"engine_key": "\([0-9.]*\)".*/\1/p' <<<"$bed_status")
+if grep -q '"engine": true, "registry": true' <<<"$bed_status" \
+    && { [ -z "${TESTBED_ENGINE:-}" ] || [ "$TESTBED_ENGINE" = "$bed_engine" ]; }; then
+  echo "setup: reusing the running test bed (engine $bed_engine)"
+elif grep -q '"engine": true, "registry": true' <<<"$bed_status"; then
+  echo "setup: switching the running test bed from engine $bed_engine to $TESTBED_ENGINE"
+  .venv/bin/python -m testbed up --engine "$TESTBED_ENGINE"
+  # shellcheck disable=SC2064  # the engine found now is the one to put back
+  trap ".venv/bin/python -m testbed up --engine $bed_engine" EXIT
 else
   .venv/bin/python -m testbed up
   trap '.venv/bin/python -m testbed down' EXIT
