@@ -3,6 +3,7 @@
 # compares what is there with what it would put there, does nothing when they match and
 # says "unchanged", so a second run changes nothing. See --help.
 set -euo pipefail
+umask 022  # what it installs is readable as intended, whatever the caller's umask
 
 NAME=twilight-agent
 USER_NAME=twilight-agent
@@ -16,6 +17,7 @@ STATE_DIR=/var/lib/twilight-agent
 UNIT_DEST=/etc/systemd/system/$NAME.service
 SERVICE=$NAME  # the unit systemctl acts on: twilight-agent, or twilight-agent@NAME
 INSTANCE=""
+ENV_FILE=""
 LINK=/usr/local/bin/$NAME
 SOCKET=/var/run/docker.sock
 OWN_GROUP=twilight-docker  # created only when no group owns the socket's gid
@@ -57,6 +59,9 @@ Options:
                      the command are shared by every instance.
   --token-file FILE  registry token (e.g. a GitHub PAT with read:packages); with a
                      registry user, set TWILIGHT_REGISTRY_USERNAME in $CONF
+  --env-file PATH    the compose .env the agent rewrites (TWILIGHT_ENV_FILE): the file
+                     and its directory get group $USER_NAME with write access, and
+                     a unit drop-in ReadWritePaths= lets the hardened unit write there
   --uninstall        stop and disable the service; remove the unit, $PREFIX, $LINK
                      and the user. Keeps $CONF_DIR (config and token) and
                      $STATE_DIR (history, quarantine). With --instance: stop and
@@ -72,6 +77,9 @@ EOF
 }
 
 die() { echo "install.sh: $*" >&2; exit 2; }
+WORK_DIR=""  # a temporary directory of this run, removed however the run ends
+cleanup() { if [ -n "$WORK_DIR" ]; then rm -rf "$WORK_DIR"; fi; }
+trap cleanup EXIT
 say() { printf '%-28s %s\n' "$1:" "$2"; }
 
 CHANGES=0
@@ -179,6 +187,7 @@ step_package() {
   fi
   if [ -d "$src" ]; then
     tmp=$(mktemp -d)
+    WORK_DIR=$tmp
     mkdir "$tmp/src" "$tmp/dist"
     mapfile -t files < <(source_files "$src")
     (cd "$src" && cp -r "${files[@]}" "$tmp/src/")
@@ -228,6 +237,11 @@ step_config() {
   if [ ! -d "$CONF_DIR" ]; then
     install -d -m 0755 -o root -g root "$CONF_DIR"
     changed "directory $CONF_DIR" "created"
+  elif [ -L "$CONF_DIR" ] || [ "$(stat -c %U "$CONF_DIR")" != root ] \
+      || [ $(( 0$(stat -c %a "$CONF_DIR") & 022 )) -ne 0 ]; then
+    die "$CONF_DIR must be a directory owned by root and writable by root only" \
+        "(it holds the agent's config and token): chown root:root $CONF_DIR;" \
+        "chmod 755 $CONF_DIR"
   fi
   if [ -e "$CONF" ]; then
     if [ "$(stat -c %G "$CONF")" = "$USER_NAME" ]; then
@@ -359,6 +373,38 @@ use_instance() {
   UNIT_DEST=/etc/systemd/system/$NAME@.service
 }
 
+# step_env_file: the agent must be able to replace the compose .env (a temp file in its
+# directory, then a rename), and the unit's ProtectSystem=strict must allow it.
+step_env_file() {
+  [ -n "$ENV_FILE" ] || return 0
+  local dir dropin
+  if [ ! -f "$ENV_FILE" ] || [ -L "$ENV_FILE" ]; then
+    die "--env-file $ENV_FILE is not a regular file"
+  fi
+  ENV_FILE=$(realpath "$ENV_FILE")
+  dir=$(dirname "$ENV_FILE")
+  if [ "$(stat -c %G "$ENV_FILE")" = "$USER_NAME" ] && [ -w "$ENV_FILE" ] \
+      && [ "$(stat -c %G "$dir")" = "$USER_NAME" ] \
+      && [ $(( 0$(stat -c %a "$dir") & 020 )) -ne 0 ]; then
+    unchanged "env file $ENV_FILE" "group $USER_NAME may rewrite it"
+  else
+    chgrp "$USER_NAME" "$ENV_FILE" "$dir"
+    chmod g+rw "$ENV_FILE"
+    chmod g+rwx "$dir"
+    changed "env file $ENV_FILE" "group $USER_NAME may rewrite it (and create files in $dir)"
+  fi
+  dropin=$(mktemp)
+  WORK_DIR=$dropin
+  printf '# install.sh --env-file: the agent rewrites IMAGE_TAG= in %s\n[Service]\nReadWritePaths=%s\n' \
+    "$ENV_FILE" "$dir" >"$dropin"
+  install -d -m 0755 "/etc/systemd/system/$SERVICE.service.d"
+  if put_file "$dropin" "/etc/systemd/system/$SERVICE.service.d/env-file.conf" 0644 root root \
+      "drop-in ReadWritePaths=$dir"; then
+    UNIT_CHANGED=1
+    RESTART=1
+  fi
+}
+
 # -- main ---------------------------------------------------------------------------------
 main() {
   local source="" token_file="" mode=install
@@ -374,6 +420,10 @@ main() {
         [ $# -ge 2 ] || die "--instance needs a NAME"
         INSTANCE=$2; shift ;;
       --instance=*) INSTANCE=${1#*=} ;;
+      --env-file)
+        [ $# -ge 2 ] || die "--env-file needs a PATH"
+        ENV_FILE=$2; shift ;;
+      --env-file=*) ENV_FILE=${1#*=} ;;
       -*) die "unknown option $1 (see --help)" ;;
       *) [ -z "$source" ] || die "one SOURCE only (see --help)"; source=$1 ;;
     esac
@@ -410,6 +460,7 @@ main() {
     step_config
     step_token "$token_file"
     step_unit
+    step_env_file
     step_systemd
   fi
   if [ "$CHANGES" = 0 ]; then

@@ -94,3 +94,28 @@ def test_install_reinstall_uninstall(bed: Bed, machine: Machine, repo: str, clea
     if tr is not None:
         tr.write_line(f"install.sh: first run {m.timings['install_s']:.1f}s, "
                       f"second run {rerun_s:.1f}s (no change)")
+
+
+def test_env_file_the_hardened_unit_may_rewrite(bed: Bed, machine: Machine, repo: str,
+                                                cleanup: str, wheelhouse: Path) -> None:
+    """``install.sh --env-file``: the compose .env outside the agent's own directories is
+    rewritten on a deploy, although the unit runs with ProtectSystem=strict."""
+    m = machine
+    app = App(bed, cleanup, repo)
+    v1 = bed.push(repo, version="v1")
+    app.start(v1)
+    m.sh(f"install -d -m 0755 /srv/shop && printf 'A=1\\nIMAGE_TAG={v1.sha_tag}\\n' "
+         "> /srv/shop/.env")
+    install(m, wheelhouse, app.config(env_file="/srv/shop/.env"))
+    code, out = m.run(install_command(wheelhouse, "--env-file", "/srv/shop/.env"), env=OFFLINE)
+    assert code == 0, out
+    assert "ReadWritePaths=/srv/shop" in m.sh(
+        "cat /etc/systemd/system/twilight-agent.service.d/env-file.conf")
+    assert m.prop("ReadWritePaths") == "/srv/shop"
+    v2 = bed.push(repo, version="v2")
+    wait_until(lambda: app.serving() == "v2", timeout=40, what="v2 served")
+    wait_until(lambda: f"IMAGE_TAG={v2.sha_tag}" in m.sh("cat /srv/shop/.env"), timeout=15,
+               what="the .env rewritten")
+    assert m.sh("cat /srv/shop/.env").startswith("A=1\n")
+    again = m.run(install_command(wheelhouse, "--env-file", "/srv/shop/.env"), env=OFFLINE)[1]
+    assert again.splitlines()[-1] == "install.sh: nothing to do", again
