@@ -18,7 +18,8 @@ from pathlib import Path
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o644,
                  owner: tuple[int, int] | None = None) -> None:
     """Replace ``path`` with ``data``. ``mode`` is applied whatever the umask; ``owner``
-    ``(uid, gid)`` is applied when given and different. Raises ``OSError``."""
+    ``(uid, gid)`` is applied when given and different (as far as this user may: else the
+    group only). Raises ``OSError``."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -29,7 +30,7 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644,
             f.flush()
             os.fchmod(f.fileno(), mode)
             if owner is not None and owner != _owner(os.fstat(f.fileno())):
-                os.fchown(f.fileno(), *owner)
+                _chown(f.fileno(), owner)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -54,6 +55,16 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+def _chown(fd: int, owner: tuple[int, int]) -> None:
+    """Keep the owner; a user that may not give files away (the agent's own user
+    rewriting root's compose .env) keeps the group at least, and the file is its own."""
+    try:
+        os.fchown(fd, *owner)
+    except PermissionError:
+        with contextlib.suppress(PermissionError):
+            os.fchown(fd, -1, owner[1])
 
 
 def _owner(st: os.stat_result) -> tuple[int, int]:
