@@ -100,20 +100,26 @@ def table(runs: Runs) -> str:
     lines = [f"| measure | unit | agent: median (min{DASH}max) | shell flow | agent/shell | "
              "n | target | |", "|---|---|---:|---:|---:|---:|---|---|"]
     for row in expand(runs):
-        a, s = values(runs, row.agent), values(runs, row.shell)
-        if not a and not s:
-            continue
-        am = statistics.median(a) if a else None
-        sm = statistics.median(s) if s else None
-        ratio = f"{am / sm:.2f}" if am is not None and sm else "—"
-        verdict = ""
-        if row.check is not None and am is not None:
-            verdict = "met" if row.check(am, sm) else "**missed**"
-        n = f"{len(a)}" + (f" / {len(s)}" if s else "")
-        lines.append(f"| {row.label} | {row.unit} | {cell(a, row.digits)} | "
-                     f"{cell(s, row.digits)} | {ratio} | {n} | {row.target or '—'} | "
-                     f"{verdict} |")
+        cells = figures(runs, row)
+        if cells:
+            lines.append("| " + " | ".join([row.label, row.unit, *cells]) + " |")
     return "\n".join(lines)
+
+
+def figures(runs: Runs, row: Row) -> list[str] | None:
+    """The agent, shell, ratio, n, target and verdict cells of one measure; None when
+    neither flow measured it."""
+    a, s = values(runs, row.agent), values(runs, row.shell)
+    if not a and not s:
+        return None
+    am = statistics.median(a) if a else None
+    sm = statistics.median(s) if s else None
+    ratio = f"{am / sm:.2f}" if am is not None and sm else "—"
+    verdict = ""
+    if row.check is not None and am is not None:
+        verdict = "met" if row.check(am, sm) else "**missed**"
+    n = f"{len(a)}" + (f" / {len(s)}" if s else "")
+    return [cell(a, row.digits), cell(s, row.digits), ratio, n, row.target or "—", verdict]
 
 
 def write_section(path: Path, title: str, body: str) -> None:
@@ -147,17 +153,8 @@ def engine_table(by_engine: dict[str, Runs]) -> str:
     for label in HEADLINE:
         for engine, runs in by_engine.items():
             row = next(r for r in expand(runs) if r.label == label)
-            a, s = values(runs, row.agent), values(runs, row.shell)
-            if not a and not s:
-                continue
-            am = statistics.median(a) if a else None
-            sm = statistics.median(s) if s else None
-            ratio = f"{am / sm:.2f}" if am is not None and sm else "—"
-            verdict = ""
-            if row.check is not None and am is not None:
-                verdict = "met" if row.check(am, sm) else "**missed**"
-            n = f"{len(a)}" + (f" / {len(s)}" if s else "")
-            lines.append(f"| {row.label.strip()} | {row.unit} | {engine} | "
-                         f"{cell(a, row.digits)} | {cell(s, row.digits)} | {ratio} | {n} | "
-                         f"{row.target or '—'} | {verdict} |")
+            cells = figures(runs, row)
+            if cells:
+                lines.append("| " + " | ".join([row.label.strip(), row.unit, engine, *cells])
+                             + " |")
     return "\n".join(lines)
