@@ -265,9 +265,13 @@ class Store:
 
     def meta(self) -> Meta:
         """The ``meta`` table, typed."""
-        halted, last = self.get_meta("halted"), self.get_meta("last_result")
-        return Meta(current=release_from(self.get_meta("current")),
-                    previous=release_from(self.get_meta("previous")),
+        with self._db() as db:  # one read: an idle poll asks for it more than once
+            rows = db.execute("SELECT key, value FROM meta WHERE key IN "
+                              "('current', 'previous', 'halted', 'last_result')").fetchall()
+        values = {r["key"]: json.loads(r["value"]) for r in rows}
+        halted, last = values.get("halted"), values.get("last_result")
+        return Meta(current=release_from(values.get("current")),
+                    previous=release_from(values.get("previous")),
                     halted=Halt(halted.get("digest"), str(halted.get("reason") or ""),
                                 str(halted.get("deploy_id") or ""))
                     if isinstance(halted, dict) else None,
