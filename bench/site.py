@@ -142,7 +142,8 @@ class Site:
                "COMPOSE_PROJECT": self.uid, "SERVICE": "app",
                "ENV_FILE": str(self.dir / ".env"), "STATE_DIR": str(self.dir / state),
                "RUNTIME_DIRECTORY": str(self.dir / "run"), "LOG_FORMAT": "json",
-               "POLL_INTERVAL": f"{poll_interval:g}s", "HEALTH_TIMEOUT": "60s"}
+               "POLL_INTERVAL": f"{poll_interval:g}s", "HEALTH_TIMEOUT": "60s",
+               "WATCH": "0"}  # the watch adds no swap time; it only delays the next deploy
         path = self.dir / f"agent-{state}.env"
         path.write_text("".join(f"TWILIGHT_{k}={v}\n" for k, v in cfg.items()))
         return path

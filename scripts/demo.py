@@ -83,7 +83,7 @@ def write_config(workdir: Path, tag: str, port: int) -> None:
         f"TWILIGHT_ENV_FILE={workdir / '.env'}",
         f"TWILIGHT_HEALTH_URL=http://127.0.0.1:{port}/healthz",
         "TWILIGHT_HEALTH_TIMEOUT=20s", "TWILIGHT_HEALTH_INTERVAL=0.5s",
-        "TWILIGHT_HEALTH_SOAK=2s", "TWILIGHT_POLL_INTERVAL=2s",
+        "TWILIGHT_HEALTH_SOAK=2s", "TWILIGHT_POLL_INTERVAL=2s", "TWILIGHT_WATCH=0",
         f"TWILIGHT_STATE_DIR={workdir / 'state'}", "TWILIGHT_LOG_FORMAT=json", ""]))
 
 

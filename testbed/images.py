@@ -2,7 +2,8 @@
 
 Variants (``mode``): ``good`` (busybox httpd serving ``/healthz``), ``exit`` (exits at boot),
 ``500`` (``/healthz`` answers 500), ``hang`` (accepts and never answers), ``worker-exit``
-(good as web, exits at boot as a worker); any mode can boot late (``boot_delay``) and carry
+(good as web, exits at boot as a worker), ``die-later`` (good, then exits with code 3
+``die_after`` seconds after it started); any mode can boot late (``boot_delay``) and carry
 a Docker HEALTHCHECK. ``APP_ROLE=worker`` runs a queue worker (no port); a command given
 to the container (a migration) runs instead of the app. Each build gets a random commit SHA
 and OCI labels the way docker/metadata-action writes them, and is pushed like
@@ -47,6 +48,10 @@ case "$APP_MODE" in
   *) echo "app $APP_VERSION listening on :8080"; httpd -f -v -p 8080 -h /www & ;;
 esac
 child=$!
+if [ "$APP_MODE" = die-later ]; then  # passes the gate, then dies (a leak, a bad cron)
+  sleep "$APP_DIE_AFTER" & wait $!
+  echo "app $APP_VERSION: fatal: worker pool exhausted after ${APP_DIE_AFTER}s" >&2; exit 3
+fi
 wait "$child"
 """
 R500 = """#!/bin/sh
@@ -98,7 +103,7 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o755) -> Non
 
 
 def build_context(*, version: str, mode: str, boot_delay: float, healthcheck: bool,
-                  labels: dict[str, str], volume: str | None) -> bytes:
+                  labels: dict[str, str], volume: str | None, die_after: float = 20) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         _add(tar, "rootfs/bin/busybox", _busybox().read_bytes())
@@ -115,7 +120,8 @@ def build_context(*, version: str, mode: str, boot_delay: float, healthcheck: bo
         lines = [
             "FROM scratch",
             "COPY rootfs/ /",
-            f"ENV PATH=/bin APP_VERSION={version} APP_MODE={mode} APP_BOOT_DELAY={boot_delay:g}",
+            f"ENV PATH=/bin APP_VERSION={version} APP_MODE={mode} APP_BOOT_DELAY={boot_delay:g}"
+            f" APP_DIE_AFTER={die_after:g}",
             "WORKDIR /www",
             f"EXPOSE {APP_PORT}",
         ]
@@ -134,7 +140,8 @@ def build_context(*, version: str, mode: str, boot_delay: float, healthcheck: bo
 def build_and_push(client: docker.DockerClient, repo: str, *, version: str = "v1",
                    mode: str = "good", boot_delay: float = 0, healthcheck: bool = False,
                    labels: bool = True, branch: str = "main", volume: str | None = None,
-                   extra_tags: tuple[str, ...] = (), revision: str | None = None) -> AppImage:
+                   extra_tags: tuple[str, ...] = (), revision: str | None = None,
+                   die_after: float = 20) -> AppImage:
     """Build one app image and push it like CI would; return what was pushed.
 
     ``branch="main"`` pushes ``sha-<7>``, ``main`` and ``latest``; any other branch only
@@ -150,7 +157,7 @@ def build_and_push(client: docker.DockerClient, repo: str, *, version: str = "v1
     } if labels else {}
     ref = f"{REGISTRY_HOST}/{repo}"
     ctx = build_context(version=version, mode=mode, boot_delay=boot_delay,
-                        healthcheck=healthcheck, labels=oci, volume=volume)
+                        healthcheck=healthcheck, labels=oci, volume=volume, die_after=die_after)
     tags = ["sha-" + revision[:7]]
     if branch == "main":
         tags += ["main", "latest"]

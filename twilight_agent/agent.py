@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -217,6 +218,11 @@ class Agent:
         """The report of a finished run; re-raises a pre-swap error (exit 5 or 2)."""
         if raise_error and run.error is not None and run.outcome is Outcome.FAILED:
             raise run.error
+        if run.outcome is None and run.watch_until is not None:  # a stop ended the watch
+            left = max(run.watch_until - time.time(), 0.0)
+            return self._report(Outcome.DEPLOYED, deploy_id=run.deploy_id, from_=run.from_,
+                                to=run.to, reason=f"watch interrupted with {left:.0f}s left; "
+                                "the next poll or start of the agent resumes it")
         outcome = run.outcome or Outcome.NOTHING_TO_DO
         if outcome in (Outcome.ABORTED, Outcome.FAILED):
             outcome = Outcome.NOTHING_TO_DO
@@ -272,4 +278,5 @@ def run_config(s: Settings) -> RunConfig:
     return RunConfig(image_ref=s.image_ref, env_file=s.env_file, tag_pattern=s.tag_pattern,
                      health_timeout=s.health_timeout, health_interval=s.health_interval,
                      health_soak=s.health_soak, prune_after=s.prune_after,
-                     pre_deploy=s.pre_deploy_argv, pre_deploy_timeout=s.pre_deploy_timeout)
+                     pre_deploy=s.pre_deploy_argv, pre_deploy_timeout=s.pre_deploy_timeout,
+                     watch=s.watch)

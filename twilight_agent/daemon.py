@@ -265,7 +265,7 @@ class Daemon:
         with self._lock:
             since = self._busy_since
         s = self.settings
-        limit = s.health_timeout + s.health_soak + self._tunables.stuck_grace_s
+        limit = s.health_timeout + s.health_soak + s.watch + self._tunables.stuck_grace_s
         stuck = since is not None and now - since > limit
         if stuck and not self._stuck_logged:
             log.error("cycle_stuck", running_s=round(now - since, 1),  # type: ignore[operator]

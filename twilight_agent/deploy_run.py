@@ -44,6 +44,7 @@ class RunConfig:
     prune_after: float
     pre_deploy: tuple[str, ...] = ()  # argv of the one-off task before the swap; () = none
     pre_deploy_timeout: float = 600.0
+    watch: float = 0.0  # seconds the committed version is watched; 0 = no watch
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class DeployRun:
     error: TwilightError | None = None
     warnings: list[str] = field(default_factory=list)
     note: str = ""  # prefix of the history reason, e.g. "recovered at start-up"
+    watch_until: float | None = None  # wall-clock end of the watch (epoch s), once begun
 
     @property
     def from_(self) -> Release | None:
@@ -110,6 +112,7 @@ class DeployRun:
                 "to": release_dict(self.to), "image_id": self.image_id,
                 "new_ids": {str(u): c for u, c in self.new_ids.items()},
                 "reason": self.reason, "timings": self.timings,
+                "watch_until": self.watch_until,
                 "snapshot": self.snapshot.to_dict() if self.snapshot else None}
 
     @classmethod
@@ -121,7 +124,7 @@ class DeployRun:
                    to=_release(to.get("tag") or "", to["digest"]) if to.get("digest") else None,
                    snapshot=snap, image_id=p.get("image_id"), new_ids=_new_ids(p),
                    reason=p.get("reason") or "", timings=dict(p.get("timings") or {}),
-                   phase=phase)
+                   phase=phase, watch_until=_float(p.get("watch_until")))
 
 
 def _new_ids(p: Mapping[str, Any]) -> dict[int, str]:
@@ -129,6 +132,10 @@ def _new_ids(p: Mapping[str, Any]) -> dict[int, str]:
     if p.get("new_cid"):
         return {0: str(p["new_cid"])}
     return {int(u): str(c) for u, c in dict(p.get("new_ids") or {}).items() if c}
+
+
+def _float(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _release(tag: str, digest: str) -> Release | None:

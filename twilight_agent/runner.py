@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twilight_agent import steps_finish, steps_forward
+from twilight_agent import steps_finish, steps_forward, steps_watch
 from twilight_agent.core import machine as m
 from twilight_agent.core.events import PhaseChanged
 from twilight_agent.deploy_run import DeployContext, DeployRun, Step
@@ -20,7 +20,10 @@ from twilight_agent.deploy_run import DeployContext, DeployRun, Step
 State = m.State
 UNJOURNALED = (m.Record, m.Alert)
 HANDLERS: dict[type, Callable[[Step, Any], m.Event | None]] = {
-    **steps_forward.HANDLERS, **steps_finish.HANDLERS}
+    **steps_forward.HANDLERS, **steps_finish.HANDLERS, **steps_watch.HANDLERS}
+# The history row's phase is the furthest the deploy went forward (where it failed, for a
+# rollback), or HALTED: the undo states do not overwrite it.
+UNDO_STATES = (State.IDLE, State.ROLLBACK, State.VERIFY_PREVIOUS)
 
 
 class Runner:
@@ -70,7 +73,7 @@ class Runner:
         self._entered = now
         run = self.run
         run.timings[old.value] = round(run.timings.get(old.value, 0.0) + spent, 3)
-        if new is not State.IDLE:
+        if new not in UNDO_STATES:
             run.phase = new.value
         reason = getattr(event, "reason", "")
         if reason and not run.reason and new is not State.IDLE:

@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     health_interval: Duration = Field(2.0, description="Time between health probes.")
     health_soak: Duration = Field(10.0, description="How long it must stay healthy after "
                                   "the first pass.")
+    watch: Duration = Field(300.0, description="After commit, how long the new version is "
+                            "watched with the previous one kept parked: an exit, restart, "
+                            "`unhealthy` or a health URL failing for `TWILIGHT_HEALTH_TIMEOUT` "
+                            "in that time rolls back to it and quarantines the build. "
+                            "A new build waits for the watch to end. 0 = no watch.")
     poll_interval: Duration = Field(60.0, description="Time between registry polls "
                                     "(jittered by up to 10%).")
     prune_after: Duration = Field(7 * 86400.0, description="Remove images of this "
@@ -183,10 +188,12 @@ class Settings(BaseSettings):
 
     def _check_durations(self) -> None:
         for name in ("health_timeout", "health_interval", "poll_interval", "prune_after",
-                     "pre_deploy_timeout", "health_soak"):
+                     "pre_deploy_timeout", "health_soak", "watch"):
             value = getattr(self, name)
-            if value > MAX_DURATION or (value <= 0 and name != "health_soak"):
-                raise ValueError(f"TWILIGHT_{name.upper()} must be > 0 and at most 30 days")
+            zero_ok = name in ("health_soak", "watch")
+            if value > MAX_DURATION or value < 0 or (value == 0 and not zero_ok):
+                least = ">= 0" if zero_ok else "> 0"
+                raise ValueError(f"TWILIGHT_{name.upper()} must be {least} and at most 30 days")
         if self.health_timeout <= self.health_interval:
             raise ValueError("TWILIGHT_HEALTH_TIMEOUT must be longer than "
                              "TWILIGHT_HEALTH_INTERVAL (the gate probes several times)")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import time
 from collections.abc import Callable
 from typing import Any
 
 from twilight_agent.core.events import Totals
 from twilight_agent.core.models import Release
 from twilight_agent.core.outcomes import release_dict
-from twilight_agent.core.ports import StorePort
+from twilight_agent.core.ports import JournalEntry, StorePort
 from twilight_agent.settings import Settings
 
 
@@ -29,9 +31,11 @@ def status(store: StorePort, settings: Settings,
     meta = store.meta()
     phase = journal.phase if journal else ("HALTED" if meta.halted else "IDLE")
     last = meta.last_result
+    watch = _watch(journal) if journal and phase == "WATCH" else None
     return {
-        "current": release_dict(meta.current or live_current()),
-        "previous": release_dict(meta.previous),
+        "current": watch["to"] if watch else release_dict(meta.current or live_current()),
+        "previous": watch["from"] if watch else release_dict(meta.previous),
+        "watch": watch,
         "pinned": settings.pin or None,
         "track": settings.track,
         "quarantined": [{"digest": q.digest, "tag": q.tag, "reason": q.reason, "at": q.at}
@@ -41,6 +45,21 @@ def status(store: StorePort, settings: Settings,
         "halted": meta.halted is not None,
         "halted_reason": meta.halted.reason if meta.halted else None,
     }
+
+
+def _watch(journal: JournalEntry) -> dict[str, Any] | None:
+    """The watch in progress: the committed release, the parked one, the time left."""
+    p = journal.payload
+    until = p.get("watch_until")
+    snap = p.get("snapshot") or {}
+    if not isinstance(until, (int, float)):
+        return None
+    left = max(until - time.time(), 0.0)
+    prev = {"tag": snap.get("tag"), "digest": snap.get("digest")} if snap.get("digest") else None
+    return {"deploy_id": journal.deploy_id, "to": p.get("to"), "from": prev,
+            "until": dt.datetime.fromtimestamp(until, dt.timezone.utc).isoformat(
+                timespec="seconds").replace("+00:00", "Z"),
+            "left_s": round(left, 1)}
 
 
 def status_line(store: StorePort, settings: Settings) -> str:

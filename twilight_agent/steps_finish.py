@@ -1,4 +1,5 @@
-"""The steps that end a deploy: commit it, or roll it back (and halt when that fails).
+"""The steps that end a deploy: commit it (the watch is in ``steps_watch.py``), or roll it
+back (and halt when that fails).
 
 Commit steps never fail the deploy (a warning joins the history row); undo steps wait for
 an engine that went away (``Step.engine``) instead of halting.
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twilight_agent.adapters.envfile import write_image_tag
+from twilight_agent.adapters.envfile import read_image_tag, write_image_tag
 from twilight_agent.core import machine as m
 from twilight_agent.core.events import HaltedAlert, Quarantined
 from twilight_agent.core.policy import quarantine_reason
@@ -47,10 +48,6 @@ def tag_image(s: Step, _: m.TagImage) -> None:
     _kept(s, "tag_image", lambda: s.ctx.images.tag_image(image, str(ref), to.tag))
 
 
-def remove_parked(s: Step, _: m.RemoveParked) -> None:
-    _kept(s, "remove_parked", lambda: s.ctx.target.remove_parked(s.snap))
-
-
 def prune(s: Step, _: m.Prune) -> m.Event:
     keep = {u.image_id for u in s.snap.units()} | {x for x in (s.run.image_id,) if x}
     keep |= {str(r.digest) for r in (s.run.to, s.run.from_) if r}
@@ -76,6 +73,19 @@ def save_logs(s: Step, cmd: m.SaveLogs) -> None:
             s.run.log_tail = s.ctx.target.logs_tail(cid, t.log_lines)[-t.log_tail_chars:]
     except TwilightError as exc:
         s.run.warnings.append(f"logs: {exc}")
+
+
+def restore_env(s: Step, _: m.RestoreEnv) -> None:
+    """Put the previous tag back in ``.env`` when the commit wrote the new one (a rollback
+    from the watch); any other content is the operator's and stays."""
+    cfg, to, prev = s.ctx.config, s.run.to, s.run.from_
+    if cfg.env_file is None or to is None or prev is None or not prev.tag:
+        return
+    try:
+        if read_image_tag(cfg.env_file) == to.tag and to.tag != prev.tag:
+            write_image_tag(cfg.env_file, prev.tag, cfg.tag_pattern)
+    except TwilightError as exc:
+        s.run.warnings.append(f"env_file: {exc}")
 
 
 def _undo(s: Step, step: str, call: Callable[[], object], what: str) -> m.Event | None:
@@ -141,8 +151,8 @@ def record(s: Step, cmd: m.Record) -> None:
 
 
 HANDLERS: dict[type, Callable[[Step, Any], m.Event | None]] = {
-    m.WriteEnv: write_env, m.TagImage: tag_image, m.RemoveParked: remove_parked,
-    m.Prune: prune, m.Quarantine: quarantine, m.SaveLogs: save_logs,
+    m.WriteEnv: write_env, m.TagImage: tag_image,
+    m.Prune: prune, m.Quarantine: quarantine, m.SaveLogs: save_logs, m.RestoreEnv: restore_env,
     m.RemoveNew: remove_new, m.Unpark: unpark, m.VerifyPrevious: verify_previous,
     m.Alert: alert, m.Record: record,
 }

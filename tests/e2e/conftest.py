@@ -228,7 +228,7 @@ class App:
     def config(self, **over: str) -> dict[str, str]:
         cfg = {"image": self.image, "registry_url": REGISTRY_URL, "container": self.name,
                "poll_interval": "3s", "health_timeout": "20s", "health_interval": "0.5s",
-               "health_soak": "1s", "log_format": "auto"}
+               "health_soak": "1s", "log_format": "auto", "watch": "0"}
         cfg.update(over)
         return cfg
 

@@ -61,7 +61,8 @@ class Site:
         cfg = {"IMAGE": f"{REGISTRY_HOST}/{self.repo}", "REGISTRY_URL": REGISTRY_URL,
                "CONTAINER": self.name, "STATE_DIR": str(self.state_dir),
                "ENV_FILE": str(self.env_file), "HEALTH_TIMEOUT": "8",
-               "HEALTH_INTERVAL": "0.5", "HEALTH_SOAK": "1", "LOG_FORMAT": "json"}
+               "HEALTH_INTERVAL": "0.5", "HEALTH_SOAK": "1", "LOG_FORMAT": "json",
+               "WATCH": "0"}  # the watch after commit has its own tests (test_watch.py)
         cfg.update({k.upper(): str(v) for k, v in over.items()})
         return cfg
 

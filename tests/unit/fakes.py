@@ -205,6 +205,9 @@ class FakeHealth:
         self.calls: list[str] = []
         self.watched: list[list[str]] = []
         self.hook: Callable[[], None] | None = None
+        self.dies_later: set[str] = set()  # images that pass the gate, die in the watch
+        self.watches: list[tuple[list[str], float]] = []  # (containers, seconds) per watch
+        self.watch_hook: Callable[[], None] | None = None
 
     def verify(self, container_id: str, url: str | None, *, timeout: float, interval: float,
                soak: float, should_stop: Callable[[], bool] | None = None,
@@ -220,6 +223,22 @@ class FakeHealth:
         if should_stop is not None and should_stop():
             return HealthVerdict(False, "stop requested", 0.1)
         return HealthVerdict(True, "healthy", 0.2)
+
+    def watch_over(self, units: Any, *, seconds: float, timeout: float, interval: float,
+                   should_stop: Callable[[], bool] | None = None) -> HealthVerdict:
+        self.watches.append(([cid for cid, _ in units], seconds))
+        if self.watch_hook:
+            self.watch_hook()
+        for index, (cid, _) in enumerate(units):
+            c = self.rt.containers.get(cid)
+            if c is None or c.status != "running":
+                return HealthVerdict(False, "container disappeared", 0.1, {"unit": index})
+            if c.image in self.dies_later:
+                c.status = "exited"
+                return HealthVerdict(False, "exited with code 3", 20.0, {"unit": index})
+        if should_stop is not None and should_stop():
+            return HealthVerdict(False, "interrupted", 0.1, {"interrupted": True})
+        return HealthVerdict(True, "no failure during the watch", seconds)
 
 
 class Sink:

@@ -72,7 +72,7 @@ def test_good_image_is_deployed_and_committed(w: World) -> None:
 def test_one_phase_event_per_transition_and_one_summary(w: World) -> None:
     w.agent.deploy()
     phases = [f["phase"] for f in w.sink.named("phase")]
-    assert phases == ["PULL", "PREPARE", "SWAP", "VERIFY", "COMMIT", "IDLE"]
+    assert phases == ["PULL", "PREPARE", "SWAP", "VERIFY", "COMMIT", "WATCH", "IDLE"]
     for f in w.sink.named("phase"):
         assert {"deploy_id", "from", "to", "digest", "phase", "outcome", "duration_s"} <= set(f)
     (done,) = w.sink.named("deploy_finished")

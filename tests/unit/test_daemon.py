@@ -437,14 +437,14 @@ def test_watchdog_pings_at_half_the_watchdog_sec() -> None:
 
 def test_a_stuck_cycle_stops_the_watchdog_pings() -> None:
     clock = Clock()
-    h = Harness(settings(health_timeout=60, health_soak=10))
+    h = Harness(settings(health_timeout=60, health_soak=10, watch=300))
     h.notifier = RecordingNotifier(watchdog_usec=2_000_000)
-    d = h.daemon(settings(health_timeout=60, health_soak=10), clock=clock)
+    d = h.daemon(settings(health_timeout=60, health_soak=10, watch=300), clock=clock)
     d._busy_since = clock.t
-    clock.t += 900  # a long deploy, not yet stuck
+    clock.t += 1200  # a long deploy and its watch, not yet stuck
     d.tick()
     assert sum("watchdog" in f for f in h.notifier.sent) == 1
-    clock.t += 100
+    clock.t += 90
     with structlog.testing.capture_logs() as logs:
         d.tick()
         clock.t += 5

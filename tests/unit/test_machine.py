@@ -30,12 +30,13 @@ def names(cmds: list[m.Command]) -> list[str]:
 
 def test_happy_path_goes_through_every_phase_and_records_deployed() -> None:
     end, seen, cmds = walk([m.Begin(), m.Pulled(), m.Prepared(), m.Started(),
-                            m.Healthy(), m.Committed()])
-    assert seen == [S.PULL, S.PREPARE, S.SWAP, S.VERIFY, S.COMMIT, S.IDLE]
+                            m.Healthy(), m.Committed(), m.WatchEnded()])
+    assert seen == [S.PULL, S.PREPARE, S.SWAP, S.VERIFY, S.COMMIT, S.WATCH, S.IDLE]
     assert cmds[0] == [m.Pull()]
     assert names(cmds[2]) == ["Park", "CreateNew", "StartNew"]
-    assert names(cmds[4]) == ["WriteEnv", "TagImage", "RemoveParked", "Prune"]
-    assert cmds[5] == [m.Record(Outcome.DEPLOYED)]
+    assert names(cmds[4]) == ["WriteEnv", "TagImage", "Prune"]
+    assert names(cmds[5]) == ["Watch", "RemoveParked"]  # the parked one stays for the watch
+    assert cmds[6] == [m.Record(Outcome.DEPLOYED)]
     assert end is S.IDLE
 
 
@@ -43,7 +44,7 @@ def test_unhealthy_quarantines_first_then_undoes_and_verifies_previous() -> None
     _, seen, cmds = walk([m.Unhealthy("http 500"), m.Unparked(), m.PreviousHealthy()],
                            start=S.VERIFY)
     assert seen == [S.ROLLBACK, S.VERIFY_PREVIOUS, S.IDLE]
-    assert names(cmds[0]) == ["Quarantine", "SaveLogs", "RemoveNew", "Unpark"]
+    assert names(cmds[0]) == ["Quarantine", "SaveLogs", "RestoreEnv", "RemoveNew", "Unpark"]
     assert cmds[0][0] == m.Quarantine("http 500")
     assert cmds[2] == [m.Record("rolled_back")]
 
@@ -91,7 +92,7 @@ def test_every_state_has_a_comment_and_a_way_out() -> None:
         assert f'{s.name} = "{s.value}"  # ' in src
     outgoing = {S.IDLE: m.Begin(), S.PULL: m.Pulled(),
                 S.PREPARE: m.Prepared(), S.SWAP: m.Started(), S.VERIFY: m.Healthy(),
-                S.COMMIT: m.Committed(), S.ROLLBACK: m.Unparked(),
+                S.COMMIT: m.Committed(), S.WATCH: m.WatchEnded(), S.ROLLBACK: m.Unparked(),
                 S.VERIFY_PREVIOUS: m.PreviousHealthy(), S.HALTED: m.Begin()}
     for s, ev in outgoing.items():
         assert m.transition(s, ev)[0] is not s

@@ -16,7 +16,8 @@ EXITED = ContainerState("exited", False, exit_code=3)
 CREATED = ContainerState("created", False)
 UNDO = Plan(State.SWAP, m.SwapFailed("swap interrupted; undone"))
 FINISH_COMMIT = Plan(State.COMMIT, commands=m.COMMIT_STEPS)
-FINISH_ROLLBACK = Plan(State.ROLLBACK, commands=(m.RemoveNew(), m.Unpark()))
+FINISH_ROLLBACK = Plan(State.ROLLBACK, commands=(m.RestoreEnv(), m.RemoveNew(), m.Unpark()))
+RESUME_WATCH = Plan(State.WATCH, commands=m.WATCH_STEPS)
 ABORT = Plan(State.PULL, m.Aborted("service untouched", Outcome.ABORTED))
 
 
@@ -26,7 +27,8 @@ def journal_steps() -> set[tuple[str, str]]:
         (State.IDLE, m.Begin()), (State.PULL, m.Pulled()), (State.PREPARE, m.Prepared()),
         (State.PREPARE, m.Prepared(pre_deploy=True)),
         (State.SWAP, m.Started()), (State.VERIFY, m.Healthy()),
-        (State.VERIFY, m.Unhealthy("x")), (State.ROLLBACK, m.Unparked())]
+        (State.VERIFY, m.Unhealthy("x")), (State.COMMIT, m.Committed()),
+        (State.WATCH, m.WatchFailed("x")), (State.ROLLBACK, m.Unparked())]
     steps = set()
     for state, event in events:
         new, commands = m.transition(state, event)
@@ -45,11 +47,15 @@ CASES = [
     ("VERIFY", "Verify", RUNNING, Plan(State.VERIFY, commands=(m.Verify(),))),
     ("COMMIT", "WriteEnv", RUNNING, FINISH_COMMIT),
     ("COMMIT", "TagImage", RUNNING, FINISH_COMMIT),
-    ("COMMIT", "RemoveParked", RUNNING, FINISH_COMMIT),
     ("COMMIT", "Prune", RUNNING, FINISH_COMMIT),
+    ("WATCH", "Watch", RUNNING, RESUME_WATCH),
+    ("WATCH", "Watch", EXITED, RESUME_WATCH),  # the watch's first look fails it at once
+    ("WATCH", "RemoveParked", RUNNING, Plan(State.WATCH, commands=(m.RemoveParked(),))),
     ("ROLLBACK", "Quarantine", EXITED, Plan(State.ROLLBACK, commands=(
-        m.Quarantine("health gate failed: http 500"), m.RemoveNew(), m.Unpark()))),
+        m.Quarantine("health gate failed: http 500"), m.RestoreEnv(), m.RemoveNew(),
+        m.Unpark()))),
     ("ROLLBACK", "SaveLogs", EXITED, FINISH_ROLLBACK),
+    ("ROLLBACK", "RestoreEnv", EXITED, FINISH_ROLLBACK),
     ("ROLLBACK", "RemoveNew", EXITED, FINISH_ROLLBACK),
     ("ROLLBACK", "Unpark", None, FINISH_ROLLBACK),
     ("VERIFY_PREVIOUS", "VerifyPrevious", None, FINISH_ROLLBACK),
@@ -102,12 +108,12 @@ def test_a_group_resumes_at_the_unit_the_journal_names() -> None:
         "new container exited (exit code 3, oom=False)", 2)
     _, cmds = m.transition(State.SWAP, m.SwapFailed("x", unit=1))
     assert [type(c).__name__ + str(getattr(c, "unit", "")) for c in cmds] == [
-        "SaveLogs1", "RemoveNew1", "Unpark1", "RemoveNew0", "Unpark0"]
+        "SaveLogs1", "RestoreEnv", "RemoveNew1", "Unpark1", "RemoveNew0", "Unpark0"]
 
 
 def test_a_group_rollback_is_finished_for_every_unit_last_first() -> None:
     row = JournalRow("ROLLBACK", "Unpark", "x", has_snapshot=True, unit=1, units=3)
-    assert plan(row, None) == Plan(State.ROLLBACK, commands=tuple(m.undo_steps(2)))
+    assert plan(row, None) == Plan(State.ROLLBACK, commands=(m.RestoreEnv(), *m.undo_steps(2)))
     assert m.undo_steps(2)[-1] == m.Unpark(0)  # the first unit's unpark ends the undo
 
 
@@ -117,3 +123,19 @@ def test_after_the_last_units_gate_the_group_commits() -> None:
     state, cmds = m.transition(State.PRE_DEPLOY, m.PreDeployFailed("exit 3"))
     assert state is State.IDLE and cmds == [m.Quarantine("exit 3"),
                                             m.Record(Outcome.ROLLED_BACK, "exit 3")]
+
+
+def test_a_failed_watch_undoes_every_unit_and_blames_the_one_that_died() -> None:
+    state, cmds = m.transition(State.WATCH, m.WatchFailed("exited with code 3", 1, 3))
+    assert state is State.ROLLBACK
+    assert [type(c).__name__ + str(getattr(c, "unit", "")) for c in cmds] == [
+        "Quarantine", "SaveLogs1", "RestoreEnv", "RemoveNew2", "Unpark2", "RemoveNew1",
+        "Unpark1", "RemoveNew0", "Unpark0"]
+    assert cmds[0] == m.Quarantine("exited with code 3")
+
+
+def test_a_suspended_watch_stays_open_and_an_ended_one_records_deployed() -> None:
+    assert m.transition(State.WATCH, m.WatchSuspended()) == (State.WATCH, [])
+    assert m.transition(State.WATCH, m.WatchEnded()) == (State.IDLE,
+                                                          [m.Record(Outcome.DEPLOYED)])
+    assert m.transition(State.COMMIT, m.Committed()) == (State.WATCH, list(m.WATCH_STEPS))

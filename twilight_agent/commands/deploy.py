@@ -123,7 +123,8 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     last = st.get("last_result") or {}
     rows = [("current", _release(st["current"])), ("previous", _release(st["previous"])),
             ("following", f"pin {st['pinned']}" if st["pinned"] else f"track {st['track']}"),
-            ("phase", st["phase"] + (f" ({st['halted_reason']})" if st["halted"] else "")),
+            ("phase", st["phase"] + (f" ({st['halted_reason']})" if st["halted"] else "")
+             + (_watch_text(st["watch"]) if st.get("watch") else "")),
             ("last result", f"{last.get('outcome', '-')} {last.get('finished', '')} "
                             f"{last.get('reason', '')}".strip()),
             ("quarantined", str(len(st["quarantined"])))]
@@ -132,6 +133,12 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     for key, value in rows:
         print(f"{key:<12} {value}")
     return 0
+
+
+def _watch_text(w: dict[str, Any]) -> str:
+    left = int(w["left_s"])
+    return (f" (watching {_release(w['to'])}: {left // 60}m{left % 60:02d}s left, until "
+            f"{w['until']}; {_release(w['from'])} kept parked)")
 
 
 def cmd_history(settings: Settings, args: argparse.Namespace) -> int:

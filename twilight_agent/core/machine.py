@@ -2,11 +2,11 @@
 
 ::
 
-    IDLE -> PULL -> PREPARE [-> PRE_DEPLOY] -> SWAP -> VERIFY -> COMMIT -> IDLE
+    IDLE -> PULL -> PREPARE [-> PRE_DEPLOY] -> SWAP -> VERIFY -> COMMIT -> WATCH -> IDLE
                                    |             ^  unit i+1  |
                                    |             +------------+
                                    \\-> (task failed: quarantine) -> IDLE
-                    SWAP / VERIFY -> ROLLBACK -> VERIFY_PREVIOUS -> IDLE
+            SWAP / VERIFY / WATCH -> ROLLBACK -> VERIFY_PREVIOUS -> IDLE
                                               \\-> HALTED (rollback failed)
 
 A target is one unit (a container) or several (a compose service group, replicas): SWAP
@@ -34,14 +34,15 @@ class State(enum.Enum):
     PRE_DEPLOY = "PRE_DEPLOY"  # the one-off task (a migration) in the new image; nothing swapped
     SWAP = "SWAP"  # parking the old container, creating + starting the new one
     VERIFY = "VERIFY"  # health gate on the new container (probe, state, soak)
-    COMMIT = "COMMIT"  # .env, local tag, remove the parked container, prune
+    COMMIT = "COMMIT"  # .env, local tag, prune (the parked container is kept)
+    WATCH = "WATCH"  # the committed version watched for TWILIGHT_WATCH; then the parked goes
     ROLLBACK = "ROLLBACK"  # quarantine, keep logs, remove the new one, unpark the old one
     VERIFY_PREVIOUS = "VERIFY_PREVIOUS"  # health gate on the restored previous container
     HALTED = "HALTED"  # the rollback failed too; nothing deleted, an operator is needed
 
 
 # States in which a container may be half-swapped: recovery must finish or undo them.
-IN_FLIGHT = frozenset({State.SWAP, State.VERIFY, State.COMMIT, State.ROLLBACK,
+IN_FLIGHT = frozenset({State.SWAP, State.VERIFY, State.COMMIT, State.WATCH, State.ROLLBACK,
                        State.VERIFY_PREVIOUS})
 # States in which the service has not been touched yet.
 BEFORE_SWAP = frozenset({State.PULL, State.PREPARE, State.PRE_DEPLOY})
@@ -132,7 +133,28 @@ class Interrupted:
 
 @dataclass(frozen=True)
 class Committed:
-    """Every commit step ran."""
+    """Every commit step ran: watch the committed version."""
+
+
+@dataclass(frozen=True)
+class WatchFailed:
+    """A unit's new container died, restarted, turned unhealthy or failed its health URL
+    for the health timeout during the watch: roll every unit back."""
+
+    reason: str
+    unit: int = 0
+    units: int = 1
+
+
+@dataclass(frozen=True)
+class WatchSuspended:
+    """A stop was requested during the watch: leave it journaled; whoever takes the lock
+    next (a poll, a CLI command, the next start) resumes it."""
+
+
+@dataclass(frozen=True)
+class WatchEnded:
+    """The watch passed (or is off) and the parked containers are gone."""
 
 
 @dataclass(frozen=True)
@@ -153,8 +175,8 @@ class RollbackFailed:
 
 
 Event = (Begin | Pulled | Prepared | PreDeployDone | PreDeployFailed | Aborted | Started
-         | SwapFailed | Healthy | Unhealthy | Interrupted | Committed | Unparked
-         | PreviousHealthy | RollbackFailed)
+         | SwapFailed | Healthy | Unhealthy | Interrupted | Committed | WatchFailed
+         | WatchSuspended | WatchEnded | Unparked | PreviousHealthy | RollbackFailed)
 
 
 # --------------------------------------------------------------------------- commands
@@ -218,8 +240,13 @@ class TagImage:
 
 
 @dataclass(frozen=True)
+class Watch:
+    """Watch the committed units for ``TWILIGHT_WATCH`` (deadline journaled; 0: no watch)."""
+
+
+@dataclass(frozen=True)
 class RemoveParked:
-    """Remove the parked previous container (its image is kept)."""
+    """Remove the parked previous containers (their images are kept)."""
 
 
 @dataclass(frozen=True)
@@ -239,6 +266,11 @@ class SaveLogs:
     """Keep the failed container's last log lines for the history row."""
 
     unit: int = 0
+
+
+@dataclass(frozen=True)
+class RestoreEnv:
+    """Put the previous tag back in the compose ``.env`` if the commit wrote the new one."""
 
 
 @dataclass(frozen=True)
@@ -276,11 +308,11 @@ class Record:
 
 
 Command = (Pull | TakeSnapshot | RunPreDeploy | RemoveTask | Park | CreateNew | StartNew
-           | Verify | WriteEnv | TagImage | RemoveParked | Prune | Quarantine | SaveLogs
-           | RemoveNew | Unpark | VerifyPrevious | Alert | Record)
+           | Verify | WriteEnv | TagImage | Prune | Watch | RemoveParked | Quarantine
+           | SaveLogs | RestoreEnv | RemoveNew | Unpark | VerifyPrevious | Alert | Record)
 
-COMMIT_STEPS: tuple[Command, ...] = (WriteEnv(), TagImage(), RemoveParked(), Prune())
-UNDO_STEPS: tuple[Command, ...] = (SaveLogs(), RemoveNew(), Unpark())
+COMMIT_STEPS: tuple[Command, ...] = (WriteEnv(), TagImage(), Prune())
+WATCH_STEPS: tuple[Command, ...] = (Watch(), RemoveParked())
 
 
 def swap_steps(unit: int) -> list[Command]:
@@ -296,9 +328,13 @@ def undo_steps(unit: int) -> list[Command]:
 
 
 # --------------------------------------------------------------------------- table
-def _rollback(reason: str, quarantine: bool, unit: int) -> tuple[State, list[Command]]:
+def _rollback(reason: str, quarantine: bool, unit: int,
+              last: int | None = None) -> tuple[State, list[Command]]:
+    """Quarantine (when the image is to blame), keep the failed unit's logs, put the
+    previous tag back in ``.env``, then undo units ``last`` (default ``unit``) .. 0."""
     first: list[Command] = [Quarantine(reason)] if quarantine else []
-    return State.ROLLBACK, [*first, SaveLogs(unit), *undo_steps(unit)]
+    undo = undo_steps(unit if last is None else last)
+    return State.ROLLBACK, [*first, SaveLogs(unit), RestoreEnv(), *undo]
 
 
 def _after_healthy(event: Healthy) -> tuple[State, list[Command]]:
@@ -339,6 +375,8 @@ def _next(state: State, event: Event) -> tuple[State, list[Command]] | None:
         return _rollback(event.reason, True, event.unit)
     if isinstance(event, Interrupted) and state is State.VERIFY:
         return _rollback(event.reason, False, event.unit)
+    if isinstance(event, WatchFailed) and state is State.WATCH:
+        return _rollback(event.reason, True, event.unit, max(event.units - 1, event.unit))
     if isinstance(event, Started) and state is State.SWAP:
         return State.VERIFY, [Verify(event.unit)]
     if isinstance(event, Healthy) and state is State.VERIFY:
@@ -350,7 +388,9 @@ def _next(state: State, event: Event) -> tuple[State, list[Command]] | None:
     simple: dict[tuple[State, type], tuple[State, list[Command]]] = {
         (State.PULL, Pulled): (State.PREPARE, [TakeSnapshot()]),
         (State.PRE_DEPLOY, PreDeployDone): (State.SWAP, swap_steps(0)),
-        (State.COMMIT, Committed): (State.IDLE, [Record(Outcome.DEPLOYED)]),
+        (State.COMMIT, Committed): (State.WATCH, list(WATCH_STEPS)),
+        (State.WATCH, WatchSuspended): (State.WATCH, []),
+        (State.WATCH, WatchEnded): (State.IDLE, [Record(Outcome.DEPLOYED)]),
         (State.ROLLBACK, Unparked): (State.VERIFY_PREVIOUS, [VerifyPrevious()]),
         (State.VERIFY_PREVIOUS, PreviousHealthy): (State.IDLE, [Record(Outcome.ROLLED_BACK)]),
     }

@@ -267,6 +267,15 @@ class HealthPort(Protocol):
         containers in ``watch`` (units swapped before) must keep running meanwhile."""
         ...
 
+    def watch_over(self, units: Sequence[tuple[str, str | None]], *, seconds: float,
+                   timeout: float, interval: float,
+                   should_stop: Callable[[], bool] | None = None) -> HealthVerdict:
+        """The watch after commit: every ``(container, url)`` keeps running (no exit,
+        restart, OOM, unhealthy) and no URL fails for ``timeout`` seconds, for ``seconds``.
+        A failure names the unit (``detail["unit"]``); a stop request ends the watch with
+        ``detail["interrupted"]``."""
+        ...
+
 
 # --------------------------------------------------------------------------- store
 @dataclass(frozen=True)

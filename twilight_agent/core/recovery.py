@@ -12,10 +12,13 @@ or HALTED:
 - VERIFY of unit i: its new container still running -> verify it again, then go on with
   the next unit or commit; never started -> undo; exited -> roll back and quarantine it;
   gone -> undo.
-- COMMIT: finish the commit steps (each is idempotent).
+- COMMIT: finish the commit steps (each is idempotent), then watch.
+- WATCH: resume the watch until its journaled deadline (a unit found dead now fails it at
+  once and rolls back; a deadline already past needs one look at the units), then remove
+  the parked containers; stopped on that removal: finish it.
 - ROLLBACK / VERIFY_PREVIOUS: finish the rollback of every unit (undo is idempotent, so
-  all are undone again, last first), quarantining first when the agent stopped on that
-  very step.
+  all are undone again, last first, and ``.env`` is put back if it names the new tag),
+  quarantining first when the agent stopped on that very step.
 """
 
 from __future__ import annotations
@@ -63,7 +66,10 @@ def plan(row: JournalRow, new: ContainerState | None) -> Plan:
         return _verify_again(new, row.unit)
     if phase is State.COMMIT:
         return Plan(State.COMMIT, commands=m.COMMIT_STEPS)
-    steps = tuple(m.undo_steps(max(row.units - 1, 0)))
+    if phase is State.WATCH:
+        return Plan(State.WATCH, commands=m.WATCH_STEPS if row.step == "Watch"
+                    else (m.RemoveParked(),))
+    steps = (m.RestoreEnv(), *m.undo_steps(max(row.units - 1, 0)))
     if row.step == "Quarantine":  # stopped before the bad digest was written down
         steps = (m.Quarantine(row.reason or "failed before the agent stopped"), *steps)
     return Plan(State.ROLLBACK, commands=steps)
