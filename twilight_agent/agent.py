@@ -7,7 +7,7 @@ ports and records the result; the Agent turns the finished run into a ``CycleRep
 
 Public API (the daemon and the CLI build on these names): ``recover()``, ``poll_once()``,
 ``deploy(tag)``, ``rollback()``, ``decide(...)``, ``request_stop()``, ``status()``,
-``announce()``, ``close()``.
+``announce()``, ``close()``, ``set_progress()``.
 """
 
 from __future__ import annotations
@@ -73,9 +73,12 @@ class Agent:
         self._registry_failing: str | None = None  # the error of the last poll, if any
 
     # -- lifecycle --------------------------------------------------------------------
-    def set_pull_progress(self, show: Callable[[str], None]) -> None:
-        """Show each pull status line (the CLI sets it when stdout is a terminal)."""
-        self._ctx = DeployContext(**{**self._ctx.__dict__, "pull_progress": show})
+    def set_progress(self, pull: Callable[[str], None],
+                     notice: Callable[[str], None]) -> None:
+        """Show each pull status line, and a line where a run waits (the watch after
+        commit); the CLI sets them when stdout is a terminal."""
+        self._ctx = DeployContext(**{**self._ctx.__dict__, "pull_progress": pull,
+                                     "notice": notice})
 
     def request_stop(self) -> None:
         """Thread-safe: the deploy in flight finishes or undoes its current phase."""

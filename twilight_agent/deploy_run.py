@@ -62,6 +62,7 @@ class DeployContext:
     should_stop: Callable[[], bool]
     pull_auth: Callable[[], Mapping[str, str] | None]
     pull_progress: Callable[[str], None] | None = None
+    notice: Callable[[str], None] | None = None  # a line for an operator at a terminal
 
 
 def new_deploy_id() -> str:

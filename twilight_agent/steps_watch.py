@@ -56,6 +56,9 @@ def _watch(s: Step, watched: list[tuple[str, str | None]],
     left = max(run.watch_until - time.time(), 0.0)
     log.info("watching", deploy_id=run.deploy_id, left_s=round(left, 1), units=len(watched),
              until=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.watch_until)))
+    if c.notice is not None and run.to is not None:
+        c.notice(f"healthy: watching {run.to.tag} for {left:.0f}s more, the previous version "
+                 "kept parked (Ctrl-C leaves the watch to the next poll or start)")
     verdict = c.health.watch_over(watched, seconds=left, timeout=cfg.health_timeout,
                                   interval=cfg.health_interval, should_stop=c.should_stop)
     if verdict.ok:

@@ -187,3 +187,10 @@ def test_a_stop_request_ends_the_watch_as_interrupted() -> None:
     wt, clock = watcher()
     v = wt.run([("c1", URL)], clock.now + 60, lambda: clock.now > 1005)
     assert not v.ok and v.detail["interrupted"] and v.after_s < 6
+
+
+def test_an_operator_at_a_terminal_is_told_the_deploy_is_being_watched(w: World) -> None:
+    notices: list[str] = []
+    w.agent.set_progress(lambda line: None, notices.append)
+    w.agent.deploy()
+    assert len(notices) == 1 and f"watching {NEW.tag} for 300s" in notices[0]

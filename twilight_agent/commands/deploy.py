@@ -83,7 +83,7 @@ def _agent(settings: Settings, lock: DeployLock) -> Any:
     agent = build_agent(settings, sinks=build_sinks(settings), lock=Held(lock))
     agent.announce()  # the metrics file starts from the host's totals, not from zero
     if sys.stdout.isatty():  # an operator watching: show the pull; a pipe gets one line
-        agent.set_pull_progress(_show_pull)
+        agent.set_progress(_show_pull, _show_notice)
 
     def stop(signum: int, _frame: object) -> None:
         print(f"twilight-agent: {signal.Signals(signum).name}: finishing or undoing the "
@@ -97,6 +97,10 @@ def _agent(settings: Settings, lock: DeployLock) -> Any:
 
 def _show_pull(line: str) -> None:
     print(f"pull: {line}", flush=True)
+
+
+def _show_notice(line: str) -> None:
+    print(line, flush=True)
 
 
 def _release(r: dict[str, Any] | None) -> str:
