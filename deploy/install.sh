@@ -26,6 +26,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$HERE")
 UNIT_SRC=$REPO/systemd/$NAME.service
 ENV_EXAMPLE=$HERE/agent.env.example
+REQUIREMENTS=$HERE/requirements.txt  # every dependency pinned with its sha256 hashes
 
 usage() {
   cat <<EOF
@@ -36,7 +37,9 @@ Usage: install.sh [SOURCE] [--instance NAME] [--token-file FILE]
 Installs twilight-agent on this host, as root:
   - system user $USER_NAME, member of the group that owns $SOCKET
     (whatever its name; a group '$OWN_GROUP' is created with that gid if none has it)
-  - a virtualenv in $VENV with the package, and $LINK for operators
+  - a virtualenv in $VENV with the package, and $LINK for operators; its dependencies
+    come from deploy/requirements.txt, every one pinned to a version and checked against
+    its sha256 hashes (pip --require-hashes): a tampered or substituted file is refused
   - the unit $UNIT_DEST (from systemd/$NAME.service of this repository)
   - $CONF from deploy/agent.env.example, only if it does not exist: an operator's
     configuration is never overwritten
@@ -118,7 +121,9 @@ source_files() {
 
 # A fingerprint of what SOURCE would install, to tell whether the venv already has it.
 fingerprint() {
-  local src=$1 sum files=()
+  local src=$1 sum files=() reqs
+  reqs=$(sha256sum "$REQUIREMENTS")
+  printf 'requirements:%s ' "${reqs%% *}"  # a new lock file reinstalls too
   if [ -d "$src" ]; then
     [ -f "$src/pyproject.toml" ] || die "$src has no pyproject.toml"
     mapfile -t files < <(source_files "$src")
@@ -179,12 +184,14 @@ PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
 
 step_package() {
   local src=$1 fp tmp wheel out files=()
+  [ -f "$REQUIREMENTS" ] || die "$REQUIREMENTS not found (run install.sh from a clone)"
   fp=$(fingerprint "$src")
   if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$fp" ] \
       && "$VENV/bin/$NAME" --version >/dev/null 2>&1; then
     unchanged "package" "$("$VENV/bin/$NAME" --version)"
     return
   fi
+  install_requirements
   if [ -d "$src" ]; then
     tmp=$(mktemp -d)
     WORK_DIR=$tmp
@@ -203,7 +210,7 @@ step_package() {
   elif [ -f "$src" ]; then
     install_wheel "$src"
   else
-    "${PIP[@]}" --upgrade "$src"
+    "${PIP[@]}" --no-deps --upgrade "$src"
   fi
   printf '%s\n' "$fp" >"$STAMP"
   changed "package" "installed $("$VENV/bin/$NAME" --version) from $src"
@@ -211,8 +218,13 @@ step_package() {
 }
 
 install_wheel() {
-  "${PIP[@]}" "$1"  # with its dependencies
   "${PIP[@]}" --no-deps --force-reinstall "$1"  # this build, even at the same version
+}
+
+# The dependencies exactly as pinned, each file checked against its hashes.
+install_requirements() {
+  "${PIP[@]}" --require-hashes --only-binary=:all: -r "$REQUIREMENTS" \
+    || die "installing the pinned dependencies from $REQUIREMENTS failed (see above)"
 }
 
 step_link() {

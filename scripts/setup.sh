@@ -26,6 +26,14 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "${PYTHON:-python3}" -m venv .venv
 fi
+# The runtime dependencies exactly as a host gets them (deploy/requirements.txt, hashes
+# checked), then the package and the test tools.
+if ! out=$(.venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes \
+    --only-binary=:all: -r deploy/requirements.txt 2>&1); then
+  printf '%s\n' "$out" >&2
+  echo "setup: the pinned dependencies (deploy/requirements.txt) did not install" >&2
+  exit 1
+fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 \
   | grep -vE '^(WARNING: Location|  |$)' || true
 echo "setup: toolchain ready after $(elapsed)s"

@@ -65,7 +65,8 @@ def systemd_image(bed: Bed, request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
-    """The package and its dependencies as wheels, built from a copy of the working tree."""
+    """The pinned dependencies (deploy/requirements.txt) as released wheels, and the package
+    built from a copy of the working tree."""
     t0 = time.monotonic()
     base = tmp_path_factory.mktemp("wheelhouse")
     src, out = base / "src", base / "wheels"
@@ -75,11 +76,15 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixture
             shutil.copy2(ROOT / name, src / name)
     shutil.copytree(ROOT / "twilight_agent", src / "twilight_agent",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q",
-                           "--disable-pip-version-check", "--wheel-dir", str(out), str(src)],
-                          capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        pytest.fail(f"building the wheels failed: {proc.stderr.strip()[-2000:]}", pytrace=False)
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    for argv in (  # the pinned dependencies as released (hashes checked), then ours
+            ["download", "--require-hashes", "--only-binary=:all:", "--dest", str(out),
+             "-r", str(ROOT / "deploy/requirements.txt")],
+            ["wheel", "--no-deps", "--wheel-dir", str(out), str(src)]):
+        proc = subprocess.run([*pip, *argv], capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            pytest.fail(f"pip {argv[0]} for the wheelhouse failed: "
+                        f"{proc.stderr.strip()[-2000:]}", pytrace=False)
     _say(request, f"wheels built in {time.monotonic() - t0:.0f}s")
     return out
 
@@ -171,7 +176,7 @@ def install(m: Machine, wheelhouse: Path, config: dict[str, str], instance: str 
     files: dict[str, tuple[bytes, int]] = {}
     for whl in wheelhouse.glob("*.whl"):
         files[f"{INSTALL_DIR}/wheels/{whl.name}"] = (whl.read_bytes(), 0o644)
-    for rel in ("deploy/install.sh", "deploy/agent.env.example",
+    for rel in ("deploy/install.sh", "deploy/agent.env.example", "deploy/requirements.txt",
                 "systemd/twilight-agent.service", "systemd/twilight-agent@.service"):
         files[f"{INSTALL_DIR}/{rel}"] = ((ROOT / rel).read_bytes(), 0o755)
     unit = f"twilight-agent@{instance}.service" if instance else UNIT
