@@ -45,6 +45,7 @@ class RunConfig:
     pre_deploy: tuple[str, ...] = ()  # argv of the one-off task before the swap; () = none
     pre_deploy_timeout: float = 600.0
     watch: float = 0.0  # seconds the committed version is watched; 0 = no watch
+    health_failures: int = 0  # 5xx answers in a row that fail the gate at once; 0 = never
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     health_interval: Duration = Field(2.0, description="Time between health probes.")
     health_soak: Duration = Field(10.0, description="How long it must stay healthy after "
                                   "the first pass.")
+    health_failures: int = Field(5, ge=0, le=1000, description="This many 5xx answers in a "
+                                 "row fail the health gate at once: the app is up and "
+                                 "broken, not slow (a boot that refuses connections still "
+                                 "gets the whole `TWILIGHT_HEALTH_TIMEOUT`). 0 = wait out "
+                                 "the timeout.")
     watch: Duration = Field(300.0, description="After commit, how long the new version is "
                             "watched with the previous one kept parked: an exit, restart, "
                             "`unhealthy` or a health URL failing for `TWILIGHT_HEALTH_TIMEOUT` "

@@ -120,7 +120,8 @@ def verify(s: Step, cmd: m.Verify) -> m.Event:
         url = s.engine("verify", lambda: c.target.health_url(unit, cid))  # dockerd away
         verdict = c.health.verify(cid, url, timeout=cfg.health_timeout,
                                   interval=cfg.health_interval, soak=cfg.health_soak,
-                                  should_stop=c.should_stop, watch=watch)
+                                  should_stop=c.should_stop, watch=watch,
+                                  failures=cfg.health_failures)
     except TwilightError as exc:
         return m.Interrupted(f"health check could not run: {exc}", u)
     s.run.timings["verify_s"] = round(s.run.timings.get("verify_s", 0) + verdict.after_s, 3)

@@ -87,19 +87,35 @@ def test_image_that_exits_at_boot_is_rolled_back_fast_and_quarantined(site: Site
     assert "unquarantine" in one_line(refused.stderr)
 
 
-@pytest.mark.parametrize("mode", ["500", "hang"])
-def test_unhealthy_http_is_rolled_back_after_the_timeout(site: Site, mode: str) -> None:
+@pytest.mark.parametrize(("mode", "failures"), [("500", "0"), ("hang", "5")])
+def test_unhealthy_http_is_rolled_back_after_the_timeout(site: Site, mode: str,
+                                                         failures: str) -> None:
     v1 = push(site, "v1")
     old_id = site.run_app(v1)
     push(site, "v2", mode=mode)
     t0 = time.monotonic()
-    p = site.cli("deploy", HEALTH_TIMEOUT="4")
+    p = site.cli("deploy", HEALTH_TIMEOUT="4", HEALTH_FAILURES=failures)
     took = time.monotonic() - t0
     assert p.returncode == 1, p.stderr
     assert took >= 4
     assert site.inspect()["Id"] == old_id and site.serving() == "ok v1"
     (row,) = site.history()
     assert row["outcome"] == "rolled_back" and row["timings"]["VERIFY"] >= 4
+
+
+def test_an_app_answering_500_fails_within_failures_times_interval_plus_1s(
+        site: Site) -> None:
+    v1 = push(site, "v1")
+    old_id = site.run_app(v1)
+    push(site, "v2", mode="500")
+    p = site.cli("deploy", HEALTH_TIMEOUT="60", HEALTH_INTERVAL="0.5", HEALTH_FAILURES="5")
+    assert p.returncode == 1, p.stderr
+    assert site.inspect()["Id"] == old_id and site.serving() == "ok v1"
+    (row,) = site.history()
+    assert "5 http 500 answers in a row" in row["reason"], row["reason"]
+    verify_s = row["timings"]["verify_s"]
+    print(f"\n500 verdict after {verify_s:.2f}s of verify (limit {5 * 0.5 + 1:g}s)")
+    assert verify_s <= 5 * 0.5 + 1
 
 
 def test_slow_but_healthy_boot_within_the_window_is_kept(site: Site) -> None:

@@ -211,7 +211,7 @@ class FakeHealth:
 
     def verify(self, container_id: str, url: str | None, *, timeout: float, interval: float,
                soak: float, should_stop: Callable[[], bool] | None = None,
-               watch: Any = ()) -> HealthVerdict:
+               watch: Any = (), failures: int = 0) -> HealthVerdict:
         c = self.rt.containers[container_id]
         self.calls.append(c.image)
         self.watched.append(list(watch))

@@ -268,3 +268,40 @@ def test_exit_noticed_after_a_failed_soak_probe_is_named():
                    answer=answer)
     v = verify(g, interval=1, soak=5)
     assert not v.ok and v.reason == "exited with code 1 during soak"
+
+
+# ----------------------------------------------------------------- 5xx in a row: a verdict
+def http(status: int) -> ProbeResult:
+    return ProbeResult(200 <= status < 300, f"http {status}", status)
+
+
+def test_five_5xx_answers_in_a_row_fail_within_failures_times_interval() -> None:
+    g, _, probe = gate(answer=lambda t: http(500))
+    v = verify(g, failures=5)
+    assert not v.ok and v.reason == "5 http 500 answers in a row (the app is up and failing)"
+    assert len(probe.calls) == 5 and v.after_s <= 5 * 2.0 + 1
+
+
+def test_without_failures_a_500_waits_out_the_timeout() -> None:
+    g, _, _ = gate(answer=lambda t: http(500))
+    v = verify(g, failures=0)
+    assert not v.ok and v.reason.startswith("timeout after 60s") and v.after_s >= 60
+
+
+def test_a_slow_boot_that_refuses_connections_keeps_the_whole_window() -> None:
+    g, _, _ = gate(answer=lambda t: ProbeResult(False, "connection refused") if t < 40
+                   else http(200))
+    v = verify(g, failures=5)
+    assert v.ok and v.detail["passed_after_s"] >= 40
+
+
+def test_5xx_broken_by_other_answers_are_not_in_a_row() -> None:
+    answers = [http(503), ProbeResult(False, "connection refused")] * 20
+    g, _, probe = gate(answer=lambda t: answers[min(len(probe.calls) - 1, len(answers) - 1)])
+    v = verify(g, failures=2, timeout=30)
+    assert not v.ok and v.reason.startswith("timeout after 30s")
+
+
+def test_a_boot_answering_502_then_200_passes_when_under_the_limit() -> None:
+    g, _, _ = gate(answer=lambda t: http(502) if t < 5 else http(200))
+    assert verify(g, failures=5).ok

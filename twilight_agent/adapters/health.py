@@ -60,6 +60,8 @@ class _Run:
     last_probe: ProbeResult | None = None
     next_probe_at: float = 0.0
     probes: int = 0
+    failures: int = 0  # this many 5xx answers in a row fail the gate at once (0: never)
+    server_errors: int = 0  # 5xx answers in a row so far
     passed_at: float | None = None
     last_state: ContainerState | None = None
     killed_seen_at: float | None = None  # when the container was first seen signal-killed
@@ -92,10 +94,10 @@ class HealthGate:
 
     def verify(self, container_id: str, url: str | None, *, timeout: float, interval: float,
                soak: float, should_stop: Callable[[], bool] | None = None,
-               watch: Sequence[str] = ()) -> HealthVerdict:
+               watch: Sequence[str] = (), failures: int = 0) -> HealthVerdict:
         now = self._clock()
         run = _Run(container_id, url, timeout, interval, soak, start=now, window_start=now,
-                   watch=tuple(watch))
+                   watch=tuple(watch), failures=failures)
         with self._probing() as probe:
             while True:
                 verdict = self._step(run, probe, should_stop)
@@ -139,7 +141,17 @@ class HealthGate:
             run.next_probe_at = self._clock() + run.interval
             if run.passed_at is not None and not run.last_probe.ok:
                 return self._soak_broken(run, run.last_probe.text)
+            if self._broken(run, run.last_probe):
+                return self._verdict(run, False, f"{run.server_errors} {run.last_probe.text} "
+                                     "answers in a row (the app is up and failing)")
         return self._judge(run, st)
+
+    @staticmethod
+    def _broken(run: _Run, probe: ProbeResult) -> bool:
+        """``failures`` 5xx answers in a row: not a slow boot (that refuses connections or
+        times out, and keeps the whole window), an app that answers and fails."""
+        run.server_errors = run.server_errors + 1 if probe.server_error else 0
+        return run.failures > 0 and run.server_errors >= run.failures
 
     @staticmethod
     def _stopped_by_engine(run: _Run, st: ContainerState) -> bool:

@@ -29,6 +29,12 @@ class StateSource(Protocol):
 class ProbeResult:
     ok: bool
     text: str  # "http 200", "http 500", "connection refused", "read timeout", ...
+    status: int = 0  # the HTTP status; 0 when there was no answer
+
+    @property
+    def server_error(self) -> bool:
+        """The app answered, with a 5xx: it is up and broken, not slow."""
+        return 500 <= self.status < 600
 
 
 Probe = Callable[[str, float], ProbeResult]  # (url, timeout) -> result; never raises
@@ -79,7 +85,7 @@ class HttpProbe:
             return ProbeResult(False, "connection closed without a response")
         except httpx.HTTPError as exc:
             return ProbeResult(False, f"{type(exc).__name__}: {exc}")
-        return ProbeResult(200 <= r.status_code < 300, f"http {r.status_code}")
+        return ProbeResult(200 <= r.status_code < 300, f"http {r.status_code}", r.status_code)
 
     def _drain(self, response: httpx.Response) -> bool:
         """Read up to ``MAX_PROBE_BODY`` bytes; False if the deadline passed meanwhile."""

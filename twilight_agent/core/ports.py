@@ -261,10 +261,11 @@ class HealthVerdict:
 class HealthPort(Protocol):
     def verify(self, container_id: str, url: str | None, *, timeout: float, interval: float,
                soak: float, should_stop: Callable[[], bool] | None = None,
-               watch: Sequence[str] = ()) -> HealthVerdict:
-        """Fail at once on exit/restart/OOM; pass on HTTP 2xx (+ HEALTHCHECK healthy when
-        the image has one), then hold ``soak`` seconds with the same checks. The
-        containers in ``watch`` (units swapped before) must keep running meanwhile."""
+               watch: Sequence[str] = (), failures: int = 0) -> HealthVerdict:
+        """Fail at once on exit/restart/OOM, or on ``failures`` 5xx answers in a row (0:
+        never); pass on HTTP 2xx (+ HEALTHCHECK healthy when the image has one), then hold
+        ``soak`` seconds with the same checks. The containers in ``watch`` (units swapped
+        before) must keep running meanwhile."""
         ...
 
     def watch_over(self, units: Sequence[tuple[str, str | None]], *, seconds: float,
