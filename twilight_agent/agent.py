@@ -282,4 +282,5 @@ def run_config(s: Settings) -> RunConfig:
                      health_timeout=s.health_timeout, health_interval=s.health_interval,
                      health_soak=s.health_soak, prune_after=s.prune_after,
                      pre_deploy=s.pre_deploy_argv, pre_deploy_timeout=s.pre_deploy_timeout,
-                     watch=s.watch, health_failures=s.health_failures)
+                     watch=s.watch, health_failures=s.health_failures, swap=s.swap,
+                     drain=s.drain)

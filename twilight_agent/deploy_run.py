@@ -46,6 +46,8 @@ class RunConfig:
     pre_deploy_timeout: float = 600.0
     watch: float = 0.0  # seconds the committed version is watched; 0 = no watch
     health_failures: int = 0  # 5xx answers in a row that fail the gate at once; 0 = never
+    swap: str = "auto"  # auto | start-first | stop-first (TWILIGHT_SWAP)
+    drain: float = 0.0  # start-first: seconds between the new unit's gate and the old's stop
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ class DeployRun:
     warnings: list[str] = field(default_factory=list)
     note: str = ""  # prefix of the history reason, e.g. "recovered at start-up"
     watch_until: float | None = None  # wall-clock end of the watch (epoch s), once begun
+    start_first: bool = False  # each new unit starts beside the old one (decided at PREPARE)
 
     @property
     def from_(self) -> Release | None:
@@ -114,7 +117,7 @@ class DeployRun:
                 "to": release_dict(self.to), "image_id": self.image_id,
                 "new_ids": {str(u): c for u, c in self.new_ids.items()},
                 "reason": self.reason, "timings": self.timings,
-                "watch_until": self.watch_until,
+                "watch_until": self.watch_until, "start_first": self.start_first,
                 "snapshot": self.snapshot.to_dict() if self.snapshot else None}
 
     @classmethod
@@ -126,7 +129,8 @@ class DeployRun:
                    to=_release(to.get("tag") or "", to["digest"]) if to.get("digest") else None,
                    snapshot=snap, image_id=p.get("image_id"), new_ids=_new_ids(p),
                    reason=p.get("reason") or "", timings=dict(p.get("timings") or {}),
-                   phase=phase, watch_until=_float(p.get("watch_until")))
+                   phase=phase, watch_until=_float(p.get("watch_until")),
+                   start_first=p.get("start_first") is True)
 
 
 def _new_ids(p: Mapping[str, Any]) -> dict[int, str]:

@@ -98,6 +98,17 @@ class Settings(BaseSettings):
                                  "broken, not slow (a boot that refuses connections still "
                                  "gets the whole `TWILIGHT_HEALTH_TIMEOUT`). 0 = wait out "
                                  "the timeout.")
+    swap: Literal["auto", "start-first", "stop-first"] = Field(
+        "auto", description="`start-first`: the new container starts beside the old one "
+        "(same network aliases and labels, named `<name>.twilight-next`), is gated on its "
+        "own address (`{address}` in `TWILIGHT_HEALTH_URL`), and only then is the old one "
+        "stopped and parked: no gap behind a reverse proxy; needs a target that publishes "
+        "no host port. `stop-first`: the new container is created first, then the old one "
+        "stopped and the new one started (the gap is stop + start + boot). `auto`: "
+        "start-first when no unit publishes a host port, else stop-first.")
+    drain: Duration = Field(0.0, description="Start-first: how long the old container "
+                            "keeps running after the new one passed its gate, before it is "
+                            "stopped (let a proxy's connections move over).")
     watch: Duration = Field(300.0, description="After commit, how long the new version is "
                             "watched with the previous one kept parked: an exit, restart, "
                             "`unhealthy` or a health URL failing for `TWILIGHT_HEALTH_TIMEOUT` "
@@ -193,9 +204,9 @@ class Settings(BaseSettings):
 
     def _check_durations(self) -> None:
         for name in ("health_timeout", "health_interval", "poll_interval", "prune_after",
-                     "pre_deploy_timeout", "health_soak", "watch"):
+                     "pre_deploy_timeout", "health_soak", "watch", "drain"):
             value = getattr(self, name)
-            zero_ok = name in ("health_soak", "watch")
+            zero_ok = name in ("health_soak", "watch", "drain")
             if value > MAX_DURATION or value < 0 or (value == 0 and not zero_ok):
                 least = ">= 0" if zero_ok else "> 0"
                 raise ValueError(f"TWILIGHT_{name.upper()} must be {least} and at most 30 days")

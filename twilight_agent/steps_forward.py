@@ -10,7 +10,7 @@ from twilight_agent.core import machine as m
 from twilight_agent.core.events import TaskFinished
 from twilight_agent.core.outcomes import Outcome
 from twilight_agent.deploy_run import Step
-from twilight_agent.errors import DockerUnavailable, TwilightError
+from twilight_agent.errors import DockerUnavailable, InvalidInput, TwilightError
 from twilight_agent.observe import observe_target
 
 # Start failures the host causes, not the build: quarantining a good build for them would
@@ -49,7 +49,27 @@ def take_snapshot(s: Step, _: m.TakeSnapshot) -> m.Event:
         return m.Aborted(str(exc))
     if c.should_stop():
         return m.Aborted("stop requested before the swap", Outcome.ABORTED)
-    return m.Prepared(units=len(s.snap.units()), pre_deploy=bool(c.config.pre_deploy))
+    try:
+        s.run.start_first = start_first(s)
+    except TwilightError as exc:
+        s.run.error = exc
+        return m.Aborted(str(exc))
+    return m.Prepared(units=len(s.snap.units()), pre_deploy=bool(c.config.pre_deploy),
+                      start_first=s.run.start_first)
+
+
+def start_first(s: Step) -> bool:
+    """``TWILIGHT_SWAP``: auto starts the new units beside the old ones when none publishes
+    a host port (two would fight for it); start-first on one that does is refused."""
+    mode = s.ctx.config.swap
+    if mode == "stop-first":
+        return False
+    ports = s.ctx.target.publishes_ports(s.snap)
+    if mode == "start-first" and ports:
+        raise InvalidInput(f"TWILIGHT_SWAP=start-first: {s.snap.name} publishes a host port, "
+                           "so a second container could not start beside it (use auto or "
+                           "stop-first, or reach it through a proxy)")
+    return not ports
 
 
 def run_pre_deploy(s: Step, _: m.RunPreDeploy) -> m.Event:
@@ -67,7 +87,7 @@ def run_pre_deploy(s: Step, _: m.RunPreDeploy) -> m.Event:
     s.run.log_tail = result.output[-c.tunables.log_tail_chars:]
     c.events.emit(TaskFinished(s.run.ref(), result.exit_code, result.output))
     if result.ok:
-        return m.PreDeployDone()
+        return m.PreDeployDone(s.run.start_first)
     why = (f"killed after the {c.config.pre_deploy_timeout:g}s timeout"
            if result.exit_code is None else f"exited with code {result.exit_code}")
     return m.PreDeployFailed(f"pre-deploy task {why}")
@@ -88,12 +108,36 @@ def park(s: Step, cmd: m.Park) -> m.Event | None:
     return None
 
 
+def stop_parked(s: Step, cmd: m.StopParked) -> m.Event | None:
+    unit = s.unit(cmd.unit)
+    if s.run.start_first and s.ctx.config.drain > 0:
+        s.ctx.clock.sleep(s.ctx.config.drain)  # the proxy moves its connections over
+    try:
+        s.ctx.target.stop_parked(unit)
+    except TwilightError as exc:
+        return m.SwapFailed(f"stopping the old {unit.name} failed: {exc}", unit=cmd.unit)
+    return None
+
+
+def promote(s: Step, cmd: m.Promote) -> m.Event:
+    unit = s.unit(cmd.unit)
+    try:
+        cid = s.ctx.target.new_instance(unit, s.run.new_ids.get(cmd.unit))
+        if cid is None:
+            return m.SwapFailed(f"the new {unit.name} is gone", unit=cmd.unit)
+        s.run.new_ids[cmd.unit] = cid
+        s.ctx.target.promote(unit, cid)
+    except TwilightError as exc:
+        return m.SwapFailed(f"renaming the new {unit.name} failed: {exc}", unit=cmd.unit)
+    return m.CutOver(cmd.unit, len(s.snap.units()))
+
+
 def create_new(s: Step, cmd: m.CreateNew) -> m.Event | None:
     assert s.run.to is not None
     image = s.ctx.config.image_ref.with_digest(s.run.to.digest)
     unit = s.unit(cmd.unit)
     try:
-        s.run.new_ids[cmd.unit] = s.ctx.target.create(unit, image)
+        s.run.new_ids[cmd.unit] = s.ctx.target.create(unit, image, beside=s.run.start_first)
     except TwilightError as exc:
         return m.SwapFailed(f"creating the new {unit.name} failed: {exc}", unit=cmd.unit)
     return None
@@ -126,7 +170,7 @@ def verify(s: Step, cmd: m.Verify) -> m.Event:
         return m.Interrupted(f"health check could not run: {exc}", u)
     s.run.timings["verify_s"] = round(s.run.timings.get("verify_s", 0) + verdict.after_s, 3)
     if verdict.ok:
-        return m.Healthy(u, len(s.snap.units()))
+        return m.Healthy(u, len(s.snap.units()), s.run.start_first)
     named = f"{unit.name}: " if len(s.snap.units()) > 1 else ""
     if c.should_stop():
         return m.Interrupted(f"stop requested during verify ({named}{verdict.reason})", u)
@@ -135,6 +179,6 @@ def verify(s: Step, cmd: m.Verify) -> m.Event:
 
 HANDLERS: dict[type, Callable[[Step, Any], m.Event | None]] = {
     m.Pull: pull, m.TakeSnapshot: take_snapshot, m.RunPreDeploy: run_pre_deploy,
-    m.RemoveTask: remove_task, m.Park: park, m.CreateNew: create_new,
-    m.StartNew: start_new, m.Verify: verify,
+    m.RemoveTask: remove_task, m.Park: park, m.StopParked: stop_parked,
+    m.CreateNew: create_new, m.StartNew: start_new, m.Verify: verify, m.Promote: promote,
 }

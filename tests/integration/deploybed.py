@@ -40,6 +40,7 @@ class Site:
     tmp: Path
     port: int = field(default_factory=free_port)
     config: dict[str, str] = field(default_factory=dict)
+    published: bool = True  # False: no host port, reached on its network (behind a proxy)
 
     @property
     def name(self) -> str:
@@ -47,7 +48,10 @@ class Site:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/healthz"
+        if self.published:
+            return f"http://127.0.0.1:{self.port}/healthz"
+        nets = self.inspect()["NetworkSettings"]["Networks"]
+        return f"http://{nets[f'{self.uid}-net']['IPAddress']}:8080/healthz"
 
     @property
     def env_file(self) -> Path:
@@ -86,7 +90,8 @@ class Site:
         net = f"{self.uid}-net"
         d.networks.create(net)
         d.volumes.create(f"{self.uid}-data")
-        hc = api.create_host_config(port_bindings={8080: ("127.0.0.1", self.port)},
+        ports = {8080: ("127.0.0.1", self.port)} if self.published else {}
+        hc = api.create_host_config(port_bindings=ports,
                                     network_mode=net, binds=[f"{self.uid}-data:/data"],
                                     restart_policy={"Name": "unless-stopped"})
         cid = api.create_container(

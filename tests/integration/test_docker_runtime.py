@@ -93,8 +93,11 @@ def test_swap_keeps_operator_config_and_data_and_unpark_restores(bed, repo, clea
     image_id = rt.pull(v2.ref, Digest(v2.digest), bed.auth)
     snap = rt.snapshot(rt.find_target())
     assert (snap.container_id, snap.tag, snap.digest) == (old, v1.sha_tag, v1.digest)
-    t0 = time.monotonic()
     rt.park(snap)
+    parked = bed.docker.api.inspect_container(f"{uid}-app.twilight-prev")
+    assert parked["Id"] == old and parked["State"]["Running"]  # parked, still serving
+    t0 = time.monotonic()
+    rt.stop(old)
     assert time.monotonic() - t0 < 5  # the container's StopTimeout (1 s), not the default 10 s
     with pytest.raises(TargetNotFound, match=r"only a parked .*\.twilight-prev"):
         rt.find_target()
@@ -149,6 +152,7 @@ def test_find_target_by_compose_labels_ignores_parked(bed, repo, cleanup, tmp_pa
         assert rt.find_target() == old
         snap = rt.snapshot(old)
         rt.park(snap)
+        rt.stop(old)
         with pytest.raises(TargetNotFound, match="no container for compose project"):
             rt.find_target()
         new = rt.create_from(snap, f"{img.ref}:{img.sha_tag}")

@@ -82,8 +82,9 @@ def settle(site: Site, version: str) -> None:
 
 @pytest.mark.parametrize(("where", "expect"), [
     ("after:pull", "aborted"),        # pulled, nothing touched yet
-    ("after:park", "rolled_back"),    # old container stopped + parked, service down
-    ("after:create_from", "rolled_back"),  # new container half-created, not started
+    ("after:park", "rolled_back"),    # old container parked (renamed), still serving
+    ("after:create_from", "rolled_back"),  # new container created, the old one serving
+    ("after:stop", "rolled_back"),    # the old container stopped, the new one not started
     ("after:start", "rolled_back"),   # new container started, not verified
 ])
 def test_kill_before_verify_is_undone_and_the_next_deploy_goes_through(
@@ -94,6 +95,8 @@ def test_kill_before_verify_is_undone_and_the_next_deploy_goes_through(
     kill_agent_at(site, where)
     if where == "after:park":
         assert site.containers() == [f"{site.name}.twilight-prev"]
+        assert site.serving() == "ok v1"  # stop-first stops the old one only later
+    if where == "after:stop":
         assert site.serving() is None  # the kill left the service down
     p = site.cli("deploy")
     assert p.returncode == 0, p.stderr
@@ -112,7 +115,7 @@ def test_kill_after_park_with_the_parked_container_revived(site: Site) -> None:
     v1 = push(site, "v1")
     site.run_app(v1)
     push(site, "v2")
-    kill_agent_at(site, "after:park")
+    kill_agent_at(site, "after:stop")
     site.bed.docker.containers.get(f"{site.name}.twilight-prev").start()
     agent = app.build_agent(site.settings())
     agent.recover()

@@ -25,14 +25,16 @@ def engine_events(site: Site, since: float, **filters: str) -> list[dict[str, An
     return [e for e in stream if e.get("timeNano", 0) / 1e9 >= since - 1]
 
 
-def wait_phase(site: Site, phase: str, timeout: float = 60) -> dict[str, Any]:
+def wait_phase(site: Site, phase: str, proc: Any, timeout: float = 60) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and proc.poll() is None:
         st = site.status()
         if st["phase"] == phase:
             return st
         time.sleep(0.2)
-    raise AssertionError(f"the agent never reached {phase}: {site.status()}")
+    out, err = proc.communicate(timeout=60) if proc.poll() is not None else ("", "")
+    raise AssertionError(f"the agent never reached {phase}: {site.status()} "
+                         f"(deploy exit {proc.poll()}: {out} {err})")
 
 
 def test_a_build_that_dies_after_the_gate_is_rolled_back_within_interval_plus_2s(
@@ -79,7 +81,7 @@ def test_status_shows_the_watch_and_a_new_build_waits_for_its_end(site: Site) ->
     site.config.update(WATCH="8s", **WATCHED)  # every CLI call below writes the config
     deploy = site.popen("deploy")
     try:
-        st = wait_phase(site, "WATCH")
+        st = wait_phase(site, "WATCH", deploy)
         assert st["current"]["digest"] == v2.digest and st["previous"]["digest"] == v1.digest
         assert 0 < st["watch"]["left_s"] <= 8
         assert sorted(site.containers()) == sorted([site.name, f"{site.name}.twilight-prev"])

@@ -75,6 +75,7 @@ class FakeRuntime:
         self.task: tuple[int | None, str] = (0, "migrated\n")
         self.tasks: list[tuple[str, str, tuple[str, ...], float]] = []
         self.on: dict[str, Callable[[], None]] = {}
+        self.ports = True  # the target publishes a host port: auto swaps stop-first
 
     def add(self, c: C) -> str:
         cid = next(self.ids)
@@ -137,13 +138,29 @@ class FakeRuntime:
     def park(self, snap: Snapshot) -> None:
         self._step("park")
         c = self.containers[snap.container_id]
-        c.policy, c.running, c.status, c.name = {"Name": "no"}, False, "exited", snap.parked_name
+        c.policy, c.name = {"Name": "no"}, snap.parked_name
 
-    def create_from(self, snap: Snapshot, image: str) -> str:
+    def stop(self, container_id: str) -> None:
+        self._step("stop")
+        c = self.containers[container_id]
+        c.running, c.status = False, "exited"
+
+    def rename(self, container_id: str, name: str) -> None:
+        self._step("rename")
+        self.containers[container_id].name = name
+
+    def publishes_ports(self, container_id: str) -> bool:
+        return self.ports
+
+    def address(self, container_id: str) -> str:
+        return "172.18.0." + str(list(self.containers).index(container_id) + 2)
+
+    def create_from(self, snap: Snapshot, image: str, name: str | None = None) -> str:
         self._step("create")
         old = self.containers[snap.container_id]
-        return self.add(C(snap.name, image.split("@")[1], running=False, status="created",
-                          policy=dict(snap.restart_policy), labels=dict(old.labels)))
+        return self.add(C(name or snap.name, image.split("@")[1], running=False,
+                          status="created", policy=dict(snap.restart_policy),
+                          labels=dict(old.labels)))
 
     def start(self, container_id: str) -> None:
         self._step("start")

@@ -33,7 +33,7 @@ def test_happy_path_goes_through_every_phase_and_records_deployed() -> None:
                             m.Healthy(), m.Committed(), m.WatchEnded()])
     assert seen == [S.PULL, S.PREPARE, S.SWAP, S.VERIFY, S.COMMIT, S.WATCH, S.IDLE]
     assert cmds[0] == [m.Pull()]
-    assert names(cmds[2]) == ["Park", "CreateNew", "StartNew"]
+    assert names(cmds[2]) == ["Park", "CreateNew", "StopParked", "StartNew"]  # stop-first
     assert names(cmds[4]) == ["WriteEnv", "TagImage", "Prune"]
     assert names(cmds[5]) == ["Watch", "RemoveParked"]  # the parked one stays for the watch
     assert cmds[6] == [m.Record(Outcome.DEPLOYED)]

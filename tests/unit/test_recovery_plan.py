@@ -26,6 +26,8 @@ def journal_steps() -> set[tuple[str, str]]:
     events: list[tuple[State, m.Event]] = [
         (State.IDLE, m.Begin()), (State.PULL, m.Pulled()), (State.PREPARE, m.Prepared()),
         (State.PREPARE, m.Prepared(pre_deploy=True)),
+        (State.PREPARE, m.Prepared(start_first=True)),
+        (State.VERIFY, m.Healthy(start_first=True)),
         (State.SWAP, m.Started()), (State.VERIFY, m.Healthy()),
         (State.VERIFY, m.Unhealthy("x")), (State.COMMIT, m.Committed()),
         (State.WATCH, m.WatchFailed("x")), (State.ROLLBACK, m.Unparked())]
@@ -43,7 +45,11 @@ CASES = [
     ("PRE_DEPLOY", "RunPreDeploy", None, Plan(State.PRE_DEPLOY, commands=(m.RemoveTask(),))),
     ("SWAP", "Park", None, UNDO),
     ("SWAP", "CreateNew", None, UNDO),
+    ("SWAP", "StopParked", None, UNDO),
     ("SWAP", "StartNew", CREATED, UNDO),
+    ("CUTOVER", "Park", RUNNING, Plan(State.CUTOVER, commands=tuple(m.cutover_steps(0)))),
+    ("CUTOVER", "StopParked", RUNNING, Plan(State.CUTOVER, commands=tuple(m.cutover_steps(0)))),
+    ("CUTOVER", "Promote", RUNNING, Plan(State.CUTOVER, commands=tuple(m.cutover_steps(0)))),
     ("VERIFY", "Verify", RUNNING, Plan(State.VERIFY, commands=(m.Verify(),))),
     ("COMMIT", "WriteEnv", RUNNING, FINISH_COMMIT),
     ("COMMIT", "TagImage", RUNNING, FINISH_COMMIT),
@@ -139,3 +145,17 @@ def test_a_suspended_watch_stays_open_and_an_ended_one_records_deployed() -> Non
     assert m.transition(State.WATCH, m.WatchEnded()) == (State.IDLE,
                                                           [m.Record(Outcome.DEPLOYED)])
     assert m.transition(State.COMMIT, m.Committed()) == (State.WATCH, list(m.WATCH_STEPS))
+
+
+def test_start_first_swaps_beside_the_old_one_and_cuts_over_after_the_gate() -> None:
+    state, cmds = m.transition(State.PREPARE, m.Prepared(units=2, start_first=True))
+    assert state is State.SWAP and cmds == [m.CreateNew(0), m.StartNew(0)]
+    state, cmds = m.transition(State.VERIFY, m.Healthy(0, 2, start_first=True))
+    assert state is State.CUTOVER and cmds == [m.Park(0), m.StopParked(0), m.Promote(0)]
+    assert m.transition(State.CUTOVER, m.CutOver(0, 2)) == (
+        State.SWAP, [m.CreateNew(1), m.StartNew(1)])
+    assert m.transition(State.CUTOVER, m.CutOver(1, 2)) == (State.COMMIT, list(m.COMMIT_STEPS))
+    state, cmds = m.transition(State.CUTOVER, m.SwapFailed("rename failed", unit=1))
+    assert state is State.ROLLBACK and m.Quarantine("rename failed") not in cmds
+    assert m.transition(State.PRE_DEPLOY, m.PreDeployDone(start_first=True)) == (
+        State.SWAP, [m.CreateNew(0), m.StartNew(0)])

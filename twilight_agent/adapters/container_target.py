@@ -3,9 +3,11 @@ of a compose service (``ContainerTarget``), or a compose service group with its 
 (``ComposeGroupTarget``, ``TWILIGHT_SERVICES``).
 
 Built on the engine primitives of ``DockerRuntime``. The old container of a unit is parked
-as ``<name>.twilight-prev`` (restart policy ``no``, stopped), the new one is created under
-the original name with the compose labels, so ``docker compose ps`` lists it as the
-service; the parked one comes back on an undo, or is removed on commit.
+as ``<name>.twilight-prev`` (restart policy ``no``, then stopped), the new one is created
+under the original name with the compose labels, so ``docker compose ps`` lists it as the
+service; the parked one comes back on an undo, or is removed after the watch. Start-first,
+the new one runs as ``<name>.twilight-next`` beside the old one until its gate passed,
+then takes the name.
 """
 
 from __future__ import annotations
@@ -21,7 +23,13 @@ from twilight_agent.adapters.docker_runtime import (
     DockerRuntime,
     Listed,
 )
-from twilight_agent.core.ports import PARKED_SUFFIX, ContainerState, Snapshot, TaskResult
+from twilight_agent.core.ports import (
+    NEXT_SUFFIX,
+    PARKED_SUFFIX,
+    ContainerState,
+    Snapshot,
+    TaskResult,
+)
 from twilight_agent.errors import TargetNotFound
 
 COMPOSE_NUMBER = "com.docker.compose.container-number"
@@ -42,18 +50,31 @@ class ContainerTarget:
     def park(self, snap: Snapshot) -> None:
         self.runtime.park(snap)
 
-    def create(self, snap: Snapshot, image: str) -> str:
-        return self.runtime.create_from(snap, image)
+    def stop_parked(self, snap: Snapshot) -> None:
+        cid = self.runtime.find_by_name(snap.parked_name) or snap.container_id
+        self.runtime.stop(cid)
+
+    def publishes_ports(self, snap: Snapshot) -> bool:
+        return any(self.runtime.publishes_ports(u.container_id) for u in snap.units())
+
+    def create(self, snap: Snapshot, image: str, beside: bool = False) -> str:
+        return self.runtime.create_from(snap, image, snap.next_name if beside else snap.name)
+
+    def promote(self, snap: Snapshot, instance: str) -> None:
+        self.runtime.rename(instance, snap.name)
 
     def start(self, instance: str) -> None:
         self.runtime.start(instance)
 
     def new_instance(self, snap: Snapshot, hint: str | None) -> str | None:
-        """The container under the original name that is not the old one; else ``hint``
-        (the id the run created) while it still exists."""
+        """The container under the original name that is not the old one, or the one
+        beside it (start-first); else ``hint`` (the id the run created) while it exists."""
         cid = self.runtime.find_by_name(snap.name)
         if cid is not None and cid != snap.container_id:
             return cid
+        beside = self.runtime.find_by_name(snap.next_name)
+        if beside is not None:
+            return beside
         if hint and self.runtime.state(hint).status != "missing":
             return hint
         return None
@@ -68,7 +89,13 @@ class ContainerTarget:
         return self.runtime.logs_tail(instance, lines)
 
     def health_url(self, unit: Snapshot, instance: str) -> str | None:
-        return self._health_url or self.runtime.published_url(instance)
+        return self._configured_url(instance) or self.runtime.published_url(instance)
+
+    def _configured_url(self, instance: str) -> str | None:
+        """``TWILIGHT_HEALTH_URL``, with ``{address}`` as the instance's own IP address."""
+        if "{address}" not in self._health_url:
+            return self._health_url or None
+        return self._health_url.replace("{address}", self.runtime.address(instance))
 
     def remove(self, instance: str) -> None:
         self.runtime.remove(instance)
@@ -114,7 +141,8 @@ class ComposeGroupTarget(ContainerTarget):
 
     def _members(self) -> list[Listed]:
         found = self.runtime.find_by_labels({COMPOSE_PROJECT: self.project})
-        live = [c for c in found if not c.name.endswith((PARKED_SUFFIX, docker_task.TASK_SUFFIX))
+        live = [c for c in found if not c.name.endswith((PARKED_SUFFIX, NEXT_SUFFIX,
+                                                         docker_task.TASK_SUFFIX))
                 and c.labels.get(COMPOSE_ONEOFF, "False") != "True"]
         order = self.services or tuple(sorted({
             c.labels.get(COMPOSE_SERVICE, "") for c in live
@@ -133,7 +161,7 @@ class ComposeGroupTarget(ContainerTarget):
         """The health URL probes the first service's units; the others are probed on a
         port they publish, if any, else judged on their state and HEALTHCHECK."""
         if self._health_url and self._order and unit.service == self._order[0]:
-            return self._health_url
+            return self._configured_url(instance)
         return self.runtime.published_url(instance)
 
     def orphan(self) -> str | None:

@@ -27,9 +27,16 @@ from twilight_agent.adapters.create_config import (
     published_url_from,
 )
 from twilight_agent.adapters.docker_errors import UNREACHABLE, engine_errors, explain, unavailable
+from twilight_agent.adapters.docker_logs import read_log_tail
 from twilight_agent.adapters.docker_refs import pull_line, repository_of, tag_of
 from twilight_agent.core.models import Digest
-from twilight_agent.core.ports import PARKED_SUFFIX, ContainerState, Snapshot, TaskResult
+from twilight_agent.core.ports import (
+    NEXT_SUFFIX,
+    PARKED_SUFFIX,
+    ContainerState,
+    Snapshot,
+    TaskResult,
+)
 from twilight_agent.errors import PullFailed, RuntimeError_, TargetNotFound
 
 COMPOSE_PROJECT = "com.docker.compose.project"
@@ -127,7 +134,7 @@ class DockerRuntime:
         with engine_errors("looking up the compose service"):
             found = self.api.containers(all=True, filters={"label": labels})
         live = [c for c in found
-                if not any(n.endswith(PARKED_SUFFIX) for n in c.get("Names") or [])]
+                if not any(n.endswith((PARKED_SUFFIX, NEXT_SUFFIX)) for n in c.get("Names") or [])]
         where = f"compose project {self._project} service {self._service}"
         if not live:
             raise TargetNotFound(f"no container for {where}")
@@ -241,20 +248,48 @@ class DockerRuntime:
 
     # ------------------------------------------------------------------ swap
     def park(self, snap: Snapshot) -> None:
+        """Restart policy ``no`` and the parked name; the container keeps running."""
         info = self._must_inspect(snap.container_id)
         cid = str(info["Id"])
         if (info.get("HostConfig") or {}).get("AutoRemove"):
             raise RuntimeError_(f"{snap.name} runs with --rm: stopping it would delete it, so "
                                 "it cannot be kept for a rollback; recreate it without --rm")
-        stop_timeout = (info.get("Config") or {}).get("StopTimeout")
-        timeout = DEFAULT_STOP_TIMEOUT if stop_timeout is None else int(stop_timeout)
         with engine_errors(f"parking {snap.name}"):
             self.api.update_container(cid, restart_policy={"Name": "no"})
-            self.api.stop(cid, timeout=timeout)
-            if str(info["Name"]).lstrip("/") != snap.parked_name:
-                self.api.rename(cid, snap.parked_name)
+        self.rename(cid, snap.parked_name)
 
-    def create_plan(self, snap: Snapshot, image: str) -> CreatePlan:
+    def stop(self, container_id: str) -> None:
+        info = self._must_inspect(container_id)
+        if not (info.get("State") or {}).get("Running"):
+            return
+        stop_timeout = (info.get("Config") or {}).get("StopTimeout")
+        timeout = DEFAULT_STOP_TIMEOUT if stop_timeout is None else int(stop_timeout)
+        with engine_errors(f"stopping {str(info['Name']).lstrip('/')}"):
+            self.api.stop(str(info["Id"]), timeout=timeout)
+
+    def rename(self, container_id: str, name: str) -> None:
+        info = self._must_inspect(container_id)
+        if str(info["Name"]).lstrip("/") != name:
+            with engine_errors(f"renaming {container_id[:12]} to {name}"):
+                self.api.rename(str(info["Id"]), name)
+
+    def publishes_ports(self, container_id: str) -> bool:
+        bindings = (self._must_inspect(container_id).get("HostConfig") or {}).get(
+            "PortBindings") or {}
+        return any(bindings.values())
+
+    def address(self, container_id: str) -> str:
+        """The container's IP address, on a user-defined network if it has one."""
+        nets = (self._must_inspect(container_id).get("NetworkSettings") or {}).get(
+            "Networks") or {}
+        found = sorted((name in ("bridge", "host", "none"), ep.get("IPAddress") or "")
+                       for name, ep in nets.items() if ep.get("IPAddress"))
+        if not found:
+            raise RuntimeError_(f"container {container_id[:12]} has no IP address (is it "
+                                "running, on a network?)")
+        return found[0][1]
+
+    def create_plan(self, snap: Snapshot, image: str, name: str | None = None) -> CreatePlan:
         """The create request for ``image`` rebuilt from ``snap``'s container."""
         with engine_errors(f"inspecting image {image}"):
             try:
@@ -263,11 +298,11 @@ class DockerRuntime:
                 raise RuntimeError_(f"image {image} is not on this host (pull it first)"
                                     ) from exc
         old, old_image = self._details_of(snap)
-        return build_create_plan(old, old_image, new_image, image, snap.name,
+        return build_create_plan(old, old_image, new_image, image, name or snap.name,
                                  self.api_version)
 
-    def create_from(self, snap: Snapshot, image: str) -> str:
-        return self.create_planned(self.create_plan(snap, image))
+    def create_from(self, snap: Snapshot, image: str, name: str | None = None) -> str:
+        return self.create_planned(self.create_plan(snap, image, name))
 
     def create_planned(self, plan: CreatePlan) -> str:
         """Create the container a plan describes, connected to every network."""
@@ -348,31 +383,7 @@ class DockerRuntime:
             health=health, started_at=st.get("StartedAt"))
 
     def logs_tail(self, container_id: str, lines: int = 50) -> str:
-        # Read as a stream and stop at a byte cap: ``tail=lines`` bounds lines, not bytes,
-        # and one line of a crashing app can be gigabytes. Control characters other than
-        # newline and tab (terminal escapes) are dropped: this text is printed and logged.
-        cap = 64 * 1024
-        chunks: list[bytes] = []
-        size = 0
-        with engine_errors(f"reading logs of {container_id[:12]}"):
-            try:
-                stream = self.api.logs(container_id, stdout=True, stderr=True, tail=lines,
-                                       stream=True, follow=False)
-            except docker.errors.NotFound:
-                return ""
-            try:
-                for chunk in stream:
-                    chunks.append(bytes(chunk)[:cap - size])
-                    size += len(chunks[-1])
-                    if size >= cap:
-                        chunks.append(b"\n[log tail cut at 64 KiB]\n")
-                        break
-            finally:
-                close = getattr(stream, "close", None)
-                if close is not None:
-                    close()
-        text = b"".join(chunks).decode("utf-8", errors="replace")
-        return "".join(c for c in text if c in "\n\t" or not (c < " " or "\x7f" <= c < "\xa0"))
+        return read_log_tail(self.api, container_id, lines)
 
     def published_url(self, container_id: str, path: str = "/healthz") -> str | None:
         info = self._inspect(container_id)

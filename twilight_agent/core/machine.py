@@ -2,15 +2,19 @@
 
 ::
 
-    IDLE -> PULL -> PREPARE [-> PRE_DEPLOY] -> SWAP -> VERIFY -> COMMIT -> WATCH -> IDLE
-                                   |             ^  unit i+1  |
-                                   |             +------------+
+    IDLE -> PULL -> PREPARE [-> PRE_DEPLOY] -> SWAP -> VERIFY [-> CUTOVER] -> COMMIT -> WATCH
+                                   |             ^     unit i+1     |                  -> IDLE
+                                   |             +------------------+
                                    \\-> (task failed: quarantine) -> IDLE
             SWAP / VERIFY / WATCH -> ROLLBACK -> VERIFY_PREVIOUS -> IDLE
                                               \\-> HALTED (rollback failed)
 
 A target is one unit (a container) or several (a compose service group, replicas): SWAP
 and VERIFY repeat per unit in order, and a rollback undoes every swapped unit in reverse.
+Stop-first: SWAP parks the old container (renamed, still running), creates the new one
+under the name, stops the old one, starts the new one. Start-first: SWAP creates and starts
+the new one beside the old one; after its gate, CUTOVER stops and parks the old one and
+gives the new one the name.
 
 A run starts only after ``policy.decide`` said DEPLOY (the decision is not a state: an idle
 poll never enters the machine). The runner journals each command before running it, runs
@@ -24,7 +28,76 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from twilight_agent.core.commands import (  # re-exported: m.Park, m.COMMIT_STEPS, ...
+    COMMIT_STEPS,
+    WATCH_STEPS,
+    Alert,
+    Command,
+    CreateNew,
+    Park,
+    Promote,
+    Prune,
+    Pull,
+    Quarantine,
+    Record,
+    RemoveNew,
+    RemoveParked,
+    RemoveTask,
+    RestoreEnv,
+    RunPreDeploy,
+    SaveLogs,
+    StartNew,
+    StopParked,
+    TagImage,
+    TakeSnapshot,
+    Unpark,
+    Verify,
+    VerifyPrevious,
+    Watch,
+    WriteEnv,
+    cutover_steps,
+    swap_steps,
+    undo_steps,
+)
 from twilight_agent.core.outcomes import Outcome
+
+__all__ = [  # the machine and its vocabulary: events here, commands from commands.py
+    "BEFORE_SWAP",
+    "COMMIT_STEPS",
+    "IN_FLIGHT",
+    "WATCH_STEPS",
+    "Alert",
+    "Command",
+    "CreateNew",
+    "Event",
+    "IllegalTransition",
+    "Park",
+    "Promote",
+    "Prune",
+    "Pull",
+    "Quarantine",
+    "Record",
+    "RemoveNew",
+    "RemoveParked",
+    "RemoveTask",
+    "RestoreEnv",
+    "RunPreDeploy",
+    "SaveLogs",
+    "StartNew",
+    "State",
+    "StopParked",
+    "TagImage",
+    "TakeSnapshot",
+    "Unpark",
+    "Verify",
+    "VerifyPrevious",
+    "Watch",
+    "WriteEnv",
+    "cutover_steps",
+    "swap_steps",
+    "transition",
+    "undo_steps",
+]
 
 
 class State(enum.Enum):
@@ -32,7 +105,8 @@ class State(enum.Enum):
     PULL = "PULL"  # pulling the new image by digest; the service is untouched
     PREPARE = "PREPARE"  # snapshotting the running container (config + image)
     PRE_DEPLOY = "PRE_DEPLOY"  # the one-off task (a migration) in the new image; nothing swapped
-    SWAP = "SWAP"  # parking the old container, creating + starting the new one
+    SWAP = "SWAP"  # the new container created and started (stop-first: the old one parked)
+    CUTOVER = "CUTOVER"  # start-first, new unit healthy: stop and park the old, rename the new
     VERIFY = "VERIFY"  # health gate on the new container (probe, state, soak)
     COMMIT = "COMMIT"  # .env, local tag, prune (the parked container is kept)
     WATCH = "WATCH"  # the committed version watched for TWILIGHT_WATCH; then the parked goes
@@ -42,8 +116,8 @@ class State(enum.Enum):
 
 
 # States in which a container may be half-swapped: recovery must finish or undo them.
-IN_FLIGHT = frozenset({State.SWAP, State.VERIFY, State.COMMIT, State.WATCH, State.ROLLBACK,
-                       State.VERIFY_PREVIOUS})
+IN_FLIGHT = frozenset({State.SWAP, State.VERIFY, State.CUTOVER, State.COMMIT, State.WATCH,
+                       State.ROLLBACK, State.VERIFY_PREVIOUS})
 # States in which the service has not been touched yet.
 BEFORE_SWAP = frozenset({State.PULL, State.PREPARE, State.PRE_DEPLOY})
 
@@ -65,15 +139,19 @@ class Pulled:
 
 @dataclass(frozen=True)
 class Prepared:
-    """The running target is snapshotted: ``units`` to swap, and whether a task runs first."""
+    """The running target is snapshotted: ``units`` to swap, whether a task runs first, and
+    whether each new unit starts beside the old one (start-first)."""
 
     units: int = 1
     pre_deploy: bool = False
+    start_first: bool = False
 
 
 @dataclass(frozen=True)
 class PreDeployDone:
     """The one-off task exited 0: swap the units."""
+
+    start_first: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,6 +191,7 @@ class Healthy:
 
     unit: int = 0
     units: int = 1
+    start_first: bool = False  # the old unit still runs: cut over first
 
 
 @dataclass(frozen=True)
@@ -129,6 +208,14 @@ class Interrupted:
 
     reason: str
     unit: int = 0
+
+
+@dataclass(frozen=True)
+class CutOver:
+    """Start-first: the old unit is parked and the new one has its name."""
+
+    unit: int = 0
+    units: int = 1
 
 
 @dataclass(frozen=True)
@@ -175,156 +262,8 @@ class RollbackFailed:
 
 
 Event = (Begin | Pulled | Prepared | PreDeployDone | PreDeployFailed | Aborted | Started
-         | SwapFailed | Healthy | Unhealthy | Interrupted | Committed | WatchFailed
+         | SwapFailed | Healthy | Unhealthy | Interrupted | CutOver | Committed | WatchFailed
          | WatchSuspended | WatchEnded | Unparked | PreviousHealthy | RollbackFailed)
-
-
-# --------------------------------------------------------------------------- commands
-@dataclass(frozen=True)
-class Pull:
-    """Pull ``repo@digest``; outside the service's life."""
-
-
-@dataclass(frozen=True)
-class TakeSnapshot:
-    """Inspect the running container and its image."""
-
-
-@dataclass(frozen=True)
-class Park:
-    """Restart policy ``no``, stop, rename to ``<name>.twilight-prev``."""
-
-    unit: int = 0
-
-
-@dataclass(frozen=True)
-class CreateNew:
-    """Create the new container under the original name from the snapshot's config."""
-
-    unit: int = 0
-
-
-@dataclass(frozen=True)
-class StartNew:
-    """Start the new container."""
-
-    unit: int = 0
-
-
-@dataclass(frozen=True)
-class Verify:
-    """Run the health gate on the new container."""
-
-    unit: int = 0
-
-
-@dataclass(frozen=True)
-class RunPreDeploy:
-    """Run the one-off task in the new image with the first unit's env, networks and
-    volumes (no ports, no aliases, no restart), wait for it, always remove it."""
-
-
-@dataclass(frozen=True)
-class RemoveTask:
-    """Recovery: remove a one-off task container an interrupted run left behind."""
-
-
-@dataclass(frozen=True)
-class WriteEnv:
-    """Rewrite ``IMAGE_TAG=`` in the compose ``.env`` (when configured)."""
-
-
-@dataclass(frozen=True)
-class TagImage:
-    """Tag the pulled image locally as ``repo:sha-xxxxxxx``."""
-
-
-@dataclass(frozen=True)
-class Watch:
-    """Watch the committed units for ``TWILIGHT_WATCH`` (deadline journaled; 0: no watch)."""
-
-
-@dataclass(frozen=True)
-class RemoveParked:
-    """Remove the parked previous containers (their images are kept)."""
-
-
-@dataclass(frozen=True)
-class Prune:
-    """Remove old images of the repository, never the current or previous one."""
-
-
-@dataclass(frozen=True)
-class Quarantine:
-    """Quarantine the new digest (first thing a rollback does)."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
-class SaveLogs:
-    """Keep the failed container's last log lines for the history row."""
-
-    unit: int = 0
-
-
-@dataclass(frozen=True)
-class RestoreEnv:
-    """Put the previous tag back in the compose ``.env`` if the commit wrote the new one."""
-
-
-@dataclass(frozen=True)
-class RemoveNew:
-    """Force-remove the new container, keeping its volumes."""
-
-    unit: int = 0
-
-
-@dataclass(frozen=True)
-class Unpark:
-    """Rename the parked container back, restore its restart policy, start it."""
-
-    unit: int = 0
-
-
-@dataclass(frozen=True)
-class VerifyPrevious:
-    """Run the health gate on the restored previous container."""
-
-
-@dataclass(frozen=True)
-class Alert:
-    """Tell every sink the service needs an operator."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
-class Record:
-    """Write the history row, update current/previous, close the journal."""
-
-    outcome: Outcome
-    reason: str = ""
-
-
-Command = (Pull | TakeSnapshot | RunPreDeploy | RemoveTask | Park | CreateNew | StartNew
-           | Verify | WriteEnv | TagImage | Prune | Watch | RemoveParked | Quarantine
-           | SaveLogs | RestoreEnv | RemoveNew | Unpark | VerifyPrevious | Alert | Record)
-
-COMMIT_STEPS: tuple[Command, ...] = (WriteEnv(), TagImage(), Prune())
-WATCH_STEPS: tuple[Command, ...] = (Watch(), RemoveParked())
-
-
-def swap_steps(unit: int) -> list[Command]:
-    return [Park(unit), CreateNew(unit), StartNew(unit)]
-
-
-def undo_steps(unit: int) -> list[Command]:
-    """Every unit from ``unit`` down to the first: remove the new, unpark the old."""
-    steps: list[Command] = []
-    for u in range(unit, -1, -1):
-        steps += [RemoveNew(u), Unpark(u)]
-    return steps
 
 
 # --------------------------------------------------------------------------- table
@@ -338,15 +277,21 @@ def _rollback(reason: str, quarantine: bool, unit: int,
 
 
 def _after_healthy(event: Healthy) -> tuple[State, list[Command]]:
-    if event.unit + 1 < event.units:
-        return State.SWAP, swap_steps(event.unit + 1)
+    if event.start_first:
+        return State.CUTOVER, cutover_steps(event.unit)
+    return _next_unit(event.unit, event.units, False)
+
+
+def _next_unit(unit: int, units: int, start_first: bool) -> tuple[State, list[Command]]:
+    if unit + 1 < units:
+        return State.SWAP, swap_steps(unit + 1, start_first)
     return State.COMMIT, list(COMMIT_STEPS)
 
 
 def _after_prepared(event: Prepared) -> tuple[State, list[Command]]:
     if event.pre_deploy:
         return State.PRE_DEPLOY, [RunPreDeploy()]
-    return State.SWAP, swap_steps(0)
+    return State.SWAP, swap_steps(0, event.start_first)
 
 
 def _halt(reason: str) -> tuple[State, list[Command]]:
@@ -367,8 +312,12 @@ def _next(state: State, event: Event) -> tuple[State, list[Command]] | None:
         return State.PULL, [Pull()]
     if isinstance(event, Aborted) and state in BEFORE_SWAP:
         return State.IDLE, [Record(event.outcome, event.reason)]
-    if isinstance(event, SwapFailed) and state is State.SWAP:
+    if isinstance(event, SwapFailed) and state in (State.SWAP, State.CUTOVER):
         return _rollback(event.reason, event.blame_image, event.unit)
+    if isinstance(event, CutOver) and state is State.CUTOVER:
+        return _next_unit(event.unit, event.units, True)
+    if isinstance(event, PreDeployDone) and state is State.PRE_DEPLOY:
+        return State.SWAP, swap_steps(0, event.start_first)
     if isinstance(event, RollbackFailed) and state in (State.ROLLBACK, State.VERIFY_PREVIOUS):
         return _halt(event.reason)
     if isinstance(event, Unhealthy) and state is State.VERIFY:
@@ -387,7 +336,6 @@ def _next(state: State, event: Event) -> tuple[State, list[Command]] | None:
         return State.IDLE, [Quarantine(event.reason), Record(Outcome.ROLLED_BACK, event.reason)]
     simple: dict[tuple[State, type], tuple[State, list[Command]]] = {
         (State.PULL, Pulled): (State.PREPARE, [TakeSnapshot()]),
-        (State.PRE_DEPLOY, PreDeployDone): (State.SWAP, swap_steps(0)),
         (State.COMMIT, Committed): (State.WATCH, list(WATCH_STEPS)),
         (State.WATCH, WatchSuspended): (State.WATCH, []),
         (State.WATCH, WatchEnded): (State.IDLE, [Record(Outcome.DEPLOYED)]),

@@ -17,6 +17,7 @@ from twilight_agent.core.events import Event
 from twilight_agent.core.models import Digest, Release
 
 PARKED_SUFFIX = ".twilight-prev"
+NEXT_SUFFIX = ".twilight-next"  # start-first: the new container until its cutover
 
 
 # --------------------------------------------------------------------------- registry
@@ -76,6 +77,10 @@ class Snapshot:
     def parked_name(self) -> str:
         return self.name + PARKED_SUFFIX
 
+    @property
+    def next_name(self) -> str:
+        return self.name + NEXT_SUFFIX
+
     def units(self) -> tuple[Snapshot, ...]:
         """What a deploy swaps one at a time, in order."""
         return self.members or (self,)
@@ -120,12 +125,18 @@ class RuntimePort(Protocol):
         ...
 
     def park(self, snap: Snapshot) -> None:
-        """Restart policy ``no``, stop (graceful), rename to ``snap.parked_name``."""
+        """Restart policy ``no``, rename to ``snap.parked_name``; it keeps running."""
         ...
 
-    def create_from(self, snap: Snapshot, image: str) -> str:
-        """Create (not start) the new container under ``snap.name`` from the old one's
-        config rebuilt for ``image`` (docs/architecture.md, PREPARE). Returns its id."""
+    def stop(self, container_id: str) -> None:
+        """Stop gracefully, within the container's own stop timeout."""
+        ...
+
+    def rename(self, container_id: str, name: str) -> None: ...
+
+    def create_from(self, snap: Snapshot, image: str, name: str | None = None) -> str:
+        """Create (not start) the new container under ``name`` (default ``snap.name``) from
+        the old one's config rebuilt for ``image`` (docs/architecture.md). Its id."""
         ...
 
     def start(self, container_id: str) -> None: ...
@@ -196,11 +207,24 @@ class TargetPort(Protocol):
         ...
 
     def park(self, snap: Snapshot) -> None:
-        """Take the old version out of service but keep it, ready to come back."""
+        """Set the old version aside (renamed, never restarted), still running."""
         ...
 
-    def create(self, snap: Snapshot, image: str) -> str:
-        """Create (not start) the new version from the old one's config; its id."""
+    def stop_parked(self, snap: Snapshot) -> None:
+        """Stop the parked old version: out of service, ready to come back."""
+        ...
+
+    def publishes_ports(self, snap: Snapshot) -> bool:
+        """Whether any unit publishes a host port (then two cannot run side by side)."""
+        ...
+
+    def create(self, snap: Snapshot, image: str, beside: bool = False) -> str:
+        """Create (not start) the new version from the old one's config; its id. ``beside``:
+        under a temporary name next to the running old one (start-first)."""
+        ...
+
+    def promote(self, snap: Snapshot, instance: str) -> None:
+        """Start-first cutover: the new version takes the target's name."""
         ...
 
     def start(self, instance: str) -> None: ...

@@ -8,7 +8,10 @@ or HALTED:
 
 - before the swap (PULL/PREPARE, or no snapshot yet): nothing was touched; record aborted.
 - PRE_DEPLOY: remove the one-off task container, record aborted (nothing swapped).
-- SWAP of unit i: undo units i..0 (remove each new container, unpark and verify the old).
+- SWAP of unit i: undo units i..0 (remove each new container, unpark and verify the old;
+  start-first, the old one of unit i still runs and is left as it is).
+- CUTOVER of unit i (start-first, its new container passed the gate): park and stop the
+  old one, rename the new one (each step idempotent), then go on.
 - VERIFY of unit i: its new container still running -> verify it again, then go on with
   the next unit or commit; never started -> undo; exited -> roll back and quarantine it;
   gone -> undo.
@@ -64,6 +67,8 @@ def plan(row: JournalRow, new: ContainerState | None) -> Plan:
         return Plan(State.SWAP, m.SwapFailed("swap interrupted; undone", unit=row.unit))
     if phase is State.VERIFY:
         return _verify_again(new, row.unit)
+    if phase is State.CUTOVER:  # the new unit passed its gate: finish handing over
+        return Plan(State.CUTOVER, commands=tuple(m.cutover_steps(row.unit)))
     if phase is State.COMMIT:
         return Plan(State.COMMIT, commands=m.COMMIT_STEPS)
     if phase is State.WATCH:
