@@ -13,6 +13,7 @@ Public API (the daemon and the CLI build on these names): ``recover()``, ``poll_
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -29,6 +30,7 @@ from twilight_agent.core.outcomes import CycleReport, Outcome
 from twilight_agent.core.policy import Decision, Facts, Verdict
 from twilight_agent.core.ports import HealthPort, ImagePort, RegistryPort, Snapshot, TargetPort
 from twilight_agent.core.tunables import DEFAULT, Tunables
+from twilight_agent.core.windows import age_left, is_open, next_opening
 from twilight_agent.deploy_run import DeployContext, DeployRun, RunConfig, new_deploy_id
 from twilight_agent.errors import (
     InvalidInput,
@@ -48,6 +50,10 @@ log = get_logger("twilight.agent")
 Lock = contextlib.AbstractContextManager[Any]
 
 
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
 class Agent:
     """One deploy target, one registry repository. Built by ``app.build_agent``."""
 
@@ -55,7 +61,8 @@ class Agent:
                  images: ImagePort, health: HealthPort, store: Any, events: EventBus, *,
                  lock: Lock, clock: Clock = SYSTEM, tunables: Tunables = DEFAULT,
                  auth: Callable[[], Mapping[str, str] | None] | None = None,
-                 closers: tuple[Callable[[], None], ...] = ()) -> None:
+                 closers: tuple[Callable[[], None], ...] = (),
+                 wall: Callable[[], dt.datetime] = utc_now) -> None:
         self.settings = settings
         self.registry = registry
         self.target = target
@@ -65,6 +72,7 @@ class Agent:
         self._lock = lock
         self._stop = threading.Event()
         self._closers = closers
+        self._wall = wall  # wall-clock time: deploy windows, a build's age
         self._ctx = DeployContext(
             target=target, images=images, health=health, store=store, events=events,
             clock=clock, tunables=tunables, config=run_config(settings),
@@ -97,12 +105,15 @@ class Agent:
         with self._lock:
             self._recover_locked()
 
-    def deploy(self, tag: str | None = None, trigger: str = "cli") -> CycleReport:
-        """Deploy ``tag`` (None: newest on the track). Raises typed errors before the swap."""
+    def deploy(self, tag: str | None = None, trigger: str = "cli",
+               now: bool = False) -> CycleReport:
+        """Deploy ``tag`` (None: newest on the track); ``now``: outside the deploy windows
+        too. Raises typed errors before the swap."""
         checked = None if tag is None else tag if isinstance(tag, Tag) else self._gate(tag)
         with self._lock:
             self._recover_locked()
-            return self._deploy_locked(checked, trigger, explicit=checked is not None)
+            return self._deploy_locked(checked, trigger, explicit=checked is not None,
+                                       now=now)
 
     def rollback(self) -> CycleReport:
         """Go back to the previous good digest (from history), through the same gate."""
@@ -131,7 +142,8 @@ class Agent:
 
     def status(self) -> dict[str, Any]:
         """Current/previous release, pin, quarantine, phase, last result, halted flag."""
-        return status_view.status(self.store, self.settings, self._live_current)
+        return {**status_view.status(self.store, self.settings, self._live_current),
+                "next_window": self.next_window()}
 
     def status_line(self) -> str:
         return status_view.status_line(self.store, self.settings)
@@ -143,19 +155,39 @@ class Agent:
         return observe_target(self.target, self.store, s.env_file, s.tag_pattern)
 
     def decide(self, tag: Tag | None = None, *, explicit: bool = False,
-               running: Snapshot | None = None) -> Decision:
+               running: Snapshot | None = None, now: bool = False) -> Decision:
         """The one decision, for ``check`` (a dry run) and for every deploy: the candidate
-        (``tag``, else the newest on the track) against what runs and what the store says."""
+        (``tag``, else the newest on the track) against what runs and what the store says,
+        the deploy windows and the build's age."""
         meta = self.store.meta()
         current = (running.digest if running else None) or (
             str(meta.current.digest) if meta.current else None)
         candidate = self._candidate(tag, current, meta.current)
+        wall = self._wall()
         return policy.decide(Facts(
             candidate=candidate, running=current,
             quarantined=frozenset(q.digest for q in self.store.quarantined()),
             halted_on=meta.halted.digest if meta.halted else None,
             pin=self.settings.pin or None, explicit=explicit,
-            source=f"pin {tag}" if tag and not explicit else (tag or self.settings.track)))
+            source=f"pin {tag}" if tag and not explicit else (tag or self.settings.track),
+            age_left_s=self._age_left(candidate, current, wall) if tag is None else 0.0,
+            window=self.next_window(wall), now=now))
+
+    def next_window(self, wall: dt.datetime | None = None) -> str | None:
+        """Outside every deploy window: when the next one opens (ISO 8601); else None."""
+        windows, wall = self.settings.windows, wall or self._wall()
+        if is_open(windows, wall):
+            return None
+        nxt = next_opening(windows, wall)
+        return nxt.isoformat(timespec="minutes") if nxt else "never"
+
+    def _age_left(self, candidate: Release, current: str | None, wall: dt.datetime) -> float:
+        """TWILIGHT_MIN_AGE: how long the track's new build still has to wait."""
+        if self.settings.min_age <= 0 or str(candidate.digest) == current:
+            return 0.0
+        t = wall.timestamp()
+        seen = self.store.first_seen(str(candidate.digest), candidate.tag, t)
+        return age_left(seen, t, self.settings.min_age)
 
     def _gate(self, tag: str) -> Tag:
         try:
@@ -195,13 +227,14 @@ class Agent:
         if run is not None:
             log.info("recovered", **self._report_run(run, raise_error=False).as_dict())
 
-    def _deploy_locked(self, tag: Tag | None, trigger: str, explicit: bool) -> CycleReport:
+    def _deploy_locked(self, tag: Tag | None, trigger: str, explicit: bool,
+                       now: bool = False) -> CycleReport:
         snap = self.observe()
         if snap.digest and self.store.meta().current is None:
             self.store.set_current(Release(snap.tag or "", Digest(snap.digest)))
         t0 = self.clock.now()
         try:
-            decision = self.decide(tag, explicit=explicit, running=snap)
+            decision = self.decide(tag, explicit=explicit, running=snap, now=now)
         finally:
             self._registry_s = self.clock.now() - t0
         if decision.verdict is Verdict.REFUSED:

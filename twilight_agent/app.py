@@ -7,6 +7,8 @@ what its settings turn on; never to dodge an import cycle.
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +83,8 @@ def build_agent(settings: Settings, sinks: list[EventSink] | None = None, *,
                 registry: RegistryPort | None = None, runtime: RuntimePort | None = None,
                 health: HealthPort | None = None, store: Any = None,
                 lock: AbstractContextManager[Any] | None = None, clock: Clock = SYSTEM,
-                tunables: Tunables = DEFAULT) -> Agent:
+                tunables: Tunables = DEFAULT,
+                wall: Callable[[], dt.datetime] | None = None) -> Agent:
     """The deploy agent with every adapter wired from ``settings``; nothing connects yet.
 
     Tests hand in fakes or instrumented adapters for any part; ``lock`` is a held lock
@@ -94,7 +97,8 @@ def build_agent(settings: Settings, sinks: list[EventSink] | None = None, *,
         rt, health or build_health(settings, rt, clock, tunables),
         store if store is not None else build_store(settings), EventBus(sinks or []),
         lock=lock or DeployLock(settings.state_dir), clock=clock, tunables=tunables,
-        auth=lambda: registry_auth(settings), closers=_closers(reg, rt, health))
+        auth=lambda: registry_auth(settings), closers=_closers(reg, rt, health),
+        **({"wall": wall} if wall is not None else {}))
 
 
 def build_target(settings: Settings, runtime: Any) -> ContainerTarget:

@@ -39,7 +39,8 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
               "twilight-agent check\n  twilight-agent check --json"),
     "deploy": ("deploy", "cmd_deploy", "deploy now: TAG, or the newest build on the track "
                "(on a terminal it shows the pull as it goes)",
-               "twilight-agent deploy\n  twilight-agent deploy sha-1a2b3c4"),
+               "twilight-agent deploy\n  twilight-agent deploy sha-1a2b3c4\n"
+               "  twilight-agent deploy --now        # outside the deploy windows"),
     "rollback": ("deploy", "cmd_rollback", "go back to the previous good version",
                  "twilight-agent rollback"),
     "status": ("deploy", "cmd_status", "current/previous version, pin, quarantine, phase: "
@@ -80,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--json", action="store_true", help="machine-readable output")
         if name == "deploy":
             sp.add_argument("tag", nargs="?", help="tag to deploy (default: newest on track)")
+            sp.add_argument("--now", action="store_true",
+                            help="deploy outside the deploy windows (TWILIGHT_DEPLOY_WINDOW)")
         if name == "pin":
             sp.add_argument("tag", help="tag to pin")
         if name == "history":

@@ -28,6 +28,7 @@ from twilight_agent.core.destinations import is_loopback_host, parse_auth_hosts
 from twilight_agent.core.durations import parse_duration
 from twilight_agent.core.models import ImageRef
 from twilight_agent.core.policy import DEFAULT_TAG_PATTERN, check_tag
+from twilight_agent.core.windows import Window, parse_windows
 from twilight_agent.errors import ConfigError
 from twilight_agent.logs import get_logger
 
@@ -109,6 +110,16 @@ class Settings(BaseSettings):
     drain: Duration = Field(0.0, description="Start-first: how long the old container "
                             "keeps running after the new one passed its gate, before it is "
                             "stopped (let a proxy's connections move over).")
+    min_age: Duration = Field(0.0, description="A new build on the track is deployed only "
+                              "once the agent has seen the track point at it this long "
+                              "(first-seen time kept in the state store): a build CI replaces "
+                              "quickly never rolls out. An explicit `deploy TAG` is not held "
+                              "back. 0 = at once.")
+    deploy_window: str = Field("", description="When deploys may happen, e.g. `Mon-Fri "
+                               "09:00-17:00 Europe/Berlin`; several separated by `;`. Polls "
+                               "run anytime; a new build waits for the next window; "
+                               "`status` and `check` show it; `deploy` outside needs `--now`. "
+                               "Empty = anytime.")
     watch: Duration = Field(300.0, description="After commit, how long the new version is "
                             "watched with the previous one kept parked: an exit, restart, "
                             "`unhealthy` or a health URL failing for `TWILIGHT_HEALTH_TIMEOUT` "
@@ -196,6 +207,7 @@ class Settings(BaseSettings):
             raise ValueError("TWILIGHT_REGISTRY_URL must start with http:// or https://")
         _check_registry_transport(self.registry_url, self.registry_auth_hosts)
         self._check_durations()
+        self.windows  # noqa: B018  (an invalid TWILIGHT_DEPLOY_WINDOW is a config error)
         for name in ("health_url", "webhook_url"):
             url = getattr(self, name)
             if url and not _HTTP_URL.fullmatch(url):
@@ -204,9 +216,9 @@ class Settings(BaseSettings):
 
     def _check_durations(self) -> None:
         for name in ("health_timeout", "health_interval", "poll_interval", "prune_after",
-                     "pre_deploy_timeout", "health_soak", "watch", "drain"):
+                     "pre_deploy_timeout", "health_soak", "watch", "drain", "min_age"):
             value = getattr(self, name)
-            zero_ok = name in ("health_soak", "watch", "drain")
+            zero_ok = name in ("health_soak", "watch", "drain", "min_age")
             if value > MAX_DURATION or value < 0 or (value == 0 and not zero_ok):
                 least = ">= 0" if zero_ok else "> 0"
                 raise ValueError(f"TWILIGHT_{name.upper()} must be {least} and at most 30 days")
@@ -215,6 +227,13 @@ class Settings(BaseSettings):
                              "TWILIGHT_HEALTH_INTERVAL (the gate probes several times)")
 
     # -- derived ----------------------------------------------------------------------
+    @property
+    def windows(self) -> tuple[Window, ...]:
+        try:
+            return parse_windows(self.deploy_window)
+        except ValueError as exc:
+            raise ValueError(f"TWILIGHT_DEPLOY_WINDOW: {exc}") from None
+
     @property
     def image_ref(self) -> ImageRef:
         return ImageRef.parse(self.image)

@@ -55,6 +55,8 @@ CREATE TABLE IF NOT EXISTS history (
 CREATE TABLE IF NOT EXISTS quarantine (
     digest TEXT PRIMARY KEY, tag TEXT, reason TEXT NOT NULL, at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (
+    digest TEXT PRIMARY KEY, tag TEXT, first_seen REAL NOT NULL);
 """
 
 _NO_META = Meta()
@@ -187,6 +189,23 @@ class Store:
         with self._db() as db:
             db.execute("INSERT OR REPLACE INTO quarantine (digest, tag, reason, at) "
                        "VALUES (?, ?, ?, ?)", (digest, tag, reason, utcnow()))
+
+    def first_seen(self, digest: str, tag: str | None, now: float) -> float:
+        """When the track was first seen pointing at ``digest`` (epoch seconds): ``now``
+        the first time, the recorded time after that (TWILIGHT_MIN_AGE)."""
+        if self.readonly:  # ``check``: what is recorded, or "now" without writing it
+            try:
+                with self._db() as db:
+                    row = db.execute("SELECT first_seen FROM seen WHERE digest = ?",
+                                     (digest,)).fetchone()
+            except sqlite3.OperationalError:  # a store from before the table existed
+                return now
+            return float(row["first_seen"]) if row else now
+        with self._db() as db:
+            db.execute("INSERT OR IGNORE INTO seen (digest, tag, first_seen) VALUES (?, ?, ?)",
+                       (digest, tag, now))
+            return float(db.execute("SELECT first_seen FROM seen WHERE digest = ?",
+                                    (digest,)).fetchone()["first_seen"])
 
     def unquarantine(self, digest_or_tag: str) -> list[QuarantineEntry]:
         """Remove entries whose digest (full, or without ``sha256:``) or tag matches."""

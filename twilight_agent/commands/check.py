@@ -36,6 +36,7 @@ class CheckReport:
     reason: str
     errors: list[str]
     exit_code: int
+    next_window: str | None = None  # outside every deploy window: when the next opens
 
 
 def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
@@ -79,7 +80,8 @@ def _gather(agent: Agent, settings: Settings) -> CheckReport:
                  "tag": c.tag, "digest": str(c.digest), "revision": c.revision,
                  "created": c.created}
     return CheckReport(_running_dict(snap), candidate, decision.verdict.value,
-                       decision.reason, errors, codes[0] if codes else 0)
+                       decision.reason, errors, codes[0] if codes else 0,
+                       agent.next_window())
 
 
 def _running(agent: Agent, errors: list[str], codes: list[int]) -> Snapshot | None:
@@ -106,6 +108,8 @@ def render(report: CheckReport) -> str:
                          if cand else "unknown"),
         f"decision:  {report.decision.replace('_', ' ')}: {report.reason}",
     ]
+    if report.next_window:
+        lines.append(f"window:    closed; the next deploy window opens {report.next_window}")
     lines += [f"error:     {e}" for e in report.errors]
     return "\n".join(lines)
 

@@ -59,7 +59,7 @@ def cmd_deploy(settings: Settings, args: argparse.Namespace) -> int:
     with DeployLock(settings.state_dir) as lock:
         agent = _agent(settings, lock)
         try:
-            return _say(agent.deploy(tag, trigger="cli"))
+            return _say(agent.deploy(tag, trigger="cli", now=getattr(args, "now", False)))
         finally:
             agent.close()
 
@@ -132,6 +132,8 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
             ("last result", f"{last.get('outcome', '-')} {last.get('finished', '')} "
                             f"{last.get('reason', '')}".strip()),
             ("quarantined", str(len(st["quarantined"])))]
+    if st.get("next_window"):
+        rows.insert(3, ("window", f"closed; the next deploy window opens {st['next_window']}"))
     rows += [("", f"{q['tag'] or '?'} {q['digest'][:19]}: {q['reason']}")
              for q in st["quarantined"]]
     for key, value in rows:

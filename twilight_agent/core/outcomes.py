@@ -21,6 +21,7 @@ class Outcome(str, enum.Enum):
     UP_TO_DATE = "up_to_date"  # the candidate is what runs now
     PINNED_CURRENT = "pinned_current"  # the pinned tag runs; the track is not followed
     QUARANTINED = "quarantined"  # the candidate failed before; it is not tried again
+    WAITING = "waiting"  # a new build waits: younger than the minimum age, or no window
     NOTHING_TO_DO = "nothing_to_do"  # stopped before the swap, or nothing applies
     ROLLED_BACK = "rolled_back"  # the new version failed; the previous one serves again
     HALTED = "halted"  # the rollback failed too; an operator is needed
@@ -45,7 +46,7 @@ class Outcome(str, enum.Enum):
 
 _EXIT_CODES = {
     Outcome.DEPLOYED: 0, Outcome.UP_TO_DATE: 0, Outcome.PINNED_CURRENT: 0,
-    Outcome.QUARANTINED: 0, Outcome.NOTHING_TO_DO: 0, Outcome.ROLLED_BACK: 1,
+    Outcome.QUARANTINED: 0, Outcome.WAITING: 0, Outcome.NOTHING_TO_DO: 0, Outcome.ROLLED_BACK: 1,
     Outcome.HALTED: 4, Outcome.BUSY: 3, Outcome.REGISTRY_ERROR: 5, Outcome.DOCKER_ERROR: 5,
     Outcome.ABORTED: 0, Outcome.FAILED: 1,
 }

@@ -37,6 +37,7 @@ class Verdict(str, enum.Enum):
     QUARANTINED = "quarantined"  # it failed before; never deployed automatically
     HALTED = "halted"  # the failed rollback was about it; only an operator goes ahead
     REFUSED = "refused"  # an operator asked for a quarantined digest: unquarantine first
+    WAIT = "wait"  # a new build, but too young (TWILIGHT_MIN_AGE) or outside every window
 
     def __str__(self) -> str:
         return str(self.value)
@@ -53,6 +54,9 @@ class Facts:
     pin: str | None = None  # the pinned tag, when the daemon follows a pin
     explicit: bool = False  # an operator named this tag (deploy TAG, rollback)
     source: str = "main"  # where the candidate came from, for the reason ("main", "pin x")
+    age_left_s: float = 0.0  # TWILIGHT_MIN_AGE not reached yet by this much (track only)
+    window: str | None = None  # outside every deploy window: when the next one opens
+    now: bool = False  # an operator said deploy --now: windows do not apply
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,8 @@ class Decision:
 
 _OUTCOMES = {Verdict.DEPLOY: Outcome.DEPLOYED, Verdict.UP_TO_DATE: Outcome.UP_TO_DATE,
              Verdict.PINNED: Outcome.PINNED_CURRENT, Verdict.QUARANTINED: Outcome.QUARANTINED,
-             Verdict.HALTED: Outcome.QUARANTINED, Verdict.REFUSED: Outcome.QUARANTINED}
+             Verdict.HALTED: Outcome.QUARANTINED, Verdict.REFUSED: Outcome.QUARANTINED,
+             Verdict.WAIT: Outcome.WAITING}
 
 
 def decide(f: Facts) -> Decision:
@@ -96,7 +101,23 @@ def decide(f: Facts) -> Decision:
                             "not followed while pinned", f.candidate)
         return Decision(Verdict.UP_TO_DATE, f"{label} is already running", f.candidate)
     why = "the running digest is unknown" if f.running is None else "it differs from what runs"
-    return Decision(Verdict.DEPLOY, f"{f.source} points at {label}; {why}", f.candidate)
+    return _when(f) or Decision(Verdict.DEPLOY, f"{f.source} points at {label}; {why}",
+                                f.candidate)
+
+
+def _when(f: Facts) -> Decision | None:
+    """A build that would be deployed, but not yet: too young, or outside every window."""
+    label = f.candidate.label
+    if f.window is not None and not f.now:
+        if f.explicit:
+            return Decision(Verdict.REFUSED, f"outside every deploy window (the next opens "
+                            f"{f.window}); add --now to deploy {label} anyway", f.candidate)
+        return Decision(Verdict.WAIT, f"{label} waits for the deploy window that opens "
+                        f"{f.window}", f.candidate)
+    if f.age_left_s > 0 and not f.explicit:
+        return Decision(Verdict.WAIT, f"{label} is younger than TWILIGHT_MIN_AGE: "
+                        f"{f.age_left_s:.0f}s to go", f.candidate)
+    return None
 
 
 # --------------------------------------------------------------------------- history

@@ -363,6 +363,8 @@ class StorePort(Protocol):
 
     def unquarantine(self, digest_or_tag: str) -> list[QuarantineEntry]: ...
 
+    def first_seen(self, digest: str, tag: str | None, now: float) -> float: ...
+
     def journal(self, deploy_id: str, phase: str, step: str,
                 payload: Mapping[str, Any]) -> None:
         """Write one step of the deploy in flight, before the step's side effect."""
