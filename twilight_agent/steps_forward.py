@@ -9,6 +9,7 @@ from typing import Any
 from twilight_agent.core import machine as m
 from twilight_agent.core.events import TaskFinished
 from twilight_agent.core.outcomes import Outcome
+from twilight_agent.core.ports import Snapshot
 from twilight_agent.deploy_run import Step
 from twilight_agent.errors import DockerUnavailable, InvalidInput, TwilightError
 from twilight_agent.observe import observe_target
@@ -119,17 +120,27 @@ def stop_parked(s: Step, cmd: m.StopParked) -> m.Event | None:
     return None
 
 
+def expose(s: Step, cmd: m.Expose) -> m.Event | None:
+    return _cutover(s, cmd.unit, "giving the new {} its network aliases", s.ctx.target.expose)
+
+
 def promote(s: Step, cmd: m.Promote) -> m.Event:
-    unit = s.unit(cmd.unit)
+    failed = _cutover(s, cmd.unit, "renaming the new {}", s.ctx.target.promote)
+    return failed or m.CutOver(cmd.unit, len(s.snap.units()))
+
+
+def _cutover(s: Step, index: int, what: str,
+             call: Callable[[Snapshot, str], None]) -> m.Event | None:
+    unit = s.unit(index)
     try:
-        cid = s.ctx.target.new_instance(unit, s.run.new_ids.get(cmd.unit))
+        cid = s.ctx.target.new_instance(unit, s.run.new_ids.get(index))
         if cid is None:
-            return m.SwapFailed(f"the new {unit.name} is gone", unit=cmd.unit)
-        s.run.new_ids[cmd.unit] = cid
-        s.ctx.target.promote(unit, cid)
+            return m.SwapFailed(f"the new {unit.name} is gone", unit=index)
+        s.run.new_ids[index] = cid
+        call(unit, cid)
     except TwilightError as exc:
-        return m.SwapFailed(f"renaming the new {unit.name} failed: {exc}", unit=cmd.unit)
-    return m.CutOver(cmd.unit, len(s.snap.units()))
+        return m.SwapFailed(f"{what.format(unit.name)} failed: {exc}", unit=index)
+    return None
 
 
 def create_new(s: Step, cmd: m.CreateNew) -> m.Event | None:
@@ -180,5 +191,6 @@ def verify(s: Step, cmd: m.Verify) -> m.Event:
 HANDLERS: dict[type, Callable[[Step, Any], m.Event | None]] = {
     m.Pull: pull, m.TakeSnapshot: take_snapshot, m.RunPreDeploy: run_pre_deploy,
     m.RemoveTask: remove_task, m.Park: park, m.StopParked: stop_parked,
-    m.CreateNew: create_new, m.StartNew: start_new, m.Verify: verify, m.Promote: promote,
+    m.CreateNew: create_new, m.StartNew: start_new, m.Verify: verify, m.Expose: expose,
+    m.Promote: promote,
 }

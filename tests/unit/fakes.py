@@ -155,7 +155,12 @@ class FakeRuntime:
     def address(self, container_id: str) -> str:
         return "172.18.0." + str(list(self.containers).index(container_id) + 2)
 
-    def create_from(self, snap: Snapshot, image: str, name: str | None = None) -> str:
+    def expose(self, container_id: str, snap: Snapshot) -> None:
+        self._step("expose")
+        self.containers[container_id].labels["aliases"] = "exposed"
+
+    def create_from(self, snap: Snapshot, image: str, name: str | None = None,
+                    hidden: bool = False) -> str:
         self._step("create")
         old = self.containers[snap.container_id]
         return self.add(C(name or snap.name, image.split("@")[1], running=False,

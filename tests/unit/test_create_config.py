@@ -7,7 +7,12 @@ from typing import Any
 
 import pytest
 
-from twilight_agent.adapters.create_config import build_create_plan, published_url_from
+from twilight_agent.adapters.create_config import (
+    build_create_plan,
+    endpoints_of,
+    published_url_from,
+    without_aliases,
+)
 from twilight_agent.adapters.docker_refs import repository_of, tag_of
 
 # Recorded from dockerd 20.10 (API 1.41): the bed's v1 app image (VOLUME /cache) run by an
@@ -289,3 +294,13 @@ def test_published_url_takes_the_first_published_tcp_port(ports, url):
 ])
 def test_repository_and_tag_of_a_container_image_reference(ref, repo, tag):
     assert (repository_of(ref), tag_of(ref)) == (repo, tag)
+
+
+@pytest.mark.parametrize("api", ["1.41", "1.45"])
+def test_a_start_first_plan_holds_the_aliases_back_and_keeps_them_for_later(api: str) -> None:
+    full = plan(api=api)
+    hidden = without_aliases(full)
+    assert not any(ep.get("Aliases") for _, ep in endpoints_of(hidden))
+    assert [net for net, _ in endpoints_of(hidden)] == [net for net, _ in endpoints_of(full)]
+    assert any(ep.get("Aliases") for _, ep in endpoints_of(full))  # what Expose restores
+    assert full.body == plan(api=api).body  # the full plan was not changed

@@ -47,6 +47,7 @@ CASES = [
     ("SWAP", "CreateNew", None, UNDO),
     ("SWAP", "StopParked", None, UNDO),
     ("SWAP", "StartNew", CREATED, UNDO),
+    ("CUTOVER", "Expose", RUNNING, Plan(State.CUTOVER, commands=tuple(m.cutover_steps(0)))),
     ("CUTOVER", "Park", RUNNING, Plan(State.CUTOVER, commands=tuple(m.cutover_steps(0)))),
     ("CUTOVER", "StopParked", RUNNING, Plan(State.CUTOVER, commands=tuple(m.cutover_steps(0)))),
     ("CUTOVER", "Promote", RUNNING, Plan(State.CUTOVER, commands=tuple(m.cutover_steps(0)))),
@@ -151,7 +152,8 @@ def test_start_first_swaps_beside_the_old_one_and_cuts_over_after_the_gate() -> 
     state, cmds = m.transition(State.PREPARE, m.Prepared(units=2, start_first=True))
     assert state is State.SWAP and cmds == [m.CreateNew(0), m.StartNew(0)]
     state, cmds = m.transition(State.VERIFY, m.Healthy(0, 2, start_first=True))
-    assert state is State.CUTOVER and cmds == [m.Park(0), m.StopParked(0), m.Promote(0)]
+    assert state is State.CUTOVER and cmds == [m.Expose(0), m.Park(0), m.StopParked(0),
+                                               m.Promote(0)]
     assert m.transition(State.CUTOVER, m.CutOver(0, 2)) == (
         State.SWAP, [m.CreateNew(1), m.StartNew(1)])
     assert m.transition(State.CUTOVER, m.CutOver(1, 2)) == (State.COMMIT, list(m.COMMIT_STEPS))

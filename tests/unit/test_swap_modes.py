@@ -112,3 +112,13 @@ def test_a_crash_during_the_cutover_is_finished_at_start_up(tmp_path: Path) -> N
     row = w.store.history()[0]
     assert row["outcome"] == "deployed" and "CUTOVER/StopParked" in row["reason"]
     assert sorted(c.name for c in w.runtime.containers.values()) == ["app"]
+
+
+def test_start_first_gives_the_aliases_before_the_old_one_stops(tmp_path: Path) -> None:
+    w = world(tmp_path, ports=False)
+    assert w.agent.deploy().outcome == "deployed"
+    calls = [c for c in w.runtime.calls
+             if c in ("create", "start", "expose", "park", "stop", "rename")]
+    assert calls[:2] == ["create", "start"]
+    assert calls.index("expose") < calls.index("stop")  # never a moment with no backend
+    assert calls[-1] == "rename"

@@ -58,7 +58,15 @@ class ContainerTarget:
         return any(self.runtime.publishes_ports(u.container_id) for u in snap.units())
 
     def create(self, snap: Snapshot, image: str, beside: bool = False) -> str:
-        return self.runtime.create_from(snap, image, snap.next_name if beside else snap.name)
+        """Beside the old one: no network aliases yet, so a proxy that resolves them never
+        sends a request to a build that has not passed its gate."""
+        if beside:
+            return self.runtime.create_from(snap, image, snap.next_name, hidden=True)
+        return self.runtime.create_from(snap, image, snap.name)
+
+    def expose(self, snap: Snapshot, instance: str) -> None:
+        """The gate passed: the old one's aliases, so the proxy sends it requests too."""
+        self.runtime.expose(instance, snap)
 
     def promote(self, snap: Snapshot, instance: str) -> None:
         self.runtime.rename(instance, snap.name)

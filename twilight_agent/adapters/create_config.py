@@ -46,6 +46,25 @@ class CreatePlan:
     notes: list[str] = field(default_factory=list)  # what was dropped or reattached, for logs
 
 
+def endpoints_of(plan: CreatePlan) -> list[tuple[str, dict[str, Any]]]:
+    """Every network endpoint of a plan: those sent at create, then those connected after."""
+    at_create = (plan.body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
+    return [*at_create.items(), *plan.connect_after]
+
+
+def without_aliases(plan: CreatePlan) -> CreatePlan:
+    """The same plan, reachable on its networks by address only: a start-first container
+    gets the aliases (the name a proxy resolves) only after its gate (``endpoints_of`` of
+    the full plan, at the cutover)."""
+    body = copy.deepcopy(plan.body)
+    for endpoint in ((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}).values():
+        endpoint.pop("Aliases", None)
+    after = [(net, {k: v for k, v in ep.items() if k != "Aliases"})
+             for net, ep in plan.connect_after]
+    notes = [*plan.notes, "network aliases held back until the gate passed"]
+    return CreatePlan(name=plan.name, body=body, connect_after=after, notes=notes)
+
+
 def parse_api_version(version: str) -> tuple[int, int]:
     major, _, minor = version.partition(".")
     return int(major), int(minor or 0)

@@ -1,12 +1,15 @@
-"""A container's last log lines, read as a stream under a byte cap."""
+"""Engine chores outside the swap: a container's last log lines under a byte cap, and
+pruning a repository's old images."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import docker
 
 from twilight_agent.adapters.docker_errors import engine_errors
+from twilight_agent.adapters.docker_refs import repository_of
 
 LOG_CAP = 64 * 1024
 
@@ -37,3 +40,36 @@ def read_log_tail(api: Any, container_id: str, lines: int = 50) -> str:
                 close()
     text = b"".join(chunks).decode("utf-8", errors="replace")
     return "".join(c for c in text if c in "\n\t" or not (c < " " or "\x7f" <= c < "\xa0"))
+
+
+def prune_images(api: Any, repository: str, keep: set[str], older_than_s: float) -> list[str]:
+    """Remove images of ``repository`` created before the cutoff, except ids (or digests)
+    in ``keep`` and images any container uses. Returns the removed ids."""
+    cutoff = time.time() - older_than_s
+    with engine_errors("listing images and containers for pruning"):
+        images = api.images()
+        used = {str(c.get("ImageID")) for c in api.containers(all=True)}
+    removed = []
+    for img in images:
+        refs = [r for r in (img.get("RepoTags") or []) + (img.get("RepoDigests") or [])
+                if repository_of(r) == repository]
+        digests = {r.split("@", 1)[1] for r in refs if "@" in r}
+        if (not refs or img["Id"] in keep or img["Id"] in used or digests & keep
+                or int(img.get("Created") or 0) >= cutoff):
+            continue
+        if _untag_all(api, refs):
+            removed.append(str(img["Id"]))
+    return removed
+
+
+def _untag_all(api: Any, refs: list[str]) -> bool:
+    """Remove this repository's references to an image (never forced)."""
+    for ref in refs:
+        with engine_errors(f"removing image {ref}"):
+            try:
+                api.remove_image(ref, force=False, noprune=False)
+            except docker.errors.NotFound:
+                continue
+            except docker.errors.APIError:  # in use since we listed, or shared: keep it
+                return False
+    return True

@@ -13,7 +13,6 @@ Every docker-py / requests exception is translated here: an engine that does not
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -24,10 +23,12 @@ from twilight_agent.adapters import docker_task
 from twilight_agent.adapters.create_config import (
     CreatePlan,
     build_create_plan,
+    endpoints_of,
     published_url_from,
+    without_aliases,
 )
 from twilight_agent.adapters.docker_errors import UNREACHABLE, engine_errors, explain, unavailable
-from twilight_agent.adapters.docker_logs import read_log_tail
+from twilight_agent.adapters.docker_logs import prune_images, read_log_tail
 from twilight_agent.adapters.docker_refs import pull_line, repository_of, tag_of
 from twilight_agent.core.models import Digest
 from twilight_agent.core.ports import (
@@ -218,33 +219,7 @@ class DockerRuntime:
             self.api.tag(image, repository, tag, force=True)
 
     def prune_images(self, repository: str, keep: set[str], older_than_s: float) -> list[str]:
-        cutoff = time.time() - older_than_s
-        with engine_errors("listing images and containers for pruning"):
-            images = self.api.images()
-            used = {str(c.get("ImageID")) for c in self.api.containers(all=True)}
-        removed = []
-        for img in images:
-            refs = [r for r in (img.get("RepoTags") or []) + (img.get("RepoDigests") or [])
-                    if repository_of(r) == repository]
-            digests = {r.split("@", 1)[1] for r in refs if "@" in r}
-            if (not refs or img["Id"] in keep or img["Id"] in used or digests & keep
-                    or int(img.get("Created") or 0) >= cutoff):
-                continue
-            if self._untag_all(refs):
-                removed.append(str(img["Id"]))
-        return removed
-
-    def _untag_all(self, refs: list[str]) -> bool:
-        """Remove this repository's references to an image (never forced)."""
-        for ref in refs:
-            with engine_errors(f"removing image {ref}"):
-                try:
-                    self.api.remove_image(ref, force=False, noprune=False)
-                except docker.errors.NotFound:
-                    continue
-                except docker.errors.APIError:  # in use since we listed, or shared: keep it
-                    return False
-        return True
+        return prune_images(self.api, repository, keep, older_than_s)
 
     # ------------------------------------------------------------------ swap
     def park(self, snap: Snapshot) -> None:
@@ -301,8 +276,25 @@ class DockerRuntime:
         return build_create_plan(old, old_image, new_image, image, name or snap.name,
                                  self.api_version)
 
-    def create_from(self, snap: Snapshot, image: str, name: str | None = None) -> str:
-        return self.create_planned(self.create_plan(snap, image, name))
+    def create_from(self, snap: Snapshot, image: str, name: str | None = None,
+                    hidden: bool = False) -> str:
+        """``hidden``: without the network aliases until ``expose`` (start-first)."""
+        plan = self.create_plan(snap, image, name)
+        return self.create_planned(without_aliases(plan) if hidden else plan)
+
+    def expose(self, container_id: str, snap: Snapshot) -> None:
+        """Give a hidden container the aliases of ``snap``'s (reconnects each network that
+        lacks them; idempotent)."""
+        info = self._must_inspect(container_id)
+        nets = (info.get("NetworkSettings") or {}).get("Networks") or {}
+        for net, endpoint in endpoints_of(self.create_plan(snap, str(info["Image"]))):
+            want = set(endpoint.get("Aliases") or [])
+            if not want or want <= set((nets.get(net) or {}).get("Aliases") or []):
+                continue
+            with (engine_errors(f"reconnecting {container_id[:12]} to {net} with its aliases"),
+                  contextlib.suppress(docker.errors.NotFound, docker.errors.APIError)):
+                self.api.disconnect_container_from_network(container_id, net)
+            self._connect(container_id, net, endpoint)
 
     def create_planned(self, plan: CreatePlan) -> str:
         """Create the container a plan describes, connected to every network."""

@@ -42,6 +42,14 @@ class CreateNew:
 
 
 @dataclass(frozen=True)
+class Expose:
+    """Start-first, gate passed: give the new container the old one's network aliases, so
+    a proxy resolving them sends it requests (both serve until the old one stops)."""
+
+    unit: int = 0
+
+
+@dataclass(frozen=True)
 class Promote:
     """Start-first: rename the new container to the original name."""
 
@@ -152,9 +160,9 @@ class Record:
 
 
 Command = (Pull | TakeSnapshot | RunPreDeploy | RemoveTask | Park | StopParked | CreateNew
-           | StartNew | Verify | Promote | WriteEnv | TagImage | Prune | Watch | RemoveParked
-           | Quarantine | SaveLogs | RestoreEnv | RemoveNew | Unpark | VerifyPrevious | Alert
-           | Record)
+           | StartNew | Verify | Expose | Promote | WriteEnv | TagImage | Prune | Watch
+           | RemoveParked | Quarantine | SaveLogs | RestoreEnv | RemoveNew | Unpark
+           | VerifyPrevious | Alert | Record)
 
 COMMIT_STEPS: tuple[Command, ...] = (WriteEnv(), TagImage(), Prune())
 WATCH_STEPS: tuple[Command, ...] = (Watch(), RemoveParked())
@@ -169,7 +177,8 @@ def swap_steps(unit: int, start_first: bool = False) -> list[Command]:
 
 
 def cutover_steps(unit: int) -> list[Command]:
-    return [Park(unit), StopParked(unit), Promote(unit)]
+    """Aliases to the new one first, then the old one out, then the name."""
+    return [Expose(unit), Park(unit), StopParked(unit), Promote(unit)]
 
 
 def undo_steps(unit: int) -> list[Command]:

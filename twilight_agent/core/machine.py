@@ -34,6 +34,7 @@ from twilight_agent.core.commands import (  # re-exported: m.Park, m.COMMIT_STEP
     Alert,
     Command,
     CreateNew,
+    Expose,
     Park,
     Promote,
     Prune,
@@ -70,6 +71,7 @@ __all__ = [  # the machine and its vocabulary: events here, commands from comman
     "Command",
     "CreateNew",
     "Event",
+    "Expose",
     "IllegalTransition",
     "Park",
     "Promote",
@@ -106,7 +108,7 @@ class State(enum.Enum):
     PREPARE = "PREPARE"  # snapshotting the running container (config + image)
     PRE_DEPLOY = "PRE_DEPLOY"  # the one-off task (a migration) in the new image; nothing swapped
     SWAP = "SWAP"  # the new container created and started (stop-first: the old one parked)
-    CUTOVER = "CUTOVER"  # start-first, new unit healthy: stop and park the old, rename the new
+    CUTOVER = "CUTOVER"  # start-first, new unit healthy: aliases to it, old one out, the name
     VERIFY = "VERIFY"  # health gate on the new container (probe, state, soak)
     COMMIT = "COMMIT"  # .env, local tag, prune (the parked container is kept)
     WATCH = "WATCH"  # the committed version watched for TWILIGHT_WATCH; then the parked goes

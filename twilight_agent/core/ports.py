@@ -223,6 +223,10 @@ class TargetPort(Protocol):
         under a temporary name next to the running old one (start-first)."""
         ...
 
+    def expose(self, snap: Snapshot, instance: str) -> None:
+        """Start-first, gate passed: the new version becomes reachable as the old one is."""
+        ...
+
     def promote(self, snap: Snapshot, instance: str) -> None:
         """Start-first cutover: the new version takes the target's name."""
         ...
