@@ -93,6 +93,15 @@ class Proxy:
         return [ln for ln in self.logs().splitlines()
                 if "," in (re.findall(r"upstream=(.*?) upstream_status=", ln) or [""])[0]]
 
+    def retry_statuses(self) -> dict[str, int]:
+        """How the retried requests went, by ``$upstream_status`` (``504, 200``: the first
+        address did not accept in time, the second answered; ``502, 200``: refused)."""
+        counts: dict[str, int] = {}
+        for ln in self.retried():
+            key = ln.rsplit("upstream_status=", 1)[1].strip()
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
     def remove(self) -> None:
         with contextlib.suppress(docker.errors.NotFound):
             self.client.api.remove_container(self.name, force=True)
