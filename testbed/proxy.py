@@ -8,6 +8,9 @@ would, whichever containers hold the alias meanwhile.
     proxy = Proxy(client, name=f"{uid}-proxy", network=f"{uid}-net", upstream="web")
     proxy.start()            # builds the image first if this engine has not got it
     proxy.url                # http://127.0.0.1:<port>/healthz
+
+A compose project's app: ``network=f"{project}_default", upstream="app"`` (compose gives
+each container its service name as an alias on the project's network).
 """
 
 from __future__ import annotations
