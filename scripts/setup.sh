@@ -5,6 +5,8 @@
 _t0=$(date +%s.%N)
 elapsed() { python3 -c "import sys,time; print(f'{time.time()-float(sys.argv[1]):.1f}')" "$_t0"; }
 
+# busybox-static also goes into the proxy image, which takes nginx as .debs (apt-get
+# download, testbed/proxy_image.py): nginx itself is never installed on the host.
 BED_PACKAGES=(docker.io docker-registry busybox-static debootstrap docker-compose python3-venv)
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 need=()

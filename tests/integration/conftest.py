@@ -7,10 +7,19 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.deploybed import Site
+from tests.integration.proxybed import ProxySite
 
 
 @pytest.fixture
 def site(bed, repo, cleanup, tmp_path) -> Iterator[Site]:
     s = Site(bed=bed, uid=cleanup, repo=repo, tmp=tmp_path)
+    yield s
+    s.remove_anonymous_volumes()
+
+
+@pytest.fixture
+def proxy_site(bed, repo, cleanup, tmp_path) -> Iterator[ProxySite]:
+    """A ``site`` whose app has no host port and sits behind nginx on its network."""
+    s = ProxySite(bed=bed, uid=cleanup, repo=repo, tmp=tmp_path)
     yield s
     s.remove_anonymous_volumes()
