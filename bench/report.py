@@ -140,9 +140,10 @@ def write_section(path: Path, title: str, body: str) -> None:
 # The figures the by-engine table shows: the ones with a target, and the healthy deploy.
 HEADLINE = ("healthy deploy: started -> done (agent: incl. 10 s soak)",
             "  overhead: total - pull - boot - soak",
-            "    agent: park old, create, start new (SWAP)",
+            "    agent: park old, create, stop old, start new (SWAP)",
             "service gap on a healthy swap: last 2xx -> next 2xx",
             "heal, exit at boot: first exit -> previous 2xx",
+            "heal, /healthz 500: first 500 -> previous 2xx",
             "  verdict -> previous 2xx",
             "start -> READY=1")
 
@@ -153,8 +154,8 @@ def engine_table(by_engine: dict[str, Runs]) -> str:
              "agent/shell | n | target | |", "|---|---|---|---:|---:|---:|---:|---|---|"]
     for label in HEADLINE:
         for engine, runs in by_engine.items():
-            row = next(r for r in expand(runs) if r.label == label)
-            cells = figures(runs, row)
+            row = next((r for r in expand(runs) if r.label == label), None)
+            cells = figures(runs, row) if row is not None else None
             if cells:
                 lines.append("| " + " | ".join([row.label.strip(), row.unit, engine, *cells])
                              + " |")
