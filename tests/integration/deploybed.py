@@ -3,6 +3,7 @@ agent's settings for it, and the CLI run as a subprocess (as an operator would).
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import socket
@@ -16,12 +17,15 @@ from typing import Any
 import httpx
 
 from testbed.images import AppImage
-from testbed.services import REGISTRY_HOST, REGISTRY_URL
+from testbed.services import PASSWORD, REGISTRY_HOST, REGISTRY_URL, USERNAME
 from twilight_agent.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = ROOT / ".venv" / "bin" / "twilight-agent"
 PYTHON = ROOT / ".venv" / "bin" / "python"
+# What a leak of the bed's registry credentials looks like: the PAT, its Basic form, and a
+# JWT (every token the bed's token server issues starts with "eyJ").
+SECRET_FORMS = [PASSWORD, base64.b64encode(f"{USERNAME}:{PASSWORD}".encode()).decode(), "eyJ"]
 
 
 def free_port() -> int:
@@ -81,7 +85,8 @@ class Site:
         anonymous volume, restart policy; write data into both volumes."""
         d, api = self.bed.docker, self.bed.docker.api
         ref = f"{img.ref}@{img.digest}"
-        d.images.pull(ref)
+        private = self.repo.startswith("private/")  # the operator logged in for those
+        d.images.pull(ref, auth_config=self.bed.auth if private else None)
         net = f"{self.uid}-net"
         d.networks.create(net)
         d.volumes.create(f"{self.uid}-data")
@@ -175,6 +180,17 @@ class Site:
                 self.bed.docker.api.remove_volume(name)
 
 
+def private_site(bed: Any, repo: str, uid: str, tmp: Path, **config: str) -> Site:
+    """A site whose image lives in a private repository: the operator pulled it with the
+    bed's credentials, and the agent gets them as a user name and a password file."""
+    token = tmp / "registry-token"
+    token.write_text(PASSWORD + "\n")
+    token.chmod(0o600)
+    return Site(bed=bed, uid=uid, repo=repo, tmp=tmp,
+                config={"REGISTRY_USERNAME": USERNAME, "REGISTRY_PASSWORD_FILE": str(token),
+                        **config})
+
+
 def push(site: Site, version: str, **kw: Any) -> AppImage:
     """Push a build of the app (with an anonymous volume at /cache) to the site's repo."""
     return site.bed.push(site.repo, version=version, volume="/cache", **kw)  # type: ignore[no-any-return]
@@ -193,4 +209,5 @@ def python_child(code: str, cwd: Path, *args: str) -> subprocess.Popen[str]:
                             env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
 
 
-__all__ = ["CLI", "Site", "one_line", "push", "python_child", "sys"]
+__all__ = ["CLI", "SECRET_FORMS", "Site", "one_line", "private_site", "push", "python_child",
+           "sys"]
