@@ -81,6 +81,24 @@ def status(site: Site) -> dict[str, Any]:
         agent.close()
 
 
+def poll(site: Site) -> str:
+    """The daemon's next poll (``main`` still names the bad build); returns its outcome."""
+    agent = app.build_agent(site.settings(**FAST))
+    try:
+        return agent.poll_once().outcome
+    finally:
+        agent.close()
+
+
+def held(site: Site, figures: Figures, bad: AppImage) -> None:
+    """The bad build is quarantined, and the next poll does not deploy it again (counted
+    from the engine's events and the history, not from what the poll reports)."""
+    mark = figures.quarantined(site, bad.digest)
+    outcome = poll(site)
+    figures.quarantine_held(site, mark)
+    assert outcome == "quarantined", outcome
+
+
 def history(site: Site) -> list[dict[str, Any]]:
     return Store(site.state_dir).history()
 
@@ -132,6 +150,7 @@ def test_sigkill_after_the_journal_row_of_every_step(site: Site, figures: Figure
             assert row["outcome"] == "rolled_back", (step, row)
             assert [q["digest"] for q in status(site)["quarantined"]] == [bad.digest], step
             runs_what_the_row_says(site, row, step)
+            held(site, figures, bad)
         elif step in ("Verify", *GOOD_STEPS[GOOD_STEPS.index("WriteEnv"):]):
             assert row["outcome"] == "deployed", (step, row)
             runs_what_the_row_says(site, row, step)
@@ -170,6 +189,7 @@ def test_sigterm_at_every_phase_boundary_finishes_or_undoes(
         if step in BAD_STEPS:
             assert row["outcome"] == "rolled_back", (step, row)
             runs_what_the_row_says(site, row, step)
+            held(site, figures, bad)
         elif step in ("Pull", "TakeSnapshot"):
             assert row["outcome"] == "aborted", (step, row)  # before the swap: untouched
         elif step in ("Park", "Verify"):

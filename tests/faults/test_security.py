@@ -92,6 +92,7 @@ def test_no_secret_in_any_output_no_listening_socket_private_files(
     assert deployed.returncode == 0, deployed.stderr
     bad = push(site, "v3", mode="exit")
     assert run("deploy", LOG_FORMAT="console").returncode == 1
+    mark = figures.quarantined(site, bad.digest)
     figures.deploys(2)
     for args in (["status"], ["status", "--json"], ["history"], ["history", "--json"],
                  ["check"], ["check", "--json"]):
@@ -132,3 +133,4 @@ def test_no_secret_in_any_output_no_listening_socket_private_files(
     assert {f.name for f in sd.iterdir()} >= {"state.db", "deploy.lock"}
     figures.service_ok(site, "v4")
     figures.nothing_lost(site)
+    figures.quarantine_held(site, mark)  # through status, check and the daemon's polls
