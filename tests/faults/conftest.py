@@ -81,6 +81,7 @@ class Figures:
     bad_versions_redeployed_after_quarantine: int = 0
     secrets_seen_in_logs: int = 0
     quarantine_checks: int = 0
+    engine_outage_steps: list[str] = field(default_factory=list)  # dockerd really stopped
     tests: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -90,6 +91,10 @@ class Figures:
 
     def deploys(self, n: int = 1) -> None:
         self.deploys_attempted += n
+
+    def engine_outage(self, step: str) -> None:
+        """dockerd was really stopped while the agent was at ``step``."""
+        self.engine_outage_steps.append(step)
 
     def note(self, text: str) -> None:
         self.notes.append(text)
@@ -180,6 +185,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             ("bad versions redeployed after quarantine (must be 0)",
              f.bad_versions_redeployed_after_quarantine),
             ("secrets seen in logs (must be 0)", f.secrets_seen_in_logs),
+            ("steps run with dockerd stopped",
+             ", ".join(sorted(set(f.engine_outage_steps))) or "none"),
             ("fault tests run", f.tests), ("their wall time (s)", round(f.seconds, 1))]
     for label, value in rows:
         tr.write_line(f"{label:<55} {value}")
