@@ -183,7 +183,7 @@ def _registry_config(workdir: Path, cert: Path) -> Path:
 log:
   level: warn
   accesslog:
-    disabled: true
+    disabled: false
 storage:
   filesystem:
     rootdirectory: {workdir / 'registry-data'}
@@ -202,6 +202,23 @@ auth:
     rootcertbundle: {cert}
 """)
     return cfg
+
+
+def registry_log_path() -> Path:
+    """The log of the registry answering on :5000 (beside the config its command line
+    names), which must hold its access log: one line per request it served."""
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().rstrip(b"\0").decode().split("\0")
+        except (OSError, ValueError):
+            continue
+        if len(argv) == 3 and argv[1] == "serve" and argv[2].endswith("/registry.yml"):
+            config = Path(argv[2])
+            if "accesslog:\n    disabled: false" not in config.read_text():
+                raise BedError(f"the registry runs without its access log ({config}): "
+                               "restart the bed (python -m testbed down; python -m testbed up)")
+            return config.parent / "registry.log"
+    raise BedError("no bed registry process found (python -m testbed up)")
 
 
 def start_registry(state: BedState) -> None:
