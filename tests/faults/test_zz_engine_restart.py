@@ -17,12 +17,9 @@ This file sorts last in the suite on purpose: the engine is shared by every test
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,19 +36,6 @@ pytestmark = pytest.mark.faults
 FAST = {"HEALTH_INTERVAL": "0.2", "HEALTH_SOAK": "0.5", "HEALTH_TIMEOUT": "10"}
 
 
-def journal_step(state_dir: Path) -> str | None:
-    """The step the agent journaled last (None when nothing is in flight or no store yet)."""
-    db = state_dir / "state.db"
-    if not db.exists():
-        return None
-    try:
-        with contextlib.closing(sqlite3.connect(db, timeout=1)) as c:
-            row = c.execute("SELECT step FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
-    except sqlite3.Error:
-        return None
-    return str(row[0]) if row else None
-
-
 @pytest.mark.parametrize("step", ["Pull", "Park", "Verify"])
 def test_engine_restarted_mid_deploy_ends_healthy_and_recorded(
         site: Site, figures: Figures, step: str) -> None:
@@ -59,11 +43,7 @@ def test_engine_restarted_mid_deploy_ends_healthy_and_recorded(
     site.run_app(v1)
     v2 = push(site, "v2", boot_delay=2 if step == "Verify" else 0)
     first = site.popen("deploy", **FAST)
-    deadline = time.monotonic() + 60
-    while journal_step(site.state_dir) != step:
-        assert first.poll() is None, first.communicate()
-        assert time.monotonic() < deadline, f"the deploy never reached {step}"
-        time.sleep(0.01)
+    site.wait_journal(step, timeout=60, proc=first)
     t0 = time.monotonic()
     services.restart_engine()
     site.bed.docker.api.close()  # drop pooled connections to the engine that went away

@@ -4,9 +4,11 @@ agent's settings for it, and the CLI run as a subprocess (as an operator would).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -18,6 +20,7 @@ import httpx
 
 from testbed.images import AppImage
 from testbed.services import PASSWORD, REGISTRY_HOST, REGISTRY_URL, USERNAME
+from testbed.util import wait_until
 from twilight_agent.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -166,6 +169,35 @@ class Site:
         p = self.cli("status", "--json")
         assert p.returncode == 0, p.stderr
         return dict(json.loads(p.stdout))
+
+    def journal_step(self) -> str | None:
+        """The step the agent journaled last while a deploy is open (``None`` when nothing
+        is in flight or there is no state database yet): read from the state database."""
+        db = self.state_dir / "state.db"
+        if not db.exists():
+            return None
+        try:
+            with contextlib.closing(sqlite3.connect(db, timeout=1)) as c:
+                # a deploy's rows go in the transaction that writes its history row
+                row = c.execute("SELECT step FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
+        except sqlite3.Error:
+            return None
+        return str(row[0]) if row else None
+
+    def wait_journal(self, *steps: str, timeout: float = 30,
+                     proc: subprocess.Popen[str] | None = None) -> str:
+        """Wait until the open journal row names one of ``steps``; fail naming the last one
+        seen (or the agent's output, if ``proc`` ended first)."""
+        def reached() -> str | None:
+            if proc is not None and proc.poll() is not None:
+                raise AssertionError(f"the agent ended first: {proc.communicate()}")
+            step = self.journal_step()
+            return step if step in steps else None
+        try:
+            return wait_until(reached, timeout=timeout, interval=0.01,
+                              what=f"the journal to reach {'/'.join(steps)}")
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc} (last step: {self.journal_step()})") from None
 
     def env_tag(self) -> str:
         m = re.search(r"^IMAGE_TAG=(.*)$", self.env_file.read_text(), re.M)
