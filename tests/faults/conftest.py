@@ -2,8 +2,9 @@
 
 Every test records what it did into ``FIGURES`` (faults injected, deploys attempted) and
 what it found (a service left unhealthy, a container or volume lost, a quarantined build
-deployed again, a secret in a log line). The summary is printed after the run; the last
-four must read 0, and each test asserts its own part so a non-zero figure is also a failure.
+deployed again, a secret in a log line, a state file, a webhook body or the metrics file).
+The summary is printed after the run; the figures marked "must be 0" must read 0, and each
+test asserts its own part so a non-zero figure is also a failure.
 
 A quarantined build deployed again is counted from what the engine ran and what the
 history holds, never from the agent's report: ``figures.quarantined(site, digest)`` marks
@@ -79,7 +80,8 @@ class Figures:
     services_left_unhealthy: int = 0
     containers_or_volumes_lost: int = 0
     bad_versions_redeployed_after_quarantine: int = 0
-    secrets_seen_in_logs: int = 0
+    secrets_seen: int = 0
+    secret_places: list[str] = field(default_factory=list)  # where the scan looked
     quarantine_checks: int = 0
     engine_outage_steps: list[str] = field(default_factory=list)  # dockerd really stopped
     tests: int = 0
@@ -143,9 +145,12 @@ class Figures:
         assert n == 0, (f"quarantined {mark.digest[:19]} deployed again: containers "
                         f"{created}, {rows} new history rows")
 
-    def secrets_in(self, text: str, secrets: list[str]) -> int:
+    def secrets_in(self, where: str, text: str, secrets: list[str]) -> int:
+        """Occurrences of ``secrets`` in ``text`` (what was found at ``where``): counted."""
         n = sum(text.count(s) for s in secrets if s)
-        self.secrets_seen_in_logs += n
+        self.secrets_seen += n
+        if where not in self.secret_places:
+            self.secret_places.append(where)
         return n
 
 
@@ -184,7 +189,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             ("containers or volumes lost (must be 0)", f.containers_or_volumes_lost),
             ("bad versions redeployed after quarantine (must be 0)",
              f.bad_versions_redeployed_after_quarantine),
-            ("secrets seen in logs (must be 0)", f.secrets_seen_in_logs),
+            ("secrets seen (must be 0)", f.secrets_seen),
+            ("  places scanned for secrets", ", ".join(f.secret_places) or "none"),
             ("steps run with dockerd stopped",
              ", ".join(sorted(set(f.engine_outage_steps))) or "none"),
             ("fault tests run", f.tests), ("their wall time (s)", round(f.seconds, 1))]

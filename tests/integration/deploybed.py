@@ -11,8 +11,11 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +226,29 @@ def private_site(bed: Any, repo: str, uid: str, tmp: Path, **config: str) -> Sit
                         **config})
 
 
+@contextlib.contextmanager
+def webhook_receiver() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A webhook endpoint on loopback: yields its URL and the JSON bodies posted to it."""
+    got: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", got
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def push(site: Site, version: str, **kw: Any) -> AppImage:
     """Push a build of the app (with an anonymous volume at /cache) to the site's repo."""
     return site.bed.push(site.repo, version=version, volume="/cache", **kw)  # type: ignore[no-any-return]
@@ -242,4 +268,4 @@ def python_child(code: str, cwd: Path, *args: str) -> subprocess.Popen[str]:
 
 
 __all__ = ["CLI", "SECRET_FORMS", "Site", "one_line", "private_site", "push", "python_child",
-           "sys"]
+           "sys", "webhook_receiver"]

@@ -7,36 +7,26 @@ the metrics file or the agent's output."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.deploybed import SECRET_FORMS, Site, private_site, push
+from tests.integration.deploybed import (
+    SECRET_FORMS,
+    Site,
+    private_site,
+    push,
+    webhook_receiver,
+)
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def receiver() -> Iterator[tuple[str, list[dict]]]:
-    got: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook", got
-    server.shutdown()
-    server.server_close()
+    with webhook_receiver() as r:
+        yield r
 
 
 @pytest.fixture
