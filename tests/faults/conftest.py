@@ -189,10 +189,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             ("containers or volumes lost (must be 0)", f.containers_or_volumes_lost),
             ("bad versions redeployed after quarantine (must be 0)",
              f.bad_versions_redeployed_after_quarantine),
+            ("  quarantines checked (engine events + history)", f.quarantine_checks),
             ("secrets seen (must be 0)", f.secrets_seen),
             ("  places scanned for secrets", ", ".join(f.secret_places) or "none"),
             ("steps run with dockerd stopped",
-             ", ".join(sorted(set(f.engine_outage_steps))) or "none"),
+             ", ".join(dict.fromkeys(f.engine_outage_steps)) or "none"),
             ("fault tests run", f.tests), ("their wall time (s)", round(f.seconds, 1))]
     for label, value in rows:
         tr.write_line(f"{label:<55} {value}")
