@@ -120,7 +120,7 @@ def start_engine(state: BedState, want: str | None = None) -> None:
     state.engine = key
 
 
-def _pings(sock_path: str = "/var/run/docker.sock") -> bool:
+def engine_pings(sock_path: str = "/var/run/docker.sock") -> bool:
     """GET /_ping on the engine's socket, closing it whatever happens (docker-py leaves a
     socket open when the connect is refused)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -134,28 +134,31 @@ def _pings(sock_path: str = "/var/run/docker.sock") -> bool:
     return head.startswith(b"HTTP/1.") and b" 200 " in head
 
 
-def restart_engine(workdir: Path = DEFAULT_WORKDIR, timeout: float = 90) -> int:
-    """Stop the running dockerd (SIGTERM, wait for it to exit) and start it again the way
-    ``start_engine`` does; return the new pid once it answers.
-
-    Without live-restore its containers stop with it, and those with a restart policy
-    come back when it starts. The registry and token server are host processes: they stay.
-    """
+def stop_engine(timeout: float = 90) -> list[str]:
+    """Stop the running dockerd (SIGTERM, wait for it to exit) and return its command line,
+    for ``start_engine_again``. Without live-restore its containers stop with it."""
     found = subprocess.run(["pidof", "dockerd"], capture_output=True, text=True, check=False)
     pids = [int(p) for p in found.stdout.split()]
     if not pids:
-        raise BedError("no dockerd is running to restart")
+        raise BedError("no dockerd is running to stop")
     # The same command line again: the engine keeps its binary, data root and exec root.
     argv = Path(f"/proc/{pids[0]}/cmdline").read_bytes().rstrip(b"\0").decode().split("\0")
     for pid in pids:
         _kill(pid, timeout=timeout)
+    return argv
+
+
+def start_engine_again(argv: list[str], workdir: Path = DEFAULT_WORKDIR,
+                       timeout: float = 90) -> int:
+    """Start dockerd with the command line ``stop_engine`` returned; return the new pid once
+    it answers. Containers with a restart policy come back when it starts."""
     log = Path(workdir, "dockerd.log")
     with open(log, "ab") as fh:  # setsid -f: dockerd is nobody's child here, like before
         subprocess.run(["setsid", "-f", *argv],
                        stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                        check=True, timeout=30)
     try:
-        wait_until(_pings, timeout=timeout, interval=0.2, what="dockerd to answer")
+        wait_until(engine_pings, timeout=timeout, interval=0.2, what="dockerd to answer")
     except TimeoutError as exc:
         raise BedError(f"dockerd did not come back; last log lines:\n{_tail(log)}") from exc
     found = subprocess.run(["pidof", "dockerd"], capture_output=True, text=True, check=False)
@@ -167,13 +170,20 @@ def restart_engine(workdir: Path = DEFAULT_WORKDIR, timeout: float = 90) -> int:
     return pid
 
 
+def restart_engine(workdir: Path = DEFAULT_WORKDIR, timeout: float = 90) -> int:
+    """Stop the running dockerd and start it again the way ``start_engine`` does; return
+    the new pid once it answers. The registry and token server are host processes: they
+    stay."""
+    return start_engine_again(stop_engine(timeout), workdir, timeout)
+
+
 def _registry_config(workdir: Path, cert: Path) -> Path:
     cfg = workdir / "registry.yml"
     cfg.write_text(f"""version: 0.1
 log:
   level: warn
   accesslog:
-    disabled: true
+    disabled: false
 storage:
   filesystem:
     rootdirectory: {workdir / 'registry-data'}
@@ -192,6 +202,23 @@ auth:
     rootcertbundle: {cert}
 """)
     return cfg
+
+
+def registry_log_path() -> Path:
+    """The log of the registry answering on :5000 (beside the config its command line
+    names), which must hold its access log: one line per request it served."""
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().rstrip(b"\0").decode().split("\0")
+        except (OSError, ValueError):
+            continue
+        if len(argv) == 3 and argv[1] == "serve" and argv[2].endswith("/registry.yml"):
+            config = Path(argv[2])
+            if "accesslog:\n    disabled: false" not in config.read_text():
+                raise BedError(f"the registry runs without its access log ({config}): "
+                               "restart the bed (python -m testbed down; python -m testbed up)")
+            return config.parent / "registry.log"
+    raise BedError("no bed registry process found (python -m testbed up)")
 
 
 def start_registry(state: BedState) -> None:

@@ -81,6 +81,24 @@ def status(site: Site) -> dict[str, Any]:
         agent.close()
 
 
+def poll(site: Site) -> str:
+    """The daemon's next poll (``main`` still names the bad build); returns its outcome."""
+    agent = app.build_agent(site.settings(**FAST))
+    try:
+        return agent.poll_once().outcome
+    finally:
+        agent.close()
+
+
+def held(site: Site, figures: Figures, bad: AppImage) -> None:
+    """The bad build is quarantined, and the next poll does not deploy it again (counted
+    from the engine's events and the history, not from what the poll reports)."""
+    mark = figures.quarantined(site, bad.digest)
+    outcome = poll(site)
+    figures.quarantine_held(site, mark)
+    assert outcome == "quarantined", outcome
+
+
 def history(site: Site) -> list[dict[str, Any]]:
     return Store(site.state_dir).history()
 
@@ -94,6 +112,15 @@ def settled(site: Site, figures: Figures, versions: dict[str, AppImage]) -> str:
     st = status(site)
     assert st["phase"] == "IDLE" and st["current"]["digest"] == versions[version].digest
     return version
+
+
+def runs_what_the_row_says(site: Site, row: dict[str, Any], step: str) -> None:
+    """The engine runs, under the target's name, the digest the history row says the
+    service is on: the one deployed, or the one it came from when the deploy was undone
+    (the container's own image, not the agent's word)."""
+    on = row["to_digest"] if row["outcome"] == "deployed" else row["from_digest"]
+    running = site.running_digest()
+    assert running == on, (step, running, row)
 
 
 def test_sigkill_after_the_journal_row_of_every_step(site: Site, figures: Figures) -> None:
@@ -122,11 +149,15 @@ def test_sigkill_after_the_journal_row_of_every_step(site: Site, figures: Figure
         if step in BAD_STEPS:
             assert row["outcome"] == "rolled_back", (step, row)
             assert [q["digest"] for q in status(site)["quarantined"]] == [bad.digest], step
+            runs_what_the_row_says(site, row, step)
+            held(site, figures, bad)
         elif step in ("Verify", *GOOD_STEPS[GOOD_STEPS.index("WriteEnv"):]):
-            assert row["outcome"] == "deployed" and running != "bad", (step, row)
+            assert row["outcome"] == "deployed", (step, row)
+            runs_what_the_row_says(site, row, step)
             assert site.env_tag() == target.sha_tag
         else:  # before the health gate: undone, and the good build is not blamed
             assert row["outcome"] in ("aborted", "rolled_back"), (step, row)
+            runs_what_the_row_says(site, row, step)
             assert target.digest not in {q["digest"] for q in status(site)["quarantined"]}
     # the next deploy after all that goes through normally
     final = good["v2" if running == "v1" else "v1"]
@@ -154,8 +185,11 @@ def test_sigterm_at_every_phase_boundary_finishes_or_undoes(
         assert code == 0, (step, out, err)  # stopped cleanly, not killed mid-phase
         running = settled(site, figures, good)
         row = history(site)[0]
+        assert row["to_digest"] == target.digest, (step, row)
         if step in BAD_STEPS:
-            assert row["outcome"] == "rolled_back" and running != "bad", (step, row)
+            assert row["outcome"] == "rolled_back", (step, row)
+            runs_what_the_row_says(site, row, step)
+            held(site, figures, bad)
         elif step in ("Pull", "TakeSnapshot"):
             assert row["outcome"] == "aborted", (step, row)  # before the swap: untouched
         elif step in ("Park", "Verify"):
@@ -163,6 +197,7 @@ def test_sigterm_at_every_phase_boundary_finishes_or_undoes(
             assert target.digest not in {q["digest"] for q in status(site)["quarantined"]}
         else:
             assert row["outcome"] == "deployed", (step, row)  # the commit is finished
+            runs_what_the_row_says(site, row, step)
 
 
 def test_state_database_corrupted_is_recreated_from_docker(site: Site, figures: Figures) -> None:

@@ -3,13 +3,13 @@ target container missing, its port taken by another container at swap time, and 
 that fails in-band (a layer the registry no longer has: what a full disk looks like to
 the agent: the engine answers 200, then reports the error inside the stream).
 
-Restarting dockerd itself is in ``test_zz_engine_restart.py`` (runs last).
+Stopping and restarting dockerd itself (during the pull, the swap, verify, and the tag,
+remove and unpark steps) is in ``test_zz_engine_restart.py`` (runs last).
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,8 +19,6 @@ from tests.faults.conftest import Figures
 from tests.integration.deploybed import Site, one_line, push
 from twilight_agent import app
 from twilight_agent.agent import Agent
-from twilight_agent.core.tunables import DEFAULT, Tunables
-from twilight_agent.errors import DockerUnavailable
 from twilight_agent.settings import Settings
 
 pytestmark = pytest.mark.faults
@@ -36,14 +34,12 @@ def _close_clients() -> Iterator[None]:
         OPEN.pop().close()
 
 
-def make_agent(settings: Settings, runtime: Any = None, health: Any = None,
-               tunables: Tunables = DEFAULT) -> Agent:
+def make_agent(settings: Settings, runtime: Any = None, health: Any = None) -> Agent:
     real = app.build_runtime(settings)
     registry = app.build_registry(settings)
     OPEN.extend([real, registry])
     return app.build_agent(settings, registry=registry, runtime=runtime or real,
-                           health=health or app.build_health(settings, real),
-                           tunables=tunables)
+                           health=health or app.build_health(settings, real))
 
 
 def test_parked_container_removed_by_hand_during_verify(site: Site, figures: Figures) -> None:
@@ -164,81 +160,3 @@ def test_pull_failing_in_band_leaves_the_service_untouched(site: Site, figures: 
     figures.deploys()
     assert site.running_digest() == v3.digest
     figures.service_ok(site, "v3")
-
-
-class Outage:
-    """The real runtime, except that from the first call of ``start_at`` on, every call
-    fails for ``seconds`` as it does while dockerd restarts (the engine itself keeps
-    running, so other tests on it are not disturbed)."""
-
-    def __init__(self, real: Any, start_at: str, seconds: float) -> None:
-        self.real, self.start_at, self.seconds = real, start_at, seconds
-        self.until: float | None = None
-        self.refused = 0
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.real, name)
-        if not callable(attr):
-            return attr
-
-        def call(*a: Any, **k: Any) -> Any:
-            now = time.monotonic()
-            if self.until is None and name == self.start_at:
-                self.until = now + self.seconds
-            if self.until is not None and now < self.until:
-                self.refused += 1
-                raise DockerUnavailable(f"{name}: the Docker engine does not answer")
-            return attr(*a, **k)
-
-        return call
-
-
-@pytest.mark.parametrize(("start_at", "mode", "expect"), [
-    ("park", "good", "rolled_back"),      # swap: undone once the engine is back
-    ("remove", "exit", "rolled_back"),    # rollback: finished, not halted
-    ("tag_image", "good", "deployed"),    # commit: finished, nothing left parked
-])
-def test_engine_away_for_seconds_mid_deploy_is_waited_for(
-        site: Site, figures: Figures, start_at: str, mode: str, expect: str) -> None:
-    v1 = push(site, "v1")
-    site.run_app(v1)
-    v2 = push(site, "v2", mode=mode)
-    settings = site.settings(**FAST)
-    real = app.build_runtime(settings)
-    OPEN.append(real)
-    down = Outage(real, start_at, 3)
-    agent = make_agent(settings, runtime=down, health=app.build_health(settings, down))
-    report = agent.poll_once()
-    figures.fault()
-    figures.deploys()
-    assert down.refused > 0
-    assert report.outcome == expect, report
-    version = figures.service_ok(site, "v2" if expect == "deployed" else "v1")
-    figures.nothing_lost(site)
-    assert site.running_digest() == (v2 if version == "v2" else v1).digest
-    quarantined = {q["digest"] for q in agent.status()["quarantined"]}
-    assert (v2.digest in quarantined) == (mode == "exit")  # the outage blames no build
-
-
-def test_engine_away_longer_than_the_wait_leaves_it_to_recovery(
-        site: Site, figures: Figures, monkeypatch: pytest.MonkeyPatch) -> None:
-    v1 = push(site, "v1")
-    site.run_app(v1)
-    push(site, "v2", mode="exit")
-    settings = site.settings(**FAST)
-    real = app.build_runtime(settings)
-    OPEN.append(real)
-    down = Outage(real, "unpark", 4)
-    agent = make_agent(settings, runtime=down, health=app.build_health(settings, down),
-                       tunables=Tunables(engine_wait_s=1.0))
-    report = agent.poll_once()
-    figures.fault()
-    figures.deploys()
-    assert (report.outcome, report.exit_code) == ("docker_error", 5), report
-    assert agent.status()["phase"] == "ROLLBACK" and not agent.status()["halted"]
-    time.sleep(max(0.0, (down.until or 0) - time.monotonic()))
-    make_agent(settings).recover()  # the daemon's next poll, the engine back
-    figures.service_ok(site, "v1")
-    figures.nothing_lost(site)
-    row = site.history()[0]
-    assert row["outcome"] == "rolled_back" and row["reason"].startswith("recovered"), row

@@ -1,14 +1,17 @@
-"""Security checks: no secret in any log line or output, no listening socket, private files.
+"""Security checks: no secret in any log line, output, state file, webhook body or metrics
+file; no listening socket; private files.
 
 Deploys run against a *private* repository (the token server demands Basic user:token),
-with the credentials given as ``TWILIGHT_REGISTRY_USERNAME`` + ``TWILIGHT_REGISTRY_PASSWORD_FILE``.
-Everything the agent prints is captured and scanned for the password, its Basic form and
-any JWT (``eyJ``: every token the bed's token server issues starts so).
+with the credentials given as ``TWILIGHT_REGISTRY_USERNAME`` + ``TWILIGHT_REGISTRY_PASSWORD_FILE``,
+a webhook and a metrics file configured. Everything the agent prints, every file in its
+state directory (the sqlite database with its WAL, the lock) and runtime directory, every
+webhook body and the metrics file are scanned for the password, its Basic form and any
+JWT (``eyJ``: every token the bed's token server issues starts so).
 """
 
 from __future__ import annotations
 
-import base64
+import json
 import os
 import signal
 import stat
@@ -17,39 +20,40 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import docker.models.images
 import pytest
 
-from testbed.services import PASSWORD, USERNAME
 from tests.faults.conftest import Figures
-from tests.integration.deploybed import Site, push
+from tests.integration.deploybed import SECRET_FORMS, Site, push, webhook_receiver
+from tests.integration.deploybed import private_site as private_site_of
 
 pytestmark = pytest.mark.faults
 
 FAST = {"HEALTH_INTERVAL": "0.2", "HEALTH_SOAK": "0.5", "HEALTH_TIMEOUT": "5"}
-SECRETS = [PASSWORD, base64.b64encode(f"{USERNAME}:{PASSWORD}".encode()).decode(), "eyJ"]
+SECRETS = SECRET_FORMS
+
+
+@pytest.fixture
+def hook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    with webhook_receiver() as r:
+        yield r
 
 
 @pytest.fixture
 def private_site(bed: Any, private_repo: str, cleanup: str, tmp_path: Path,
-                 monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
+                 hook: tuple[str, list[dict[str, Any]]]) -> Iterator[Site]:
     """A site whose image lives in a private repository; the operator pulled it with
-    credentials, the agent gets them from a password file."""
-    pull = docker.models.images.ImageCollection.pull
-
-    def pull_with_auth(self: Any, repository: str, *a: Any, **k: Any) -> Any:
-        k.setdefault("auth_config", bed.auth)
-        return pull(self, repository, *a, **k)
-
-    monkeypatch.setattr(docker.models.images.ImageCollection, "pull", pull_with_auth)
-    token = tmp_path / "registry-token"
-    token.write_text(PASSWORD + "\n")
-    token.chmod(0o600)
-    s = Site(bed=bed, uid=cleanup, repo=private_repo, tmp=tmp_path,
-             config={"REGISTRY_USERNAME": USERNAME, "REGISTRY_PASSWORD_FILE": str(token),
-                     **FAST})
+    credentials, the agent gets them from a password file, and notifies a webhook and a
+    metrics file."""
+    s = private_site_of(bed, private_repo, cleanup, tmp_path, WEBHOOK_URL=hook[0],
+                        METRICS_FILE=str(tmp_path / "twilight.prom"), **FAST)
     yield s
     s.remove_anonymous_volumes()
+
+
+def files_under(*dirs: Path) -> dict[str, str]:
+    """Every regular file under ``dirs``, as text (bytes kept one for one)."""
+    return {str(f): f.read_bytes().decode("latin-1") for d in dirs if d.exists()
+            for f in sorted(d.rglob("*")) if f.is_file()}
 
 
 def listening_sockets(pid: int) -> list[str]:
@@ -76,7 +80,7 @@ def listening_sockets(pid: int) -> list[str]:
 
 
 def test_no_secret_in_any_output_no_listening_socket_private_files(
-        private_site: Site, figures: Figures) -> None:
+        private_site: Site, figures: Figures, hook: tuple[str, list[dict[str, Any]]]) -> None:
     site = private_site
     v1 = push(site, "v1")
     site.run_app(v1)
@@ -92,6 +96,7 @@ def test_no_secret_in_any_output_no_listening_socket_private_files(
     assert deployed.returncode == 0, deployed.stderr
     bad = push(site, "v3", mode="exit")
     assert run("deploy", LOG_FORMAT="console").returncode == 1
+    mark = figures.quarantined(site, bad.digest)
     figures.deploys(2)
     for args in (["status"], ["status", "--json"], ["history"], ["history", "--json"],
                  ["check"], ["check", "--json"]):
@@ -121,8 +126,18 @@ def test_no_secret_in_any_output_no_listening_socket_private_files(
     text = "\n".join(captured)
     assert '"event": "deploy_finished"' in text and "phase" in text  # the logs were captured
     assert bad.sha_tag in text
-    found = figures.secrets_in(text, SECRETS)
-    assert found == 0, [s[:6] for s in SECRETS if s in text]
+    state = files_under(site.state_dir, site.tmp / "run")
+    assert any(name.endswith("state.db") for name in state), state.keys()
+    assert bad.digest in "".join(state.values())  # the scan reads what the agent stored
+    bodies = json.dumps(hook[1])
+    assert {m["event"] for m in hook[1]} >= {"deployed", "rollback"}, hook[1]
+    metrics = (site.tmp / "twilight.prom").read_text()
+    assert "twilight_deploys_total" in metrics
+    places = {"agent output": text, "state directory": "\n".join(state.values()),
+              "webhook bodies": bodies, "metrics file": metrics}
+    found = {where: figures.secrets_in(where, body, SECRETS) for where, body in places.items()}
+    assert found == {where: 0 for where in places}, {
+        where: [s[:6] for s in SECRETS if s in body] for where, body in places.items()}
 
     sd = site.state_dir
     assert stat.S_IMODE(sd.stat().st_mode) == 0o700
@@ -132,3 +147,4 @@ def test_no_secret_in_any_output_no_listening_socket_private_files(
     assert {f.name for f in sd.iterdir()} >= {"state.db", "deploy.lock"}
     figures.service_ok(site, "v4")
     figures.nothing_lost(site)
+    figures.quarantine_held(site, mark)  # through status, check and the daemon's polls

@@ -99,9 +99,9 @@ def test_soak_alternating_good_and_bad_builds(site: Site, figures: Figures) -> N
             assert str(report.to.digest) == digest and report.to.tag == tag  # type: ignore[union-attr]
             if is_bad:
                 figures.fault()
+                mark = figures.quarantined(site, digest)
                 again = agent.poll_once()  # main still points at the bad build
-                if again.outcome in ("deployed", "rolled_back"):
-                    figures.bad_versions_redeployed_after_quarantine += 1
+                figures.quarantine_held(site, mark)  # from the engine's events and history
                 assert again.outcome == "quarantined", again
             else:
                 assert site.running_digest() == digest

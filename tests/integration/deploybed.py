@@ -3,25 +3,35 @@ agent's settings for it, and the CLI run as a subprocess (as an operator would).
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from testbed.images import AppImage
-from testbed.services import REGISTRY_HOST, REGISTRY_URL
+from testbed.services import PASSWORD, REGISTRY_HOST, REGISTRY_URL, USERNAME
+from testbed.util import wait_until
 from twilight_agent.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = ROOT / ".venv" / "bin" / "twilight-agent"
 PYTHON = ROOT / ".venv" / "bin" / "python"
+# What a leak of the bed's registry credentials looks like: the PAT, its Basic form, and a
+# JWT (every token the bed's token server issues starts with "eyJ").
+SECRET_FORMS = [PASSWORD, base64.b64encode(f"{USERNAME}:{PASSWORD}".encode()).decode(), "eyJ"]
 
 
 def free_port() -> int:
@@ -86,7 +96,8 @@ class Site:
         anonymous volume, restart policy; write data into both volumes."""
         d, api = self.bed.docker, self.bed.docker.api
         ref = f"{img.ref}@{img.digest}"
-        d.images.pull(ref)
+        private = self.repo.startswith("private/")  # the operator logged in for those
+        d.images.pull(ref, auth_config=self.bed.auth if private else None)
         net = f"{self.uid}-net"
         d.networks.create(net)
         d.volumes.create(f"{self.uid}-data")
@@ -168,6 +179,35 @@ class Site:
         assert p.returncode == 0, p.stderr
         return dict(json.loads(p.stdout))
 
+    def journal_step(self) -> str | None:
+        """The step the agent journaled last while a deploy is open (``None`` when nothing
+        is in flight or there is no state database yet): read from the state database."""
+        db = self.state_dir / "state.db"
+        if not db.exists():
+            return None
+        try:
+            with contextlib.closing(sqlite3.connect(db, timeout=1)) as c:
+                # a deploy's rows go in the transaction that writes its history row
+                row = c.execute("SELECT step FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
+        except sqlite3.Error:
+            return None
+        return str(row[0]) if row else None
+
+    def wait_journal(self, *steps: str, timeout: float = 30,
+                     proc: subprocess.Popen[str] | None = None) -> str:
+        """Wait until the open journal row names one of ``steps``; fail naming the last one
+        seen (or the agent's output, if ``proc`` ended first)."""
+        def reached() -> str | None:
+            if proc is not None and proc.poll() is not None:
+                raise AssertionError(f"the agent ended first: {proc.communicate()}")
+            step = self.journal_step()
+            return step if step in steps else None
+        try:
+            return wait_until(reached, timeout=timeout, interval=0.01,
+                              what=f"the journal to reach {'/'.join(steps)}")
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc} (last step: {self.journal_step()})") from None
+
     def env_tag(self) -> str:
         m = re.search(r"^IMAGE_TAG=(.*)$", self.env_file.read_text(), re.M)
         return m.group(1) if m else ""
@@ -179,6 +219,40 @@ class Site:
             c.remove(force=True, v=False)
             for name in anon:
                 self.bed.docker.api.remove_volume(name)
+
+
+def private_site(bed: Any, repo: str, uid: str, tmp: Path, **config: str) -> Site:
+    """A site whose image lives in a private repository: the operator pulled it with the
+    bed's credentials, and the agent gets them as a user name and a password file."""
+    token = tmp / "registry-token"
+    token.write_text(PASSWORD + "\n")
+    token.chmod(0o600)
+    return Site(bed=bed, uid=uid, repo=repo, tmp=tmp,
+                config={"REGISTRY_USERNAME": USERNAME, "REGISTRY_PASSWORD_FILE": str(token),
+                        **config})
+
+
+@contextlib.contextmanager
+def webhook_receiver() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A webhook endpoint on loopback: yields its URL and the JSON bodies posted to it."""
+    got: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", got
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def push(site: Site, version: str, **kw: Any) -> AppImage:
@@ -199,4 +273,5 @@ def python_child(code: str, cwd: Path, *args: str) -> subprocess.Popen[str]:
                             env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
 
 
-__all__ = ["CLI", "Site", "one_line", "push", "python_child", "sys"]
+__all__ = ["CLI", "SECRET_FORMS", "Site", "one_line", "private_site", "push", "python_child",
+           "sys", "webhook_receiver"]

@@ -1,39 +1,39 @@
-"""An operator's deploy reaches the webhook and the metrics file, on the real engine."""
+"""An operator's deploy reaches the webhook and the metrics file, on the real engine.
+
+The app lives in a private repository, so the agent holds the bed's registry credentials
+(Basic user:PAT, and the tokens they buy) while it notifies: none may reach a webhook body,
+the metrics file or the agent's output."""
 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from testbed.services import PASSWORD
-from tests.integration.deploybed import Site, push
+from tests.integration.deploybed import (
+    SECRET_FORMS,
+    Site,
+    private_site,
+    push,
+    webhook_receiver,
+)
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def receiver() -> Iterator[tuple[str, list[dict]]]:
-    got: list[dict] = []
+    with webhook_receiver() as r:
+        yield r
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
 
-        def do_POST(self) -> None:
-            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook", got
-    server.shutdown()
-    server.server_close()
+@pytest.fixture
+def site(bed, private_repo, cleanup, tmp_path) -> Iterator[Site]:
+    s = private_site(bed, private_repo, cleanup, tmp_path)
+    yield s
+    s.remove_anonymous_volumes()
 
 
 def _metrics(site: Site) -> dict[tuple[str, tuple], float]:
@@ -50,6 +50,7 @@ def test_rollback_reaches_webhook_and_metrics(site: Site, receiver) -> None:
     over = {"webhook_url": url, "metrics_file": site.tmp / "twilight.prom"}
 
     p = site.cli("deploy", **over)
+    output = [p.stdout, p.stderr]
     assert p.returncode == 1, p.stderr
     site.wait_serving("v1")
     rollbacks = [m for m in got if m["event"] == "rollback"]
@@ -66,6 +67,7 @@ def test_rollback_reaches_webhook_and_metrics(site: Site, receiver) -> None:
 
     v3 = push(site, "v3")
     p = site.cli("deploy", **over)
+    output += [p.stdout, p.stderr]
     assert p.returncode == 0, p.stderr
     site.wait_serving("v3")
     deployed = [m for m in got if m["event"] == "deployed"]
@@ -75,5 +77,11 @@ def test_rollback_reaches_webhook_and_metrics(site: Site, receiver) -> None:
     assert m[("twilight_last_success_timestamp_seconds", ())] > 0
     info = [k for k, v in m.items() if k[0] == "twilight_current_revision_info" and v == 1]
     assert any(("digest", v3.digest) in labels for _, labels in info), info
-    # The registry credentials never travel in a notification.
-    assert PASSWORD not in json.dumps(got)
+    # The agent used the credentials (it cannot read a private repository without them),
+    # and they never travel in a notification, the metrics file or the agent's output.
+    assert site.running_digest() == v3.digest
+    places = {"webhook bodies": json.dumps(got),
+              "metrics file": (site.tmp / "twilight.prom").read_text(),
+              "agent output": "\n".join(output)}
+    leaks = {where: [s[:6] for s in SECRET_FORMS if s in text] for where, text in places.items()}
+    assert leaks == {where: [] for where in places}, leaks

@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from testbed.accesslog import AccessLog
 from twilight_agent.adapters.registry import HttpRegistry
 from twilight_agent.app import build_registry
 from twilight_agent.core.models import Release
@@ -101,17 +102,20 @@ def test_resolve_tag_and_the_tag_gate(bed, repo, open_registry) -> None:
     with pytest.raises(ManifestNotFound, match="sha-0000000 does not exist"):
         registry.resolve_tag("sha-0000000")
     fresh = open_registry(repo)
+    served = AccessLog()
     for bad in ("main;reboot", "$(id)", "v" * 300):
         with pytest.raises(InvalidTag):
             fresh.resolve_tag(bad)
-    assert fresh.requests == 0
+    assert served.served(repo) == []  # refused before a byte went out
 
 
-def _idle_requests(registry: HttpRegistry, known: Release, polls: int) -> int:
-    before = registry.requests
+def _idle_requests(repo: str, registry: HttpRegistry, known: Release,
+                   polls: int) -> list[tuple[str, str, int]]:
+    """What the registry served for ``repo`` during ``polls`` idle polls (its access log)."""
+    served = AccessLog()
     for _ in range(polls):
         assert registry.resolve_track("main", known) is known
-    return registry.requests - before
+    return served.served(repo)
 
 
 @pytest.mark.parametrize("n_tags", [100, 10_000])  # 1,500: the test below; 10,000 takes ~40 s
@@ -124,7 +128,8 @@ def test_one_request_per_idle_poll_whatever_the_tag_count(bed, repo, open_regist
     known = registry.resolve_track("main")
     assert (known.tag, known.digest) == (main.sha_tag, main.digest)
     issued = tokens_issued(repo)
-    assert _idle_requests(registry, known, 50) == 50
+    served = _idle_requests(repo, registry, known, 50)
+    assert served == [("HEAD", f"/v2/{repo}/manifests/main", 200)] * 50
     assert tokens_issued(repo) == issued  # the token stayed cached
 
 
@@ -136,4 +141,5 @@ def test_fifteen_hundred_tags_without_labels(bed, repo, open_registry) -> None:
     assert len(set(registry.tags())) == 1500 + 4  # floods + branch sha + main sha, main, latest
     release = registry.resolve_track("main")
     assert (release.tag, release.digest) == (main.sha_tag, main.digest)
-    assert _idle_requests(registry, release, 20) == 20
+    served = _idle_requests(repo, registry, release, 20)
+    assert served == [("HEAD", f"/v2/{repo}/manifests/main", 200)] * 20
