@@ -28,11 +28,11 @@ from twilight_agent.adapters.store import Store
 pytestmark = pytest.mark.faults
 
 FAST = {"HEALTH_INTERVAL": "0.2", "HEALTH_SOAK": "0.5", "HEALTH_TIMEOUT": "5"}
-GOOD_STEPS = ["Pull", "TakeSnapshot", "Park", "CreateNew", "StartNew", "Verify", "WriteEnv",
-              "TagImage", "RemoveParked", "Prune"]
-BAD_STEPS = ["Quarantine", "SaveLogs", "RemoveNew", "Unpark", "VerifyPrevious"]
-PHASE_FIRST_STEPS = ["Pull", "TakeSnapshot", "Park", "Verify", "WriteEnv", "Quarantine",
-                     "VerifyPrevious"]
+GOOD_STEPS = ["Pull", "TakeSnapshot", "Park", "CreateNew", "StopParked", "StartNew", "Verify",
+              "WriteEnv", "TagImage", "Prune", "Watch", "RemoveParked"]
+BAD_STEPS = ["Quarantine", "SaveLogs", "RestoreEnv", "RemoveNew", "Unpark", "VerifyPrevious"]
+PHASE_FIRST_STEPS = ["Pull", "TakeSnapshot", "Park", "Verify", "WriteEnv", "Watch",
+                     "Quarantine", "VerifyPrevious"]
 
 CHILD = r"""
 import os, signal, sys
