@@ -122,27 +122,29 @@ class Tracer:
 
 
 def leaks(bench: Bench, deploys: int, *, trace: bool = False, builds: bool = False,
-          say: Callable[[str], None] = print) -> Figures:
+          bad: bool = False, say: Callable[[str], None] = print) -> Figures:
     """``deploys`` deploys in one agent on a fresh site; RSS and fds at warm and at end.
 
     ``builds``: every deploy is a new build on the track, found by ``poll_once`` (the
     daemon's path: resolve, pull, swap, commit, prune); else ``deploy(tag)`` of v2 and v1
-    in turn."""
+    in turn. ``bad`` (with ``builds``): every second build exits at boot and is rolled
+    back (verdict, quarantine, log tail, restore)."""
     site = bench.site()
-    agent, made = None, None
+    agent, made, broken = None, None, None
     tracer = Tracer(trace, say)
     try:
         v1 = site.push("v1")
         site.up(v1)
         made = NewBuilds(site, v1) if builds else None
-        step = _poll_new_build(made) if made else _deploy_tag(site.push("v2"), v1)
+        broken = NewBuilds(site, site.push("bad", mode="exit")) if builds and bad else None
+        step = _poll_new_build(made, broken) if made else _deploy_tag(site.push("v2"), v1)
         agent = app.build_agent(settings := load_settings(_config(site, builds)),
                                 sinks=app.build_sinks(settings))
         warm = min(100, deploys // 2)
         t0, at = time.monotonic(), dict[str, float]()
         for i in range(1, deploys + 1):
-            report = step(agent, i)
-            if report.outcome != "deployed":
+            report, expected = step(agent, i)
+            if report.outcome != expected:
                 raise RuntimeError(f"deploy {i} ended {report.outcome}: {report.reason}")
             rss, fd = rss_kib() / 1024, fds()
             if i == warm:
@@ -159,7 +161,7 @@ def leaks(bench: Bench, deploys: int, *, trace: bool = False, builds: bool = Fal
     finally:
         if agent is not None:
             agent.close()
-        for digest in made.pushed if made else []:
+        for digest in [*(made.pushed if made else []), *(broken.pushed if broken else [])]:
             with contextlib.suppress(Exception):
                 site.raw.delete_manifest(site.repo, digest)
         site.close()
@@ -169,13 +171,16 @@ Step = Callable[[Any, int], Any]
 
 
 def _deploy_tag(v2: AppImage, v1: AppImage) -> Step:
-    return lambda agent, i: agent.deploy((v2 if i % 2 else v1).sha_tag)
+    return lambda agent, i: (agent.deploy((v2 if i % 2 else v1).sha_tag), "deployed")
 
 
-def _poll_new_build(made: NewBuilds) -> Step:
+def _poll_new_build(made: NewBuilds, broken: NewBuilds | None) -> Step:
     def step(agent: Any, i: int) -> Any:
+        if broken is not None and i % 2 == 0:
+            broken.new()
+            return agent.poll_once(), "rolled_back"
         made.new()
-        return agent.poll_once()
+        return agent.poll_once(), "deployed"
     return step
 
 
@@ -214,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trace", action="store_true", help="tracemalloc + gc counts (slower)")
     p.add_argument("--builds", action="store_true",
                    help="a new build per deploy, through poll_once (the daemon's path)")
+    p.add_argument("--bad", action="store_true",
+                   help="with --builds: every second build exits at boot (rolled back)")
     args = p.parse_args(argv)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     workdir = Path(tempfile.mkdtemp(prefix="twbench-"))
@@ -221,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     say = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     try:
         figs = leaks(Bench(client, raw, workdir, log=say), args.deploys, trace=args.trace,
-                     builds=args.builds, say=say)
+                     builds=args.builds, bad=args.bad, say=say)
     finally:
         raw.close()
         client.close()
