@@ -4,7 +4,9 @@ Order, so that what is timing-sensitive runs alone:
 1. healthy swaps, agent and shell flow alternating (detection at 5 s, overhead, gap);
 2. start-up to READY;
 3. side by side: the heal runs (agent and shell flow of each run at the same time), the
-   idle window then the requests-per-poll flood, and the 30 s detection runs.
+   idle window then the requests-per-poll flood, and the 30 s detection runs;
+4. alone, and only when asked (``--only leaks``): RSS and fds over many deploys in one
+   agent in this process (``bench/leaks.py``).
 Prints the table and writes bench/results.md (its own section; requests per idle poll
 regenerated in theirs). Exit 0 when every measurement produced figures.
 """
@@ -29,7 +31,7 @@ from pathlib import Path
 
 import structlog
 
-from bench import idle, scenarios
+from bench import idle, leaks, scenarios
 from bench import requests_per_poll as rpp
 from bench.report import Runs, engine_table, table, write_section
 from bench.scenarios import Bench, Figures, retry
@@ -40,7 +42,9 @@ from testbed.rawclient import RawRegistry
 RESULTS = Path(__file__).resolve().parent / "results.md"
 SECTION = "deploy, heal and idle: agent vs shell flow"
 ENGINE_SECTION = "headline figures by engine"
-PARTS = ("swap", "ready", "heal", "idle", "rpp", "detect30")
+LEAKS_SECTION = "RSS and file descriptors over deploys"
+PARTS = ("swap", "ready", "heal", "idle", "rpp", "detect30", "leaks")
+DEFAULT_PARTS = PARTS[:-1]  # leaks: ~10 min of deploys, run with --only leaks
 _print_lock = threading.Lock()
 T0 = time.monotonic()
 
@@ -123,6 +127,12 @@ class Runner:
                               lambda f: say(f"idle slice: {scenarios.summary(f)}")):
             self.add("idle", figs)
 
+    def leaks(self, deploys: int) -> None:
+        say(f"leaks: {deploys} deploys in one agent (v2/v1 by tag)")
+        figs = leaks.leaks(self.bench, deploys, say=say)
+        self.add("leaks", figs)
+        say(f"leaks: {leaks.summary(figs)}")
+
     def rpp(self, counts: list[int], polls: int) -> None:
         for n, row in zip(counts, idle.requests_per_poll(self.bench, counts, polls), strict=True):
             self.add(f"rpp_{n}", row)
@@ -134,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true",
                    help="2 runs each (1 at 30 s polls), 30 s idle window, 100/1,000 tags")
     p.add_argument("--runs", type=int, help="runs per measurement (default 5; quick 2)")
-    p.add_argument("--only", default=",".join(PARTS), help=f"subset of {','.join(PARTS)}")
+    p.add_argument("--only", default=",".join(DEFAULT_PARTS),
+                   help=f"subset of {','.join(PARTS)} (default: all but leaks)")
+    p.add_argument("--deploys", type=int,
+                   help="deploys for the leaks part (default 1000; quick 200)")
     p.add_argument("--no-write", action="store_true", help="do not touch bench/results.md")
     p.add_argument("--json", type=Path, help="also write the raw figures here")
     p.add_argument("--engines", metavar="26,20.10",
@@ -152,15 +165,16 @@ def main(argv: list[str] | None = None) -> int:
     detect30_runs = 1 if args.quick else runs
     idle_s = 30.0 if args.quick else 300.0
     counts, polls = ([100, 1000], 50) if args.quick else ([100, 10000], 200)
+    deploys = args.deploys or (200 if args.quick else 1000)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     if not (services.engine_answers() and services.registry_answers()):
         print("the test bed is not running: .venv/bin/python -m testbed up", file=sys.stderr)
         return 2
     if args.engines:
         return by_engine(args.engines.split(","), parts, runs, detect30_runs, idle_s,
-                         counts, polls, args)
+                         counts, polls, args, deploys)
     merged = [json.loads(path.read_text()) for path in args.merge or []]
-    r, before = measure(parts, runs, detect30_runs, idle_s, counts, polls)
+    r, before = measure(parts, runs, detect30_runs, idle_s, counts, polls, deploys)
     after = conditions()
     if merged:
         redone = [f"{', '.join(m['parts'])} at {m['before']['utc'][11:]} (load "
@@ -182,13 +196,16 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({"results": r.results, "errors": r.errors,
                                          "parts": sorted(parts),
                                          "before": before, "after": after}, indent=1))
-    if not args.no_write:
+    if not args.no_write and parts - {"leaks"}:
         write(r, out, before, after, runs, detect30_runs, idle_s, args.quick)
+    if not args.no_write and r.results.get("leaks"):
+        write_leaks(r.results["leaks"][0], before, after)
     return 1 if r.errors else 0
 
 
 def measure(parts: set[str], runs: int, detect30_runs: int, idle_s: float,
-            counts: list[int], polls: int) -> tuple[Runner, dict[str, str]]:
+            counts: list[int], polls: int, deploys: int = 1000
+            ) -> tuple[Runner, dict[str, str]]:
     """Run ``parts`` on the engine that answers; the runner and the conditions at start."""
     before = conditions()
     say(f"bench: {', '.join(x for x in PARTS if x in parts)}; {runs} runs; load {before['load']}; "
@@ -214,6 +231,8 @@ def measure(parts: set[str], runs: int, detect30_runs: int, idle_s: float,
         with ThreadPoolExecutor(max(1, len(lanes))) as pool:
             for job in [pool.submit(lane) for lane in lanes]:
                 job.result()
+        if "leaks" in parts:  # alone: it measures this process
+            r.guarded("leaks", lambda: r.leaks(deploys))
     finally:
         sweep_images(client, CREATED)
         raw.close()
@@ -223,7 +242,8 @@ def measure(parts: set[str], runs: int, detect30_runs: int, idle_s: float,
 
 
 def by_engine(keys: list[str], parts: set[str], runs: int, detect30_runs: int, idle_s: float,
-              counts: list[int], polls: int, args: argparse.Namespace) -> int:
+              counts: list[int], polls: int, args: argparse.Namespace,
+              deploys: int = 1000) -> int:
     """The same parts on each engine in turn (the bed switches engines between them); one
     table with an engine column, in its own section of results.md."""
     results: dict[str, Runs] = {}
@@ -232,7 +252,7 @@ def by_engine(keys: list[str], parts: set[str], runs: int, detect30_runs: int, i
     try:
         for key in keys:
             services.up(services.DEFAULT_WORKDIR, key)
-            r, before = measure(parts, runs, detect30_runs, idle_s, counts, polls)
+            r, before = measure(parts, runs, detect30_runs, idle_s, counts, polls, deploys)
             results[key] = r.results
             errors += [f"engine {key}: {e}" for e in r.errors]
             notes.append(f"engine {key}: dockerd {before['docker']} (API {before['api']}), "
@@ -287,3 +307,18 @@ def write(r: Runner, out: str, before: dict[str, str], after: dict[str, str], ru
             "registry on loopback. An idle poll is `resolve_track(\"main\", known)` with main "
             "unchanged and the token cached. Tag counts include the flood plus the builds' own "
             "tags; the first resolve includes the token round trip.\n\n" + rpp.table(rows))
+
+
+def write_leaks(figs: dict[str, float], before: dict[str, str], after: dict[str, str]) -> None:
+    note = (f"`.venv/bin/python -m bench --only leaks --deploys {int(figs['deploys'])}`, "
+            f"{before['utc']} to {after['utc'][11:]}; load {before['load']} at the start, "
+            f"{after['load']} at the end; {before['cpu']}, kernel {before['kernel']}, engine "
+            f"{before.get('engine', '?')}: dockerd {before['docker']} (API {before['api']}); "
+            "the bed's registry on loopback. One agent (`app.build_agent` with "
+            "`app.build_sinks`, as the daemon builds it) in the bench process deploys a "
+            "compose site by tag, v2 and v1 in turn (`deploy(sha-...)`), "
+            "`TWILIGHT_WATCH=0`, `TWILIGHT_HEALTH_SOAK=0`, health interval 0.2 s; "
+            "`VmRSS` and `/proc/self/fd` of the process after every deploy. RSS is the "
+            "whole bench process (the agent plus the bench's own engine and registry "
+            "clients), so its level is above the daemon's; the growth is the agent's.")
+    write_section(RESULTS, LEAKS_SECTION, note + "\n\n" + leaks.table(figs))
