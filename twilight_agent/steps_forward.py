@@ -112,7 +112,7 @@ def park(s: Step, cmd: m.Park) -> m.Event | None:
 def stop_parked(s: Step, cmd: m.StopParked) -> m.Event | None:
     unit = s.unit(cmd.unit)
     if s.run.start_first and s.ctx.config.drain > 0:
-        s.ctx.clock.sleep(s.ctx.config.drain)  # the proxy moves its connections over
+        s.ctx.clock.sleep(s.ctx.config.drain)  # open connections finish on the old one
     try:
         s.ctx.target.stop_parked(unit)
     except TwilightError as exc:
@@ -121,7 +121,11 @@ def stop_parked(s: Step, cmd: m.StopParked) -> m.Event | None:
 
 
 def expose(s: Step, cmd: m.Expose) -> m.Event | None:
-    return _cutover(s, cmd.unit, "giving the new {} its network aliases", s.ctx.target.expose)
+    """The aliases, then a pause: proxies cache what an alias resolves to for a moment."""
+    failed = _cutover(s, cmd.unit, "giving the new {} its network aliases", s.ctx.target.expose)
+    if failed is None:
+        s.ctx.clock.sleep(s.ctx.tunables.alias_settle_s)
+    return failed
 
 
 def promote(s: Step, cmd: m.Promote) -> m.Event:

@@ -84,6 +84,8 @@ class Figures:
     secret_places: list[str] = field(default_factory=list)  # where the scan looked
     quarantine_checks: int = 0
     engine_outage_steps: list[str] = field(default_factory=list)  # dockerd really stopped
+    watch_kills: int = 0  # the agent SIGKILLed during the watch after commit
+    watches_lost: int = 0  # ... and start-up did not resume or finish it
     tests: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -97,6 +99,13 @@ class Figures:
     def engine_outage(self, step: str) -> None:
         """dockerd was really stopped while the agent was at ``step``."""
         self.engine_outage_steps.append(step)
+
+    def watch_resumed(self, site: Site, ok: bool) -> None:
+        """After a kill during the watch, start-up resumed or finished it (or did not)."""
+        self.watch_kills += 1
+        if not ok:
+            self.watches_lost += 1
+            raise AssertionError(f"the watch of {site.name} was lost: {site.history()[:1]}")
 
     def note(self, text: str) -> None:
         self.notes.append(text)
@@ -192,6 +201,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             ("  quarantines checked (engine events + history)", f.quarantine_checks),
             ("secrets seen (must be 0)", f.secrets_seen),
             ("  places scanned for secrets", ", ".join(f.secret_places) or "none"),
+            ("agent killed during the watch after commit", f.watch_kills),
+            ("  watches not resumed or finished at start-up (must be 0)", f.watches_lost),
             ("steps run with dockerd stopped",
              ", ".join(dict.fromkeys(f.engine_outage_steps)) or "none"),
             ("fault tests run", f.tests), ("their wall time (s)", round(f.seconds, 1))]

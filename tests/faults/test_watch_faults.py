@@ -57,8 +57,9 @@ def test_kill_during_the_watch_then_start_up_resumes_it_for_the_time_left(
     assert site.running_digest() == v2.digest and figures.service_ok(site, "v2") == "v2"
     figures.nothing_lost(site)
     row = site.history()[0]
-    assert (row["outcome"], row["phase"], row["to_digest"]) == ("deployed", "WATCH", v2.digest)
-    assert "stopped in WATCH/Watch" in row["reason"]
+    figures.watch_resumed(site, row["outcome"] == "deployed" and row["phase"] == "WATCH"
+                          and "stopped in WATCH/Watch" in row["reason"])
+    assert row["to_digest"] == v2.digest
     assert site.status()["phase"] == "IDLE" and site.env_tag() == v2.sha_tag
 
 
@@ -78,12 +79,15 @@ def test_kill_during_the_watch_and_a_death_meanwhile_rolls_back_at_start_up(
     p = site.cli("deploy")
     assert p.returncode == 0, p.stderr
     assert "quarantined" in p.stdout  # the same build is not tried again
+    mark = figures.quarantined(site, bad.digest)
+    assert site.cli("deploy").returncode == 0
+    figures.quarantine_held(site, mark)
     assert site.inspect()["Id"] == old_id and site.running_digest() == v1.digest
     assert figures.service_ok(site, "v1") == "v1"
     figures.nothing_lost(site)
     row = site.history()[0]
-    assert (row["outcome"], row["phase"], row["to_digest"]) == (
-        "rolled_back", "WATCH", bad.digest), row
+    figures.watch_resumed(site, (row["outcome"], row["phase"], row["to_digest"]) == (
+        "rolled_back", "WATCH", bad.digest))
     assert "stopped in WATCH/Watch" in row["reason"] and "restart" in row["reason"]
     assert [q["digest"] for q in site.status()["quarantined"]] == [bad.digest]
     assert site.env_tag() == v1.sha_tag

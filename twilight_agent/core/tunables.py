@@ -25,6 +25,10 @@ class Tunables:
     # Pull allowance on top of the health timeout before a cycle counts as stuck (the
     # watchdog pings stop and systemd restarts the agent).
     stuck_grace_s: float = 900.0
+    # Start-first: how long the new container holds the network aliases beside the old one
+    # before the old one stops (TWILIGHT_DRAIN adds to it): a proxy caches what the alias
+    # resolves to (nginx ``resolver ... valid=1s``) and must see the new address first.
+    alias_settle_s: float = 2.0
     # How often the health gate reads the container state.
     health_tick_s: float = 0.25
     # Failed container's log lines kept in the history row, and their size cap.
