@@ -98,14 +98,14 @@ def test_port_taken_at_swap_time_rolls_back_to_the_old_container(
     squatter: list[str] = []
 
     class PortSquatter:
-        """Another container grabs the port the moment the old one is parked, and is gone
+        """Another container grabs the port the moment the old one is stopped, and is gone
         again by the time the agent removes the new one."""
 
         def __getattr__(self, name: str) -> Any:
             return getattr(real, name)
 
-        def park(self, snap: Any) -> None:
-            real.park(snap)
+        def stop(self, container_id: str) -> None:
+            real.stop(container_id)
             cid = api.create_container(
                 f"{v1.ref}@{v1.digest}", name=f"{site.uid}-squatter", ports=[8080],
                 host_config=api.create_host_config(

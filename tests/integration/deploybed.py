@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import docker
 import httpx
 
 from testbed.images import AppImage
@@ -126,7 +127,12 @@ class Site:
         return dict(self.bed.docker.api.inspect_container(self.name))
 
     def running_digest(self) -> str | None:
-        info = self.inspect()
+        """The digest the container under the target's name runs; None when nothing runs
+        under that name (stopped, or between the park and the create of a swap)."""
+        try:
+            info = self.inspect()
+        except docker.errors.NotFound:
+            return None
         if not info["State"]["Running"]:
             return None
         img = self.bed.docker.api.inspect_image(info["Image"])
