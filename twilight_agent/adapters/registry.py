@@ -53,6 +53,7 @@ from twilight_agent.core.registry_rules import (
     select_platform,
     sha256_digest,
 )
+from twilight_agent.core.signatures import sig_tag
 from twilight_agent.errors import InvalidTag, ManifestNotFound, RegistryProtocolError
 from twilight_agent.logs import get_logger
 
@@ -311,6 +312,24 @@ class HttpRegistry:
             raise RegistryProtocolError(f"config blob {digest.short}: redirect to "
                                         f"{printable(target.host, 80)} refused: {refusal}")
         return str(target)
+
+    # ----------------------------------------------------------------------- signatures
+    def signature_manifest(self, digest: Digest) -> dict[str, Any] | None:
+        """The manifest under cosign's ``sha256-<hex>.sig`` tag of ``digest``; None if none."""
+        with self._http.operation():
+            try:
+                return self._manifest(sig_tag(digest))[0]
+            except ManifestNotFound:
+                return None
+
+    def verified_blob(self, digest: Digest) -> bytes:
+        """A blob whose body must hash to ``digest`` (a signature payload)."""
+        with self._http.operation():
+            body = self._blob(digest)
+        if sha256_digest(body) != digest:
+            raise RegistryProtocolError(f"blob {digest.short}: the body does not match its "
+                                        "digest")
+        return body
 
     # ----------------------------------------------------------------------- tags/list
     def tags(self) -> Iterator[str]:
