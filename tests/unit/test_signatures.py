@@ -28,6 +28,7 @@ from twilight_agent.adapters.registry import HttpRegistry
 from twilight_agent.adapters.signatures import CosignVerifier
 from twilight_agent.adapters.store import Store
 from twilight_agent.adapters.verify_keys import VerifyKey, load_key, load_keys
+from twilight_agent.adapters.webhook import message_kind
 from twilight_agent.app import build_agent
 from twilight_agent.commands.check import CheckReport, render
 from twilight_agent.core import policy
@@ -286,6 +287,9 @@ def test_agent_refuses_quarantines_records_and_pulls_nothing(tmp_path: Path) -> 
     assert (row["outcome"], row["to_digest"]) == ("untrusted", new.digest)
     (done,) = sink.named("deploy_finished")
     assert done["outcome"] == "untrusted" and "signature" in done["reason"]
+    finished = [e for e in sink.typed if e.name == "deploy_finished"]
+    assert message_kind(finished[0]) == "untrusted"  # the webhook says why (its reason)
+    assert [e.name for e in sink.typed].count("quarantined") == 1
     # The next poll: one HEAD, the quarantine answers, no verification.
     reg.calls.clear()
     assert agent.poll_once().outcome == "quarantined"
