@@ -97,10 +97,12 @@ def env(workdir: Path) -> dict[str, str]:
             "COSIGN_YES": "true", "SIGSTORE_NO_CACHE": "true", "TUF_ROOT": str(workdir / "tuf")}
 
 
-def run(workdir: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run(workdir: Path, *args: str, timeout: float = 120,
+        extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``cosign ARGS`` in ``workdir``; raises ``BedError`` with its stderr when it fails."""
     out = subprocess.run([str(binary()), *args], capture_output=True, text=True, cwd=workdir,
-                         env=env(workdir), check=False, timeout=timeout)
+                         env={**env(workdir), **(extra_env or {})}, check=False,
+                         timeout=timeout)
     if out.returncode != 0:
         raise BedError(f"cosign {' '.join(args[:2])} failed ({out.returncode}):\n"
                        f"{out.stderr.strip()[-1500:]}")
@@ -115,10 +117,17 @@ def generate_key_pair(workdir: Path, name: str) -> tuple[Path, Path]:
 
 
 def sign(workdir: Path, key: Path, repo: str, digest: str,
-         annotations: dict[str, str] | None = None) -> None:
-    """Sign ``REGISTRY_HOST/repo@digest`` with ``key`` on the bed registry (token auth)."""
+         annotations: dict[str, str] | None = None, referrers: bool = False) -> None:
+    """Sign ``REGISTRY_HOST/repo@digest`` with ``key`` on the bed registry (token auth).
+
+    ``referrers``: as an OCI 1.1 referrer (``--registry-referrers-mode=oci-1-1``, still
+    experimental in cosign 2.5); on a registry without the referrers API cosign writes the
+    ``sha256-<hex>`` tag schema instead of the ``.sig`` tag."""
     argv = ["sign", "--key", str(key), "--tlog-upload=false", "--yes",
             "--allow-http-registry", "--allow-insecure-registry"]
+    if referrers:
+        argv.append("--registry-referrers-mode=oci-1-1")
     for k, v in (annotations or {}).items():
         argv += ["-a", f"{k}={v}"]
-    run(workdir, *argv, f"{REGISTRY_HOST}/{repo}@{digest}")
+    run(workdir, *argv, f"{REGISTRY_HOST}/{repo}@{digest}",
+        extra_env={"COSIGN_EXPERIMENTAL": "1"} if referrers else None)

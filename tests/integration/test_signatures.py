@@ -36,9 +36,9 @@ class Keys:
         self.other_key, self.other_pub = cosign.generate_key_pair(workdir, "other")
 
     def sign(self, img: AppImage, key: Path | None = None,
-             annotations: dict[str, str] | None = None) -> None:
+             annotations: dict[str, str] | None = None, referrers: bool = False) -> None:
         cosign.sign(self.workdir, key or self.ci_key, img.repo, img.digest,
-                    MAIN if annotations is None else annotations)
+                    MAIN if annotations is None else annotations, referrers=referrers)
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +100,21 @@ def test_signed_by_the_configured_key_is_deployed(site: Site, keys: Keys) -> Non
     assert p.returncode == 0, p.stderr
     assert site.running_digest() == v2.digest
     site.wait_serving("v2", timeout=5)
+
+
+def test_signed_as_an_oci_referrer_is_deployed(site: Site, keys: Keys) -> None:
+    """The bed's registry has no referrers API: cosign writes the sha256-<hex> tag schema."""
+    v1 = push(site, "v1")
+    site.run_app(v1)
+    v2 = push(site, "v2")
+    keys.sign(v2, referrers=True)
+    assert sig_tag(v2.digest) not in site.bed.raw.tags(site.repo)
+    site.config.update(verify_cfg(keys))
+    p = site.cli("deploy")
+    assert p.returncode == 0 and site.running_digest() == v2.digest, p.stderr
+    v3 = push(site, "v3")
+    keys.sign(v3, keys.other_key, referrers=True)
+    assert_refused(site, v3, v2, site.cli("deploy"), "no configured key verifies")
 
 
 def test_unsigned_is_refused_and_nothing_is_pulled(site: Site, keys: Keys) -> None:

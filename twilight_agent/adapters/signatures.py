@@ -2,7 +2,9 @@
 ``verify_keys`` checks, ``core/signatures`` parses and judges).
 
 For a new candidate: one ``GET`` of the ``.sig`` manifest, then one ``GET`` of each
-signature's payload blob until one is valid (one blob when there is one signature). A
+signature's payload blob until one is valid (one blob when there is one signature). No
+``.sig`` tag: the OCI 1.1 referrers API, else its ``sha256-<hex>`` tag schema, then each
+cosign signature manifest listed there. A
 registry that does not answer raises its ``RegistryError`` (nothing is decided, the next
 poll tries again); a missing ``.sig`` tag is ``missing``; anything the registry serves that
 does not verify is ``invalid`` with the reason, never an exception.
@@ -11,19 +13,24 @@ does not verify is ``invalid`` with the reason, never an exception.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from twilight_agent.adapters.registry import HttpRegistry
 from twilight_agent.adapters.verify_keys import VerifyKey
 from twilight_agent.core.models import Digest, Release
 from twilight_agent.core.signatures import (
+    COSIGN_ARTIFACT,
     INVALID,
+    MAX_LAYERS,
     MISSING,
     VALID,
     SignatureCheck,
     SignatureLayer,
     payload_mismatch,
+    referrers_tag,
     sig_tag,
     signature_layers,
+    signature_referrers,
 )
 from twilight_agent.errors import ManifestNotFound
 from twilight_agent.logs import get_logger
@@ -48,19 +55,35 @@ class CosignVerifier:
         return check
 
     def _verify(self, digest: Digest) -> SignatureCheck:
-        doc = self._registry.signature_manifest(digest)
-        if doc is None:
-            return SignatureCheck(MISSING, f"no {sig_tag(digest)[:19]}….sig in "
-                                  f"{self._reference}")
-        try:
-            layers = signature_layers(doc)
-        except ValueError as exc:
-            return SignatureCheck(INVALID, str(exc))
-        reasons = [self._layer(layer, digest) for layer in layers]
-        for reason in reasons:
-            if reason.valid:
-                return reason
-        return _worst(reasons)
+        docs = self._signature_manifests(digest)
+        if not docs:
+            return SignatureCheck(MISSING, f"no {sig_tag(digest)[:19]}….sig and no OCI "
+                                  f"referrer in {self._reference}")
+        layers: list[SignatureLayer] = []
+        problem = "the signature manifest holds no cosign signature"
+        for doc in docs:
+            try:
+                layers += signature_layers(doc)
+            except ValueError as exc:
+                problem = str(exc)
+        if not layers:
+            return SignatureCheck(INVALID, problem)
+        reasons = [self._layer(layer, digest) for layer in layers[:MAX_LAYERS]]
+        return next((r for r in reasons if r.valid), None) or _worst(reasons)
+
+    def _signature_manifests(self, digest: Digest) -> list[Any]:
+        """The ``.sig`` tag's manifest; else the signature manifests the OCI 1.1 referrers
+        list (the API, else its ``sha256-<hex>`` tag schema). Costs nothing on an idle poll:
+        only a new candidate is checked."""
+        found = self._registry.manifest_or_none(sig_tag(digest))
+        if found is not None:
+            return [found[0]]
+        index = self._registry.referrers(digest, COSIGN_ARTIFACT)
+        if index is None:
+            tagged = self._registry.manifest_or_none(referrers_tag(digest))
+            index = tagged[0] if tagged is not None else None
+        docs = (self._registry.manifest_or_none(d) for d in signature_referrers(index))
+        return [doc[0] for doc in docs if doc is not None]
 
     def _layer(self, layer: SignatureLayer, digest: Digest) -> SignatureCheck:
         """One signature: its payload verifies with a key, then says the right things."""

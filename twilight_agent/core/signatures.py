@@ -1,4 +1,5 @@
-"""Pure rules of cosign signatures as the ``sha256-<hex>.sig`` tag scheme stores them. No I/O.
+"""Pure rules of cosign signatures as the ``sha256-<hex>.sig`` tag scheme stores them (and the
+OCI 1.1 referrers, where ``cosign sign --registry-referrers-mode=oci-1-1`` puts them). No I/O.
 
 cosign puts the signatures of image ``repo@sha256:H`` into the OCI manifest tagged
 ``sha256-H.sig`` in the same repository: one layer per signature, the layer's blob is the
@@ -26,10 +27,12 @@ from typing import Any, Protocol
 from twilight_agent.core.models import Release
 
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+COSIGN_ARTIFACT = "application/vnd.dev.cosign.artifact.sig.v1+json"  # OCI 1.1 referrers
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 PAYLOAD_TYPE = "cosign container image signature"
 MAX_PAYLOAD = 64 * 1024  # a simple-signing payload is a few hundred bytes
 MAX_LAYERS = 32  # signatures read from one .sig manifest
+MAX_REFERRERS = 8  # signature manifests read from one referrers index
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}")
 
@@ -76,6 +79,19 @@ def sig_tag(digest: str) -> str:
     if not _DIGEST.fullmatch(digest):
         raise ValueError("not a sha256 digest")
     return digest.replace(":", "-") + ".sig"
+
+
+def referrers_tag(digest: str) -> str:
+    """``sha256-abc...``: the OCI 1.1 referrers tag schema, for registries without the API."""
+    return sig_tag(digest).removesuffix(".sig")
+
+
+def signature_referrers(index: Any) -> list[str]:
+    """The digests of the cosign signature manifests an OCI 1.1 referrers index lists."""
+    entries = index.get("manifests") if isinstance(index, dict) else None
+    found = [e.get("digest") for e in entries if isinstance(e, dict)
+             and e.get("artifactType") == COSIGN_ARTIFACT] if isinstance(entries, list) else []
+    return [d for d in found if isinstance(d, str) and _DIGEST.fullmatch(d)][:MAX_REFERRERS]
 
 
 def signature_layers(doc: Any) -> list[SignatureLayer]:
