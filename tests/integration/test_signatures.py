@@ -17,6 +17,7 @@ import docker
 import pytest
 
 from testbed import cosign
+from testbed.accesslog import AccessLog
 from testbed.images import AppImage
 from tests.integration.deploybed import Site, push
 from twilight_agent import app
@@ -207,25 +208,31 @@ def test_key_rotation_two_keys_either_signature_accepted(site: Site, keys: Keys)
 
 
 def test_idle_polls_stay_one_request_with_verification_on(site: Site, keys: Keys) -> None:
+    """Counted twice: the agent's own counter and what the registry logged as served."""
     v1 = push(site, "v1")
     site.run_app(v1)
     v2 = push(site, "v2")
     keys.sign(v2)
     agent = app.build_agent(site.settings(**verify_cfg(keys)))
+    repo = site.repo
     try:
         reg: Any = agent.registry
         reg.track_digest("main")  # the pull token is cached, as after any poll
-        before = reg.requests
+        before, log = reg.requests, AccessLog()
         check = agent.signatures.verify(Release(v2.sha_tag, Digest(v2.digest)))  # type: ignore[union-attr]
-        cost = reg.requests - before
+        cost, served = reg.requests - before, log.served(repo)
         assert check.valid and cost == 2, cost  # the .sig manifest + one payload blob
+        assert [(m, u.split("/")[-2], st) for m, u, st in served] == [
+            ("GET", "manifests", 200), ("GET", "blobs", 200)], served
+        assert served[0][1] == f"/v2/{repo}/manifests/{sig_tag(v2.digest)}"
         assert agent.poll_once().outcome == "deployed"
-        idle = []
+        idle, log = [], AccessLog()
         for _ in range(5):
             before = reg.requests
             assert agent.poll_once().outcome == "up_to_date"
             idle.append(reg.requests - before)
         assert idle == [1] * 5, idle
+        assert log.served(repo) == [("HEAD", f"/v2/{repo}/manifests/main", 200)] * 5
     finally:
         agent.close()
-    print(f"verification of a new candidate: {cost} requests; idle polls: {idle}")
+    print(f"verification of a new candidate: {cost} requests ({served}); idle polls: {idle}")
