@@ -1,6 +1,8 @@
 # Sourced by scripts/test and scripts/demo: on a fresh Debian 12 machine, as root, install
 # the Debian packages the bed needs and the project's virtualenv. Idempotent and quick
-# when everything is already there.
+# when everything is already there. `python -m testbed up` (below, and once per lane in
+# scripts/test) also fetches Debian 13's engine 26 and cosign into the bed's own prefix
+# (/var/lib/twilight-bed), once per machine.
 # shellcheck shell=bash
 _t0=$(date +%s.%N)
 elapsed() { python3 -c "import sys,time; print(f'{time.time()-float(sys.argv[1]):.1f}')" "$_t0"; }

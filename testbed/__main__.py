@@ -4,7 +4,8 @@
 in the background and prints how long it took and which engine answers; with ``--engine``
 (or ``TESTBED_ENGINE``) it switches to that engine if the other one runs. ``down`` stops
 what ``up`` started. ``fetch`` downloads the 26 engine into the bed's prefix (``up`` does
-that too when it needs it).
+that too when it needs it) and Debian 13's ``cosign`` into its own prefix (``up`` too:
+the signature tests sign with it), each once per machine.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from testbed import engines, services
+from testbed import cosign, engines, services
 from testbed.util import BedError
 
 
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         try:
             state = services.up(args.workdir, args.engine or engines.wanted())
+            signer = cosign.fetch()
         except BedError as exc:
             print(f"testbed: {exc}", file=sys.stderr)
             return 1
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"testbed: up in {time.monotonic() - t0:.1f}s "
               f"(started: {', '.join(started) or 'nothing, all running'}; "
               f"engine {e['engine']}: dockerd {e.get('version')}, API {e.get('api')}; "
-              f"registry {services.REGISTRY_URL})")
+              f"registry {services.REGISTRY_URL}; cosign {signer})")
         return 0
     if args.cmd == "lane":
         print(engines.lane_line())
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "fetch":
         try:
             print(f"testbed: engine 26 in {engines.prefix()}: {engines.fetch_26()}")
+            print(f"testbed: cosign in {cosign.prefix()}: {cosign.fetch()}")
         except BedError as exc:
             print(f"testbed: {exc}", file=sys.stderr)
             return 1

@@ -13,6 +13,7 @@ Public API (the daemon and the CLI build on these names): ``recover()``, ``poll_
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import threading
 import time
@@ -29,6 +30,7 @@ from twilight_agent.core.models import Digest, Release, Tag
 from twilight_agent.core.outcomes import CycleReport, Outcome
 from twilight_agent.core.policy import Decision, Facts, Verdict
 from twilight_agent.core.ports import HealthPort, ImagePort, RegistryPort, Snapshot, TargetPort
+from twilight_agent.core.signatures import SignaturePort
 from twilight_agent.core.tunables import DEFAULT, Tunables
 from twilight_agent.core.windows import age_left, is_open, next_opening
 from twilight_agent.deploy_run import DeployContext, DeployRun, RunConfig, new_deploy_id
@@ -43,6 +45,7 @@ from twilight_agent.errors import (
 from twilight_agent.logs import get_logger
 from twilight_agent.observe import observe_target
 from twilight_agent.recovery import recover
+from twilight_agent.refusal import refuse_untrusted
 from twilight_agent.runner import Runner
 from twilight_agent.settings import Settings
 
@@ -62,12 +65,14 @@ class Agent:
                  lock: Lock, clock: Clock = SYSTEM, tunables: Tunables = DEFAULT,
                  auth: Callable[[], Mapping[str, str] | None] | None = None,
                  closers: tuple[Callable[[], None], ...] = (),
-                 wall: Callable[[], dt.datetime] = utc_now) -> None:
+                 wall: Callable[[], dt.datetime] = utc_now,
+                 signatures: SignaturePort | None = None) -> None:
         self.settings = settings
         self.registry = registry
         self.target = target
         self.store = store
         self.events = events
+        self.signatures = signatures  # None: signatures are not checked
         self.clock = clock
         self._lock = lock
         self._stop = threading.Event()
@@ -164,14 +169,19 @@ class Agent:
             str(meta.current.digest) if meta.current else None)
         candidate = self._candidate(tag, current, meta.current)
         wall = self._wall()
-        return policy.decide(Facts(
+        facts = Facts(
             candidate=candidate, running=current,
             quarantined=frozenset(q.digest for q in self.store.quarantined()),
             halted_on=meta.halted.digest if meta.halted else None,
             pin=self.settings.pin or None, explicit=explicit,
             source=f"pin {tag}" if tag and not explicit else (tag or self.settings.track),
             age_left_s=self._age_left(candidate, current, wall) if tag is None else 0.0,
-            window=self.next_window(wall), now=now))
+            window=self.next_window(wall), now=now)
+        decision = policy.decide(facts)
+        if decision.verdict is Verdict.DEPLOY and self.signatures is not None:
+            check = self.signatures.verify(candidate)  # only for a candidate to deploy
+            decision = policy.decide(dataclasses.replace(facts, signature=check))
+        return decision
 
     def next_window(self, wall: dt.datetime | None = None) -> str | None:
         """Outside every deploy window: when the next one opens (ISO 8601); else None."""
@@ -239,6 +249,8 @@ class Agent:
             self._registry_s = self.clock.now() - t0
         if decision.verdict is Verdict.REFUSED:
             raise InvalidInput(decision.reason)
+        if decision.verdict is Verdict.UNTRUSTED:
+            return self._untrusted(decision, snap, trigger)
         if decision.verdict is not Verdict.DEPLOY:
             return self._report(decision.outcome, to=decision.candidate,
                                 reason=decision.reason)
@@ -248,6 +260,13 @@ class Agent:
         run = DeployRun(deploy_id=new_deploy_id(), trigger=trigger, to=to, snapshot=snap)
         start = m.State.HALTED if self.store.meta().halted else m.State.IDLE
         Runner(self._ctx, run).start(start)
+        return self._report_run(run)
+
+    def _untrusted(self, decision: Decision, snap: Snapshot, trigger: str) -> CycleReport:
+        """Nothing is pulled: the digest is quarantined and the refusal recorded."""
+        run = DeployRun(deploy_id=new_deploy_id(), trigger=trigger, to=decision.candidate,
+                        snapshot=snap)
+        refuse_untrusted(self._ctx, run, decision.reason)
         return self._report_run(run)
 
     def _report_run(self, run: DeployRun, raise_error: bool = True) -> CycleReport:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from twilight_agent.adapters.registry import HttpRegistry
     from twilight_agent.adapters.store import Store
     from twilight_agent.core.ports import EventSink, HealthPort, RegistryPort, RuntimePort
+    from twilight_agent.core.signatures import SignaturePort
 
 
 def build_registry(settings: Settings, platform: Any = ("linux", "amd64"),
@@ -84,7 +85,8 @@ def build_agent(settings: Settings, sinks: list[EventSink] | None = None, *,
                 health: HealthPort | None = None, store: Any = None,
                 lock: AbstractContextManager[Any] | None = None, clock: Clock = SYSTEM,
                 tunables: Tunables = DEFAULT,
-                wall: Callable[[], dt.datetime] | None = None) -> Agent:
+                wall: Callable[[], dt.datetime] | None = None,
+                signatures: SignaturePort | None = None) -> Agent:
     """The deploy agent with every adapter wired from ``settings``; nothing connects yet.
 
     Tests hand in fakes or instrumented adapters for any part; ``lock`` is a held lock
@@ -98,7 +100,19 @@ def build_agent(settings: Settings, sinks: list[EventSink] | None = None, *,
         store if store is not None else build_store(settings), EventBus(sinks or []),
         lock=lock or DeployLock(settings.state_dir), clock=clock, tunables=tunables,
         auth=lambda: registry_auth(settings), closers=_closers(reg, rt, health),
+        signatures=signatures or build_verifier(settings, reg),
         **({"wall": wall} if wall is not None else {}))
+
+
+def build_verifier(settings: Settings, registry: Any) -> SignaturePort | None:
+    """The cosign check of ``TWILIGHT_VERIFY_KEY`` over ``registry``; None when not set."""
+    if not settings.verify_key_paths:
+        return None
+    from twilight_agent.adapters.signatures import CosignVerifier
+    from twilight_agent.adapters.verify_keys import load_keys
+
+    return CosignVerifier(registry, load_keys(settings.verify_key_paths),
+                          str(settings.image_ref), settings.required_annotations)
 
 
 def build_target(settings: Settings, runtime: Any) -> ContainerTarget:

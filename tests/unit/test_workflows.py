@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"
 CI = WORKFLOWS / "ci.yml"
 BUILD = WORKFLOWS / "docker-build.yml"
+SIGNING_SECRETS = {"COSIGN_PRIVATE_KEY", "COSIGN_PASSWORD"}
 PINNED = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_./-]+@[0-9a-f]{40}$")
 USES_LINE = re.compile(r"^\s*(?:-\s+)?uses:\s*(\S+)\s*(#.*)?$")
 STEP_KEYS = {"name", "id", "if", "uses", "run", "with", "env", "shell", "working-directory",
@@ -114,8 +115,8 @@ def test_docker_build_pushes_only_from_main_with_only_packages_write() -> None:
     assert wf["permissions"] == {"contents": "read"}
     (job,) = wf["jobs"].values()
     assert job["permissions"] == {"contents": "read", "packages": "write"}
-    # No deploy secrets at all: the job's own token, for ghcr.io only.
-    assert secrets_used(BUILD) == {"GITHUB_TOKEN"}
+    # No deploy secrets: the job's own token for ghcr.io, and the cosign key for signing.
+    assert secrets_used(BUILD) == {"GITHUB_TOKEN"} | SIGNING_SECRETS
     login = step_using(wf, "docker/login-action")
     assert login["with"]["registry"] == "ghcr.io"
     assert login["if"] == "github.event_name != 'pull_request'"
@@ -138,3 +139,31 @@ def test_docker_build_produces_the_tags_and_labels_the_agent_reads() -> None:
     # created, source); nothing here may turn them off.
     assert "labels" not in meta["with"] or "revision" in meta["with"]["labels"]
     assert "sep-labels" not in meta["with"]
+
+
+def test_docker_build_signs_each_pushed_digest_with_the_ref_and_commit() -> None:
+    wf = load(BUILD)
+    (job,) = wf["jobs"].values()
+    names = [s.get("uses", "").split("@")[0] or s.get("name") for s in job["steps"]]
+    installer = step_using(wf, "sigstore/cosign-installer")
+    build = step_using(wf, "docker/build-push-action")
+    assert build["id"] == "build"
+    (sign,) = [s for s in job["steps"] if "cosign sign" in s.get("run", "")]
+    # Installed before, signing after the push; neither on a pull request (nothing pushed).
+    assert names.index("sigstore/cosign-installer") < names.index(
+        "docker/build-push-action") < job["steps"].index(sign)
+    for step in (installer, sign):
+        assert step["if"] == "github.event_name != 'pull_request'"
+    env = sign["env"]
+    assert env["DIGEST"] == "${{ steps.build.outputs.digest }}"  # the digest, not a tag
+    assert env["COSIGN_KEY"] == "${{ secrets.COSIGN_PRIVATE_KEY }}"
+    assert env["COSIGN_PASSWORD"] == "${{ secrets.COSIGN_PASSWORD }}"
+    assert env["REF"] == "${{ github.ref }}" and env["COMMIT"] == "${{ github.sha }}"
+    run = " ".join(sign["run"].split())
+    assert "--key env://COSIGN_KEY" in run and "--yes" in run
+    assert '-a "ref=${REF}"' in run and '-a "commit=${COMMIT}"' in run
+    assert run.endswith('"${IMAGE,,}@${DIGEST}"')  # ghcr.io names are lowercase
+    # The signing secrets reach the signing step only, through its environment.
+    others = [s for s in steps(wf) if s is not sign]
+    assert not any(re.search(r"secrets\.COSIGN", str(s)) for s in others)
+    assert "secrets." not in sign["run"]

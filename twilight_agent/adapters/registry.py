@@ -42,10 +42,10 @@ from twilight_agent.core.registry_rules import (
     IMAGE_TYPES,
     INDEX_TYPES,
     MANIFEST_TYPES,
+    OCI_INDEX,
     SHA_TAG_RE,
     Platform,
     descriptor_digest,
-    is_digest,
     labels_of,
     next_link,
     parse_tag_page,
@@ -62,11 +62,8 @@ _REDIRECTS = (301, 302, 303, 307, 308)
 
 
 def _digest(value: str | None, what: str) -> Digest:
-    if not is_digest(value):
-        raise RegistryProtocolError(f"{printable(what, 120)}: the registry sent no valid "
-                                    "sha256 digest")
     try:
-        return Digest(value or "")
+        return Digest(value or "")  # the same fullmatch as registry_rules.is_digest
     except ValueError as exc:
         raise RegistryProtocolError(f"{printable(what, 120)}: the registry sent no valid "
                                     "sha256 digest") from exc
@@ -311,6 +308,32 @@ class HttpRegistry:
             raise RegistryProtocolError(f"config blob {digest.short}: redirect to "
                                         f"{printable(target.host, 80)} refused: {refusal}")
         return str(target)
+
+    # ----------------------------------------------------------------------- signatures
+    def manifest_or_none(self, ref: str) -> tuple[dict[str, Any], str] | None:
+        """(doc, media type) of a manifest by tag or digest (a signature's); None if none."""
+        with self._http.operation():
+            try:
+                return self._manifest(ref)[:2]
+            except ManifestNotFound:
+                return None
+
+    def referrers(self, digest: Digest, artifact_type: str) -> dict[str, Any] | None:
+        """The OCI 1.1 referrers index of ``digest``; None when the registry has no such API."""
+        with self._http.operation():
+            reply = self._http.request("GET", f"{self._v2}/referrers/{digest}?artifactType="
+                                       f"{artifact_type}", what=f"referrers {digest.short}")
+        ok = reply.status == 200 and reply.content_type == OCI_INDEX
+        doc = reply.json(f"referrers {digest.short}") if ok else None
+        return doc if isinstance(doc, dict) else None
+
+    def verified_blob(self, digest: Digest) -> bytes:
+        """A blob whose body must hash to ``digest`` (a signature payload)."""
+        with self._http.operation():
+            body = self._blob(digest)
+        if sha256_digest(body) != digest:
+            raise RegistryProtocolError(f"blob {digest.short}: the body does not match it")
+        return body
 
     # ----------------------------------------------------------------------- tags/list
     def tags(self) -> Iterator[str]:

@@ -5,7 +5,8 @@ short timeouts and up to three attempts (backoff 1 s, 2 s), so a webhook that is
 slow never delays or fails a deploy. Sent for:
 
 - ``DeployFinished`` with outcome ``deployed`` -> ``"event": "deployed"``,
-  ``rolled_back`` -> ``"rollback"``, ``halted`` -> ``"halted"``;
+  ``rolled_back`` -> ``"rollback"``, ``halted`` -> ``"halted"``, ``untrusted`` (the
+  signature did not verify; nothing pulled, the reason says why) -> ``"untrusted"``;
 - ``HaltedAlert`` -> ``"halted"`` (it comes first, so the operator hears at once).
 
 One message per ``(deploy_id, event)``: the first of the events that name it wins. The body::
@@ -49,7 +50,8 @@ TIMEOUT_S = 5.0
 QUEUE_SIZE = 100
 IDLE_S = 60.0  # the delivery thread ends after this long without a message
 LOG_TAIL_CHARS = 4000
-_KINDS = {"deployed": "deployed", "rolled_back": "rollback", "halted": "halted"}
+_KINDS = {"deployed": "deployed", "rolled_back": "rollback", "halted": "halted",
+          "untrusted": "untrusted"}
 _CREDENTIAL = re.compile(r"(Bearer|Basic|token)([\s=:]+)[A-Za-z0-9._~+/=-]{8,}", re.I)
 _STOP = object()
 

@@ -19,6 +19,7 @@ from typing import Any
 from twilight_agent import app, logs
 from twilight_agent.agent import Agent
 from twilight_agent.core.models import Tag
+from twilight_agent.core.policy import Decision
 from twilight_agent.core.ports import Snapshot
 from twilight_agent.errors import RegistryError, TwilightError
 from twilight_agent.settings import Settings
@@ -37,6 +38,7 @@ class CheckReport:
     errors: list[str]
     exit_code: int
     next_window: str | None = None  # outside every deploy window: when the next opens
+    signature: str | None = None  # valid (key ...) / missing (...) / invalid (...); None: off
 
 
 def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
@@ -79,9 +81,27 @@ def _gather(agent: Agent, settings: Settings) -> CheckReport:
     candidate = {"source": "pin" if pin else "track", "ref": settings.pin or settings.track,
                  "tag": c.tag, "digest": str(c.digest), "revision": c.revision,
                  "created": c.created}
+    signature = _signature(agent, decision, errors, codes)
     return CheckReport(_running_dict(snap), candidate, decision.verdict.value,
                        decision.reason, errors, codes[0] if codes else 0,
-                       agent.next_window())
+                       agent.next_window(), signature)
+
+
+def _signature(agent: Agent, decision: Decision, errors: list[str],
+               codes: list[int]) -> str | None:
+    """The candidate's signature as the decision saw it; checked here when the decision
+    did not need to (what runs is checked too: an operator asks)."""
+    if agent.signatures is None:
+        return None
+    check = decision.signature
+    if check is None:
+        try:
+            check = agent.signatures.verify(decision.candidate)
+        except RegistryError as exc:
+            errors.append(f"signature: {exc}")
+            codes.append(exc.exit_code)
+            return "unknown (the registry gave no answer)"
+    return check.describe()
 
 
 def _running(agent: Agent, errors: list[str], codes: list[int]) -> Snapshot | None:
@@ -110,6 +130,8 @@ def render(report: CheckReport) -> str:
     ]
     if report.next_window:
         lines.append(f"window:    closed; the next deploy window opens {report.next_window}")
+    if report.signature is not None:
+        lines.insert(2, f"signature: {report.signature}")
     lines += [f"error:     {e}" for e in report.errors]
     return "\n".join(lines)
 

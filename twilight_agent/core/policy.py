@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from twilight_agent.core.models import DEFAULT_TAG_PATTERN, Release, Tag
 from twilight_agent.core.outcomes import Outcome
+from twilight_agent.core.signatures import SignatureCheck
 
 __all__ = ["DEFAULT_TAG_PATTERN", "Decision", "Facts", "Verdict", "check_tag", "decide",
            "passes_gate", "previous_good", "quarantine_reason", "running_tag", "sha_tag"]
@@ -38,6 +39,7 @@ class Verdict(str, enum.Enum):
     HALTED = "halted"  # the failed rollback was about it; only an operator goes ahead
     REFUSED = "refused"  # an operator asked for a quarantined digest: unquarantine first
     WAIT = "wait"  # a new build, but too young (TWILIGHT_MIN_AGE) or outside every window
+    UNTRUSTED = "untrusted"  # its signature does not verify: quarantine, pull nothing
 
     def __str__(self) -> str:
         return str(self.value)
@@ -57,6 +59,7 @@ class Facts:
     age_left_s: float = 0.0  # TWILIGHT_MIN_AGE not reached yet by this much (track only)
     window: str | None = None  # outside every deploy window: when the next one opens
     now: bool = False  # an operator said deploy --now: windows do not apply
+    signature: SignatureCheck | None = None  # checked only for a candidate to deploy
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class Decision:
     verdict: Verdict
     reason: str
     candidate: Release
+    signature: SignatureCheck | None = None
 
     @property
     def outcome(self) -> Outcome:
@@ -75,12 +79,13 @@ class Decision:
 _OUTCOMES = {Verdict.DEPLOY: Outcome.DEPLOYED, Verdict.UP_TO_DATE: Outcome.UP_TO_DATE,
              Verdict.PINNED: Outcome.PINNED_CURRENT, Verdict.QUARANTINED: Outcome.QUARANTINED,
              Verdict.HALTED: Outcome.QUARANTINED, Verdict.REFUSED: Outcome.QUARANTINED,
-             Verdict.WAIT: Outcome.WAITING}
+             Verdict.WAIT: Outcome.WAITING, Verdict.UNTRUSTED: Outcome.UNTRUSTED}
 
 
 def decide(f: Facts) -> Decision:
     """What to do with ``f.candidate``.
 
+    A candidate to deploy whose signature was checked and is not valid is ``untrusted``.
     A quarantined digest is never auto-deployed, and an operator's explicit request for one
     is refused until it is unquarantined. While HALTED nothing is deployed automatically
     except a newer candidate that is not quarantined; an operator command always goes ahead.
@@ -100,9 +105,12 @@ def decide(f: Facts) -> Decision:
             return Decision(Verdict.PINNED, f"the pin {f.pin} runs ({label}); the track is "
                             "not followed while pinned", f.candidate)
         return Decision(Verdict.UP_TO_DATE, f"{label} is already running", f.candidate)
+    if f.signature is not None and not f.signature.valid:
+        return Decision(Verdict.UNTRUSTED, f"signature: {f.signature.describe()}",
+                        f.candidate, f.signature)
     why = "the running digest is unknown" if f.running is None else "it differs from what runs"
     return _when(f) or Decision(Verdict.DEPLOY, f"{f.source} points at {label}; {why}",
-                                f.candidate)
+                                f.candidate, f.signature)
 
 
 def _when(f: Facts) -> Decision | None:
