@@ -16,7 +16,6 @@ import argparse
 import datetime as dt
 import fcntl
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -27,10 +26,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import write_section  # noqa: E402
 from bench.requests_per_poll import RESULTS  # noqa: E402
 
 CLI = ROOT / ".venv" / "bin" / "twilight-agent"
-SECTION = "## lock refusal"
+SECTION = "lock refusal"
 
 
 def config(tmp: Path) -> Path:
@@ -68,12 +68,7 @@ def refusals(runs: int) -> list[float]:
 
 def write_results(body: str) -> None:
     """Replace this bench's section of results.md, or add it at the end."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    section = f"{SECTION}\n\n{body}\n\n"
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) \
-        else text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text.rstrip("\n") + "\n")
+    write_section(RESULTS, SECTION, body, first=False)
 
 
 def main() -> int:

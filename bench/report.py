@@ -123,14 +123,17 @@ def figures(runs: Runs, row: Row) -> list[str] | None:
     return [cell(a, row.digits), cell(s, row.digits), ratio, n, row.target or "—", verdict]
 
 
-def write_section(path: Path, title: str, body: str) -> None:
-    """Replace the ``## title`` section of ``path`` (or append it), leaving the rest."""
+def write_section(path: Path, title: str, body: str, *, first: bool = True) -> None:
+    """Replace the ``## title`` section of ``path``, leaving the rest; a new section goes
+    before the older ones (``first``) or after them."""
     text = path.read_text() if path.exists() else "# Benchmark results\n"
     heading = f"## {title}"
     pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
     section = f"{heading}\n\n{body.strip()}\n\n"
     if pattern.search(text):
         text = pattern.sub(lambda _: section, text)
+    elif not first:
+        text = text.rstrip("\n") + "\n\n" + section
     else:
         head, sep, rest = text.partition("\n## ")  # ours goes first, before older sections
         text = head.rstrip("\n") + "\n\n" + section + (sep.lstrip("\n") + rest if sep else "")

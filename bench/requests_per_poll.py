@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
-import re
 import secrets
 import sys
 import time
@@ -26,12 +25,13 @@ import structlog
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import write_section  # noqa: E402
 from testbed import services  # noqa: E402
 from testbed.images import build_and_push  # noqa: E402
 from testbed.rawclient import RawRegistry  # noqa: E402
 from twilight_agent.adapters.registry import HttpRegistry  # noqa: E402
 
-SECTION = "## requests per idle poll"
+SECTION = "requests per idle poll"
 RESULTS = ROOT / "bench" / "results.md"
 
 
@@ -65,12 +65,8 @@ def table(rows: list[dict[str, float]]) -> str:
 
 
 def write_results(body: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    section = f"{SECTION}\n\n{body}\n\n"
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) \
-        else text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text.rstrip("\n") + "\n")
+    """Replace this bench's section of results.md, or add it at the end."""
+    write_section(RESULTS, SECTION, body, first=False)
 
 
 def main() -> int:
