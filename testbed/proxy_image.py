@@ -49,7 +49,7 @@ from pathlib import Path
 import docker
 
 from testbed.services import DEFAULT_WORKDIR
-from testbed.util import BedError
+from testbed.util import BedError, image_exists
 
 REPOSITORY = "twilight-bed-proxy"
 # nginx and exactly the libraries its binary links (readelf -d: NEEDED); nginx-common is
@@ -111,14 +111,6 @@ def image_tag() -> str:
     inputs = "\n".join([RECIPE, *PACKAGES, *APPLETS, *TRIM, NGINX_CONF, ENTRY, PASSWD, GROUP,
                         *DIRS])
     return f"{REPOSITORY}:{hashlib.sha256(inputs.encode()).hexdigest()[:12]}"
-
-
-def _exists(client: docker.DockerClient, tag: str) -> bool:
-    try:
-        client.images.get(tag)
-        return True
-    except docker.errors.ImageNotFound:
-        return False
 
 
 def _cached(cache: Path) -> list[Path] | None:
@@ -247,12 +239,12 @@ def ensure_image(client: docker.DockerClient, workdir: Path = DEFAULT_WORKDIR,
     concurrently (each engine lane has its own image store: the first test of a lane on a
     fresh engine builds it, in a few seconds from the cached packages)."""
     tag = image_tag()
-    if _exists(client, tag):
+    if image_exists(client, tag):
         return tag
     workdir.mkdir(parents=True, exist_ok=True)
     with open(workdir / "proxy-image.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not _exists(client, tag):
+        if not image_exists(client, tag):
             build(client, tag, workdir / "proxy-debs", log)
     return tag
 

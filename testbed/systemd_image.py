@@ -25,7 +25,7 @@ from pathlib import Path
 import docker
 
 from testbed.services import DEFAULT_WORKDIR
-from testbed.util import BedError
+from testbed.util import BedError, image_exists
 
 REPOSITORY = "twilight-e2e-systemd"
 SUITE = "bookworm"
@@ -61,14 +61,6 @@ def image_tag(mirror_url: str | None = None) -> str:
     """``twilight-e2e-systemd:<hash of the inputs>``."""
     inputs = "\n".join([RECIPE, SUITE, mirror_url or mirror(), *INCLUDE, *MASKED])
     return f"{REPOSITORY}:{hashlib.sha256(inputs.encode()).hexdigest()[:12]}"
-
-
-def _exists(client: docker.DockerClient, tag: str) -> bool:
-    try:
-        client.images.get(tag)
-        return True
-    except docker.errors.ImageNotFound:
-        return False
 
 
 def _run(argv: list[str], what: str) -> None:
@@ -120,13 +112,13 @@ def ensure_image(client: docker.DockerClient, workdir: Path = DEFAULT_WORKDIR,
                  log: Log = print) -> str:
     """Return the image tag, building it first unless it exists. Safe to run concurrently."""
     tag = image_tag()
-    if _exists(client, tag):
+    if image_exists(client, tag):
         log(f"systemd image {tag}: reused")
         return tag
     workdir.mkdir(parents=True, exist_ok=True)
     with open(workdir / "systemd-image.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if _exists(client, tag):
+        if image_exists(client, tag):
             log(f"systemd image {tag}: built by a concurrent run, reused")
             return tag
         t0 = time.monotonic()

@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+import docker
+
 T = TypeVar("T")
 
 
@@ -32,3 +34,12 @@ def wait_until(
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}") from last_exc
         time.sleep(interval)
+
+
+def image_exists(client: docker.DockerClient, tag: str) -> bool:
+    """The engine holds an image under ``tag`` (the bed's images are built once per input)."""
+    try:
+        client.images.get(tag)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
