@@ -112,7 +112,7 @@ def render_markdown() -> str:
         "| Setting | Default | Description |",
         "|---|---|---|",
     ]
-    for name, field in Settings.model_fields.items():
+    for name, field in ordered_fields():
         default = default_text(field)
         shown = "*(required)*" if required(field) else (f"`{default}`" if default else "*(empty)*")
         names = " or ".join(f"`{n}`" for n in env_names(name, field))
@@ -120,6 +120,13 @@ def render_markdown() -> str:
                      f"{md_cell(describe(field))} |")
     lines += ["", "An example file with every setting: `deploy/agent.env.example`.", ""]
     return "\n".join(lines)
+
+
+def ordered_fields() -> list[tuple[str, FieldInfo]]:
+    """Settings' own fields in their order, then those of its mixins (swarm, promotion)."""
+    own = [n for n in Settings.model_fields if n in Settings.__annotations__]
+    rest = [n for n in Settings.model_fields if n not in own]
+    return [(n, Settings.model_fields[n]) for n in own + rest]
 
 
 def render_env() -> str:
@@ -135,7 +142,7 @@ def render_env() -> str:
         "# The registry token is not set here: install.sh --token-file places it as the",
         "# systemd credential registry-token (or see TWILIGHT_REGISTRY_PASSWORD_FILE).",
     ]
-    for name, field in Settings.model_fields.items():
+    for name, field in ordered_fields():
         if systemd_only(name, field):
             continue
         out.append("")

@@ -24,6 +24,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from twilight_agent.adapters.secret_file import read_token
 from twilight_agent.adapters.verify_keys import load_keys
 from twilight_agent.core.destinations import is_loopback_host, parse_auth_hosts
 from twilight_agent.core.durations import parse_duration
@@ -32,7 +33,8 @@ from twilight_agent.core.policy import DEFAULT_TAG_PATTERN, check_tag
 from twilight_agent.core.signatures import parse_annotations
 from twilight_agent.core.windows import Window, parse_windows
 from twilight_agent.errors import ConfigError
-from twilight_agent.logs import get_logger
+from twilight_agent.settings_promote import PromoteFields
+from twilight_agent.settings_swarm import SwarmFields
 
 DEFAULT_CONFIG = Path("/etc/twilight-agent/agent.env")
 CONFIG_DIR = DEFAULT_CONFIG.parent
@@ -48,7 +50,7 @@ CREDENTIAL_NAME = "registry-token"
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, SwarmFields, PromoteFields):
     """Every setting of twilight-agent. Field descriptions feed docs/configuration.md."""
 
     model_config = SettingsConfigDict(
@@ -298,36 +300,13 @@ class Settings(BaseSettings):
             candidates.append(self.credentials_directory / CREDENTIAL_NAME)
         if self.registry_password_file:
             candidates.append(self.registry_password_file)
-        for path in candidates:
-            try:
-                text = path.read_text().strip()
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                raise ConfigError(f"cannot read registry token {path}: {exc.strerror}") from exc
-            if text:
-                _warn_if_shared(path)
-                return SecretStr(text)
+        token = read_token(candidates, "registry token")
+        if token is not None:
+            return token
         if self.registry_password_file and not self.registry_password_file.exists():
             raise ConfigError(f"TWILIGHT_REGISTRY_PASSWORD_FILE {self.registry_password_file}"
                               " does not exist")
         return None
-
-
-def _warn_if_shared(path: Path) -> None:
-    """A token file that the group or everyone may read is said once per process."""
-    try:
-        mode = path.stat().st_mode & 0o777
-    except OSError:
-        return
-    if mode & 0o077 and str(path) not in _WARNED:
-        _WARNED.add(str(path))
-        get_logger("twilight.settings").warning(
-            "password_file_readable_by_others", path=str(path), mode=oct(mode),
-            fix=f"chmod 600 {path}")
-
-
-_WARNED: set[str] = set()
 
 
 def _check_registry_transport(url: str, auth_hosts: str) -> None:
