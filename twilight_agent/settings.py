@@ -25,7 +25,6 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from twilight_agent.adapters.secret_file import read_token
-from twilight_agent.adapters.verify_keys import load_keys
 from twilight_agent.core.destinations import is_loopback_host, parse_auth_hosts
 from twilight_agent.core.durations import parse_duration
 from twilight_agent.core.models import ImageRef
@@ -33,6 +32,7 @@ from twilight_agent.core.policy import DEFAULT_TAG_PATTERN, check_tag
 from twilight_agent.core.signatures import parse_annotations
 from twilight_agent.core.windows import Window, parse_windows
 from twilight_agent.errors import ConfigError
+from twilight_agent.lazy import lazy_module
 from twilight_agent.settings_promote import PromoteFields
 from twilight_agent.settings_swarm import SwarmFields
 
@@ -46,6 +46,8 @@ SERVICE_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")  # compose's own rule
 _HTTP_URL = re.compile(r"https?://[^\s/?#]+(?:[/?#]\S*)?")
 MAX_DURATION = 30 * 86400.0
 CREDENTIAL_NAME = "registry-token"
+# cryptography is loaded only when TWILIGHT_VERIFY_KEY names a key (twilight_agent/lazy.py)
+verify_keys = lazy_module("twilight_agent.adapters.verify_keys")
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
@@ -244,7 +246,8 @@ class Settings(BaseSettings, SwarmFields, PromoteFields):
         if self.verify_annotations.strip() and not self.verify_key_paths:
             raise ValueError("TWILIGHT_VERIFY_ANNOTATIONS needs TWILIGHT_VERIFY_KEY")
         for name, check in (("ANNOTATIONS", lambda: self.required_annotations),
-                            ("KEY", lambda: load_keys(self.verify_key_paths))):
+                            ("KEY", lambda: self.verify_key_paths
+                             and verify_keys.load_keys(self.verify_key_paths))):
             try:
                 check()
             except ValueError as exc:
