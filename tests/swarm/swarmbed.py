@@ -48,6 +48,11 @@ class SwarmSite(Site):
     """An operator-run swarm service of the site's image and the agent configured for it."""
 
     replicas: int = 1
+    url_override: str = ""  # behind a proxy: the proxy's URL
+
+    @property
+    def url(self) -> str:
+        return self.url_override or f"http://127.0.0.1:{self.port}/healthz"
 
     @property
     def name(self) -> str:
@@ -93,6 +98,8 @@ class SwarmSite(Site):
     def remove_service(self) -> None:
         with contextlib.suppress(docker.errors.NotFound):
             self.bed.docker.api.remove_service(self.name)
+        with contextlib.suppress(docker.errors.NotFound):
+            self.bed.docker.api.remove_container(f"{self.uid}-proxy", force=True)
         # its tasks' containers go away with the service, asynchronously
         with contextlib.suppress(TimeoutError):
             wait_until(lambda: not self.bed.docker.containers.list(

@@ -12,7 +12,8 @@ its tasks:
 - the spec runs it, the update `completed`, `rollback_completed` or none, every wanted
   task running: running;
 - the spec runs it, the update `paused` or `rollback_paused`: exited (it failed there);
-- the spec runs another digest and swarm rolled back from this one: exited;
+- the spec runs another digest and swarm rolled back from this one (it has tasks of it):
+  exited;
 - the spec runs another digest, no rollback from this one: missing.
 """
 
@@ -28,7 +29,9 @@ NS = 1_000_000_000
 DEFAULT_MONITOR_S = 5.0  # swarm's own default for UpdateConfig.Monitor
 MOVING = ("updating", "rollback_started")
 STOPPED = ("paused", "rollback_paused")
-FAILED_TASK = ("failed", "rejected")
+# How a task of a build that failed ends: exited non-zero, refused by a node, or (turned
+# unhealthy and killed) complete while swarm wanted it running.
+FAILED_TASK = ("failed", "rejected", "complete")
 
 
 def digest_of(image: str) -> str:
@@ -89,7 +92,8 @@ def classify(service: Mapping[str, Any] | None, tasks: Sequence[Mapping[str, Any
     failed = failed_tasks(tasks, digest)
     upd = update_state(service)
     if digest_of(spec_image(service.get("Spec"))) != digest:
-        rolled_from = digest_of(spec_image(service.get("PreviousSpec"))) == digest
+        # swarm's rollback clears PreviousSpec: the digest's tasks say it was rolled out
+        rolled_from = any(task_digest(t) == digest for t in tasks)
         if rolled_from and upd.startswith("rollback"):
             return ContainerState("exited", False, exit_code=exit_code(failed[0] if failed
                                                                        else None))

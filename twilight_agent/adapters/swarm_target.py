@@ -151,14 +151,14 @@ class SwarmTarget:
     def settle(self, instance: str, should_stop: Callable[[], bool] | None = None) -> None:
         """Wait until swarm's update (or its rollback) of ``instance`` has ended, within a
         bound from the service's own update config; a stop request ends the wait."""
-        deadline = self._clock.now() + self._settle_bound(instance)
+        deadline = self._clock.now() + self._settle_bound(ss.split_instance(instance)[0])
         while self._clock.now() < deadline:
             if ss.settled(self.state(instance)) or (should_stop and should_stop()):
                 return
             self._clock.sleep(SETTLE_TICK_S)
 
-    def _settle_bound(self, instance: str) -> float:
-        svc = self._inspect(ss.split_instance(instance)[0]) or {}
+    def _settle_bound(self, service_id: str) -> float:
+        svc = self._inspect(service_id) or {}
         spec = svc.get("Spec") or {}
         uc = spec.get("UpdateConfig") or {}
         tasks = max(ss.wanted_tasks(svc, []), 1) if svc else 1
@@ -166,20 +166,29 @@ class SwarmTarget:
         per = (uc.get("Monitor", 0) + uc.get("Delay", 0)) / ss.NS + BOOT_ALLOWANCE_S
         return float(per * -(-tasks // batch) * 2)  # the rollout, then swarm's rollback
 
+    def _quiet(self, service_id: str) -> None:
+        """Wait until the service's update or rollback, whichever runs, has ended."""
+        deadline = self._clock.now() + self._settle_bound(service_id)
+        while self._clock.now() < deadline:
+            if ss.update_state(self._inspect(service_id) or {}) not in ss.MOVING:
+                return
+            self._clock.sleep(SETTLE_TICK_S)
+
     def remove(self, instance: str) -> None:
         """Undo, first half: let swarm's own rollback (if it started one) finish."""
-        self.settle(instance)
+        self._quiet(ss.split_instance(instance)[0])
 
     def unpark(self, snap: Snapshot) -> str:
         """Undo, second half: the image the service ran before, if swarm did not restore
         it; failure action ``pause`` so this never swings back to the bad build."""
+        self._quiet(snap.container_id)
         svc = self._inspect(snap.container_id)
         if svc is None:
             raise TargetNotFound(f"swarm service {self.service} is gone")
         back = self.serving(snap)
         if ss.digest_of(ss.spec_image(svc.get("Spec"))) != snap.digest:
             self._update(snap.container_id, snap.image_id, "pause")
-            self.settle(back)
+        self.settle(back)
         return back
 
     # ------------------------------------------------------------------ nothing to do
