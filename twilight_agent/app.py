@@ -136,8 +136,8 @@ def build_target(settings: Settings, runtime: Any, clock: Clock = SYSTEM) -> Tar
                            auth=lambda: registry_auth(settings),
                            registry_host=settings.image_ref.host,
                            order=settings.swarm_order, parallelism=settings.swarm_parallelism,
-                           monitor_s=max(settings.swarm_monitor,
-                                         settings.health_timeout + settings.health_soak),
+                           monitor_s=settings.swarm_monitor,
+                           gate_s=settings.health_timeout + settings.health_soak,
                            clock=clock)
     if settings.compose_project:
         return ComposeGroupTarget(runtime, project=settings.compose_project,

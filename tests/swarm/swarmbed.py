@@ -27,6 +27,8 @@ from testbed.services import PASSWORD, REGISTRY_HOST, USERNAME
 from testbed.util import wait_until
 from tests.integration.deploybed import Site
 
+GATEWAY_BRIDGE = "docker_gwbridge"
+
 
 @contextlib.contextmanager
 def one_node_swarm(client: docker.DockerClient) -> Iterator[str]:
@@ -36,11 +38,16 @@ def one_node_swarm(client: docker.DockerClient) -> Iterator[str]:
     if state != "inactive":
         raise AssertionError(f"the engine is already in swarm mode ({state}); not ours to "
                              "leave: run the swarm tests on an engine that is not in a swarm")
+    had_gateway = bool(client.networks.list(names=[GATEWAY_BRIDGE]))
     client.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377")
     try:
         yield str(client.info()["Swarm"]["NodeID"])
     finally:
         client.swarm.leave(force=True)
+        if not had_gateway:  # swarm init made it; leaving does not remove it
+            for net in client.networks.list(names=[GATEWAY_BRIDGE]):
+                with contextlib.suppress(docker.errors.APIError):
+                    net.remove()
 
 
 @dataclass

@@ -115,20 +115,22 @@ def test_update_body_keeps_the_services_config_except_what_the_agent_sets() -> N
                                                               "Env": ["A=1"]}},
             "UpdateConfig": {"Parallelism": 2, "Delay": 10, "Monitor": 90 * ss.NS,
                              "Order": "stop-first", "FailureAction": "pause"}}
-    body = ss.update_body(spec, f"{REPO}@{NEW}", monitor_s=20)
+    body = ss.update_body(spec, f"{REPO}@{NEW}", gate_s=20)
     assert body["TaskTemplate"]["ContainerSpec"] == {"Image": f"{REPO}@{NEW}", "Env": ["A=1"]}
     assert body["UpdateConfig"] == {"Parallelism": 2, "Delay": 10, "Monitor": 90 * ss.NS,
                                     "Order": "stop-first", "FailureAction": "rollback"}
     body = ss.update_body(spec, f"{REPO}@{NEW}", order="start-first", parallelism=1,
-                          monitor_s=120, failure_action="pause")
+                          monitor_s=120, gate_s=20, failure_action="pause")
     uc = body["UpdateConfig"]
     assert (uc["Order"], uc["Parallelism"], uc["Monitor"], uc["FailureAction"]) == (
         "start-first", 1, 120 * ss.NS, "pause")
     assert spec["TaskTemplate"]["ContainerSpec"]["Image"] == "x@" + OLD  # not mutated
+    shorter = ss.update_body(spec, f"{REPO}@{NEW}", monitor_s=30, gate_s=65)
+    assert shorter["UpdateConfig"]["Monitor"] == 65 * ss.NS  # never shorter than the gate
 
 
 def test_no_update_config_gets_swarms_default_monitor_or_the_gate() -> None:
-    body = ss.update_body({"TaskTemplate": {}}, f"{REPO}@{NEW}", monitor_s=3)
+    body = ss.update_body({"TaskTemplate": {}}, f"{REPO}@{NEW}", gate_s=3)
     assert body["UpdateConfig"]["Monitor"] == int(ss.DEFAULT_MONITOR_S * ss.NS)
 
 

@@ -115,11 +115,12 @@ def settled(st: ContainerState) -> bool:
 
 
 def update_body(spec: Mapping[str, Any], image: str, *, order: str = "",
-                parallelism: int | None = None, monitor_s: float = 0.0,
+                parallelism: int | None = None, monitor_s: float = 0.0, gate_s: float = 0.0,
                 failure_action: str = "rollback") -> dict[str, Any]:
     """The service's own spec with ``image``, and its update config kept except for what
-    the agent's settings say: the failure action, the order, the parallelism, and a
-    monitor window no shorter than ``monitor_s`` (the health gate)."""
+    the agent's settings say: the failure action, the order, the parallelism, the monitor
+    window (``monitor_s``; 0 keeps the service's own), never shorter than ``gate_s`` (the
+    health gate: swarm ignores a task that fails after its monitor window)."""
     body = copy.deepcopy(dict(spec))
     body.setdefault("TaskTemplate", {}).setdefault("ContainerSpec", {})["Image"] = image
     uc = dict(body.get("UpdateConfig") or {})
@@ -129,7 +130,7 @@ def update_body(spec: Mapping[str, Any], image: str, *, order: str = "",
     if parallelism is not None:
         uc["Parallelism"] = parallelism
     own = (uc.get("Monitor") or DEFAULT_MONITOR_S * NS) / NS
-    uc["Monitor"] = int(max(own, monitor_s) * NS)
+    uc["Monitor"] = int(max(monitor_s or own, gate_s) * NS)
     body["UpdateConfig"] = uc
     return body
 

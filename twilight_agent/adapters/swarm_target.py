@@ -41,12 +41,13 @@ class SwarmTarget:
     def __init__(self, runtime: DockerRuntime, *, service: str, health_url: str = "",
                  auth: Callable[[], Mapping[str, str] | None] = lambda: None,
                  registry_host: str = "", order: str = "", parallelism: int | None = None,
-                 monitor_s: float = 0.0, clock: Clock = SYSTEM) -> None:
+                 monitor_s: float = 0.0, gate_s: float = 0.0, clock: Clock = SYSTEM) -> None:
         self.runtime = runtime
         self.service = service
         self._health_url = health_url
         self._auth, self._host = auth, registry_host
-        self._order, self._parallelism, self._monitor = order, parallelism, monitor_s
+        self._order, self._parallelism = order, parallelism
+        self._monitor, self._gate = monitor_s, gate_s
         self._clock = clock
 
     # ------------------------------------------------------------------ reading
@@ -131,7 +132,7 @@ class SwarmTarget:
             raise TargetNotFound(f"swarm service {self.service} is gone")
         body = ss.update_body(svc["Spec"], image, order=self._order,
                               parallelism=self._parallelism, monitor_s=self._monitor,
-                              failure_action=failure_action)
+                              gate_s=self._gate, failure_action=failure_action)
         api, headers = self.runtime.api, {}
         auth = self._auth()
         if auth:
