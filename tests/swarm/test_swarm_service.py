@@ -1,7 +1,8 @@
 """The swarm target on a real one-node swarm (the bed's engine, ``docker swarm init`` on
 loopback) and the bed's token-auth registry: a service published in host mode follows
 ``main`` by digest through swarm's rolling update, a build that exits at boot ends in
-swarm's rollback with the build quarantined, and ``status``/``history``/``check``/
+swarm's rollback with the build quarantined, one whose health answers 500 (no
+HEALTHCHECK: swarm completes) in the agent's update back, and ``status``/``history``/``check``/
 ``rollback`` read and act on the service as they do on a container."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from tests.integration.deploybed import SECRET_FORMS, push
 from tests.swarm.swarmbed import SwarmSite, elapsed
 
 
-def test_good_build_rolls_out_and_a_build_that_exits_at_boot_is_rolled_back(
+def test_good_build_rolls_out_and_bad_builds_are_rolled_back(
         swarm_site: SwarmSite) -> None:
     site, t0 = swarm_site, time.monotonic()
     v1 = push(site, "v1")
@@ -44,6 +45,17 @@ def test_good_build_rolls_out_and_a_build_that_exits_at_boot_is_rolled_back(
     assert (row["outcome"], row["to_digest"]) == ("rolled_back", bad.digest), row
     assert "swarm: rollback" in row["log_tail"] and "exit code" in row["log_tail"], row
     assert [q["digest"] for q in site.status()["quarantined"]] == [bad.digest]
+
+    # no HEALTHCHECK: swarm completes the update, the agent's probe gets 500 and the agent
+    # updates the service back to the image it ran before (failure action pause)
+    broken = push(site, "v4", mode="500")
+    p = site.cli("deploy")
+    assert p.returncode == 1, (p.stdout, p.stderr, site.ps())
+    assert "http 500" in p.stdout + p.stderr, (p.stdout, p.stderr)
+    assert site.running_digests() == [v2.digest], site.ps()
+    assert site.service()["Spec"]["UpdateConfig"]["FailureAction"] == "pause"
+    site.wait_serving("v2")
+    assert {q["digest"] for q in site.status()["quarantined"]} == {bad.digest, broken.digest}
 
     version = site.version()
     p = site.cli("deploy")  # the next poll: one HEAD, the build is quarantined
