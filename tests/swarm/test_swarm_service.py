@@ -43,7 +43,8 @@ def test_good_build_rolls_out_and_bad_builds_are_rolled_back(
     site.wait_serving("v2")
     row = site.history()[0]
     assert (row["outcome"], row["to_digest"]) == ("rolled_back", bad.digest), row
-    assert "swarm: rollback" in row["log_tail"] and "exit code" in row["log_tail"], row
+    assert "swarm: rollback" in row["log_tail"] and "exit code 3" in row["log_tail"], row
+    assert "fatal: cannot open database" in row["log_tail"], row  # the failed task's log
     assert [q["digest"] for q in site.status()["quarantined"]] == [bad.digest]
 
     # no HEALTHCHECK: swarm completes the update, the agent's probe gets 500 and the agent
