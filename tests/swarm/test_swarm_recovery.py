@@ -1,6 +1,7 @@
 """The swarm target when the agent is killed mid-update, and under the daemon: ``kill -9``
 while swarm is still rolling the service out, then a start-up that waits for that same
-update and records it (no second update); pin and unpin through SIGHUP."""
+update and records it (no second update); pin and unpin through SIGHUP; and the watch
+after commit, which rolls back a build that dies after swarm's monitor window."""
 
 from __future__ import annotations
 
@@ -55,3 +56,20 @@ def test_kill_9_mid_update_is_recovered_then_pin_and_unpin_through_sighup(
     outcomes = [(r["outcome"], r["to_digest"]) for r in site.history()]
     assert outcomes[:2] == [("deployed", v2.digest), ("deployed", v1.digest)], (outcomes, err)
     print(f"swarm kill -9 + pin/unpin: {elapsed(t0)}s")
+
+
+def test_a_build_that_dies_after_the_gate_is_rolled_back_by_the_watch(
+        swarm_site: SwarmSite) -> None:
+    site, t0 = swarm_site, time.monotonic()
+    v1 = push(site, "v1")
+    site.create_service(v1)
+    late = push(site, "v2", mode="die-later", die_after=10)  # after swarm's 5 s monitor
+    p = site.cli("deploy", WATCH="20s")
+    assert p.returncode == 1, (p.stdout, p.stderr, site.ps())
+    assert site.running_digests() == [v1.digest], site.ps()
+    row = site.history()[0]
+    assert (row["outcome"], row["phase"], row["to_digest"]) == (
+        "rolled_back", "WATCH", late.digest), row
+    assert [q["digest"] for q in site.status()["quarantined"]] == [late.digest]
+    site.wait_serving("v1")
+    print(f"swarm watch: {elapsed(t0)}s")
