@@ -23,9 +23,16 @@ from twilight_agent.settings import Settings
 if TYPE_CHECKING:
     from twilight_agent.adapters.docker_runtime import DockerRuntime
     from twilight_agent.adapters.health import HealthGate
+    from twilight_agent.adapters.probe import StateSource
     from twilight_agent.adapters.registry import HttpRegistry
     from twilight_agent.adapters.store import Store
-    from twilight_agent.core.ports import EventSink, HealthPort, RegistryPort, RuntimePort
+    from twilight_agent.core.ports import (
+        EventSink,
+        HealthPort,
+        RegistryPort,
+        RuntimePort,
+        TargetPort,
+    )
     from twilight_agent.core.signatures import SignaturePort
 
 
@@ -69,9 +76,10 @@ def build_store(settings: Settings, *, readonly: bool = False) -> Store:
     return Store(settings.state_dir, readonly=readonly)
 
 
-def build_health(settings: Settings, runtime: RuntimePort, clock: Clock = SYSTEM,
+def build_health(settings: Settings, runtime: StateSource, clock: Clock = SYSTEM,
                  tunables: Tunables = DEFAULT) -> HealthGate:
-    """The health gate over ``runtime``'s container state and an HTTP probe.
+    """The health gate over the state ``runtime`` reports (the engine's, or the target's:
+    a swarm service's update status) and an HTTP probe.
 
     Timeout, interval and soak are per call (``settings.health_*``), not fixed here.
     """
@@ -94,9 +102,10 @@ def build_agent(settings: Settings, sinks: list[EventSink] | None = None, *,
     """
     rt: Any = runtime if runtime is not None else build_runtime(settings)
     reg = registry if registry is not None else build_registry(settings, platform=rt.platform)
+    target = build_target(settings, rt, clock)
     return Agent(
-        settings, reg, build_target(settings, rt),
-        rt, health or build_health(settings, rt, clock, tunables),
+        settings, reg, target,
+        rt, health or build_health(settings, target, clock, tunables),
         store if store is not None else build_store(settings), EventBus(sinks or []),
         lock=lock or DeployLock(settings.state_dir), clock=clock, tunables=tunables,
         auth=lambda: registry_auth(settings), closers=_closers(reg, rt, health),
@@ -115,10 +124,21 @@ def build_verifier(settings: Settings, registry: Any) -> SignaturePort | None:
                           str(settings.image_ref), settings.required_annotations)
 
 
-def build_target(settings: Settings, runtime: Any) -> ContainerTarget:
-    """The target kind the settings name: one container, or a compose service group
+def build_target(settings: Settings, runtime: Any, clock: Clock = SYSTEM) -> TargetPort:
+    """The target kind the settings name: one container, a compose service group
     (``TWILIGHT_SERVICE`` with its replicas, ``TWILIGHT_SERVICES``, or every service of
-    the project running the image)."""
+    the project running the image), or a swarm service."""
+    if settings.swarm_service:
+        from twilight_agent.adapters.swarm_target import SwarmTarget
+
+        return SwarmTarget(runtime, service=settings.swarm_service,
+                           health_url=settings.health_url,
+                           auth=lambda: registry_auth(settings),
+                           registry_host=settings.image_ref.host,
+                           order=settings.swarm_order, parallelism=settings.swarm_parallelism,
+                           monitor_s=settings.swarm_monitor,
+                           gate_s=settings.health_timeout + settings.health_soak,
+                           clock=clock)
     if settings.compose_project:
         return ComposeGroupTarget(runtime, project=settings.compose_project,
                                   services=settings.service_list,

@@ -19,12 +19,14 @@ Target = tuple[str, str, str, frozenset[str]]  # engine, kind, name, compose ser
 
 
 def target_key(values: dict[str, str]) -> Target | None:
-    """What a config deploys into: ``(engine, "container", name, {})`` or ``(engine,
-    "compose", project, services)`` (no services: all of the project's running the image);
-    None when it names no target."""
+    """What a config deploys into: ``(engine, "container", name, {})``, ``(engine, "swarm
+    service", name, {})`` or ``(engine, "compose", project, services)`` (no services: all
+    of the project's running the image); None when it names no target."""
     engine = values.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
     if values.get("CONTAINER"):
         return (engine, "container", values["CONTAINER"], frozenset())
+    if values.get("SWARM_SERVICE"):
+        return (engine, "swarm service", values["SWARM_SERVICE"], frozenset())
     if values.get("COMPOSE_PROJECT"):
         listed = values.get("SERVICES") or values.get("SERVICE") or ""
         services = frozenset(s.strip() for s in listed.split(",") if s.strip())
@@ -37,11 +39,12 @@ def overlaps(a: Target, b: Target) -> bool:
     followed as a whole overlaps any of its services)."""
     if a[:3] != b[:3]:
         return False
-    return a[1] == "container" or not a[3] or not b[3] or bool(a[3] & b[3])
+    return a[1] != "compose" or not a[3] or not b[3] or bool(a[3] & b[3])
 
 
 def _own_key(settings: Settings) -> Target | None:
     return target_key({"DOCKER_HOST": settings.docker_host, "CONTAINER": settings.container,
+                       "SWARM_SERVICE": settings.swarm_service,
                        "COMPOSE_PROJECT": settings.compose_project,
                        "SERVICES": ",".join(settings.service_list)})
 

@@ -276,7 +276,7 @@ class Settings(BaseSettings, SwarmFields, PromoteFields):
 
     @property
     def has_target(self) -> bool:
-        return bool(self.container or self.compose_project)
+        return bool(self.container or self.compose_project or self.swarm_service)
 
     @property
     def service_list(self) -> tuple[str, ...]:

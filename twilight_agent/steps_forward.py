@@ -176,6 +176,7 @@ def verify(s: Step, cmd: m.Verify) -> m.Event:
     watch = [s.run.new_ids[i] for i in range(u) if i in s.run.new_ids]
     cfg = c.config
     try:
+        c.target.settle(cid, c.should_stop)  # a swarm update runs its course first
         url = s.engine("verify", lambda: c.target.health_url(unit, cid))  # dockerd away
         verdict = c.health.verify(cid, url, timeout=cfg.health_timeout,
                                   interval=cfg.health_interval, soak=cfg.health_soak,

@@ -95,6 +95,15 @@ def test_a_service_group_overlapping_another_instances_service_is_refused(etc: P
         refuse_overlap(load_settings(instance="c"), c)
 
 
+def test_two_instances_on_one_swarm_service_are_refused(etc: Path) -> None:
+    write(etc, "a", image=IMAGE, swarm_service="shop_web")
+    b = write(etc, "b", image=IMAGE, swarm_service="shop_web")
+    with pytest.raises(ConfigError, match="swarm service shop_web"):
+        refuse_overlap(load_settings(instance="b"), b)
+    c = write(etc, "c", image=IMAGE, container="shop_web")  # a container of that name
+    refuse_overlap(load_settings(instance="c"), c)
+
+
 def test_different_targets_or_engines_are_fine(etc: Path) -> None:
     write(etc, "a", image=IMAGE, container="shop")
     b = write(etc, "b", image=IMAGE, compose_project="shop", service="web")

@@ -1,7 +1,8 @@
 """Ports: the Protocols the agent talks to. Adapters implement them; unit tests use fakes.
 
 Who implements: RegistryPort -> adapters/registry.py; TargetPort -> adapters/
-container_target.py (one container, by name or compose service) over RuntimePort ->
+container_target.py (one container, by name or compose service; swarm_target.py: a swarm
+service) over RuntimePort ->
 adapters/docker_runtime.py, which is also the ImagePort; HealthPort -> adapters/health.py;
 StorePort -> adapters/store.py; EventSink -> adapters/sinks.py (the audit log), metrics,
 webhook. docs/architecture.md says where to add a target kind, a sink or a registry.
@@ -198,9 +199,8 @@ class TaskResult:
 
 
 class TargetPort(Protocol):
-    """One kind of deploy target (a container; later a compose service group, a Swarm
-    service): every step of a swap, its undo and its commit, expressed for that target.
-    The runner never asks which kind it has. "Instance" is the id of one new unit."""
+    """One kind of deploy target (container, compose group, swarm service): every step of a
+    swap, its undo and its commit. The runner never asks which kind; "instance": a new unit."""
 
     def snapshot(self) -> Snapshot:
         """Find the running target and describe it (raises TargetNotFound)."""
@@ -240,6 +240,9 @@ class TargetPort(Protocol):
     def serving(self, snap: Snapshot) -> str:
         """The id that serves under the target's name now (after an unpark)."""
         ...
+
+    def settle(self, instance: str, should_stop: Callable[[], bool] | None = None) -> None:
+        """Wait until the target's own rollout of ``instance`` ended (a swarm update)."""
 
     def state(self, instance: str) -> ContainerState: ...
 
