@@ -7,6 +7,9 @@
 - ``history``: one row per finished deploy.
 - ``quarantine``: digests that failed and are never deployed automatically.
 - ``meta``: small JSON values (current/previous release, halted flag, last result).
+- ``seen``: when the track first pointed at a digest (``TWILIGHT_MIN_AGE``).
+- ``promotion``: one row per digest on its way to ``TWILIGHT_PROMOTE_TO``
+  (``adapters/promotion_store.py``, steps in ``core/promotion.py``).
 
 Each call opens its own connection, so threads can share one ``Store``. The directory is
 created 0700 and the database files are 0600. A file that is not a database (damaged,
@@ -57,6 +60,10 @@ CREATE TABLE IF NOT EXISTS quarantine (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS seen (
     digest TEXT PRIMARY KEY, tag TEXT, first_seen REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS promotion (
+    id TEXT PRIMARY KEY, digest TEXT NOT NULL UNIQUE, tag TEXT NOT NULL,
+    to_tag TEXT NOT NULL, due REAL NOT NULL, step TEXT NOT NULL,
+    forced INTEGER NOT NULL DEFAULT 0, reason TEXT NOT NULL DEFAULT '', at TEXT NOT NULL);
 """
 
 _NO_META = Meta()
@@ -162,6 +169,10 @@ class Store:
                 if not self._ready or not self.path.exists():
                     self._init()
         return sqlite3.connect(self.path, timeout=10)
+
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """One sqlite transaction, for the tables other modules keep (``promotion``)."""
+        return self._db()
 
     @contextlib.contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
