@@ -25,7 +25,7 @@ from testbed.accesslog import AccessLog
 from testbed.faultproxy import FaultProxy
 from testbed.services import PASSWORD, USERNAME
 from testbed.util import wait_until
-from tests.integration.deploybed import Site, push
+from tests.integration.deploybed import SECRET_FORMS, Site, push
 
 pytestmark = pytest.mark.integration
 
@@ -71,16 +71,19 @@ def at(iso: str) -> float:
 
 
 @contextlib.contextmanager
-def daemons(*procs: subprocess.Popen[str]) -> Iterator[None]:
+def daemons(*procs: subprocess.Popen[str]) -> Iterator[list[str]]:
+    """Stop the daemons at the end (SIGTERM); the list gets each one's stdout + stderr."""
+    outputs: list[str] = []
     try:
-        yield
+        yield outputs
     finally:
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
         for p in procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
-                p.communicate(timeout=60)
+                out, err = p.communicate(timeout=60)
+                outputs.append(out + err)
 
 
 def created_for(site: Site, since: float, digest: str) -> list[str]:
@@ -111,7 +114,7 @@ def test_a_good_build_is_promoted_and_followed_a_bad_one_never_leaves_the_canary
                       RUNTIME_DIRECTORY=str(f.tmp / "run"))
               for f, p in zip(followers, proxies, strict=True)]
     try:
-        with daemons(*procs):
+        with daemons(*procs) as outputs:
             v2 = push(canary, "v2")
             mark = AccessLog()
             wait_until(lambda: stable(canary) == v2.digest, timeout=60, what="stable -> v2")
@@ -151,6 +154,10 @@ def test_a_good_build_is_promoted_and_followed_a_bad_one_never_leaves_the_canary
                 assert not [r for r in p.requests if v3.digest in r[2]]
                 assert created_for(f, t0, v3.digest) == []
             assert created_for(canary, t0, v3.digest)  # the check above can see one
+        assert '"event": "promotion"' in outputs[0]  # the canary's log says it promoted
+        state = (canary.state_dir / "state.db").read_bytes().decode(errors="replace")
+        for secret in SECRET_FORMS:  # the push token (the bed's PAT) and its tokens
+            assert secret not in outputs[0] and secret not in state, secret[:6]
     finally:
         for p in proxies:
             p.stop()
