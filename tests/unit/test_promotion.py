@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json as jsonlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,20 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from tests.unit.fakes import Sink, digest, release
+from tests.unit.fakes import (
+    REPO,
+    FakeHealth,
+    FakeRegistry,
+    FakeRuntime,
+    Sink,
+    digest,
+    release,
+)
 from twilight_agent.adapters.credentials import Credentials
 from twilight_agent.adapters.registry_push import TagPusher
 from twilight_agent.adapters.sinks import EventBus
 from twilight_agent.adapters.store import Store
+from twilight_agent.app import build_agent
 from twilight_agent.core import promotion as rules
 from twilight_agent.core.models import Digest, Release
 from twilight_agent.core.ports import Meta, Snapshot
@@ -250,3 +260,38 @@ def test_the_pusher_puts_the_same_bytes_and_media_type_with_a_push_token() -> No
     assert token and "scope=repository%3Aacme%2Fapp%3Apull%2Cpush" in token[0][1]
     (put,) = [s for s in seen if s[0] == "PUT"]
     assert put == ("PUT", "/v2/acme/app/manifests/stable", body, media)
+
+
+def test_the_agent_promotes_after_its_polls_and_status_shows_the_wait(tmp_path: Path) -> None:
+    token = tmp_path / "promote"
+    token.write_text("ghp_secret\n")
+    settings = Settings(image=REPO, container="app", state_dir=tmp_path / "state",
+                        env_file=tmp_path / ".env", watch=0, promote_to="stable",
+                        promote_after=60, registry_username="ci",
+                        promote_password_file=token, tag_pattern=r"^(sha-[0-9a-f]{7}|main|stable)$")
+    (tmp_path / ".env").write_text("IMAGE_TAG=sha-0000001\n")
+    runtime = FakeRuntime("app", release(1))
+    store, sink, pusher = Store(settings.state_dir), Sink(), Pusher(digest(1))
+    agent = build_agent(settings, [sink], registry=FakeRegistry(release(2)), runtime=runtime,
+                        health=FakeHealth(runtime), store=store)
+    offset = [0.0]
+    agent.promoter = Promoter(PromoteConfig("stable", 60.0), store, agent.target,
+                              EventBus([sink]), lambda: pusher, lambda: time.time() + offset[0])
+    assert agent.poll_once().outcome == "deployed"
+    assert agent.poll_once().outcome == "up_to_date"
+    shown = agent.status()["promotion"]
+    assert (shown["step"], shown["tag"]) == ("waiting", "stable") and shown["left_s"] > 50
+    offset[0] = 61
+    agent.poll_once()
+    assert pusher.puts == [("stable", digest(2))]
+    assert agent.status()["promotion"]["step"] == "promoted"
+    assert agent.promote("sha-0000002").step == "promoted"  # forced: already there
+    assert pusher.puts == [("stable", digest(2))]
+
+
+def test_promotions_are_not_counted_as_deploys(bed: Bed) -> None:
+    bed.promoter().tick()
+    bed.now = T0 + 61
+    bed.promoter().tick()
+    assert bed.store.history(1)[0]["outcome"] == "promoted"
+    assert set(bed.store.outcome_counts()) == {"deployed"}

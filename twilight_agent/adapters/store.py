@@ -266,10 +266,11 @@ class Store:
             db.execute("DELETE FROM journal WHERE deploy_id = ?", (row["id"],))
 
     def outcome_counts(self) -> dict[str, tuple[int, str]]:
-        """``{outcome: (finished deploys, when the last one finished)}`` over all history."""
+        """``{outcome: (finished deploys, when the last one finished)}`` over all history
+        (promotions, phase ``PROMOTE``, are not deploys)."""
         with self._db() as db:
             rows = db.execute("SELECT outcome, COUNT(*), MAX(finished) FROM history "
-                              "GROUP BY outcome").fetchall()
+                              "WHERE phase != 'PROMOTE' GROUP BY outcome").fetchall()
         return {str(r[0]): (int(r[1]), str(r[2] or "")) for r in rows}
 
     def history(self, n: int = 20) -> list[dict[str, Any]]:
