@@ -174,7 +174,14 @@ class Promoter:
         return order
 
     def _running(self) -> str | None:
-        return self.target.snapshot().digest
+        """The digest the target runs, when every unit runs and none is unhealthy (Docker
+        HEALTHCHECK); else None: the build did not stay healthy here."""
+        snap = self.target.snapshot()
+        for unit in snap.units():
+            state = self.target.state(unit.container_id)
+            if not state.running or state.health == "unhealthy":
+                return None
+        return snap.digest
 
     def _emit(self, p: Promotion, step: str, before: str | None, trigger: str,
               reason: str) -> None:

@@ -30,7 +30,7 @@ from twilight_agent.adapters.store import Store
 from twilight_agent.app import build_agent
 from twilight_agent.core import promotion as rules
 from twilight_agent.core.models import Digest, Release
-from twilight_agent.core.ports import Meta, Snapshot
+from twilight_agent.core.ports import ContainerState, Meta, Snapshot
 from twilight_agent.core.promotion import Order
 from twilight_agent.errors import ConfigError, RegistryUnavailable
 from twilight_agent.promotion import PromoteConfig, Promoter
@@ -64,6 +64,10 @@ class Pusher:
 class Target:
     def __init__(self, running: Release) -> None:
         self.running = running
+        self.health: str | None = None
+
+    def state(self, instance: str) -> ContainerState:
+        return ContainerState("running", True, health=self.health)
 
     def snapshot(self) -> Snapshot:
         r = self.running
@@ -162,7 +166,7 @@ def test_a_build_no_longer_running_is_dropped_and_a_new_deploy_supersedes(bed: B
     bed.promoter().tick()
     bed.target.running = release(9)
     bed.now = T0 + 61
-    assert bed.promoter().tick().reason == "no longer runs on this host"  # type: ignore[union-attr]
+    assert bed.promoter().tick().reason == "not running healthy on this host"  # type: ignore[union-attr]
     deployed(bed.store, 3, finished="2026-11-25T12:05:00Z", prev=2)
     bed.target.running = release(3)
     p = bed.promoter().tick()
@@ -295,3 +299,12 @@ def test_promotions_are_not_counted_as_deploys(bed: Bed) -> None:
     bed.promoter().tick()
     assert bed.store.history(1)[0]["outcome"] == "promoted"
     assert set(bed.store.outcome_counts()) == {"deployed"}
+
+
+def test_an_unhealthy_build_is_not_promoted(bed: Bed) -> None:
+    bed.promoter().tick()
+    bed.target.health = "unhealthy"
+    bed.now = T0 + 61
+    p = bed.promoter().tick()
+    assert p is not None and (p.step, p.reason) == ("dropped", "not running healthy on this host")
+    assert bed.pusher.puts == []

@@ -12,7 +12,8 @@ steps (each written before what it stands for happens):
               or the new one, never at anything else).
 ``promoted``  the tag points at the digest; the history row says so.
 ``dropped``   not promoted: superseded by another deploy, quarantined, older than what the
-              tag points at, no longer running here, or an operator promoted another build.
+              tag points at, not running (or unhealthy) here at the due time, or an
+              operator promoted another build.
 
 Which build is older: the order in which this host first deployed each digest (its
 history, oldest row per digest); for a digest this host never deployed, the
@@ -104,7 +105,7 @@ def refusal(p: Promotion, *, running: str | None, quarantined: Collection[str],
     if order is Order.OLDER:
         return f"older than the build {p.to_tag} points at"
     if running != p.digest:
-        return "no longer runs on this host"
+        return "not running healthy on this host"
     return None
 
 
