@@ -119,9 +119,9 @@ def test_a_good_build_is_promoted_and_followed_a_bad_one_never_leaves_the_canary
             mark = AccessLog()
             wait_until(lambda: stable(canary) == v2.digest, timeout=60, what="stable -> v2")
             puts = [r for r in mark.served(canary.repo) if r[0] == "PUT"]
-            for f in followers:
-                wait_until(lambda f=f: f.running_digest() == v2.digest, timeout=30,
-                           what=f"{f.name} runs v2")
+            for f in followers:  # running v2, its deploy recorded
+                wait_until(lambda f=f: f.running_digest() == v2.digest and f.history(),
+                           timeout=30, what=f"{f.name} runs v2")
             deployed, promoted = canary.history()[1], canary.history()[0]
             assert (deployed["outcome"], deployed["to_digest"]) == ("deployed", v2.digest)
             assert (promoted["outcome"], promoted["to_digest"], promoted["from_digest"]) == (
@@ -193,3 +193,8 @@ def test_kill_9_during_promotion_leaves_the_old_or_new_digest_and_a_restart_fini
     shown = site.status()["promotion"]
     assert (shown["step"], shown["build"]["digest"], shown["tag"]) == (
         "promoted", v2.digest, "stable")
+    back = site.cli("promote", v1.sha_tag)  # the operator moves the fleet back: older is ok
+    assert back.returncode == 0 and back.stdout.startswith("promoted: stable -> "), back
+    assert stable(site) == v1.digest
+    assert site.history()[0]["trigger"] == "cli"
+    assert site.cli("promote", "not a tag").returncode == 2
