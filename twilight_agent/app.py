@@ -98,12 +98,13 @@ def build_agent(settings: Settings, sinks: list[EventSink] | None = None, *,
     reg = registry if registry is not None else build_registry(settings, platform=rt.platform)
     target, events = build_target(settings, rt), EventBus(sinks or [])
     st = store if store is not None else build_store(settings)
+    promoter = build_promoter(settings, st, target, events, rt.platform, wall)
     return Agent(
         settings, reg, target, rt, health or build_health(settings, rt, clock, tunables),
         st, events, lock=lock or DeployLock(settings.state_dir), clock=clock,
         tunables=tunables, auth=lambda: registry_auth(settings),
-        closers=_closers(reg, rt, health), signatures=signatures or build_verifier(settings, reg),
-        promoter=build_promoter(settings, st, target, events, rt.platform, wall),
+        closers=_closers(reg, rt, health, promoter),
+        signatures=signatures or build_verifier(settings, reg), promoter=promoter,
         **({"wall": wall} if wall is not None else {}))
 
 
@@ -158,7 +159,8 @@ def build_target(settings: Settings, runtime: Any) -> ContainerTarget:
 
 
 def _closers(*parts: object) -> tuple[Any, ...]:
-    """The ``close`` of every part that holds a connection (registry, engine, probe)."""
+    """The ``close`` of every part that holds a connection (registry, engine, probe, the
+    promoter's registry writer)."""
     return tuple(c for c in (getattr(p, "close", None) for p in parts) if callable(c))
 
 

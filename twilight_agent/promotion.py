@@ -67,6 +67,11 @@ class Promoter:
         self._wall = wall
         self._failing: str | None = None
 
+    def close(self) -> None:
+        close = getattr(self._pusher, "close", None)
+        if callable(close):
+            close()
+
     @property
     def pusher(self) -> PusherPort:
         if self._pusher is None:
@@ -118,9 +123,10 @@ class Promoter:
     # -- the operator's part ----------------------------------------------------------
     def force(self, release: Release) -> Promotion:
         """``twilight-agent promote TAG``: point the tag at ``release`` now, whatever its
-        age, order or quarantine; a waiting promotion of another build is dropped."""
+        age, order or quarantine; a waiting or unfinished promotion of another build is
+        dropped, so it cannot move the tag away from the operator's choice."""
         self.promotions.drop_waiting(f"an operator promoted {release.label}",
-                                     keep=release.digest)
+                                     keep=release.digest, in_flight=True)
         p = self.promotions.put(Promotion(
             id=f"promote-{new_deploy_id()}", digest=str(release.digest), tag=release.tag,
             to_tag=self.config.to_tag, due=self._wall(), step=WAITING, forced=True))

@@ -308,3 +308,15 @@ def test_an_unhealthy_build_is_not_promoted(bed: Bed) -> None:
     p = bed.promoter().tick()
     assert p is not None and (p.step, p.reason) == ("dropped", "not running healthy on this host")
     assert bed.pusher.puts == []
+
+
+def test_an_operator_promotion_drops_an_unfinished_one(bed: Bed) -> None:
+    bed.promoter().tick()
+    bed.now = T0 + 61
+    bed.pusher.down = True
+    bed.promoter().tick()  # left at "promoting" for sha-0000002
+    bed.pusher.down = False
+    assert bed.promoter().force(release(1)).step == "promoted"
+    assert bed.pusher.stable == digest(1)
+    assert bed.promoter().tick().step == "dropped"  # type: ignore[union-attr]
+    assert bed.pusher.stable == digest(1)  # the operator's choice stays

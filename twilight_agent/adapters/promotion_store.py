@@ -64,13 +64,15 @@ class PromotionStore:
             db.execute("UPDATE promotion SET step = ?, reason = ?, at = ? WHERE id = ?",
                        (step, reason[:300], utcnow(), p.id))
 
-    def drop_waiting(self, reason: str, keep: str | None = None) -> None:
-        """Every waiting promotion except ``keep``'s is dropped (another build runs now, or
-        an operator chose the tag's build)."""
+    def drop_waiting(self, reason: str, keep: str | None = None,
+                     in_flight: bool = False) -> None:
+        """Every waiting promotion except ``keep``'s is dropped (another build runs now);
+        ``in_flight``: unfinished ones too (an operator chose the tag's build)."""
+        steps = (WAITING, PROMOTING if in_flight else WAITING)
         with self.store.transaction() as db:
             db.execute("UPDATE promotion SET step = ?, reason = ?, at = ? "
-                       "WHERE step = ? AND digest != ?",
-                       (DROPPED, reason[:300], utcnow(), WAITING, keep or ""))
+                       "WHERE step IN (?, ?) AND digest != ?",
+                       (DROPPED, reason[:300], utcnow(), *steps, keep or ""))
 
     def finish(self, p: Promotion, row: dict[str, Any]) -> None:
         """The history row and the ``promoted`` step, in one transaction."""
