@@ -46,8 +46,10 @@ class Pusher:
         self.puts: list[tuple[str, Digest]] = []
         self.down = False
         self.labels: dict[str, str] = {}
+        self.heads = 0
 
     def tag_digest(self, tag: str) -> Digest | None:
+        self.heads += 1
         if self.down:
             raise RegistryUnavailable("HEAD manifest stable: HTTP 503 after 4 attempts")
         return self.stable
@@ -109,7 +111,7 @@ def test_the_wait_is_recorded_once_and_survives_a_restart(bed: Bed) -> None:
     assert p is not None and (p.step, p.due) == ("waiting", T0 + 60)
     bed.now = T0 + 59
     assert bed.promoter().tick().step == "waiting"  # type: ignore[union-attr]
-    assert bed.pusher.puts == []  # nothing asked of the registry while waiting
+    assert (bed.pusher.heads, bed.pusher.puts) == (0, [])  # no request while it waits
     bed.now = T0 + 60
     done = bed.promoter().tick()
     assert done is not None and done.step == "promoted"
