@@ -30,6 +30,7 @@ from twilight_agent.core.models import Digest, Release, Tag
 from twilight_agent.core.outcomes import CycleReport, Outcome
 from twilight_agent.core.policy import Decision, Facts, Verdict
 from twilight_agent.core.ports import HealthPort, ImagePort, RegistryPort, Snapshot, TargetPort
+from twilight_agent.core.promotion import Promotion
 from twilight_agent.core.signatures import SignaturePort
 from twilight_agent.core.tunables import DEFAULT, Tunables
 from twilight_agent.core.windows import age_left, is_open, next_opening
@@ -44,6 +45,7 @@ from twilight_agent.errors import (
 )
 from twilight_agent.logs import get_logger
 from twilight_agent.observe import observe_target
+from twilight_agent.promotion import Promoter
 from twilight_agent.recovery import recover
 from twilight_agent.refusal import refuse_untrusted
 from twilight_agent.runner import Runner
@@ -66,13 +68,15 @@ class Agent:
                  auth: Callable[[], Mapping[str, str] | None] | None = None,
                  closers: tuple[Callable[[], None], ...] = (),
                  wall: Callable[[], dt.datetime] = utc_now,
-                 signatures: SignaturePort | None = None) -> None:
+                 signatures: SignaturePort | None = None,
+                 promoter: Promoter | None = None) -> None:
         self.settings = settings
         self.registry = registry
         self.target = target
         self.store = store
         self.events = events
         self.signatures = signatures  # None: signatures are not checked
+        self.promoter = promoter  # None: this host promotes nothing (TWILIGHT_PROMOTE_TO)
         self.clock = clock
         self._lock = lock
         self._stop = threading.Event()
@@ -148,7 +152,16 @@ class Agent:
     def status(self) -> dict[str, Any]:
         """Current/previous release, pin, quarantine, phase, last result, halted flag."""
         return {**status_view.status(self.store, self.settings, self._live_current),
-                "next_window": self.next_window()}
+                "next_window": self.next_window(),
+                "promotion": self.promoter.pending() if self.promoter else None}
+
+    def promote(self, tag: str) -> Promotion:
+        """``twilight-agent promote TAG``: point the promote tag at TAG's build now."""
+        if self.promoter is None:
+            raise InvalidInput("TWILIGHT_PROMOTE_TO is not set: this host promotes nothing")
+        checked = self._gate(tag)
+        with self._lock:
+            return self.promoter.force(self.registry.resolve_tag(checked))
 
     def status_line(self) -> str:
         return status_view.status_line(self.store, self.settings)
@@ -297,6 +310,8 @@ class Agent:
                 self._recover_locked()
                 pin = self._gate(self.settings.pin) if self.settings.pin else None
                 report = self._deploy_locked(pin, "poll", explicit=False)
+                if self.promoter is not None:
+                    self.promoter.tick()
         except LockBusy as exc:
             report = self._report(Outcome.BUSY, reason=str(exc))
         except RegistryError as exc:

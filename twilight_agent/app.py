@@ -18,6 +18,7 @@ from twilight_agent.adapters.sinks import EventBus
 from twilight_agent.agent import Agent
 from twilight_agent.core.clock import SYSTEM, Clock
 from twilight_agent.core.tunables import DEFAULT, Tunables
+from twilight_agent.errors import ConfigError
 from twilight_agent.settings import Settings
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
         TargetPort,
     )
     from twilight_agent.core.signatures import SignaturePort
+    from twilight_agent.promotion import Promoter
 
 
 def build_registry(settings: Settings, platform: Any = ("linux", "amd64"),
@@ -102,15 +104,43 @@ def build_agent(settings: Settings, sinks: list[EventSink] | None = None, *,
     """
     rt: Any = runtime if runtime is not None else build_runtime(settings)
     reg = registry if registry is not None else build_registry(settings, platform=rt.platform)
-    target = build_target(settings, rt, clock)
+    target, events = build_target(settings, rt, clock), EventBus(sinks or [])
+    st = store if store is not None else build_store(settings)
+    promoter = build_promoter(settings, st, target, events, rt.platform, wall)
     return Agent(
-        settings, reg, target,
-        rt, health or build_health(settings, target, clock, tunables),
-        store if store is not None else build_store(settings), EventBus(sinks or []),
-        lock=lock or DeployLock(settings.state_dir), clock=clock, tunables=tunables,
-        auth=lambda: registry_auth(settings), closers=_closers(reg, rt, health),
-        signatures=signatures or build_verifier(settings, reg),
+        settings, reg, target, rt, health or build_health(settings, target, clock, tunables),
+        st, events, lock=lock or DeployLock(settings.state_dir), clock=clock,
+        tunables=tunables, auth=lambda: registry_auth(settings),
+        closers=_closers(reg, rt, health, promoter),
+        signatures=signatures or build_verifier(settings, reg), promoter=promoter,
         **({"wall": wall} if wall is not None else {}))
+
+
+def build_promoter(settings: Settings, store: Any, target: Any, events: EventBus,
+                   platform: Any, wall: Callable[[], dt.datetime] | None = None,
+                   ) -> Promoter | None:
+    """The canary's promoter (``TWILIGHT_PROMOTE_TO``); None when this host promotes
+    nothing. Its registry client, with the push token, is built on first use."""
+    if not settings.promote_to:
+        return None
+    from twilight_agent.promotion import PromoteConfig, Promoter
+
+    def pusher() -> Any:
+        from twilight_agent.adapters.credentials import Credentials
+        from twilight_agent.adapters.registry_push import TagPusher
+
+        token = settings.promote_password()
+        if token is None:
+            raise ConfigError("the promote token is gone: TWILIGHT_PROMOTE_PASSWORD_FILE or "
+                              "the systemd credential promote-token")
+        creds = Credentials(settings.registry_username, token, "promote token",
+                            settings.auth_hosts)
+        return TagPusher(settings.registry_base, settings.image_ref.repository, creds,
+                         tag_pattern=settings.tag_pattern, platform=platform)
+
+    clock = wall or (lambda: dt.datetime.now(dt.timezone.utc))
+    return Promoter(PromoteConfig(settings.promote_to, settings.promote_after), store,
+                    target, events, pusher, lambda: clock().timestamp())
 
 
 def build_verifier(settings: Settings, registry: Any) -> SignaturePort | None:
@@ -148,7 +178,8 @@ def build_target(settings: Settings, runtime: Any, clock: Clock = SYSTEM) -> Tar
 
 
 def _closers(*parts: object) -> tuple[Any, ...]:
-    """The ``close`` of every part that holds a connection (registry, engine, probe)."""
+    """The ``close`` of every part that holds a connection (registry, engine, probe, the
+    promoter's registry writer)."""
     return tuple(c for c in (getattr(p, "close", None) for p in parts) if callable(c))
 
 

@@ -51,6 +51,9 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "unquarantine": ("deploy", "cmd_unquarantine", "allow a quarantined digest again",
                      "twilight-agent unquarantine sha-1a2b3c4\n"
                      "  twilight-agent unquarantine sha256:<64 hex>"),
+    "promote": ("promote", "cmd_promote", "point TWILIGHT_PROMOTE_TO at TAG's build now "
+                "(operator override: no age, order or quarantine rule)",
+                "twilight-agent promote sha-1a2b3c4"),
     "pin": ("service", "cmd_pin", "pin a tag (writes the config, reloads the daemon)",
             "twilight-agent pin v1.4.2"),
     "unpin": ("service", "cmd_unpin", "follow the track again (writes the config, reloads)",
@@ -83,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("tag", nargs="?", help="tag to deploy (default: newest on track)")
             sp.add_argument("--now", action="store_true",
                             help="deploy outside the deploy windows (TWILIGHT_DEPLOY_WINDOW)")
-        if name == "pin":
-            sp.add_argument("tag", help="tag to pin")
+        if name in ("pin", "promote"):
+            sp.add_argument("tag", help=f"tag to {name}")
         if name == "history":
             sp.add_argument("-n", type=int, default=20, metavar="N", help="rows (default 20)")
         if name == "unquarantine":

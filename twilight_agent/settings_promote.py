@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import BaseModel, BeforeValidator, Field, SecretStr, model_validator
 
+from twilight_agent.adapters.secret_file import read_token
 from twilight_agent.core.durations import parse_duration
+from twilight_agent.core.policy import DEFAULT_TAG_PATTERN, check_tag
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+PROMOTE_CREDENTIAL = "promote-token"
+MAX_PROMOTE_AFTER = 30 * 86400.0
 
 
 class PromoteFields(BaseModel):
@@ -26,3 +30,36 @@ class PromoteFields(BaseModel):
                                                "token that may push (or the systemd "
                                                "credential `promote-token`), used only to "
                                                "promote.")
+
+    @model_validator(mode="after")
+    def _check_promote(self) -> Any:
+        """A promote tag passes the tag gate, is not the track, and comes with a user and
+        a push token: a mistake is exit 2 at load, not a failed promotion hours later."""
+        if self.promote_after < 0 or self.promote_after > MAX_PROMOTE_AFTER:
+            raise ValueError("TWILIGHT_PROMOTE_AFTER must be >= 0 and at most 30 days")
+        if not self.promote_to:
+            return self
+        try:
+            check_tag(self.promote_to, getattr(self, "tag_pattern", DEFAULT_TAG_PATTERN))
+        except ValueError as exc:
+            raise ValueError(f"TWILIGHT_PROMOTE_TO: {exc}") from None
+        if self.promote_to == getattr(self, "track", None):
+            raise ValueError("TWILIGHT_PROMOTE_TO must differ from TWILIGHT_TRACK")
+        if not getattr(self, "registry_username", ""):
+            raise ValueError("TWILIGHT_PROMOTE_TO needs TWILIGHT_REGISTRY_USERNAME (the user "
+                             "of the push token)")
+        if self.promote_password() is None:
+            raise ValueError("TWILIGHT_PROMOTE_TO needs a token that may push: "
+                             "TWILIGHT_PROMOTE_PASSWORD_FILE or the systemd credential "
+                             f"{PROMOTE_CREDENTIAL}")
+        return self
+
+    def promote_password(self) -> SecretStr | None:
+        """The push token: the systemd credential first, then the password file."""
+        candidates = []
+        creds = getattr(self, "credentials_directory", None)
+        if creds:
+            candidates.append(Path(creds) / PROMOTE_CREDENTIAL)
+        if self.promote_password_file:
+            candidates.append(self.promote_password_file)
+        return read_token(candidates, "promote token")

@@ -177,14 +177,15 @@ class RegistrySession:
 
     # ----------------------------------------------------------------------- public
     def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
-                authed: bool = True, what: str = "") -> Reply:
+                authed: bool = True, what: str = "", content: bytes | None = None) -> Reply:
         """Send with auth (registry origin only) and retries; any status comes back except
         401/403 (``RegistryAuthError``) and exhausted 429/5xx (``RegistryUnavailable``)."""
         what = printable(what or f"{method} {httpx.URL(url).path}", 120)
         authed = authed and _origin(url) == _origin(self.base)
         with self.operation():
             reply = self._retrying(
-                lambda: self._exchange(method, url, dict(headers or {}), authed), what)
+                lambda: self._exchange(method, url, dict(headers or {}), authed, content),
+                what)
         if reply.status in (401, 403):
             raise RegistryAuthError(f"{what}: the registry refused access to {self.scope} "
                                     f"(HTTP {reply.status}){self._who()}")
@@ -207,21 +208,24 @@ class RegistrySession:
             return None
         return f"Bearer {token.value}"
 
-    def _exchange(self, method: str, url: str, headers: dict[str, str], authed: bool) -> Reply:
+    def _exchange(self, method: str, url: str, headers: dict[str, str], authed: bool,
+                  content: bytes | None = None) -> Reply:
         if not authed:
-            return self._send(method, url, headers)
+            return self._send(method, url, headers, content)
         auth = self._authorization()
         if auth is None and self._challenge is not None:  # expired: renew before asking
             self._authenticate(self._challenge)
             auth = self._authorization()
-        reply = self._send(method, url, {**headers, **({"Authorization": auth} if auth else {})})
+        reply = self._send(method, url, {**headers, **({"Authorization": auth} if auth else {})},
+                           content)
         if reply.status != 401:
             return reply
         self._tokens.pop(self.scope, None)
         self._challenge = parse_challenge(reply.headers.get("www-authenticate", ""))
         self._authenticate(self._challenge)
         auth = self._authorization()
-        return self._send(method, url, {**headers, **({"Authorization": auth} if auth else {})})
+        return self._send(method, url, {**headers, **({"Authorization": auth} if auth else {})},
+                          content)
 
     def _authenticate(self, challenge: Challenge) -> None:
         if challenge.scheme == "basic" and self._creds is not None:
@@ -300,10 +304,11 @@ class RegistrySession:
         return _Token(value.strip(), expires_at)
 
     # ----------------------------------------------------------------------- transport
-    def _send(self, method: str, url: str, headers: Mapping[str, str]) -> Reply:
+    def _send(self, method: str, url: str, headers: Mapping[str, str],
+              content: bytes | None = None) -> Reply:
         self._check_deadline(f"{method} {printable(httpx.URL(url).path, 80)}")
         try:
-            request = self._client.build_request(method, url, headers=headers,
+            request = self._client.build_request(method, url, headers=headers, content=content,
                                                  timeout=self._request_timeout())
             response = self._client.send(request, stream=True)
             try:

@@ -7,6 +7,9 @@
 - ``history``: one row per finished deploy.
 - ``quarantine``: digests that failed and are never deployed automatically.
 - ``meta``: small JSON values (current/previous release, halted flag, last result).
+- ``seen``: when the track first pointed at a digest (``TWILIGHT_MIN_AGE``).
+- ``promotion``: one row per digest on its way to ``TWILIGHT_PROMOTE_TO``
+  (``adapters/promotion_store.py``, steps in ``core/promotion.py``).
 
 Each call opens its own connection, so threads can share one ``Store``. The directory is
 created 0700 and the database files are 0600. A file that is not a database (damaged,
@@ -57,6 +60,10 @@ CREATE TABLE IF NOT EXISTS quarantine (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS seen (
     digest TEXT PRIMARY KEY, tag TEXT, first_seen REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS promotion (
+    id TEXT PRIMARY KEY, digest TEXT NOT NULL UNIQUE, tag TEXT NOT NULL,
+    to_tag TEXT NOT NULL, due REAL NOT NULL, step TEXT NOT NULL,
+    forced INTEGER NOT NULL DEFAULT 0, reason TEXT NOT NULL DEFAULT '', at TEXT NOT NULL);
 """
 
 _NO_META = Meta()
@@ -163,6 +170,10 @@ class Store:
                     self._init()
         return sqlite3.connect(self.path, timeout=10)
 
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """One sqlite transaction, for the tables other modules keep (``promotion``)."""
+        return self._db()
+
     @contextlib.contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
         db = self._connect()
@@ -255,10 +266,11 @@ class Store:
             db.execute("DELETE FROM journal WHERE deploy_id = ?", (row["id"],))
 
     def outcome_counts(self) -> dict[str, tuple[int, str]]:
-        """``{outcome: (finished deploys, when the last one finished)}`` over all history."""
+        """``{outcome: (finished deploys, when the last one finished)}`` over all history
+        (promotions, phase ``PROMOTE``, are not deploys)."""
         with self._db() as db:
             rows = db.execute("SELECT outcome, COUNT(*), MAX(finished) FROM history "
-                              "GROUP BY outcome").fetchall()
+                              "WHERE phase != 'PROMOTE' GROUP BY outcome").fetchall()
         return {str(r[0]): (int(r[1]), str(r[2] or "")) for r in rows}
 
     def history(self, n: int = 20) -> list[dict[str, Any]]:

@@ -134,11 +134,20 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
             ("quarantined", str(len(st["quarantined"])))]
     if st.get("next_window"):
         rows.insert(3, ("window", f"closed; the next deploy window opens {st['next_window']}"))
+    if st.get("promotion"):
+        rows.insert(3, ("promotion", _promotion_text(st["promotion"])))
     rows += [("", f"{q['tag'] or '?'} {q['digest'][:19]}: {q['reason']}")
              for q in st["quarantined"]]
     for key, value in rows:
         print(f"{key:<12} {value}")
     return 0
+
+
+def _promotion_text(p: dict[str, Any]) -> str:
+    text = f"{p['tag']} <- {_release(p['build'])}: {p['step']}"
+    if p.get("left_s") is not None:
+        return f"{text}, due {p['due']} ({int(p['left_s'])}s left)"
+    return text + (f" ({p['reason']})" if p.get("reason") else "")
 
 
 def _watch_text(w: dict[str, Any]) -> str:

@@ -176,8 +176,29 @@ class Started:
         return {"totals": self.totals.as_dict()}
 
 
+@dataclass(frozen=True)
+class Promoted:
+    """A promotion ended: the promote tag now points at ``digest`` (``step`` promoted), or
+    the build was not promoted (``step`` dropped, ``reason`` says why)."""
+
+    name: ClassVar[str] = "promotion"
+    promotion_id: str
+    to_tag: str
+    build: Release
+    step: str
+    previous: str | None  # the digest the promote tag pointed at before
+    trigger: str
+    reason: str = ""
+
+    def fields(self) -> dict[str, object]:
+        return {"deploy_id": self.promotion_id, "phase": "PROMOTE", "outcome": self.step,
+                "to": self.build.label, "digest": str(self.build.digest),
+                "tag": self.to_tag, "previous_digest": self.previous,
+                "trigger": self.trigger, "reason": self.reason}
+
+
 Event = (PhaseChanged | DeployFinished | Quarantined | HaltedAlert | TaskFinished
-         | Recovering | Polled | RegistryFailed | Started)
+         | Recovering | Polled | RegistryFailed | Started | Promoted)
 # Events the audit log writes; the others only reach the sinks (counted, not logged).
 LOGGED: tuple[type, ...] = (PhaseChanged, DeployFinished, Quarantined, HaltedAlert,
-                            TaskFinished, Recovering, RegistryFailed)
+                            TaskFinished, Recovering, RegistryFailed, Promoted)
