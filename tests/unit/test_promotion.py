@@ -205,7 +205,6 @@ def test_order_by_created(a: str | None, b: str, order: Order) -> None:
 
 def _settings(tmp_path: Path, **over: Any) -> Settings:
     env = {"TWILIGHT_IMAGE": "ghcr.io/acme/app", "TWILIGHT_CONTAINER": "app",
-           "TWILIGHT_TAG_PATTERN": r"^(sha-[0-9a-f]{7}|main|stable)$",
            "TWILIGHT_STATE_DIR": str(tmp_path / "s"), **over}
     cfg = tmp_path / "agent.env"
     cfg.write_text("".join(f"{k}={v}\n" for k, v in env.items()))

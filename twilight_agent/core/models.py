@@ -12,7 +12,7 @@ _REPO_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 _HOST_RE = re.compile(r"(?:[a-zA-Z0-9-]+\.)*[a-zA-Z0-9-]+(?::[0-9]{1,5})?")
 # The OCI distribution spec's own limit on tags; anything outside is never sent anywhere.
 _OCI_TAG = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
-DEFAULT_TAG_PATTERN = r"^(sha-[0-9a-f]{7}|latest|main|v[0-9]+\.[0-9]+\.[0-9]+)$"
+DEFAULT_TAG_PATTERN = r"^(sha-[0-9a-f]{7}|latest|main|stable|v[0-9]+\.[0-9]+\.[0-9]+)$"
 
 
 class Digest(str):
