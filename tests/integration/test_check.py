@@ -62,7 +62,8 @@ def run_check(capsys, target: Target, *extra: str, json_out: bool = True) -> tup
 def test_up_to_date_then_a_new_build_would_be_deployed(bed, repo, target, capsys) -> None:
     code, report = run_check(capsys, target)
     assert (code, report["decision"]) == (0, "up_to_date")
-    assert report["running"] == {"container": target.name, "tag": target.image.sha_tag,
+    assert report["running"] == {"container": target.name, "kind": "container",
+                                 "tag": target.image.sha_tag,
                                  "digest": target.image.digest}
     v2 = bed.push(repo, version="v2")
     code, report = run_check(capsys, target)

@@ -63,6 +63,7 @@ def test_good_build_rolls_out_and_bad_builds_are_rolled_back(
     assert p.returncode == 0 and "quarantined" in p.stdout + p.stderr, (p.stdout, p.stderr)
     assert site.version() == version, "the service was updated again"
     check = site.cli("check")
+    assert f"(service {site.name})" in check.stdout, check.stdout
     assert check.returncode == 0 and "quarantined" in check.stdout, check.stdout
 
     p = site.cli("rollback")  # to the previous good digest from the agent's history

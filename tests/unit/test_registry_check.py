@@ -50,7 +50,8 @@ def test_newer_build_on_the_track_would_be_deployed(tmp_path: Path) -> None:
     bed = Bed(tmp_path)
     report = bed.gather()
     assert (report.decision, report.exit_code, report.errors) == ("deploy", 0, [])
-    assert report.running == {"container": "app", "tag": OLD.tag, "digest": OLD.digest}
+    assert report.running == {"container": "app", "kind": "container", "tag": OLD.tag,
+                              "digest": OLD.digest}
     assert report.candidate["tag"] == NEW.tag and report.candidate["source"] == "track"
     assert bed.registry.calls == ["head", "resolve_track"]
 

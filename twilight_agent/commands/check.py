@@ -74,7 +74,7 @@ def _gather(agent: Agent, settings: Settings) -> CheckReport:
     except RegistryError as exc:
         errors.insert(0, f"registry: {exc}")
         codes.insert(0, exc.exit_code)
-        return CheckReport(_running_dict(snap), None, REGISTRY_UNREACHABLE,
+        return CheckReport(_running_dict(snap, settings), None, REGISTRY_UNREACHABLE,
                            "the registry gave no answer; nothing would change", errors,
                            codes[0])
     c = decision.candidate
@@ -82,7 +82,7 @@ def _gather(agent: Agent, settings: Settings) -> CheckReport:
                  "tag": c.tag, "digest": str(c.digest), "revision": c.revision,
                  "created": c.created}
     signature = _signature(agent, decision, errors, codes)
-    return CheckReport(_running_dict(snap), candidate, decision.verdict.value,
+    return CheckReport(_running_dict(snap, settings), candidate, decision.verdict.value,
                        decision.reason, errors, codes[0] if codes else 0,
                        agent.next_window(), signature)
 
@@ -113,8 +113,13 @@ def _running(agent: Agent, errors: list[str], codes: list[int]) -> Snapshot | No
         return None
 
 
-def _running_dict(snap: Snapshot | None) -> dict[str, Any] | None:
-    return {"container": snap.name, "tag": snap.tag, "digest": snap.digest} if snap else None
+def _running_dict(snap: Snapshot | None, settings: Settings) -> dict[str, Any] | None:
+    """What runs; ``container`` is the target's name (a swarm service's too: the JSON
+    contract), ``kind`` says which."""
+    if snap is None:
+        return None
+    kind = "service" if settings.swarm_service else "container"
+    return {"container": snap.name, "kind": kind, "tag": snap.tag, "digest": snap.digest}
 
 
 def render(report: CheckReport) -> str:
@@ -123,7 +128,8 @@ def render(report: CheckReport) -> str:
     cand = report.candidate
     lines = [
         "running:   " + (f"{run['tag'] or '-'}  {run['digest'] or 'digest unknown'}  "
-                         f"(container {run['container']})" if run else "unknown"),
+                         f"({run.get('kind', 'container')} {run['container']})"
+                         if run else "unknown"),
         "candidate: " + (f"{cand['tag']}  {cand['digest']}  ({_origin(cand)})"
                          if cand else "unknown"),
         f"decision:  {report.decision.replace('_', ' ')}: {report.reason}",
