@@ -13,6 +13,8 @@ STAMP=$PREFIX/installed-from
 CONF_DIR=/etc/twilight-agent
 CONF=$CONF_DIR/agent.env
 TOKEN=$CONF_DIR/registry-token
+PROMOTE_TOKEN=$CONF_DIR/promote-token
+PROMOTE_TOKEN_FILE=""
 STATE_DIR=/var/lib/twilight-agent
 UNIT_DEST=/etc/systemd/system/$NAME.service
 SERVICE=$NAME  # the unit systemctl acts on: twilight-agent, or twilight-agent@NAME
@@ -30,7 +32,8 @@ REQUIREMENTS=$HERE/requirements.txt  # every dependency pinned with its sha256 h
 
 usage() {
   cat <<EOF
-Usage: install.sh [SOURCE] [--instance NAME] [--token-file FILE]
+Usage: install.sh [SOURCE] [--instance NAME] [--token-file FILE] [--env-file PATH]
+                  [--promote-token-file FILE]
        install.sh --uninstall [--instance NAME]
        install.sh --help
 
@@ -65,6 +68,10 @@ Options:
   --env-file PATH    the compose .env the agent rewrites (TWILIGHT_ENV_FILE): the file
                      and its directory get group $USER_NAME with write access, and
                      a unit drop-in ReadWritePaths= lets the hardened unit write there
+  --promote-token-file FILE
+                     a canary host (TWILIGHT_PROMOTE_TO): a registry token that may push,
+                     as $PROMOTE_TOKEN (root, 0600), handed to the agent as the
+                     credential 'promote-token' by a unit drop-in LoadCredential=
   --uninstall        stop and disable the service; remove the unit, $PREFIX, $LINK
                      and the user. Keeps $CONF_DIR (config and token) and
                      $STATE_DIR (history, quarantine). With --instance: stop and
@@ -380,6 +387,7 @@ use_instance() {
   SERVICE=$NAME@$1
   CONF=$CONF_DIR/$1.env
   TOKEN=$CONF_DIR/$1.registry-token
+  PROMOTE_TOKEN=$CONF_DIR/$1.promote-token
   STATE_DIR=$STATE_DIR/$1
   UNIT_SRC=$REPO/systemd/$NAME@.service
   UNIT_DEST=/etc/systemd/system/$NAME@.service
@@ -417,6 +425,30 @@ step_env_file() {
   fi
 }
 
+# step_promote_token: a canary's push token, as the credential promote-token. Not in the
+# unit itself: systemd refuses to start a unit whose credential file is missing, and most
+# hosts are not canaries.
+step_promote_token() {
+  [ -n "$PROMOTE_TOKEN_FILE" ] || return 0
+  local dropin
+  if put_file "$PROMOTE_TOKEN_FILE" "$PROMOTE_TOKEN" 0600 root root \
+      "promote token $PROMOTE_TOKEN"; then
+    RESTART=1
+  fi
+  dropin=$(mktemp)
+  WORK_DIR=$dropin
+  printf '# install.sh --promote-token-file: the push token of a canary host\n[Service]\nLoadCredential=promote-token:%s\n' \
+    "$PROMOTE_TOKEN" >"$dropin"
+  install -d -m 0755 "/etc/systemd/system/$SERVICE.service.d"
+  if put_file "$dropin" "/etc/systemd/system/$SERVICE.service.d/promote-token.conf" 0644 \
+      root root "drop-in LoadCredential=promote-token"; then
+    UNIT_CHANGED=1
+    RESTART=1
+  fi
+  rm -f "$dropin"
+  WORK_DIR=""
+}
+
 # -- main ---------------------------------------------------------------------------------
 main() {
   local source="" token_file="" mode=install
@@ -436,6 +468,10 @@ main() {
         [ $# -ge 2 ] || die "--env-file needs a PATH"
         ENV_FILE=$2; shift ;;
       --env-file=*) ENV_FILE=${1#*=} ;;
+      --promote-token-file)
+        [ $# -ge 2 ] || die "--promote-token-file needs a FILE"
+        PROMOTE_TOKEN_FILE=$2; shift ;;
+      --promote-token-file=*) PROMOTE_TOKEN_FILE=${1#*=} ;;
       -*) die "unknown option $1 (see --help)" ;;
       *) [ -z "$source" ] || die "one SOURCE only (see --help)"; source=$1 ;;
     esac
@@ -456,6 +492,12 @@ main() {
       fi
       [ -s "$token_file" ] || die "token file $token_file is empty"
     fi
+    if [ -n "$PROMOTE_TOKEN_FILE" ]; then
+      if [ ! -f "$PROMOTE_TOKEN_FILE" ] || [ ! -r "$PROMOTE_TOKEN_FILE" ]; then
+        die "cannot read promote token file $PROMOTE_TOKEN_FILE"
+      fi
+      [ -s "$PROMOTE_TOKEN_FILE" ] || die "promote token file $PROMOTE_TOKEN_FILE is empty"
+    fi
     [ -n "$source" ] || source=$REPO
     if [ -d "$source" ]; then
       source=$(cd "$source" && pwd)
@@ -473,6 +515,7 @@ main() {
     step_token "$token_file"
     step_unit
     step_env_file
+    step_promote_token
     step_systemd
   fi
   if [ "$CHANGES" = 0 ]; then

@@ -183,7 +183,8 @@ def install(m: Machine, wheelhouse: Path, config: dict[str, str], instance: str 
     conf = f"/etc/twilight-agent/{instance}.env" if instance else CONFIG
     files[conf] = (render_config(config).encode(), 0o644)
     dropin = "twilight-agent@.service" if instance else UNIT
-    files[f"/etc/systemd/system/{dropin}.d/e2e.conf"] = (E2E_DROPIN.encode(), 0o644)
+    # named to sort last: it also empties what install.sh's own drop-ins load
+    files[f"/etc/systemd/system/{dropin}.d/zz-e2e.conf"] = (E2E_DROPIN.encode(), 0o644)
     m.put(files)
     args = ("--instance", instance) if instance else ()
     code, out = m.run(install_command(wheelhouse, *args), env=OFFLINE)

@@ -39,7 +39,8 @@ def test_help_describes_install_and_uninstall() -> None:
     result = run("bash", str(SCRIPT), "--help")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for words in ("--token-file", "--uninstall", "/etc/twilight-agent/agent.env",
+    for words in ("--token-file", "--promote-token-file", "--uninstall",
+                  "/etc/twilight-agent/agent.env",
                   "/opt/twilight-agent/venv", "enable --now", "never overwritten",
                   "Keeps /etc/twilight-agent", "/var/lib/twilight-agent", "0600"):
         assert words in out, words
@@ -61,3 +62,13 @@ def test_missing_token_file_is_refused() -> None:
     assert result.returncode == 2
     assert "cannot read token file /nonexistent/token" in result.stderr
     assert result.stdout == ""  # refused before the first step
+
+
+def test_missing_promote_token_file_is_refused() -> None:
+    result = run("bash", str(SCRIPT), "--promote-token-file", "/nonexistent/push")
+    if os.getuid() != 0:
+        assert result.returncode == 2 and "run as root" in result.stderr
+        return
+    assert result.returncode == 2
+    assert "cannot read promote token file /nonexistent/push" in result.stderr
+    assert result.stdout == ""
