@@ -78,7 +78,7 @@ class HttpRegistry:
                  platform: tuple[str, ...] | str | Callable[[], tuple[str, ...]] = (
                      "linux", "amd64"),
                  page_size: int = 1000, max_pages: int = 100, max_candidates: int = 2000,
-                 max_tags: int = 50_000, **session: Any) -> None:
+                 max_tags: int = 50_000, scope: str = "", **session: Any) -> None:
         self.repository = repository
         self.name = f"{httpx.URL(base_url).netloc.decode()}/{repository}"
         # The engine's os/arch; a callable asks the engine on first use (cheap constructor).
@@ -88,7 +88,8 @@ class HttpRegistry:
         self._page_size, self._max_pages = page_size, max_pages
         self._max_candidates, self._max_tags = max_candidates, max_tags
         self._v2 = f"{base_url.rstrip('/')}/v2/{repository}"
-        self._http = RegistrySession(base_url, pull_scope(repository), credentials, **session)
+        self._http = RegistrySession(base_url, scope or pull_scope(repository), credentials,
+                                     **session)
 
     @property
     def platform(self) -> Platform:

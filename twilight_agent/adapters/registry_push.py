@@ -14,7 +14,6 @@ from typing import Any
 
 from twilight_agent.adapters.credentials import Credentials
 from twilight_agent.adapters.registry import HttpRegistry, _digest
-from twilight_agent.adapters.registry_auth import RegistrySession
 from twilight_agent.core.models import Digest
 from twilight_agent.core.registry_rules import ACCEPT, MANIFEST_TYPES, sha256_digest
 from twilight_agent.errors import ManifestNotFound, RegistryProtocolError
@@ -29,11 +28,8 @@ class TagPusher(HttpRegistry):
 
     def __init__(self, base_url: str, repository: str, credentials: Credentials, *,
                  session: dict[str, Any] | None = None, **options: Any) -> None:
-        super().__init__(base_url, repository, credentials=credentials, **options,
-                         **(session or {}))
-        self._http.close()
-        self._http = RegistrySession(base_url, push_scope(repository), credentials,
-                                     **(session or {}))
+        super().__init__(base_url, repository, credentials=credentials,
+                         scope=push_scope(repository), **options, **(session or {}))
 
     def tag_digest(self, tag: str) -> Digest | None:
         """Where ``tag`` points now; None when it does not exist yet."""
