@@ -298,12 +298,8 @@ class Settings(BaseSettings, SwarmFields, PromoteFields):
 
     def registry_password(self) -> SecretStr | None:
         """The registry token: the systemd credential first, then the password file."""
-        candidates = []
-        if self.credentials_directory:
-            candidates.append(self.credentials_directory / CREDENTIAL_NAME)
-        if self.registry_password_file:
-            candidates.append(self.registry_password_file)
-        token = read_token(candidates, "registry token")
+        token = read_token(self.credentials_directory, CREDENTIAL_NAME,
+                           self.registry_password_file, "registry token")
         if token is not None:
             return token
         if self.registry_password_file and not self.registry_password_file.exists():

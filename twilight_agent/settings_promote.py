@@ -56,10 +56,5 @@ class PromoteFields(BaseModel):
 
     def promote_password(self) -> SecretStr | None:
         """The push token: the systemd credential first, then the password file."""
-        candidates = []
-        creds = getattr(self, "credentials_directory", None)
-        if creds:
-            candidates.append(Path(creds) / PROMOTE_CREDENTIAL)
-        if self.promote_password_file:
-            candidates.append(self.promote_password_file)
-        return read_token(candidates, "promote token")
+        return read_token(getattr(self, "credentials_directory", None), PROMOTE_CREDENTIAL,
+                          self.promote_password_file, "promote token")

@@ -16,11 +16,16 @@ from twilight_agent.logs import get_logger
 _WARNED: set[str] = set()
 
 
-def read_token(candidates: list[Path], what: str) -> SecretStr | None:
-    """The first non-empty file's text, stripped; None when none exists or all are empty.
+def read_token(credentials_directory: Path | None, credential: str,
+               password_file: Path | None, what: str) -> SecretStr | None:
+    """The token: the systemd credential ``credential`` first, then ``password_file``;
+    the first non-empty file's text, stripped; None when none exists or all are empty.
 
     ``what`` names the token in the one-line error a file that cannot be read gives.
     """
+    candidates = [Path(credentials_directory) / credential] if credentials_directory else []
+    if password_file:
+        candidates.append(password_file)
     for path in candidates:
         try:
             text = path.read_text().strip()
