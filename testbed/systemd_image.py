@@ -30,7 +30,7 @@ from testbed.util import BedError, image_exists
 REPOSITORY = "twilight-e2e-systemd"
 SUITE = "bookworm"
 INCLUDE = ["systemd", "systemd-sysv", "dbus", "procps", "python3", "python3-venv", "curl",
-           "ca-certificates"]
+           "ca-certificates", "iproute2"]
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 # Units a container has no use for: they only slow the boot down or fail in it.

@@ -37,9 +37,11 @@ UNIT = "twilight-agent.service"
 CONFIG = "/etc/twilight-agent/agent.env"
 INSTALL_DIR = "/tmp/twilight-install"
 # How the design's test bed boots systemd in a container (`--privileged` fails here).
-BOOT = ["--network", "host", "--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined",
-        "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run",
-        "--tmpfs", "/run/lock", "-v", "/var/run/docker.sock:/var/run/docker.sock"]
+# NET_ADMIN: a host's systemd has it, and the unit hands it to the agent (neighbours.py).
+BOOT = ["--network", "host", "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN",
+        "--security-opt", "seccomp=unconfined", "--cgroupns=host",
+        "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock",
+        "-v", "/var/run/docker.sock:/var/run/docker.sock"]
 # systemd in a container moves the credentials mount inside a private namespace, so the
 # unit's LoadCredential= directory stays empty and unreadable there. The bed's images are
 # public (anonymous pulls): drop the credential for the e2e runs only.

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from bench.probe import Prober, longest_outage
 from tests.integration.deploybed import Site, push
 from tests.integration.test_watch import engine_events
 
@@ -84,6 +85,28 @@ def test_auto_keeps_stop_first_for_a_published_port(site: Site) -> None:
     assert created < old_died < new_started  # created first, then stop, then start
     refused = site.cli("deploy", SWAP="start-first")
     assert refused.returncode in (0, 2)  # up to date, or refused before touching anything
+
+
+def test_stop_first_holds_no_request_behind_the_old_address(site: Site) -> None:
+    """The new container re-uses the old one's address. A request that reached the published
+    port while the engine was starting it would wait ~1 s in the host's neighbour table
+    (an unanswered ARP); the agent points the entry at the new container as it starts, so
+    such requests are answered at once and the outage is stop + start, well under 1 s."""
+    v1 = push(site, "v1")
+    site.run_app(v1)
+    v2 = push(site, "v2")
+    with Prober(site.port) as probe:
+        time.sleep(0.3)
+        p = site.cli("deploy")
+        time.sleep(1.2)
+    assert p.returncode == 0, p.stderr
+    assert site.running_digest() == v2.digest and site.serving() == "ok v2"
+    samples = probe.samples
+    held = [round(s.done - s.t, 2) for s in samples if s.done - s.t >= 0.9]
+    _, outage_ms = longest_outage(samples)
+    assert not held, f"requests held ~1 s (s): {held}"
+    assert outage_ms < 1000, f"outage {outage_ms:.0f} ms"
+    assert "neighbour entry" not in p.stderr, p.stderr  # no warning: the refresh ran
 
 
 def test_kill_while_both_run_then_start_up_leaves_one_serving(hidden: Site) -> None:

@@ -30,6 +30,7 @@ from twilight_agent.adapters.create_config import (
 from twilight_agent.adapters.docker_errors import UNREACHABLE, engine_errors, explain, unavailable
 from twilight_agent.adapters.docker_logs import prune_images, read_log_tail
 from twilight_agent.adapters.docker_refs import pull_line, repository_of, tag_of
+from twilight_agent.adapters.neighbours import Neighbours
 from twilight_agent.core.models import Digest
 from twilight_agent.core.ports import (
     NEXT_SUFFIX,
@@ -70,6 +71,7 @@ class DockerRuntime:
         # The engine's inspect of each snapshotted container and its image: create_from
         # rebuilds the new config from it. Kept here, not in the (journaled) Snapshot.
         self._details: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._neighbours = Neighbours()
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -339,6 +341,11 @@ class DockerRuntime:
     def start(self, container_id: str) -> None:
         with engine_errors(f"starting {container_id[:12]}"):
             self.api.start(container_id)
+        self._neighbours.refresh(self._inspect(container_id), self._network)
+
+    def _network(self, network_id: str) -> dict[str, Any]:
+        with engine_errors(f"inspecting network {network_id[:12]}"):
+            return dict(self.api.inspect_network(network_id))
 
     def unpark(self, snap: Snapshot) -> str:
         cid = self.find_by_name(snap.parked_name) or snap.container_id
@@ -351,8 +358,11 @@ class DockerRuntime:
                 self.api.rename(cid, snap.name)
             policy = dict(snap.restart_policy) or {"Name": "no"}
             self.api.update_container(cid, restart_policy=policy)
-            if not (info.get("State") or {}).get("Running"):
+            started = not (info.get("State") or {}).get("Running")
+            if started:
                 self.api.start(cid)
+        if started:
+            self._neighbours.refresh(self._inspect(cid), self._network)
         return cid
 
     def remove(self, container_id: str) -> None:
