@@ -9,7 +9,8 @@ elapsed() { python3 -c "import sys,time; print(f'{time.time()-float(sys.argv[1])
 
 # busybox-static also goes into the proxy image, which takes nginx as .debs (apt-get
 # download, testbed/proxy_image.py): nginx itself is never installed on the host.
-BED_PACKAGES=(docker.io docker-registry busybox-static debootstrap docker-compose python3-venv)
+# iproute2: the agent's `ip neigh replace` after a stop-first start (minimal images lack it).
+BED_PACKAGES=(docker.io docker-registry busybox-static debootstrap docker-compose python3-venv iproute2)
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 need=()
 for pkg in "${BED_PACKAGES[@]}" "${EXTRA_PACKAGES[@]}"; do
