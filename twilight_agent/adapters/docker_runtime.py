@@ -71,7 +71,7 @@ class DockerRuntime:
         # The engine's inspect of each snapshotted container and its image: create_from
         # rebuilds the new config from it. Kept here, not in the (journaled) Snapshot.
         self._details: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
-        self._neighbours = Neighbours()
+        self._neighbours = Neighbours(base_url)
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -341,11 +341,7 @@ class DockerRuntime:
     def start(self, container_id: str) -> None:
         with engine_errors(f"starting {container_id[:12]}"):
             self.api.start(container_id)
-        self._neighbours.refresh(self._inspect(container_id), self._network)
-
-    def _network(self, network_id: str) -> dict[str, Any]:
-        with engine_errors(f"inspecting network {network_id[:12]}"):
-            return dict(self.api.inspect_network(network_id))
+        self._neighbours.refresh(self.api, container_id)
 
     def unpark(self, snap: Snapshot) -> str:
         cid = self.find_by_name(snap.parked_name) or snap.container_id
@@ -362,7 +358,7 @@ class DockerRuntime:
             if started:
                 self.api.start(cid)
         if started:
-            self._neighbours.refresh(self._inspect(cid), self._network)
+            self._neighbours.refresh(self.api, cid)
         return cid
 
     def remove(self, container_id: str) -> None:

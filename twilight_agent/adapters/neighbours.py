@@ -18,6 +18,11 @@ valid at once and the queued packets leave; ``stale`` lets the kernel confirm th
 next time it is used, as for one it learnt itself. Only bridge networks, only containers
 that publish a port (nothing on the host talks to the others).
 
+Only for an engine on this host's unix socket that is not rootless: the bridges of a
+remote engine (``tcp://``, ``ssh://``) or of rootless Docker (inside its own network
+namespace) are not this host's interfaces, and an entry written on a local bridge of the same
+name would misdirect the host's traffic to a local container with that address.
+
 This needs ``CAP_NET_ADMIN`` (the shipped unit grants only that). Without it, or without
 ``ip``, the agent says so once and the swap goes on as before: this only shortens the gap.
 """
@@ -27,8 +32,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
+from twilight_agent.adapters.docker_errors import engine_errors
 from twilight_agent.errors import TwilightError
 from twilight_agent.logs import get_logger
 
@@ -37,6 +43,16 @@ log = get_logger("twilight.neighbours")
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
 IP_TIMEOUT_S = 2.0
 SBIN = "/usr/sbin:/sbin"  # where iproute2 puts `ip`, whatever PATH the agent was given
+
+
+class Engine(Protocol):
+    """What is asked of the engine (docker-py's ``APIClient``)."""
+
+    def inspect_container(self, container: str) -> Mapping[str, Any]: ...
+
+    def inspect_network(self, net_id: str) -> Mapping[str, Any]: ...
+
+    def info(self) -> Mapping[str, Any]: ...
 
 
 class Entry(NamedTuple):
@@ -80,36 +96,48 @@ def neigh_argv(ip: str, entry: Entry) -> list[str]:
 class Neighbours:
     """Refreshes the entries of started containers; remembers each network's bridge."""
 
-    def __init__(self, run: Callable[..., Any] = subprocess.run) -> None:
+    def __init__(self, base_url: str, run: Callable[..., Any] = subprocess.run) -> None:
         self._run = run
+        self._local: bool | None = None if base_url.startswith(("unix://", "/")) else False
         self._devices: dict[str, str | None] = {}
         self._warned = False
 
-    def refresh(self, info: Mapping[str, Any] | None,
-                inspect_network: Callable[[str], Mapping[str, Any]]) -> None:
-        """Best effort: a failure is logged (once), never raised."""
-        if not info or not publishes(info):
-            return
+    def refresh(self, engine: Engine, container_id: str) -> None:
+        """Best effort, for a container just started: a failure is logged (once), never
+        raised."""
         try:
-            found = entries_of(info, lambda nid: self._device(nid, inspect_network))
+            with engine_errors(f"inspecting container {container_id[:12]}"):
+                info = engine.inspect_container(container_id)
+            if not publishes(info) or not self._on_this_host(engine):
+                return
+            found = entries_of(info, lambda nid: self._device(engine, nid))
         except TwilightError as exc:
-            self._warn(f"the engine did not describe the container's network: {exc}")
+            self._warn(f"the engine did not describe the container's networks: {exc}")
             return
         self._replace(found)
 
-    def _device(self, network_id: str,
-                inspect_network: Callable[[str], Mapping[str, Any]]) -> str | None:
+    def _on_this_host(self, engine: Engine) -> bool:
+        if self._local is None:
+            with engine_errors("asking the engine whether it is rootless"):
+                options = engine.info().get("SecurityOptions") or []
+            self._local = not any("name=rootless" in str(o) for o in options)
+        return self._local
+
+    def _device(self, engine: Engine, network_id: str) -> str | None:
         if network_id not in self._devices:
-            self._devices[network_id] = bridge_device(inspect_network(network_id))
+            with engine_errors(f"inspecting network {network_id[:12]}"):
+                network = engine.inspect_network(network_id)
+            self._devices[network_id] = bridge_device(network)
         return self._devices[network_id]
 
     def _replace(self, found: list[Entry]) -> None:
+        if not found:
+            return
         ip = shutil.which("ip") or shutil.which("ip", path=SBIN)
-        if found and ip is None:
+        if ip is None:
             self._warn("`ip` (iproute2) is not installed")
             return
         for entry in found:
-            assert ip is not None
             try:
                 done = self._run(neigh_argv(ip, entry), capture_output=True, text=True,
                                  timeout=IP_TIMEOUT_S, check=False)
@@ -120,12 +148,12 @@ class Neighbours:
                 lines = str(done.stderr or done.stdout or "").strip().splitlines()
                 self._warn(lines[-1] if lines else f"`ip` exited {done.returncode}")
                 return
-            log.info("neighbour entry refreshed", address=entry.address, mac=entry.mac,
-                      device=entry.device)
+            log.info("neighbour_refreshed", address=entry.address, mac=entry.mac,
+                     device=entry.device)
 
     def _warn(self, reason: str) -> None:
         if not self._warned:
             self._warned = True
-            log.warning("could not point the host's neighbour entry at the new container; "
-                        "clients of a published port may wait ~1 s after a stop-first swap "
-                        "(needs CAP_NET_ADMIN and `ip`)", reason=reason)
+            log.warning("neighbour_refresh_failed", reason=reason,
+                        effect="clients of a published port may wait ~1 s after a stop-first "
+                               "swap (needs CAP_NET_ADMIN and `ip`)")
