@@ -3,11 +3,13 @@
 Variants (``mode``): ``good`` (busybox httpd serving ``/healthz``), ``exit`` (exits at boot),
 ``500`` (``/healthz`` answers 500), ``hang`` (accepts and never answers), ``worker-exit``
 (good as web, exits at boot as a worker), ``die-later`` (good, then exits with code 3
-``die_after`` seconds after it started); any mode can boot late (``boot_delay``) and carry
-a Docker HEALTHCHECK. ``APP_ROLE=worker`` runs a queue worker (no port); a command given
-to the container (a migration) runs instead of the app. Each build gets a random commit SHA
-and OCI labels the way docker/metadata-action writes them, and is pushed like
-``docker-build.yml``: ``sha-<7>`` always, plus ``main`` and ``latest`` for main builds.
+``die_after`` seconds after it started), ``sick-later`` (good, then keeps running with
+``/healthz`` answering 500 from ``die_after`` seconds on); any mode can boot late
+(``boot_delay``) and carry a Docker HEALTHCHECK. ``APP_ROLE=worker`` runs a queue worker
+(no port); a command given to the container (a migration) runs instead of the app. Each
+build gets a random commit SHA and OCI labels the way docker/metadata-action writes them,
+and is pushed like ``docker-build.yml``: ``sha-<7>`` always, plus ``main`` and ``latest``
+for main builds.
 """
 
 from __future__ import annotations
@@ -51,6 +53,12 @@ child=$!
 if [ "$APP_MODE" = die-later ]; then  # passes the gate, then dies (a leak, a bad cron)
   sleep "$APP_DIE_AFTER" & wait $!
   echo "app $APP_VERSION: fatal: worker pool exhausted after ${APP_DIE_AFTER}s" >&2; exit 3
+fi
+if [ "$APP_MODE" = sick-later ]; then  # passes the gate, then /healthz answers 500 (runs on)
+  sleep "$APP_DIE_AFTER" & wait $!
+  kill "$child"; wait "$child"  # the port is free once httpd is gone
+  echo "app $APP_VERSION: database lost after ${APP_DIE_AFTER}s (health failing)"
+  nc -ll -p 8080 -e /app/r500 & child=$!
 fi
 wait "$child"
 """

@@ -106,21 +106,23 @@ def build_agent(settings: Settings, sinks: list[EventSink] | None = None, *,
     reg = registry if registry is not None else build_registry(settings, platform=rt.platform)
     target, events = build_target(settings, rt, clock), EventBus(sinks or [])
     st = store if store is not None else build_store(settings)
-    promoter = build_promoter(settings, st, target, events, rt.platform, wall)
+    gate = health or build_health(settings, target, clock, tunables)
+    promoter = build_promoter(settings, st, target, events, rt.platform, wall, gate)
     return Agent(
-        settings, reg, target, rt, health or build_health(settings, target, clock, tunables),
+        settings, reg, target, rt, gate,
         st, events, lock=lock or DeployLock(settings.state_dir), clock=clock,
         tunables=tunables, auth=lambda: registry_auth(settings),
-        closers=_closers(reg, rt, health, promoter),
+        closers=_closers(reg, rt, gate, promoter),
         signatures=signatures or build_verifier(settings, reg), promoter=promoter,
         **({"wall": wall} if wall is not None else {}))
 
 
 def build_promoter(settings: Settings, store: Any, target: Any, events: EventBus,
                    platform: Any, wall: Callable[[], dt.datetime] | None = None,
-                   ) -> Promoter | None:
+                   gate: HealthPort | None = None) -> Promoter | None:
     """The canary's promoter (``TWILIGHT_PROMOTE_TO``); None when this host promotes
-    nothing. Its registry client, with the push token, is built on first use."""
+    nothing. Its registry client, with the push token, is built on first use; ``gate``
+    asks whether the build is still healthy when its promotion is due."""
     if not settings.promote_to:
         return None
     from twilight_agent.promotion import PromoteConfig, Promoter
@@ -139,8 +141,15 @@ def build_promoter(settings: Settings, store: Any, target: Any, events: EventBus
                          tag_pattern=settings.tag_pattern, platform=platform)
 
     clock = wall or (lambda: dt.datetime.now(dt.timezone.utc))
+    def healthy(container_id: str, url: str | None) -> Any:
+        assert gate is not None
+        return gate.verify(container_id, url, timeout=settings.health_timeout,
+                           interval=settings.health_interval, soak=0,
+                           failures=settings.health_failures)
+
     return Promoter(PromoteConfig(settings.promote_to, settings.promote_after), store,
-                    target, events, pusher, lambda: clock().timestamp())
+                    target, events, pusher, lambda: clock().timestamp(),
+                    healthy if gate is not None else None)
 
 
 def build_verifier(settings: Settings, registry: Any) -> SignaturePort | None:

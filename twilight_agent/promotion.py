@@ -7,6 +7,11 @@ them against the store, the target and the registry.
 registry nothing here: the registry is reached only when a promotion is due (a HEAD of the
 promote tag, the manifest GET, the labels when the order needs them, one PUT).
 ``Promoter.force(release)`` is the operator's ``twilight-agent promote TAG``.
+
+"Still healthy at the due time" is asked the way the deploy gate asks it, of every unit:
+running, not ``unhealthy`` by its HEALTHCHECK, and its health URL answering 2xx within
+``TWILIGHT_HEALTH_TIMEOUT`` (``TWILIGHT_HEALTH_FAILURES`` 5xx answers in a row fail at once),
+so a build that broke after its watch is dropped, not handed to the fleet.
 """
 
 from __future__ import annotations
@@ -22,13 +27,19 @@ from twilight_agent.core import promotion as rules
 from twilight_agent.core.clock import utcnow
 from twilight_agent.core.events import Promoted
 from twilight_agent.core.models import Digest, Release
-from twilight_agent.core.ports import TargetPort
+from twilight_agent.core.ports import HealthVerdict, TargetPort
 from twilight_agent.core.promotion import DROPPED, PROMOTED, PROMOTING, WAITING, Order, Promotion
 from twilight_agent.deploy_run import new_deploy_id
 from twilight_agent.errors import TwilightError
 from twilight_agent.logs import get_logger
 
 log = get_logger("twilight.promotion")
+
+
+class HealthCheck(Protocol):
+    """The deploy gate over one running unit: ``(container, health URL) -> verdict``."""
+
+    def __call__(self, container_id: str, url: str | None) -> HealthVerdict: ...
 
 
 class PusherPort(Protocol):
@@ -56,8 +67,9 @@ class Promoter:
 
     def __init__(self, config: PromoteConfig, store: Any, target: TargetPort,
                  events: EventBus, pusher: Callable[[], PusherPort],
-                 wall: Callable[[], float]) -> None:
+                 wall: Callable[[], float], healthy: HealthCheck | None = None) -> None:
         self.config = config
+        self._healthy = healthy
         self.store = store
         self.promotions = PromotionStore(store)
         self.target = target
@@ -153,8 +165,10 @@ class Promoter:
         before = self.pusher.tag_digest(p.to_tag)
         why = None
         if before != digest and not p.forced:
-            why = rules.refusal(p, running=self._running(), order=self._order(digest, before),
+            running, sick = self._running()
+            why = rules.refusal(p, running=running, order=self._order(digest, before),
                                 quarantined={q.digest for q in self.store.quarantined()})
+            why = f"{why}: {sick}" if why and sick else why
         if why is not None:
             self.promotions.mark(p, DROPPED, why)
             self._emit(p, DROPPED, str(before) if before else None, trigger, why)
@@ -179,15 +193,20 @@ class Promoter:
                                            self.pusher.created(before))
         return order
 
-    def _running(self) -> str | None:
-        """The digest the target runs, when every unit runs and none is unhealthy (Docker
-        HEALTHCHECK); else None: the build did not stay healthy here."""
+    def _running(self) -> tuple[str | None, str]:
+        """The digest the target runs when every unit is healthy (see the module's
+        docstring); else None and why: the build did not stay healthy here."""
         snap = self.target.snapshot()
         for unit in snap.units():
             state = self.target.state(unit.container_id)
             if not state.running or state.health == "unhealthy":
-                return None
-        return snap.digest
+                return None, f"{unit.name} is {state.health or state.status}"
+            if self._healthy is not None:
+                verdict = self._healthy(unit.container_id,
+                                        self.target.health_url(unit, unit.container_id))
+                if not verdict.ok:
+                    return None, f"{unit.name}: {verdict.reason}"
+        return snap.digest, ""
 
     def _emit(self, p: Promotion, step: str, before: str | None, trigger: str,
               reason: str) -> None:

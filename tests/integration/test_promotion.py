@@ -197,3 +197,24 @@ def test_kill_9_during_promotion_leaves_the_old_or_new_digest_and_a_restart_fini
     assert stable(site) == v1.digest
     assert site.history()[0]["trigger"] == "cli"
     assert site.cli("promote", "not a tag").returncode == 2
+
+
+def test_a_build_that_broke_after_its_gate_is_not_promoted(site: Site) -> None:
+    """Past its gate (and its watch) the build's /healthz starts answering 500 while it
+    keeps running: at the due time the gate is asked again, and the promotion is dropped."""
+    v1 = push(site, "v1", extra_tags=("stable",))
+    site.run_app(v1)
+    sick = push(site, "v2", mode="sick-later", die_after=4)
+    site.config.update(canary_config(site, "5s"))
+    agent = site.popen("run")
+    with daemons(agent) as outputs:
+        wait_until(lambda: promotion_step(site) in ("dropped", "promoted")
+                   or agent.poll() is not None, timeout=60, what="the promotion to end")
+    assert promotion_step(site) == "dropped", outputs
+    assert stable(site) == v1.digest
+    assert site.running_digest() == sick.digest  # the canary itself still runs it
+    shown = site.status()["promotion"]
+    assert (shown["step"], shown["build"]["digest"]) == ("dropped", sick.digest)
+    assert "not running healthy on this host" in shown["reason"], shown
+    assert "500" in shown["reason"], shown
+    assert not [r for r in site.history() if r["outcome"] == "promoted"]

@@ -30,7 +30,7 @@ from twilight_agent.adapters.store import Store
 from twilight_agent.app import build_agent
 from twilight_agent.core import promotion as rules
 from twilight_agent.core.models import Digest, Release
-from twilight_agent.core.ports import ContainerState, Meta, Snapshot
+from twilight_agent.core.ports import ContainerState, HealthVerdict, Meta, Snapshot
 from twilight_agent.core.promotion import Order
 from twilight_agent.errors import ConfigError, RegistryUnavailable
 from twilight_agent.promotion import PromoteConfig, Promoter
@@ -75,6 +75,9 @@ class Target:
         r = self.running
         return Snapshot("c1", "app", "img", str(r.digest), r.tag)
 
+    def health_url(self, unit: Snapshot, instance: str) -> str | None:
+        return f"http://{instance}:8080/healthz"
+
 
 def deployed(store: Store, n: int, finished: str = ISO, prev: int | None = None) -> None:
     to, frm = release(n), release(prev) if prev else None
@@ -93,9 +96,9 @@ class Bed:
         self.sink = Sink()
         self.now = T0
 
-    def promoter(self) -> Promoter:  # a fresh one: what a restarted agent builds
+    def promoter(self, gate: Any = None) -> Promoter:  # what a restarted agent builds
         return Promoter(PromoteConfig("stable", 60.0), self.store, self.target,
-                        EventBus([self.sink]), lambda: self.pusher, lambda: self.now)
+                        EventBus([self.sink]), lambda: self.pusher, lambda: self.now, gate)
 
 
 @pytest.fixture
@@ -307,8 +310,37 @@ def test_an_unhealthy_build_is_not_promoted(bed: Bed) -> None:
     bed.target.health = "unhealthy"
     bed.now = T0 + 61
     p = bed.promoter().tick()
-    assert p is not None and (p.step, p.reason) == ("dropped", "not running healthy on this host")
+    assert p is not None and p.step == "dropped"
+    assert p.reason == "not running healthy on this host: app is unhealthy"
     assert bed.pusher.puts == []
+
+
+def test_a_build_whose_health_url_fails_at_the_due_time_is_dropped(bed: Bed) -> None:
+    """Past its gate and its watch the build broke: the gate asked again says 5xx."""
+    asked: list[tuple[str, str | None]] = []
+
+    def gate(container_id: str, url: str | None) -> HealthVerdict:
+        asked.append((container_id, url))
+        return HealthVerdict(False, "5 server errors in a row (last: HTTP 500: fail)", 10.0)
+
+    bed.promoter(gate).tick()
+    assert asked == []  # nothing is asked before the due time
+    bed.now = T0 + 61
+    p = bed.promoter(gate).tick()
+    assert asked == [("c1", "http://c1:8080/healthz")]
+    assert p is not None and p.step == "dropped"
+    assert p.reason == ("not running healthy on this host: app: 5 server errors in a row "
+                        "(last: HTTP 500: fail)")
+    assert bed.pusher.puts == []
+    assert bed.sink.typed[-1].step == "dropped"
+
+
+def test_a_build_the_gate_still_passes_is_promoted(bed: Bed) -> None:
+    bed.promoter(lambda cid, url: HealthVerdict(True, "healthy", 0.1)).tick()
+    bed.now = T0 + 61
+    p = bed.promoter(lambda cid, url: HealthVerdict(True, "healthy", 0.1)).tick()
+    assert p is not None and p.step == "promoted"
+    assert bed.pusher.puts == [("stable", digest(2))]
 
 
 def test_an_operator_promotion_drops_an_unfinished_one(bed: Bed) -> None:
