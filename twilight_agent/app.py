@@ -8,6 +8,7 @@ what its settings turn on; never to dodge an import cycle.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
@@ -141,15 +142,11 @@ def build_promoter(settings: Settings, store: Any, target: Any, events: EventBus
                          tag_pattern=settings.tag_pattern, platform=platform)
 
     clock = wall or (lambda: dt.datetime.now(dt.timezone.utc))
-    def healthy(container_id: str, url: str | None) -> Any:
-        assert gate is not None
-        return gate.verify(container_id, url, timeout=settings.health_timeout,
-                           interval=settings.health_interval, soak=0,
-                           failures=settings.health_failures)
-
+    healthy = None if gate is None else functools.partial(
+        gate.verify, timeout=settings.health_timeout, interval=settings.health_interval,
+        soak=0, failures=settings.health_failures)
     return Promoter(PromoteConfig(settings.promote_to, settings.promote_after), store,
-                    target, events, pusher, lambda: clock().timestamp(),
-                    healthy if gate is not None else None)
+                    target, events, pusher, lambda: clock().timestamp(), healthy)
 
 
 def build_verifier(settings: Settings, registry: Any) -> SignaturePort | None:

@@ -165,10 +165,13 @@ class Promoter:
         before = self.pusher.tag_digest(p.to_tag)
         why = None
         if before != digest and not p.forced:
-            running, sick = self._running()
-            why = rules.refusal(p, running=running, order=self._order(digest, before),
-                                quarantined={q.digest for q in self.store.quarantined()})
-            why = f"{why}: {sick}" if why and sick else why
+            order = self._order(digest, before)
+            quarantined = {q.digest for q in self.store.quarantined()}
+            why = rules.refusal(p, running=p.digest, order=order, quarantined=quarantined)
+            if why is None:  # the health gate last: it may take up to its timeout
+                running, sick = self._running()
+                why = rules.refusal(p, running=running, order=order, quarantined=quarantined)
+                why = f"{why}: {sick}" if why and sick else why
         if why is not None:
             self.promotions.mark(p, DROPPED, why)
             self._emit(p, DROPPED, str(before) if before else None, trigger, why)

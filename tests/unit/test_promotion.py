@@ -144,12 +144,19 @@ def test_a_killed_promotion_is_done_again_and_a_put_that_landed_is_not_repeated(
 
 def test_never_a_quarantined_digest_unless_an_operator_says_so(bed: Bed) -> None:
     bed.store.quarantine(str(digest(2)), "sha-0000002", "watch: exited with code 3")
-    bed.promoter().tick()
+    asked: list[str] = []
+
+    def gate(container_id: str, url: str | None) -> HealthVerdict:
+        asked.append(container_id)
+        return HealthVerdict(True, "healthy", 0.1)
+
+    bed.promoter(gate).tick()
     bed.now = T0 + 61
-    p = bed.promoter().tick()
+    p = bed.promoter(gate).tick()
     assert p is not None and (p.step, p.reason) == ("dropped", "quarantined")
-    assert bed.pusher.puts == []
-    forced = bed.promoter().force(release(2))
+    assert bed.pusher.puts == [] and asked == []  # refused before the gate is asked
+    forced = bed.promoter(gate).force(release(2))
+    assert asked == []  # an operator's promotion skips every rule, the gate too
     assert forced.step == "promoted" and bed.pusher.puts == [("stable", digest(2))]
     assert bed.store.history(1)[0]["trigger"] == "cli"
 
