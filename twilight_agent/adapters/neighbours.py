@@ -8,8 +8,8 @@ container's interface is not up yet) leaves the host's neighbour entry for that 
 kernel asks again only after the bridge's ``retrans_time_ms`` (1 s by default), so every
 request of that moment waits ~1 s, and the swap's gap is ~1 s longer than stop + start + boot.
 Engines 28 and later announce a container's address when they bring its interface up (an
-unsolicited ARP, moby#48808); on older engines (Debian 12 and 13 ship 20.10 and 26) the
-agent does the host's half of it:
+unsolicited ARP, moby#48808), which should spare them the stall (not measured: Debian 12 and
+13 ship 20.10 and 26); for every engine the agent does the host's half of it:
 
     ip neigh replace ADDRESS lladdr MAC dev BRIDGE nud stale
 
