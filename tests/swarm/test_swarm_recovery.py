@@ -1,7 +1,8 @@
 """The swarm target when the agent is killed mid-update, and under the daemon: ``kill -9``
 while swarm is still rolling the service out, then a start-up that waits for that same
-update and records it (no second update); pin and unpin through SIGHUP; and the watch
-after commit, which rolls back a build that dies after swarm's monitor window."""
+update and records it (no second update); SIGTERM mid-update, which undoes the deploy
+without blaming the build; pin and unpin through SIGHUP; and the watch after commit, which
+rolls back a build that dies after swarm's monitor window."""
 
 from __future__ import annotations
 
@@ -56,6 +57,33 @@ def test_kill_9_mid_update_is_recovered_then_pin_and_unpin_through_sighup(
     outcomes = [(r["outcome"], r["to_digest"]) for r in site.history()]
     assert outcomes[:2] == [("deployed", v2.digest), ("deployed", v1.digest)], (outcomes, err)
     print(f"swarm kill -9 + pin/unpin: {elapsed(t0)}s")
+
+
+def test_sigterm_mid_update_undoes_it_and_blames_nobody(swarm_site: SwarmSite) -> None:
+    """``systemctl stop`` while swarm rolls a good build out: the finish-or-undo rule for a
+    run stopped before its gate passed: the service goes back to the exact previous image on
+    every task, the row says rolled back, the build is not quarantined, exit 1 (the deploy
+    did not happen, the previous version serves), all well within TimeoutStopSec=120s."""
+    site, t0 = swarm_site, time.monotonic()
+    v1 = push(site, "v1")
+    site.create_service(v1)
+    v2 = push(site, "v2")
+
+    agent = site.popen("deploy")
+    site.wait_journal("Verify", proc=agent)
+    asked = time.monotonic()
+    agent.send_signal(signal.SIGTERM)
+    out, err = agent.communicate(timeout=110)
+    took = time.monotonic() - asked
+    assert agent.returncode == 1, (out, err)
+    assert "stop requested during verify" in err, err
+    assert took < 100, took
+    assert site.running_digests() == [v1.digest], site.ps()
+    assert site.spec_digest() == v1.digest
+    row = site.history()[0]
+    assert (row["outcome"], row["to_digest"]) == ("rolled_back", v2.digest), row
+    assert v2.digest not in {q["digest"] for q in site.status()["quarantined"]}
+    print(f"swarm SIGTERM mid-update: undone {took:.1f}s after the signal, {elapsed(t0)}s")
 
 
 def test_a_build_that_dies_after_the_gate_is_rolled_back_by_the_watch(
