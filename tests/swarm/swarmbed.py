@@ -77,10 +77,11 @@ class SwarmSite(Site):
         return cfg
 
     def create_service(self, img: AppImage, *, host_port: bool = True,
-                       update: dict[str, Any] | None = None) -> str:
+                       update: dict[str, Any] | None = None, global_mode: bool = False) -> str:
         """Create the service like ``docker service create --with-registry-auth``: by
         digest, the bed's credentials in X-Registry-Auth; host-mode port or dnsrr on the
-        site's overlay network. Waits until every replica serves."""
+        site's overlay network; ``global_mode``: one task per node (here: one). Waits until
+        every replica serves."""
         api = self.bed.docker.api
         spec = docker.types.ContainerSpec(f"{img.ref}@{img.digest}",
                                           stop_grace_period=1_000_000_000)
@@ -92,7 +93,8 @@ class SwarmSite(Site):
         if not host_port:
             self.bed.docker.networks.create(self.network, driver="overlay", attachable=True)
         body = {"Name": self.name, "TaskTemplate": template,
-                "Mode": {"Replicated": {"Replicas": self.replicas}},
+                "Mode": {"Global": {}} if global_mode else
+                {"Replicated": {"Replicas": self.replicas}},
                 "EndpointSpec": endpoint, "UpdateConfig": update or {}}
         auth = docker.auth.encode_header({"username": USERNAME, "password": PASSWORD,
                                           "serveraddress": REGISTRY_HOST})

@@ -3,7 +3,8 @@ loopback) and the bed's token-auth registry: a service published in host mode fo
 ``main`` by digest through swarm's rolling update, a build that exits at boot ends in
 swarm's rollback with the build quarantined, one whose health answers 500 (no
 HEALTHCHECK: swarm completes) in the agent's update back, and ``status``/``history``/``check``/
-``rollback`` read and act on the service as they do on a container."""
+``rollback`` read and act on the service as they do on a container; a global service the
+same way."""
 
 from __future__ import annotations
 
@@ -73,3 +74,29 @@ def test_good_build_rolls_out_and_bad_builds_are_rolled_back(
     for text in (p.stdout, p.stderr, site.ps()):
         assert not any(s in text for s in SECRET_FORMS)
     print(f"swarm good/exit/rollback: {elapsed(t0)}s")
+
+
+def test_a_global_service_follows_main_and_rolls_a_bad_build_back(
+        swarm_site: SwarmSite) -> None:
+    """Mode global (one task per node, no replica count): the same update, gate and
+    rollback as a replicated service."""
+    site, t0 = swarm_site, time.monotonic()
+    v1 = push(site, "v1")
+    site.create_service(v1, global_mode=True)
+    assert "Global" in site.service()["Spec"]["Mode"]
+    v2 = push(site, "v2")
+    p = site.cli("deploy")
+    assert p.returncode == 0, (p.stdout, p.stderr, site.ps())
+    assert site.running_digests() == [v2.digest] and site.spec_digest() == v2.digest, site.ps()
+    site.wait_serving("v2")
+
+    bad = push(site, "v3", mode="exit")
+    p = site.cli("deploy")
+    assert p.returncode == 1, (p.stdout, p.stderr, site.ps())
+    assert site.running_digests() == [v2.digest] and site.spec_digest() == v2.digest, site.ps()
+    assert "Global" in site.service()["Spec"]["Mode"]  # the mode is the service's own
+    site.wait_serving("v2")
+    row = site.history()[0]
+    assert (row["outcome"], row["to_digest"]) == ("rolled_back", bad.digest), row
+    assert [q["digest"] for q in site.status()["quarantined"]] == [bad.digest]
+    print(f"swarm global service: {elapsed(t0)}s")
