@@ -233,6 +233,12 @@ def _port_number(key: str) -> int:
     return int(number) if number.isdigit() else 0
 
 
+def binds_host_ports(info: Mapping[str, Any]) -> bool:
+    """Whether a container's inspect binds any of its ports on the host."""
+    bindings = (info.get("HostConfig") or {}).get("PortBindings") or {}
+    return any(bindings.values())
+
+
 def published_url_from(ports: Mapping[str, Any], path: str = "/healthz") -> str | None:
     """``http://<host>:<port><path>`` for the first published tcp port, lowest port first."""
     for key in sorted((k for k in ports if k.endswith("/tcp")), key=_port_number):

@@ -22,6 +22,7 @@ import docker.errors
 from twilight_agent.adapters import docker_task
 from twilight_agent.adapters.create_config import (
     CreatePlan,
+    binds_host_ports,
     build_create_plan,
     endpoints_of,
     published_url_from,
@@ -251,9 +252,7 @@ class DockerRuntime:
                 self.api.rename(str(info["Id"]), name)
 
     def publishes_ports(self, container_id: str) -> bool:
-        bindings = (self._must_inspect(container_id).get("HostConfig") or {}).get(
-            "PortBindings") or {}
-        return any(bindings.values())
+        return binds_host_ports(self._must_inspect(container_id))
 
     def address(self, container_id: str) -> str:
         """The container's IP address, on a user-defined network if it has one."""

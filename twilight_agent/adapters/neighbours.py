@@ -34,6 +34,7 @@ import subprocess
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
+from twilight_agent.adapters.create_config import binds_host_ports
 from twilight_agent.adapters.docker_errors import engine_errors
 from twilight_agent.errors import TwilightError
 from twilight_agent.logs import get_logger
@@ -67,11 +68,6 @@ def bridge_device(network: Mapping[str, Any]) -> str | None:
         return None
     named = (network.get("Options") or {}).get(BRIDGE_NAME_OPTION)
     return str(named) if named else f"br-{str(network.get('Id') or '')[:12]}"
-
-
-def publishes(info: Mapping[str, Any]) -> bool:
-    bindings = (info.get("HostConfig") or {}).get("PortBindings") or {}
-    return any(bindings.values())
 
 
 def entries_of(info: Mapping[str, Any], device_of: Callable[[str], str | None]) -> list[Entry]:
@@ -108,7 +104,7 @@ class Neighbours:
         try:
             with engine_errors(f"inspecting container {container_id[:12]}"):
                 info = engine.inspect_container(container_id)
-            if not publishes(info) or not self._on_this_host(engine):
+            if not binds_host_ports(info) or not self._on_this_host(engine):
                 return
             found = entries_of(info, lambda nid: self._device(engine, nid))
         except TwilightError as exc:
