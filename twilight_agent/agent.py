@@ -50,6 +50,7 @@ from twilight_agent.recovery import recover
 from twilight_agent.refusal import refuse_untrusted
 from twilight_agent.runner import Runner
 from twilight_agent.settings import Settings
+from twilight_agent.trust import Trust
 
 log = get_logger("twilight.agent")
 Lock = contextlib.AbstractContextManager[Any]
@@ -86,6 +87,11 @@ class Agent:
             target=target, images=images, health=health, store=store, events=events,
             clock=clock, tunables=tunables, config=run_config(settings),
             should_stop=self._stop.is_set, pull_auth=auth or (lambda: None))
+        self.trust = Trust(registry, store, events, signatures,
+                           grace=settings.verify_grace,
+                           allow_downgrade=settings.allow_downgrade,
+                           wall=lambda: self._wall().timestamp())
+        self._track_release: Release | None = None  # the last build the track resolved to
         self._registry_s: float | None = None  # the registry part of the current poll
         self._registry_failing: str | None = None  # the error of the last poll, if any
 
@@ -131,7 +137,9 @@ class Agent:
             snap = self.observe()
             meta = self.store.meta()
             current = snap.digest or (str(meta.current.digest) if meta.current else None)
-            return self._run(self._previous_good(current), snap, "rollback")
+            prev = self._previous_good(current)
+            verified = self.trust.require_verified(prev, "rollback to")
+            return self._run(prev, snap, "rollback", verified)
 
     def poll_once(self) -> CycleReport:
         """One daemon cycle: never raises for registry or Docker trouble. Afterwards the
@@ -161,7 +169,9 @@ class Agent:
             raise InvalidInput("TWILIGHT_PROMOTE_TO is not set: this host promotes nothing")
         checked = self._gate(tag)
         with self._lock:
-            return self.promoter.force(self.registry.resolve_tag(checked))
+            release = self.registry.resolve_tag(checked)
+            self.trust.require_verified(release, "promote")
+            return self.promoter.force(release)
 
     def status_line(self) -> str:
         return status_view.status_line(self.store, self.settings)
@@ -191,9 +201,14 @@ class Agent:
             age_left_s=self._age_left(candidate, current, wall) if tag is None else 0.0,
             window=self.next_window(wall), now=now)
         decision = policy.decide(facts)
-        if decision.verdict is Verdict.DEPLOY and self.signatures is not None:
-            check = self.signatures.verify(candidate)  # only for a candidate to deploy
-            decision = policy.decide(dataclasses.replace(facts, signature=check))
+        if decision.verdict is Verdict.DEPLOY and tag is None \
+                and self.trust.older(candidate, current):
+            facts = dataclasses.replace(facts, older=True)
+            decision = policy.decide(facts)
+        found = self.trust.check(candidate) if decision.verdict is Verdict.DEPLOY else None
+        if found is not None:  # only a candidate to deploy, when verification is on
+            decision = policy.decide(dataclasses.replace(facts, signature=found[0],
+                                                         grace_left_s=found[1]))
         return decision
 
     def next_window(self, wall: dt.datetime | None = None) -> str | None:
@@ -230,7 +245,12 @@ class Agent:
             q = {e.digest: e for e in self.store.quarantined()}.get(str(digest))
             if q is not None:
                 return Release(q.tag or track, Digest(q.digest))
-        return self.registry.resolve_track(tag or track, known)
+            last = self._track_release  # a held build: the HEAD is all a poll asks again
+            if last is not None and last.digest == digest:
+                return last
+        release = self.registry.resolve_track(tag or track, known)
+        self._track_release = release if tag is None else self._track_release
+        return release
 
     def _previous_good(self, current: str | None) -> Release:
         row = policy.previous_good(self.store.history(500), current)
@@ -262,15 +282,20 @@ class Agent:
             self._registry_s = self.clock.now() - t0
         if decision.verdict is Verdict.REFUSED:
             raise InvalidInput(decision.reason)
+        self.trust.tell(decision, Release(snap.tag or "", Digest(snap.digest))
+                        if snap.digest else None)
         if decision.verdict is Verdict.UNTRUSTED:
             return self._untrusted(decision, snap, trigger)
         if decision.verdict is not Verdict.DEPLOY:
             return self._report(decision.outcome, to=decision.candidate,
                                 reason=decision.reason)
-        return self._run(decision.candidate, snap, trigger)
+        verified = None if decision.signature is None else decision.signature.valid
+        return self._run(decision.candidate, snap, trigger, verified)
 
-    def _run(self, to: Release, snap: Snapshot, trigger: str) -> CycleReport:
-        run = DeployRun(deploy_id=new_deploy_id(), trigger=trigger, to=to, snapshot=snap)
+    def _run(self, to: Release, snap: Snapshot, trigger: str,
+             verified: bool | None = None) -> CycleReport:
+        run = DeployRun(deploy_id=new_deploy_id(), trigger=trigger, to=to, snapshot=snap,
+                        verified=verified)
         start = m.State.HALTED if self.store.meta().halted else m.State.IDLE
         Runner(self._ctx, run).start(start)
         return self._report_run(run)
@@ -278,7 +303,7 @@ class Agent:
     def _untrusted(self, decision: Decision, snap: Snapshot, trigger: str) -> CycleReport:
         """Nothing is pulled: the digest is quarantined and the refusal recorded."""
         run = DeployRun(deploy_id=new_deploy_id(), trigger=trigger, to=decision.candidate,
-                        snapshot=snap)
+                        snapshot=snap, verified=False)
         refuse_untrusted(self._ctx, run, decision.reason)
         return self._report_run(run)
 
@@ -311,7 +336,7 @@ class Agent:
                 pin = self._gate(self.settings.pin) if self.settings.pin else None
                 report = self._deploy_locked(pin, "poll", explicit=False)
                 if self.promoter is not None:
-                    self.promoter.tick()
+                    self.promoter.tick(verified=self.trust.verified)
         except LockBusy as exc:
             report = self._report(Outcome.BUSY, reason=str(exc))
         except RegistryError as exc:

@@ -93,6 +93,7 @@ class DeployRun:
     note: str = ""  # prefix of the history reason, e.g. "recovered at start-up"
     watch_until: float | None = None  # wall-clock end of the watch (epoch s), once begun
     start_first: bool = False  # each new unit starts beside the old one (decided at PREPARE)
+    verified: bool | None = None  # its signature verified; None: verification is off
 
     @property
     def from_(self) -> Release | None:
@@ -118,6 +119,7 @@ class DeployRun:
                 "new_ids": {str(u): c for u, c in self.new_ids.items()},
                 "reason": self.reason, "timings": self.timings,
                 "watch_until": self.watch_until, "start_first": self.start_first,
+                "verified": self.verified,
                 "snapshot": self.snapshot.to_dict() if self.snapshot else None}
 
     @classmethod
@@ -130,7 +132,8 @@ class DeployRun:
                    snapshot=snap, image_id=p.get("image_id"), new_ids=_new_ids(p),
                    reason=p.get("reason") or "", timings=dict(p.get("timings") or {}),
                    phase=phase, watch_until=_float(p.get("watch_until")),
-                   start_first=p.get("start_first") is True)
+                   start_first=p.get("start_first") is True,
+                   verified=p.get("verified") if isinstance(p.get("verified"), bool) else None)
 
 
 def _new_ids(p: Mapping[str, Any]) -> dict[int, str]:

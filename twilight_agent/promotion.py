@@ -91,14 +91,16 @@ class Promoter:
         return self._pusher
 
     # -- the daemon's part ------------------------------------------------------------
-    def tick(self) -> Promotion | None:
+    def tick(self, verified: Callable[[str], bool] | None = None) -> Promotion | None:
         """After a poll: finish an interrupted promotion, schedule the current build's,
-        promote it when due. Registry trouble is logged (once per error) and retried at
-        the next poll; it never fails the poll."""
+        promote it when due (with verification on, ``verified`` says which digests this
+        host verified: no other is promoted). Registry trouble is logged (once per error)
+        and retried at the next poll; it never fails the poll."""
         try:
             p = self.promotions.in_flight() or self._scheduled()
             if p is not None and (p.step == PROMOTING or rules.is_due(p, self._wall())):
-                p = self._promote(p, trigger="poll")
+                p = self._promote(p, trigger="poll",
+                                  verified=verified is None or verified(p.digest))
         except TwilightError as exc:
             if str(exc) != self._failing:
                 log.warning("promotion_failed", error=str(exc), retry="next poll")
@@ -156,7 +158,7 @@ class Promoter:
                 else None, "reason": p.reason or None}
 
     # -- the promotion ----------------------------------------------------------------
-    def _promote(self, p: Promotion, trigger: str) -> Promotion:
+    def _promote(self, p: Promotion, trigger: str, verified: bool = True) -> Promotion:
         """``promoting`` is written before the registry is asked anything; the PUT of the
         same bytes is idempotent, so a promotion interrupted anywhere is done again."""
         self.promotions.mark(p, PROMOTING)
@@ -167,7 +169,8 @@ class Promoter:
         if before != digest and not p.forced:
             order = self._order(digest, before)
             quarantined = {q.digest for q in self.store.quarantined()}
-            why = rules.refusal(p, running=p.digest, order=order, quarantined=quarantined)
+            why = rules.refusal(p, running=p.digest, order=order, quarantined=quarantined,
+                                verified=verified)
             if why is None:  # the health gate last: it may take up to its timeout
                 running, sick = self._running()
                 why = rules.refusal(p, running=running, order=order, quarantined=quarantined)

@@ -27,7 +27,7 @@ class Recorder:
         row = {"id": run.deploy_id, "started": run.started, "finished": finished,
                "outcome": outcome.value, "phase": run.phase, "reason": reason,
                "timings": run.timings, "log_tail": run.log_tail, "trigger": run.trigger,
-               **_sides(run)}
+               "verified": run.verified, **_sides(run)}
         last = LastResult(run.deploy_id, outcome.value, reason, finished)
         meta, clear_halt = _meta_after(run, outcome, reason, last)
         self.store.finish(row, meta, clear_halt)

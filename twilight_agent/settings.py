@@ -29,12 +29,11 @@ from twilight_agent.core.destinations import is_loopback_host, parse_auth_hosts
 from twilight_agent.core.durations import parse_duration
 from twilight_agent.core.models import ImageRef
 from twilight_agent.core.policy import DEFAULT_TAG_PATTERN, check_tag
-from twilight_agent.core.signatures import parse_annotations
 from twilight_agent.core.windows import Window, parse_windows
 from twilight_agent.errors import ConfigError
-from twilight_agent.lazy import lazy_module
 from twilight_agent.settings_promote import PromoteFields
 from twilight_agent.settings_swarm import SwarmFields
+from twilight_agent.settings_verify import VerifyFields
 
 DEFAULT_CONFIG = Path("/etc/twilight-agent/agent.env")
 CONFIG_DIR = DEFAULT_CONFIG.parent
@@ -46,13 +45,11 @@ SERVICE_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")  # compose's own rule
 _HTTP_URL = re.compile(r"https?://[^\s/?#]+(?:[/?#]\S*)?")
 MAX_DURATION = 30 * 86400.0
 CREDENTIAL_NAME = "registry-token"
-# cryptography is loaded only when TWILIGHT_VERIFY_KEY names a key (twilight_agent/lazy.py)
-verify_keys = lazy_module("twilight_agent.adapters.verify_keys")
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
-class Settings(BaseSettings, SwarmFields, PromoteFields):
+class Settings(BaseSettings, SwarmFields, PromoteFields, VerifyFields):
     """Every setting of twilight-agent. Field descriptions feed docs/configuration.md."""
 
     model_config = SettingsConfigDict(
@@ -144,14 +141,6 @@ class Settings(BaseSettings, SwarmFields, PromoteFields):
     registry_auth_hosts: str = Field("", description="Other hostnames (comma-separated) "
                                      "the registry may name as its token realm and receive "
                                      "the credentials. Empty: only the registry's own host.")
-    verify_key: str = Field("", description="Public keys (PEM, as `cosign generate-key-pair` "
-                            "writes `cosign.pub`; comma-separated paths, any one valid is "
-                            "enough): a candidate is pulled only when its cosign signature "
-                            "(`sha256-<hex>.sig`) verifies, signs its digest and this "
-                            "repository. Otherwise it is quarantined (`signature: ...`). "
-                            "Empty: signatures are not checked.")
-    verify_annotations: str = Field("", description="Annotations a signature must carry, "
-                                    "as `cosign sign -a` writes them: `ref=refs/heads/main`.")
     log_format: Literal["auto", "json", "console", "journald"] = Field(
         "auto", description="`auto`: journald fields under systemd, JSON when not a TTY, "
         "console on a TTY.")
@@ -222,7 +211,6 @@ class Settings(BaseSettings, SwarmFields, PromoteFields):
         _check_registry_transport(self.registry_url, self.registry_auth_hosts)
         self._check_durations()
         self.windows  # noqa: B018  (an invalid TWILIGHT_DEPLOY_WINDOW is a config error)
-        self._check_verification()
         for name in ("health_url", "webhook_url"):
             url = getattr(self, name)
             if url and not _HTTP_URL.fullmatch(url):
@@ -240,18 +228,6 @@ class Settings(BaseSettings, SwarmFields, PromoteFields):
         if self.health_timeout <= self.health_interval:
             raise ValueError("TWILIGHT_HEALTH_TIMEOUT must be longer than "
                              "TWILIGHT_HEALTH_INTERVAL (the gate probes several times)")
-
-    def _check_verification(self) -> None:
-        """Every key is read and parsed at load: a typo is exit 2, not a refused deploy."""
-        if self.verify_annotations.strip() and not self.verify_key_paths:
-            raise ValueError("TWILIGHT_VERIFY_ANNOTATIONS needs TWILIGHT_VERIFY_KEY")
-        for name, check in (("ANNOTATIONS", lambda: self.required_annotations),
-                            ("KEY", lambda: self.verify_key_paths
-                             and verify_keys.load_keys(self.verify_key_paths))):
-            try:
-                check()
-            except ValueError as exc:
-                raise ValueError(f"TWILIGHT_VERIFY_{name}: {exc}") from None
 
     # -- derived ----------------------------------------------------------------------
     @property
@@ -283,14 +259,6 @@ class Settings(BaseSettings, SwarmFields, PromoteFields):
         """The compose services to deploy, in order; () = every one running the image."""
         names = self.services.split(",") if self.services else [self.service]
         return tuple(n.strip() for n in names if n.strip())
-
-    @property
-    def verify_key_paths(self) -> tuple[Path, ...]:
-        return tuple(Path(p.strip()) for p in self.verify_key.split(",") if p.strip())
-
-    @property
-    def required_annotations(self) -> dict[str, str]:
-        return parse_annotations(self.verify_annotations)
 
     @property
     def pre_deploy_argv(self) -> tuple[str, ...]:

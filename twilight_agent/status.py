@@ -44,7 +44,17 @@ def status(store: StorePort, settings: Settings,
         "last_result": dataclasses.asdict(last) if last else None,
         "halted": meta.halted is not None,
         "halted_reason": meta.halted.reason if meta.halted else None,
+        "held": _held(store),
     }
+
+
+def _held(store: StorePort) -> dict[str, Any] | None:
+    """The track's build held back, as the last poll told it: waiting for its signature
+    (``kind`` signature) or older than what runs (``kind`` downgrade)."""
+    hold = store.get_meta("hold")
+    if not isinstance(hold, dict):
+        return None
+    return {k: hold.get(k) for k in ("kind", "tag", "digest", "reason", "since")}
 
 
 def _watch(journal: JournalEntry) -> dict[str, Any] | None:

@@ -51,6 +51,15 @@ class FakeRegistry:
             raise ManifestNotFound(f"{tag} does not exist")
         return self.tags[tag]
 
+    def created(self, digest: Digest) -> str | None:
+        """The ``created`` label of the build under ``digest`` (the tags it knows)."""
+        self.calls.append("created")
+        self._check()
+        known = [r for r in (self.track, *self.tags.values()) if r.digest == digest]
+        if not known:
+            raise ManifestNotFound(f"{digest} does not exist")
+        return known[0].created
+
 
 @dataclass
 class C:

@@ -10,6 +10,7 @@ payload bytes, SHA-256), for what the registry cannot be made to serve.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -282,12 +283,44 @@ def test_policy_an_invalid_signature_is_untrusted_a_valid_one_deploys() -> None:
     facts = policy.Facts(candidate=release(2), running=str(release(1).digest),
                          quarantined=frozenset())
     bad = policy.decide(policy.Facts(**{**facts.__dict__, "signature": sg.SignatureCheck(
-        "missing", "no sha256-….sig")}))
+        "invalid", "no configured key verifies the signature")}))
     assert bad.verdict is policy.Verdict.UNTRUSTED and bad.outcome.exit_code == 1
-    assert bad.reason == "signature: missing (no sha256-….sig)"
+    assert bad.reason == "signature: invalid (no configured key verifies the signature)"
     ok = policy.decide(policy.Facts(**{**facts.__dict__, "signature": sg.SignatureCheck(
         "valid", key="k.pub")}))
     assert ok.verdict is policy.Verdict.DEPLOY
+
+
+def test_policy_a_missing_signature_waits_out_its_grace_and_an_operator_is_refused() -> None:
+    missing = sg.SignatureCheck("missing", "no sha256-….sig")
+    facts = policy.Facts(candidate=release(2), running=str(release(1).digest),
+                         quarantined=frozenset(), signature=missing)
+    waiting = policy.decide(dataclasses.replace(facts, grace_left_s=600))
+    assert waiting.verdict is policy.Verdict.UNSIGNED and waiting.outcome.exit_code == 0
+    assert "waiting for a signature (600s of TWILIGHT_VERIFY_GRACE left)" in waiting.reason
+    late = policy.decide(dataclasses.replace(facts, grace_left_s=0))
+    assert late.verdict is policy.Verdict.UNTRUSTED and late.outcome.exit_code == 1
+    assert late.reason == ("signature: missing (no sha256-….sig); still unsigned when "
+                           "TWILIGHT_VERIFY_GRACE ran out")
+    named = policy.decide(dataclasses.replace(facts, grace_left_s=600, explicit=True))
+    assert named.verdict is policy.Verdict.REFUSED and "has no signature (yet)" in named.reason
+    held = policy.decide(dataclasses.replace(facts, older=True))  # before any signature
+    assert held.verdict is policy.Verdict.DOWNGRADE and "deploy sha-0000002" in held.reason
+    assert policy.decide(dataclasses.replace(facts, older=True, explicit=True,
+                                             grace_left_s=1)).verdict is policy.Verdict.REFUSED
+
+
+def test_signed_facts_must_agree_with_the_build() -> None:
+    rev = "a1b2c3d" + "e" * 33
+    assert sg.build_mismatch(rev, rev, "sha-a1b2c3d") is None
+    assert sg.build_mismatch(None, rev, "sha-a1b2c3d") is None
+    assert sg.build_mismatch(rev, None, "main") is None
+    assert "it signs commit ffffffffffff" in (sg.build_mismatch("f" * 40, rev, None) or "")
+    assert "the tag sha-0000001 is not commit a1b2c3deeeee" in (
+        sg.build_mismatch(None, rev, "sha-0000001") or "")
+    assert "is not commit" in (sg.build_mismatch(rev, None, "sha-1111111") or "")
+
+
 
 
 class FixedVerifier:

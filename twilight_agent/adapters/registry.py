@@ -11,17 +11,14 @@ Finding the newest build on the track (README, "Checking what would be deployed"
 3. No label, or no confirmation: page through ``tags/list`` (``Link``, page cap, loop
    check) and ``HEAD`` the ``sha-*`` tags until one answers D.
 
-The Release carries the ``sha-`` tag and D itself (the index digest for a multi-arch
-image, since that is what the engine pulls by digest).
-
-Everything the registry sends is untrusted: each public call runs under one overall
-deadline, tags/list is capped in pages and in tags, a blob redirect may not downgrade to
-http nor point at link-local, metadata or (unless the registry is there) loopback
-addresses, tags, digests and revisions are checked with ``re.fullmatch``, and any text
-from the registry is passed through ``printable`` before it is part of a message. Any
-answer ends in a ``RegistryError`` (``RegistryProtocolError`` for garbage), never in a
-``KeyError``, ``AttributeError`` or ``RecursionError``.
-"""
+The Release carries the ``sha-`` tag and D itself (the index digest for a multi-arch image,
+since that is what the engine pulls by digest). Everything the registry sends is untrusted:
+each public call runs under one overall deadline, tags/list is capped in pages and in tags,
+a blob redirect may not downgrade to http nor point at link-local, metadata or (unless the
+registry is there) loopback addresses, tags, digests and revisions are checked with
+``re.fullmatch``, and any text from the registry is passed through ``printable`` before it
+is part of a message. Any answer ends in a ``RegistryError`` (``RegistryProtocolError`` for
+garbage), never in a ``KeyError``, ``AttributeError`` or ``RecursionError``. """
 
 from __future__ import annotations
 
@@ -127,6 +124,11 @@ class HttpRegistry:
         tag = self._gate(tag)
         with self._http.operation():
             return self._resolve_tag(tag, known)
+
+    def created(self, digest: Digest) -> str | None:
+        """The build's ``org.opencontainers.image.created`` label, if it has one."""
+        with self._http.operation():
+            return self._labels(digest, str(digest))[1]
 
     def _resolve_track(self, track: str, known: Release | None) -> Release:
         digest = self._head(track)

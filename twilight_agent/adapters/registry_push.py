@@ -36,11 +36,6 @@ class TagPusher(HttpRegistry):
         with self._http.operation():
             return self._head_or_none(self._gate(tag))
 
-    def created(self, digest: Digest) -> str | None:
-        """The build's ``org.opencontainers.image.created`` label, if it has one."""
-        with self._http.operation():
-            return self._labels(digest, str(digest))[1]
-
     def point(self, tag: str, digest: Digest) -> Digest:
         """Put ``digest``'s manifest bytes under ``tag``; the digest the registry answers
         must be ``digest`` (same bytes, same media type)."""

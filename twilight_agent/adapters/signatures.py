@@ -36,6 +36,7 @@ from twilight_agent.errors import ManifestNotFound
 from twilight_agent.logs import get_logger
 
 log = get_logger("twilight.signatures")
+SAID = 64  # digests whose last logged answer is remembered
 
 
 class CosignVerifier:
@@ -47,14 +48,21 @@ class CosignVerifier:
         self._keys = tuple(keys)
         self._reference = reference  # host/path, what cosign writes as docker-reference
         self._annotations = dict(annotations or {})
+        self._said: dict[str, SignatureCheck] = {}  # the last answer logged, per digest
 
     def verify(self, release: Release) -> SignatureCheck:
-        check = self._verify(release.digest)
-        log.info("signature_checked", digest=str(release.digest), tag=release.tag,
-                 signature=check.status, detail=check.detail or None, key=check.key or None)
+        check = self._verify(release)
+        if self._said.get(str(release.digest)) != check:  # one line per digest and answer
+            self._said[str(release.digest)] = check
+            while len(self._said) > SAID:
+                del self._said[next(iter(self._said))]
+            log.info("signature_checked", digest=str(release.digest), tag=release.tag,
+                     signature=check.status, detail=check.detail or None,
+                     key=check.key or None)
         return check
 
-    def _verify(self, digest: Digest) -> SignatureCheck:
+    def _verify(self, release: Release) -> SignatureCheck:
+        digest = release.digest
         docs = self._signature_manifests(digest)
         if not docs:
             return SignatureCheck(MISSING, f"no {sig_tag(digest)[:19]}….sig and no OCI "
@@ -68,7 +76,7 @@ class CosignVerifier:
                 problem = str(exc)
         if not layers:
             return SignatureCheck(INVALID, problem)
-        reasons = [self._layer(layer, digest) for layer in layers[:MAX_LAYERS]]
+        reasons = [self._layer(layer, release) for layer in layers[:MAX_LAYERS]]
         return next((r for r in reasons if r.valid), None) or _worst(reasons)
 
     def _signature_manifests(self, digest: Digest) -> list[Any]:
@@ -85,8 +93,9 @@ class CosignVerifier:
         docs = (self._registry.manifest_or_none(d) for d in signature_referrers(index))
         return [doc[0] for doc in docs if doc is not None]
 
-    def _layer(self, layer: SignatureLayer, digest: Digest) -> SignatureCheck:
-        """One signature: its payload verifies with a key, then says the right things."""
+    def _layer(self, layer: SignatureLayer, release: Release) -> SignatureCheck:
+        """One signature: its payload verifies with a key, then says the right things (the
+        digest, the repository, the annotations, the build's commit and tag)."""
         try:
             payload = self._registry.verified_blob(Digest(layer.digest))
         except ManifestNotFound:
@@ -95,7 +104,8 @@ class CosignVerifier:
         key = next((k for k in self._keys if k.verifies(layer.signature, payload)), None)
         if key is None:
             return SignatureCheck(INVALID, "no configured key verifies the signature")
-        why = payload_mismatch(payload, str(digest), self._reference, self._annotations)
+        why = payload_mismatch(payload, str(release.digest), self._reference,
+                               self._annotations, release.revision, release.tag)
         if why is not None:
             return SignatureCheck(INVALID, f"signed by {key.path}, but {why}")
         return SignatureCheck(VALID, key=key.path)

@@ -7,7 +7,10 @@
 - ``history``: one row per finished deploy.
 - ``quarantine``: digests that failed and are never deployed automatically.
 - ``meta``: small JSON values (current/previous release, halted flag, last result).
-- ``seen``: when the track first pointed at a digest (``TWILIGHT_MIN_AGE``).
+- ``seen``: when the agent first saw a digest (``TWILIGHT_MIN_AGE``,
+  ``TWILIGHT_VERIFY_GRACE``).
+- ``verified``: digests whose signature this host verified, and by what (a rollback or a
+  promotion takes only these, or verifies first).
 - ``promotion``: one row per digest on its way to ``TWILIGHT_PROMOTE_TO``
   (``adapters/promotion_store.py``, steps in ``core/promotion.py``).
 
@@ -54,7 +57,9 @@ CREATE TABLE IF NOT EXISTS history (
     from_tag TEXT, from_digest TEXT, to_tag TEXT, to_digest TEXT,
     outcome TEXT NOT NULL, phase TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
     timings TEXT NOT NULL DEFAULT '{}', log_tail TEXT NOT NULL DEFAULT '',
-    trigger TEXT NOT NULL DEFAULT '');
+    trigger TEXT NOT NULL DEFAULT '', verified INTEGER);
+CREATE TABLE IF NOT EXISTS verified (
+    digest TEXT PRIMARY KEY, tag TEXT, by TEXT NOT NULL, at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS quarantine (
     digest TEXT PRIMARY KEY, tag TEXT, reason TEXT NOT NULL, at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -85,7 +90,10 @@ def _meta_values(meta: Meta, clear_halt: bool) -> dict[str, Any]:
 
 
 HISTORY_COLUMNS = ("id", "started", "finished", "from_tag", "from_digest", "to_tag",
-                   "to_digest", "outcome", "phase", "reason", "timings", "log_tail", "trigger")
+                   "to_digest", "outcome", "phase", "reason", "timings", "log_tail", "trigger",
+                   "verified")
+# Columns added after the first release, added to an older store when it is opened.
+ADDED_COLUMNS = {"history": (("verified", "INTEGER"),)}
 
 
 def release_from(d: Any) -> Release | None:
@@ -145,6 +153,11 @@ class Store:
         with contextlib.closing(sqlite3.connect(self.path, timeout=10)) as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            for table, columns in ADDED_COLUMNS.items():
+                have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+                for name, kind in columns:
+                    if name not in have:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
             db.commit()
 
     def _set_aside(self) -> Path:
@@ -218,6 +231,23 @@ class Store:
             return float(db.execute("SELECT first_seen FROM seen WHERE digest = ?",
                                     (digest,)).fetchone()["first_seen"])
 
+    # -- verified digests -------------------------------------------------------------
+    def mark_verified(self, digest: str, tag: str | None, by: str) -> None:
+        """Record that ``digest``'s signature verified (by a key or an identity)."""
+        if self.readonly:  # ``check`` verifies too, and records nothing
+            return
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO verified (digest, tag, by, at) "
+                       "VALUES (?, ?, ?, ?)", (digest, tag, by, utcnow()))
+
+    def is_verified(self, digest: str) -> bool:
+        try:
+            with self._db() as db:
+                return db.execute("SELECT 1 FROM verified WHERE digest = ?",
+                                  (digest,)).fetchone() is not None
+        except sqlite3.OperationalError:  # a read-only store from before the table
+            return False
+
     def unquarantine(self, digest_or_tag: str) -> list[QuarantineEntry]:
         """Remove entries whose digest (full, or without ``sha256:``) or tag matches."""
         key = digest_or_tag.strip()
@@ -275,12 +305,14 @@ class Store:
 
     def history(self, n: int = 20) -> list[dict[str, Any]]:
         """Finished deploys, newest first."""
-        with self._db() as db:
-            rows = db.execute(f"SELECT {', '.join(HISTORY_COLUMNS)} FROM history "  # noqa: S608
-                              "ORDER BY finished DESC, rowid DESC LIMIT ?", (max(n, 0),))
-            out = [dict(r) for r in rows]
+        with self._db() as db:  # `*`: a read-only store may predate a column
+            rows = db.execute("SELECT * FROM history ORDER BY finished DESC, rowid DESC "
+                              "LIMIT ?", (max(n, 0),))
+            out = [{k: dict(r).get(k) for k in HISTORY_COLUMNS} for r in rows]
         for r in out:
             r["timings"] = json.loads(r["timings"] or "{}")
+            if r["verified"] is not None:
+                r["verified"] = bool(r["verified"])
         return out
 
     # -- meta -------------------------------------------------------------------------

@@ -38,7 +38,14 @@ import httpx
 
 from twilight_agent import __version__
 from twilight_agent.core.clock import utcnow
-from twilight_agent.core.events import DeployFinished, Event, HaltedAlert
+from twilight_agent.core.events import (
+    HELD_DOWNGRADE,
+    DeployFinished,
+    DeployRef,
+    Event,
+    HaltedAlert,
+    Held,
+)
 from twilight_agent.core.models import Release
 from twilight_agent.logs import REDACTED, get_logger
 
@@ -66,6 +73,8 @@ def message_kind(event: Event) -> str | None:
         return _KINDS.get(event.outcome.value)
     if isinstance(event, HaltedAlert):
         return "halted"
+    if isinstance(event, Held) and event.kind == HELD_DOWNGRADE:
+        return "downgrade"
     return None
 
 
@@ -81,10 +90,13 @@ def tail_lines(text: str, lines: int, chars: int = LOG_TAIL_CHARS) -> str:
     return "".join(text.splitlines(keepends=True)[-lines:])[-chars:]
 
 
-def build_body(kind: str, event: DeployFinished | HaltedAlert, host: str,
+def build_body(kind: str, event: DeployFinished | HaltedAlert | Held, host: str,
                image: str, log_lines: int = 50) -> dict[str, Any]:
     """The JSON body, from a fixed set of keys only."""
-    ref = event.ref
+    if isinstance(event, Held):  # nothing ran: the track moved back and was not followed
+        ref = DeployRef(f"held-{event.build.digest.short}", event.running, event.build, "poll")
+    else:
+        ref = event.ref
     from_tag = ref.from_.tag if ref.from_ else "?"
     to_tag = ref.to.tag if ref.to else "?"
     reason = _scrub(event.reason)
@@ -94,6 +106,8 @@ def build_body(kind: str, event: DeployFinished | HaltedAlert, host: str,
         what = f"deployed {image} {from_tag or '?'} -> {to_tag or '?'}"
     elif kind == "rollback":
         what = f"rolled back {image} {to_tag or '?'} -> {from_tag or '?'}"
+    elif kind == "downgrade":
+        what = f"held {image} at {from_tag or '?'}: the track moved back to {to_tag or '?'}"
     else:
         what = f"HALTED {image} (operator needed)"
     outcome = event.outcome.value if isinstance(event, DeployFinished) else kind
@@ -145,8 +159,9 @@ class Webhook:
             kind = message_kind(event)
             if kind is None or self._closed:
                 return
-            assert isinstance(event, (DeployFinished, HaltedAlert))
-            if not self._first(kind, event.ref.deploy_id):
+            assert isinstance(event, (DeployFinished, HaltedAlert, Held))
+            key = event.ref.deploy_id if not isinstance(event, Held) else str(event.build.digest)
+            if not self._first(kind, key):
                 return
             body = build_body(kind, event, self.host, self.image, self.log_lines)
             self._queue.put_nowait(body)

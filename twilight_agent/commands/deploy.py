@@ -136,6 +136,8 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         rows.insert(3, ("window", f"closed; the next deploy window opens {st['next_window']}"))
     if st.get("promotion"):
         rows.insert(3, ("promotion", _promotion_text(st["promotion"])))
+    if st.get("held"):
+        rows.insert(3, ("held", f"{_release(st['held'])}: {st['held']['reason']}"))
     rows += [("", f"{q['tag'] or '?'} {q['digest'][:19]}: {q['reason']}")
              for q in st["quarantined"]]
     for key, value in rows:
@@ -165,8 +167,10 @@ def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
     if not rows:
         print("no deploys recorded yet")
     for r in rows:
+        signed = "" if r.get("verified") is None else (
+            ", verified" if r["verified"] else ", unverified")
         print(f"{r['finished']}  {r['outcome']:<12} {r['from_tag'] or '-'} -> "
-              f"{r['to_tag'] or '-'}  [{r['trigger']}, {r['phase']}]"
+              f"{r['to_tag'] or '-'}  [{r['trigger']}, {r['phase']}{signed}]"
               + (f"  {r['reason']}" if r["reason"] else ""))
     return 0
 

@@ -197,8 +197,27 @@ class Promoted:
                 "trigger": self.trigger, "reason": self.reason}
 
 
+HELD_DOWNGRADE, HELD_SIGNATURE = "downgrade", "signature"
+
+
+@dataclass(frozen=True)
+class Held:
+    """The track's build is held back, nothing touched: it is older than what runs
+    (``downgrade``), or it has no signature yet (``signature``). Once per build."""
+
+    name: ClassVar[str] = "held"
+    build: Release
+    running: Release | None
+    kind: str  # HELD_DOWNGRADE | HELD_SIGNATURE
+    reason: str
+
+    def fields(self) -> dict[str, object]:
+        return {"kind": self.kind, "to": self.build.label, "digest": str(self.build.digest),
+                "from": _label(self.running), "reason": self.reason}
+
+
 Event = (PhaseChanged | DeployFinished | Quarantined | HaltedAlert | TaskFinished
-         | Recovering | Polled | RegistryFailed | Started | Promoted)
+         | Recovering | Polled | RegistryFailed | Started | Promoted | Held)
 # Events the audit log writes; the others only reach the sinks (counted, not logged).
 LOGGED: tuple[type, ...] = (PhaseChanged, DeployFinished, Quarantined, HaltedAlert,
-                            TaskFinished, Recovering, RegistryFailed, Promoted)
+                            TaskFinished, Recovering, RegistryFailed, Promoted, Held)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from twilight_agent.core.models import DEFAULT_TAG_PATTERN, Release, Tag
 from twilight_agent.core.outcomes import Outcome
-from twilight_agent.core.signatures import SignatureCheck
+from twilight_agent.core.signatures import MISSING, SignatureCheck
 
 __all__ = ["DEFAULT_TAG_PATTERN", "Decision", "Facts", "Verdict", "check_tag", "decide",
            "passes_gate", "previous_good", "quarantine_reason", "running_tag", "sha_tag"]
@@ -40,6 +40,8 @@ class Verdict(str, enum.Enum):
     REFUSED = "refused"  # an operator asked for a quarantined digest: unquarantine first
     WAIT = "wait"  # a new build, but too young (TWILIGHT_MIN_AGE) or outside every window
     UNTRUSTED = "untrusted"  # its signature does not verify: quarantine, pull nothing
+    UNSIGNED = "waiting_for_signature"  # no signature yet: looked at again, until the grace
+    DOWNGRADE = "downgrade"  # the track moved to an older build: held, nothing touched
 
     def __str__(self) -> str:
         return str(self.value)
@@ -60,6 +62,8 @@ class Facts:
     window: str | None = None  # outside every deploy window: when the next one opens
     now: bool = False  # an operator said deploy --now: windows do not apply
     signature: SignatureCheck | None = None  # checked only for a candidate to deploy
+    grace_left_s: float = 0.0  # TWILIGHT_VERIFY_GRACE left for a missing signature
+    older: bool = False  # the track's build is older than what runs (a downgrade)
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,8 @@ class Decision:
 _OUTCOMES = {Verdict.DEPLOY: Outcome.DEPLOYED, Verdict.UP_TO_DATE: Outcome.UP_TO_DATE,
              Verdict.PINNED: Outcome.PINNED_CURRENT, Verdict.QUARANTINED: Outcome.QUARANTINED,
              Verdict.HALTED: Outcome.QUARANTINED, Verdict.REFUSED: Outcome.QUARANTINED,
-             Verdict.WAIT: Outcome.WAITING, Verdict.UNTRUSTED: Outcome.UNTRUSTED}
+             Verdict.WAIT: Outcome.WAITING, Verdict.UNTRUSTED: Outcome.UNTRUSTED,
+             Verdict.UNSIGNED: Outcome.WAITING, Verdict.DOWNGRADE: Outcome.NOTHING_TO_DO}
 
 
 def decide(f: Facts) -> Decision:
@@ -105,12 +110,34 @@ def decide(f: Facts) -> Decision:
             return Decision(Verdict.PINNED, f"the pin {f.pin} runs ({label}); the track is "
                             "not followed while pinned", f.candidate)
         return Decision(Verdict.UP_TO_DATE, f"{label} is already running", f.candidate)
+    if f.older and not f.explicit:
+        return Decision(Verdict.DOWNGRADE, f"{f.source} moved back to {label}, a build "
+                        f"older than the one running; held (to go back on purpose: "
+                        f"`twilight-agent deploy {f.candidate.tag or digest}`, or "
+                        "TWILIGHT_ALLOW_DOWNGRADE=true)", f.candidate)
     if f.signature is not None and not f.signature.valid:
-        return Decision(Verdict.UNTRUSTED, f"signature: {f.signature.describe()}",
-                        f.candidate, f.signature)
+        return _untrusted(f)
     why = "the running digest is unknown" if f.running is None else "it differs from what runs"
     return _when(f) or Decision(Verdict.DEPLOY, f"{f.source} points at {label}; {why}",
                                 f.candidate, f.signature)
+
+
+def _untrusted(f: Facts) -> Decision:
+    """A signature that did not verify; a missing one waits out its grace first (CI signs
+    after it pushes), and an operator who names an unsigned build is refused."""
+    sig, label = f.signature, f.candidate.label
+    assert sig is not None
+    if sig.status != MISSING:
+        return Decision(Verdict.UNTRUSTED, f"signature: {sig.describe()}", f.candidate, sig)
+    if f.explicit:
+        return Decision(Verdict.REFUSED, f"{label} has no signature (yet): "
+                        f"{sig.describe()}; nothing deployed", f.candidate, sig)
+    if f.grace_left_s > 0:
+        return Decision(Verdict.UNSIGNED, f"{label} is waiting for a signature "
+                        f"({f.grace_left_s:.0f}s of TWILIGHT_VERIFY_GRACE left)",
+                        f.candidate, sig)
+    return Decision(Verdict.UNTRUSTED, f"signature: {sig.describe()}; still unsigned when "
+                    "TWILIGHT_VERIFY_GRACE ran out", f.candidate, sig)
 
 
 def _when(f: Facts) -> Decision | None:

@@ -4,8 +4,9 @@ Who implements: RegistryPort -> adapters/registry.py; TargetPort -> adapters/
 container_target.py (one container, by name or compose service; swarm_target.py: a swarm
 service) over RuntimePort ->
 adapters/docker_runtime.py, which is also the ImagePort; HealthPort -> adapters/health.py;
-StorePort -> adapters/store.py; EventSink -> adapters/sinks.py (the audit log), metrics,
-webhook. docs/architecture.md says where to add a target kind, a sink or a registry.
+StorePort (core/store_port.py) -> adapters/store.py; EventSink -> adapters/sinks.py (the
+audit log), metrics, webhook. docs/architecture.md says where to add a target kind, a sink
+or a registry.
 """
 
 from __future__ import annotations
@@ -16,6 +17,12 @@ from typing import Any, Protocol
 
 from twilight_agent.core.events import Event
 from twilight_agent.core.models import Digest, Release
+from twilight_agent.core.store_port import Halt as Halt  # the store's port, re-exported
+from twilight_agent.core.store_port import JournalEntry as JournalEntry
+from twilight_agent.core.store_port import LastResult as LastResult
+from twilight_agent.core.store_port import Meta as Meta
+from twilight_agent.core.store_port import QuarantineEntry as QuarantineEntry
+from twilight_agent.core.store_port import StorePort as StorePort
 
 PARKED_SUFFIX = ".twilight-prev"
 NEXT_SUFFIX = ".twilight-next"  # start-first: the new container until its cutover
@@ -39,6 +46,10 @@ class RegistryPort(Protocol):
 
     def resolve_tag(self, tag: str) -> Release:
         """A pinned or operator-given tag resolved to its digest (tag gate already passed)."""
+        ...
+
+    def created(self, digest: Digest) -> str | None:
+        """The build's ``org.opencontainers.image.created`` label, if it has one."""
         ...
 
 
@@ -307,89 +318,6 @@ class HealthPort(Protocol):
         A failure names the unit (``detail["unit"]``); a stop request ends the watch with
         ``detail["interrupted"]``."""
         ...
-
-
-# --------------------------------------------------------------------------- store
-@dataclass(frozen=True)
-class QuarantineEntry:
-    digest: str
-    tag: str | None
-    reason: str
-    at: str  # ISO 8601 UTC
-
-
-@dataclass(frozen=True)
-class Halt:
-    """Why the agent is HALTED: the digest the failed rollback was about."""
-
-    digest: str | None
-    reason: str
-    deploy_id: str
-
-
-@dataclass(frozen=True)
-class LastResult:
-    """The last finished deploy, as ``status`` shows it."""
-
-    deploy_id: str
-    outcome: str
-    reason: str
-    finished: str
-
-
-@dataclass(frozen=True)
-class Meta:
-    """What serves, what served before, whether halted, the last result: the store's
-    ``meta`` table, typed. ``None`` in an update means "clear" only for ``halted``."""
-
-    current: Release | None = None
-    previous: Release | None = None
-    halted: Halt | None = None
-    last_result: LastResult | None = None
-
-
-@dataclass(frozen=True)
-class JournalEntry:
-    """The last journal row of an unfinished deploy."""
-
-    deploy_id: str
-    phase: str
-    step: str
-    payload: Mapping[str, Any]
-    at: str
-
-
-class StorePort(Protocol):
-    """sqlite3 (WAL) in TWILIGHT_STATE_DIR: phase journal, history, quarantine, meta."""
-
-    def quarantined(self) -> list[QuarantineEntry]: ...
-
-    def is_quarantined(self, digest: str) -> bool: ...
-
-    def quarantine(self, digest: str, tag: str | None, reason: str) -> None: ...
-
-    def unquarantine(self, digest_or_tag: str) -> list[QuarantineEntry]: ...
-
-    def first_seen(self, digest: str, tag: str | None, now: float) -> float: ...
-
-    def journal(self, deploy_id: str, phase: str, step: str,
-                payload: Mapping[str, Any]) -> None:
-        """Write one step of the deploy in flight, before the step's side effect."""
-        ...
-
-    def open_journal(self) -> JournalEntry | None: ...
-
-    def finish(self, row: Mapping[str, Any], meta: Meta, clear_halt: bool) -> None:
-        """History row + meta + journal closed, in one transaction."""
-        ...
-
-    def history(self, n: int = 20) -> list[dict[str, Any]]: ...
-
-    def outcome_counts(self) -> dict[str, tuple[int, str]]: ...
-
-    def meta(self) -> Meta: ...
-
-    def set_current(self, release: Release) -> None: ...
 
 
 # --------------------------------------------------------------------------- events

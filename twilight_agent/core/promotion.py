@@ -11,9 +11,10 @@ steps (each written before what it stands for happens):
               manifest bytes under the tag is idempotent: the tag points at the old digest
               or the new one, never at anything else).
 ``promoted``  the tag points at the digest; the history row says so.
-``dropped``   not promoted: superseded by another deploy, quarantined, older than what the
-              tag points at, not running (or unhealthy) here at the due time, or an
-              operator promoted another build.
+``dropped``   not promoted: superseded by another deploy, quarantined, never verified
+              here (with verification on), older than what the tag points at, not
+              running (or unhealthy) here at the due time, or an operator promoted
+              another build.
 
 Which build is older: the order in which this host first deployed each digest (its
 history, oldest row per digest); for a digest this host never deployed, the
@@ -95,13 +96,15 @@ def _instant(value: str | None) -> dt.datetime | None:
 
 
 def refusal(p: Promotion, *, running: str | None, quarantined: Collection[str],
-            order: Order) -> str | None:
+            order: Order, verified: bool = True) -> str | None:
     """Why ``p`` must not move its tag now; None when it may. An operator's forced
-    promotion skips every rule."""
+    promotion skips every rule (its build was verified when it was named)."""
     if p.forced:
         return None
     if p.digest in quarantined:
         return "quarantined"
+    if not verified:
+        return "its signature was never verified on this host"
     if order is Order.OLDER:
         return f"older than the build {p.to_tag} points at"
     if running != p.digest:

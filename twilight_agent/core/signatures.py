@@ -126,8 +126,14 @@ def _layer(entry: Any) -> SignatureLayer | None:
 
 
 def payload_mismatch(payload: bytes, digest: str, reference: str,
-                     annotations: Mapping[str, str]) -> str | None:
-    """Why a (verified) payload does not vouch for ``reference@digest``; None when it does."""
+                     annotations: Mapping[str, str], revision: str | None = None,
+                     tag: str | None = None) -> str | None:
+    """Why a (verified) payload does not vouch for ``reference@digest``; None when it does.
+
+    ``revision`` (the image's ``org.opencontainers.image.revision``) and ``tag`` (the tag the
+    agent records) must agree with what was signed: a ``commit`` annotation equal to the
+    revision, and a ``sha-<7>`` tag that is a prefix of the revision (or, with no revision
+    label, of the signed commit)."""
     try:
         doc = json.loads(payload)
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -151,6 +157,19 @@ def payload_mismatch(payload: bytes, digest: str, reference: str,
             got = optional.get(key)
             return f"annotation {key}={want} required, it has " + (
                 f"{key}={_shown(got)}" if got is not None else f"no {key}")
+    return build_mismatch(optional.get("commit"), revision, tag)
+
+
+def build_mismatch(commit: object, revision: str | None, tag: str | None) -> str | None:
+    """Why the signed ``commit``, the image's ``revision`` label and the recorded ``tag``
+    disagree; None when every pair that exists agrees."""
+    signed = commit if isinstance(commit, str) and commit else None
+    if signed is not None and revision and signed.lower() != revision.lower():
+        return (f"it signs commit {_shown(signed)[:12]}, the image's revision label is "
+                f"{_shown(revision)[:12]}")
+    built = revision or signed
+    if tag and tag.startswith("sha-") and built and not built.lower().startswith(tag[4:]):
+        return f"the tag {_shown(tag)} is not commit {_shown(built)[:12]}"
     return None
 
 
