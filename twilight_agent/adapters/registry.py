@@ -324,8 +324,9 @@ class HttpRegistry:
     def referrers(self, digest: Digest, artifact_type: str) -> dict[str, Any] | None:
         """The OCI 1.1 referrers index of ``digest``; None when the registry has no such API."""
         with self._http.operation():
-            reply = self._http.request("GET", f"{self._v2}/referrers/{digest}?artifactType="
-                                       f"{artifact_type}", what=f"referrers {digest.short}")
+            url = httpx.URL(f"{self._v2}/referrers/{digest}", params={  # `+` goes as %2B
+                "artifactType": artifact_type})
+            reply = self._http.request("GET", str(url), what=f"referrers {digest.short}")
         ok = reply.status == 200 and reply.content_type == OCI_INDEX
         doc = reply.json(f"referrers {digest.short}") if ok else None
         return doc if isinstance(doc, dict) else None
