@@ -8,17 +8,16 @@ Finding the newest build on the track (README, "Checking what would be deployed"
    (attestations skipped), then its config blob (a redirect to another host is followed
    without the registry token): ``org.opencontainers.image.revision`` -> ``sha-<7>``,
    confirmed by a ``HEAD`` that must answer D.
-3. No label, or no confirmation: page through ``tags/list`` (``Link``, page cap, loop
-   check) and ``HEAD`` the ``sha-*`` tags until one answers D.
+3. No label or no confirmation: page through ``tags/list`` (``Link``, page cap, loop check)
+   and ``HEAD`` the ``sha-*`` tags until one answers D.
 
-The Release carries the ``sha-`` tag and D itself (the index digest for a multi-arch image,
-since that is what the engine pulls by digest). Everything the registry sends is untrusted:
-each public call runs under one overall deadline, tags/list is capped in pages and in tags,
-a blob redirect may not downgrade to http nor point at link-local, metadata or (unless the
-registry is there) loopback addresses, tags, digests and revisions are checked with
-``re.fullmatch``, and any text from the registry is passed through ``printable`` before it
-is part of a message. Any answer ends in a ``RegistryError`` (``RegistryProtocolError`` for
-garbage), never in a ``KeyError``, ``AttributeError`` or ``RecursionError``. """
+The Release carries the ``sha-`` tag and D itself (for a multi-arch image the index digest:
+the engine pulls that). Everything the registry sends is untrusted: each public call has one
+overall deadline, tags/list is capped in pages and tags, a blob redirect may not downgrade to
+http nor point at link-local, metadata or (unless the registry is there) loopback addresses,
+tags, digests and revisions are checked with ``re.fullmatch``, and registry text goes through
+``printable`` before it is part of a message. Any answer ends in a ``RegistryError``
+(``RegistryProtocolError`` for garbage), never a ``KeyError`` or ``RecursionError``."""
 
 from __future__ import annotations
 
@@ -324,8 +323,8 @@ class HttpRegistry:
     def referrers(self, digest: Digest, artifact_type: str) -> dict[str, Any] | None:
         """The OCI 1.1 referrers index of ``digest``; None when the registry has no such API."""
         with self._http.operation():
-            url = httpx.URL(f"{self._v2}/referrers/{digest}", params={  # `+` goes as %2B
-                "artifactType": artifact_type})
+            url = httpx.URL(f"{self._v2}/referrers/{digest}",  # `+` goes as %2B
+                            params={"artifactType": artifact_type})
             reply = self._http.request("GET", str(url), what=f"referrers {digest.short}")
         ok = reply.status == 200 and reply.content_type == OCI_INDEX
         doc = reply.json(f"referrers {digest.short}") if ok else None
