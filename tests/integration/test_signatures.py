@@ -118,13 +118,19 @@ def test_signed_as_an_oci_referrer_is_deployed(site: Site, keys: Keys) -> None:
     assert_refused(site, v3, v2, site.cli("deploy"), "no configured key verifies")
 
 
-def test_unsigned_is_refused_and_nothing_is_pulled(site: Site, keys: Keys) -> None:
+def test_unsigned_waits_and_is_refused_after_the_grace_nothing_pulled(site: Site,
+                                                                       keys: Keys) -> None:
     v1 = push(site, "v1")
     site.run_app(v1)
     v2 = push(site, "v2")
     site.config.update(verify_cfg(keys))
     check = site.cli("check")
-    assert "signature: missing" in check.stdout and "untrusted" in check.stdout, check.stdout
+    assert "signature: missing" in check.stdout, check.stdout
+    assert "decision:  waiting for signature:" in check.stdout, check.stdout
+    waiting = site.cli("deploy")  # CI may still be signing it
+    assert waiting.returncode == 0 and "waiting for a signature" in waiting.stdout, waiting
+    assert site.status()["quarantined"] == [] and not engine_has(site, v2)
+    site.config.update(VERIFY_GRACE="1s")  # counted from the first sighting, above
     assert_refused(site, v2, v1, site.cli("deploy"), "signature: missing")
 
 
@@ -133,14 +139,17 @@ def test_a_pin_or_a_named_tag_that_is_unsigned_is_refused(site: Site, keys: Keys
     site.run_app(v1)
     v2 = push(site, "v2", branch="feature")
     site.config.update(verify_cfg(keys))
-    assert_refused(site, v2, v1, site.cli("deploy", v2.sha_tag), "signature: missing",
-                   retry=("deploy", v2.sha_tag))
-    v3 = push(site, "v3", branch="feature")  # the daemon following a pin
-    agent = app.build_agent(site.settings(PIN=v3.sha_tag))
+    named = site.cli("deploy", v2.sha_tag)  # an operator: refused, nothing quarantined
+    assert named.returncode == 2 and "has no signature (yet)" in named.stderr, named.stderr
+    assert site.status()["quarantined"] == [] and not engine_has(site, v2)
+    v3 = push(site, "v3", branch="feature")  # the daemon following a pin waits, then refuses
+    agent = app.build_agent(site.settings(PIN=v3.sha_tag, VERIFY_GRACE="0.001"))
     try:
+        seen = agent.poll_once()  # its first sighting starts the grace
         first, second = agent.poll_once(), agent.poll_once()
     finally:
         agent.close()
+    assert seen.outcome == "waiting", seen
     assert (first.outcome, first.exit_code) == ("untrusted", 1), first
     assert first.reason.startswith("signature: missing")
     assert second.outcome == "quarantined"  # waits for another pin or a signature

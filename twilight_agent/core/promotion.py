@@ -16,10 +16,10 @@ steps (each written before what it stands for happens):
               running (or unhealthy) here at the due time, or an operator promoted
               another build.
 
-Which build is older: the order in which this host first deployed each digest (its
-history, oldest row per digest); for a digest this host never deployed, the
-``org.opencontainers.image.created`` labels of both builds; when neither tells, the
-promotion goes ahead (this canary is the tag's writer).
+Which build is older: the order in which each digest first ran on this host (its history:
+the oldest deployed row that brought it in or replaced it); for a digest this host never
+ran, the ``org.opencontainers.image.created`` labels of both builds; when neither tells,
+the promotion goes ahead (this canary is the tag's writer).
 """
 
 from __future__ import annotations
@@ -58,14 +58,20 @@ class Order(enum.Enum):
 
 def order_by_history(history: Sequence[Mapping[str, object]], candidate: str,
                      current: str) -> Order:
-    """``candidate`` against ``current`` by when this host first deployed each (rows newest
-    first, as the store returns them)."""
+    """``candidate`` against ``current`` by when each first ran on this host (rows newest
+    first, as the store returns them): the oldest ``deployed`` row that brought it in, or
+    that replaced it (it ran before that row's build, so a build the agent found running
+    and one an operator went back to are placed where they first ran)."""
     if candidate == current:
         return Order.SAME
-    first: dict[str, int] = {}
+    first: dict[str, float] = {}  # digest -> age (larger is older)
     for i, row in enumerate(history):
-        if row.get("outcome") == "deployed" and isinstance(row.get("to_digest"), str):
-            first[str(row["to_digest"])] = i  # the last index seen is the oldest row
+        if row.get("outcome") != "deployed":
+            continue
+        for key, age in (("to_digest", float(i)), ("from_digest", i + 0.5)):
+            digest = row.get(key)
+            if isinstance(digest, str):
+                first[digest] = max(first.get(digest, -1.0), age)
     if candidate not in first or current not in first:
         return Order.UNKNOWN
     return Order.NEWER if first[candidate] < first[current] else Order.OLDER
