@@ -4,7 +4,7 @@ and the token-auth registry, signed by the real ``cosign`` (Debian 13's package)
 - CI pushes its tags before the signature exists: the build waits, it is not condemned.
 - A signature must agree with the build (commit vs revision label), checked before a pull.
 - The track moved back to an older signed build is held, not followed.
-- ``rollback`` verifies a digest this host never verified.
+- ``rollback`` and ``promote`` take a digest only once this host verified it.
 
 The daemon's polls run in-process (``Agent.poll_once``) where a test counts events or
 moves the wall clock; everything an operator types goes through the CLI.
@@ -21,6 +21,7 @@ import pytest
 from testbed.accesslog import AccessLog
 from testbed.images import AppImage
 from tests.integration.deploybed import Site, push
+from tests.integration.test_promotion import canary_config, stable
 from tests.integration.test_signatures import MAIN, Keys, engine_has, keys, verify_cfg
 from twilight_agent import app
 from twilight_agent.core.events import Held, Quarantined
@@ -191,3 +192,25 @@ def test_rollback_verifies_a_digest_this_host_never_verified(site: Site, keys: K
     row = site.history()[0]
     assert (row["trigger"], row["to_digest"], row["verified"]) == ("rollback", v1.digest,
                                                                     True)
+
+
+def test_a_canary_never_promotes_a_build_it_did_not_verify(site: Site, keys: Keys) -> None:
+    v1 = push(site, "v1")
+    site.run_app(v1)
+    v2 = push(site, "v2")  # deployed while verification was off
+    canary = canary_config(site, after="0s")
+    assert site.cli("deploy", **canary).returncode == 0 and site.running_digest() == v2.digest
+    site.config.update({**canary, **verify_cfg(keys)})
+    agent = app.build_agent(site.settings())
+    try:
+        report = agent.poll_once()
+    finally:
+        agent.close()
+    assert report.outcome == "up_to_date", report
+    promotion = site.status()["promotion"]
+    assert (promotion["step"], promotion["reason"]) == (
+        "dropped", "its signature was never verified on this host"), promotion
+    assert stable(site) is None  # the tag was never written
+    by_hand = site.cli("promote", v2.sha_tag)
+    assert by_hand.returncode == 2 and "signature is missing" in by_hand.stderr, by_hand
+    assert stable(site) is None

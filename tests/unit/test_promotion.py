@@ -360,3 +360,23 @@ def test_an_operator_promotion_drops_an_unfinished_one(bed: Bed) -> None:
     assert bed.pusher.stable == digest(1)
     assert bed.promoter().tick().step == "dropped"  # type: ignore[union-attr]
     assert bed.pusher.stable == digest(1)  # the operator's choice stays
+
+
+def test_with_verification_on_a_canary_promotes_only_a_digest_it_verified(bed: Bed) -> None:
+    verified: set[str] = set()
+    bed.promoter().tick(verified=verified.__contains__)
+    bed.now = T0 + 61
+    dropped = bed.promoter().tick(verified=verified.__contains__)
+    assert dropped is not None and dropped.step == "dropped"
+    assert dropped.reason == "its signature was never verified on this host"
+    assert bed.pusher.puts == []  # the tag never moved
+    assert bed.sink.named("promotion")[0]["outcome"] == "dropped"
+
+
+def test_a_verified_digest_promotes_as_before(bed: Bed) -> None:
+    verified = {str(digest(2))}
+    bed.promoter().tick(verified=verified.__contains__)
+    bed.now = T0 + 61
+    done = bed.promoter().tick(verified=verified.__contains__)
+    assert done is not None and done.step == "promoted"
+    assert bed.pusher.puts == [("stable", digest(2))]
