@@ -74,8 +74,16 @@ def test_a_late_signature_waits_and_the_build_is_deployed(site: Site, keys: Keys
     sink = Recorder()
     agent = app.build_agent(site.settings(), sinks=[sink])
     try:
-        first, second = agent.poll_once(), agent.poll_once()
+        first = agent.poll_once()
+        log, before = AccessLog(), agent.registry.requests  # type: ignore[attr-defined]
+        second = agent.poll_once()
+        served = log.served(site.repo)
         assert (first.outcome, first.exit_code) == ("waiting", 0), first
+        # a waiting poll: the track's HEAD, then only the signature lookups (.sig tag,
+        # referrers API, referrers tag): the build is not resolved again
+        assert served[0] == ("HEAD", f"/v2/{site.repo}/manifests/main", 200), served
+        assert all("sha256-" in u or "/referrers/" in u for _, u, _ in served[1:]), served
+        assert agent.registry.requests - before == len(served) <= 4  # type: ignore[attr-defined]
         assert second.outcome == "waiting" and "waiting for a signature" in second.reason
         held = site.status()["held"]
         assert (held["kind"], held["digest"], held["tag"]) == ("signature", v2.digest,
