@@ -96,6 +96,10 @@ class Agent:
         self._registry_failing: str | None = None  # the error of the last poll, if any
 
     # -- lifecycle --------------------------------------------------------------------
+    def set_watcher(self, who: str) -> None:
+        """Who runs this agent's watches, as ``status`` shows it (the daemon says so)."""
+        self._ctx = dataclasses.replace(self._ctx, watcher=who)
+
     def set_progress(self, pull: Callable[[str], None],
                      notice: Callable[[str], None]) -> None:
         """Show each pull status line, and a line where a run waits (the watch after
@@ -121,10 +125,13 @@ class Agent:
             self._recover_locked()
 
     def deploy(self, tag: str | None = None, trigger: str = "cli",
-               now: bool = False) -> CycleReport:
+               now: bool = False, detach: bool = False) -> CycleReport:
         """Deploy ``tag`` (None: newest on the track); ``now``: outside the deploy windows
-        too. Raises typed errors before the swap."""
+        too; ``detach``: return after the health gate and leave the watch to the daemon.
+        Raises typed errors before the swap."""
         checked = None if tag is None else tag if isinstance(tag, Tag) else self._gate(tag)
+        if detach:
+            self._ctx = dataclasses.replace(self._ctx, hand_off_watch=True)
         with self._lock:
             self._recover_locked()
             return self._deploy_locked(checked, trigger, explicit=checked is not None,
@@ -313,9 +320,11 @@ class Agent:
             raise run.error
         if run.outcome is None and run.watch_until is not None:  # a stop ended the watch
             left = max(run.watch_until - time.time(), 0.0)
+            why = (f"healthy; the daemon watches it for the {left:.0f}s left"
+                   if self._ctx.hand_off_watch else f"watch interrupted with {left:.0f}s "
+                   "left; the next poll or start of the agent resumes it")
             return self._report(Outcome.DEPLOYED, deploy_id=run.deploy_id, from_=run.from_,
-                                to=run.to, reason=f"watch interrupted with {left:.0f}s left; "
-                                "the next poll or start of the agent resumes it")
+                                to=run.to, reason=why)
         outcome = run.outcome or Outcome.NOTHING_TO_DO
         if outcome in (Outcome.ABORTED, Outcome.FAILED):
             outcome = Outcome.NOTHING_TO_DO

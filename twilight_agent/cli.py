@@ -40,7 +40,9 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "deploy": ("deploy", "cmd_deploy", "deploy now: TAG, or the newest build on the track "
                "(on a terminal it shows the pull as it goes)",
                "twilight-agent deploy\n  twilight-agent deploy sha-1a2b3c4\n"
-               "  twilight-agent deploy --now        # outside the deploy windows"),
+               "  twilight-agent deploy --now        # outside the deploy windows\n"
+               "  twilight-agent deploy --detach     # return after the gate; the daemon "
+               "watches"),
     "rollback": ("deploy", "cmd_rollback", "go back to the previous good version",
                  "twilight-agent rollback"),
     "status": ("deploy", "cmd_status", "current/previous version, pin, quarantine, phase: "
@@ -64,8 +66,9 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="twilight-agent",
-        description="Pull-based deploy agent: follows a registry track and rolls one\n"
-        "container forward with a health gate and automatic rollback.",
+        description="Pull-based deploy agent: follows a registry track and rolls a\n"
+        "container, a compose service group or a Swarm service forward with a\n"
+        "health gate, a watch and automatic rollback.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -86,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("tag", nargs="?", help="tag to deploy (default: newest on track)")
             sp.add_argument("--now", action="store_true",
                             help="deploy outside the deploy windows (TWILIGHT_DEPLOY_WINDOW)")
+            sp.add_argument("--detach", action="store_true",
+                            help="return once the health gate passed and leave the watch "
+                            "(TWILIGHT_WATCH) to the running daemon; without one, watch here")
         if name in ("pin", "promote"):
             sp.add_argument("tag", help=f"tag to {name}")
         if name == "history":

@@ -66,6 +66,8 @@ class DeployContext:
     pull_auth: Callable[[], Mapping[str, str] | None]
     pull_progress: Callable[[str], None] | None = None
     notice: Callable[[str], None] | None = None  # a line for an operator at a terminal
+    watcher: str = "cli"  # who runs this agent's watches: "cli" or "daemon" (for status)
+    hand_off_watch: bool = False  # deploy --detach: the watch is left to the daemon
 
 
 def new_deploy_id() -> str:
@@ -94,6 +96,7 @@ class DeployRun:
     watch_until: float | None = None  # wall-clock end of the watch (epoch s), once begun
     start_first: bool = False  # each new unit starts beside the old one (decided at PREPARE)
     verified: bool | None = None  # its signature verified; None: verification is off
+    watcher: str = ""  # who watches it now ("cli", "daemon"), once the watch began
 
     @property
     def from_(self) -> Release | None:
@@ -119,7 +122,7 @@ class DeployRun:
                 "new_ids": {str(u): c for u, c in self.new_ids.items()},
                 "reason": self.reason, "timings": self.timings,
                 "watch_until": self.watch_until, "start_first": self.start_first,
-                "verified": self.verified,
+                "verified": self.verified, "watcher": self.watcher,
                 "snapshot": self.snapshot.to_dict() if self.snapshot else None}
 
     @classmethod
@@ -133,7 +136,8 @@ class DeployRun:
                    reason=p.get("reason") or "", timings=dict(p.get("timings") or {}),
                    phase=phase, watch_until=_float(p.get("watch_until")),
                    start_first=p.get("start_first") is True,
-                   verified=p.get("verified") if isinstance(p.get("verified"), bool) else None)
+                   verified=p.get("verified") if isinstance(p.get("verified"), bool) else None,
+                   watcher=str(p.get("watcher") or ""))
 
 
 def _new_ids(p: Mapping[str, Any]) -> dict[int, str]:

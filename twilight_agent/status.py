@@ -67,6 +67,7 @@ def _watch(journal: JournalEntry) -> dict[str, Any] | None:
     left = max(until - time.time(), 0.0)
     prev = {"tag": snap.get("tag"), "digest": snap.get("digest")} if snap.get("digest") else None
     return {"deploy_id": journal.deploy_id, "to": p.get("to"), "from": prev,
+            "by": p.get("watcher") or None,
             "until": dt.datetime.fromtimestamp(until, dt.timezone.utc).isoformat(
                 timespec="seconds").replace("+00:00", "Z"),
             "left_s": round(left, 1)}

@@ -26,9 +26,15 @@ def watch(s: Step, _: m.Watch) -> m.Event | None:
     c, run = s.ctx, s.run
     if c.config.watch <= 0:
         return None
-    if run.watch_until is None:
-        run.watch_until = time.time() + c.config.watch
+    watcher = "daemon" if c.hand_off_watch else c.watcher
+    if run.watch_until is None or run.watcher != watcher:  # status says who watches
+        run.watch_until = run.watch_until or time.time() + c.config.watch
+        run.watcher = watcher
         c.store.journal(run.deploy_id, m.State.WATCH.value, "Watch", run.payload("Watch"))
+    if c.hand_off_watch:
+        log.info("watch_handed_off", deploy_id=run.deploy_id, to="daemon",
+                 left_s=round(max(run.watch_until - time.time(), 0.0), 1))
+        return m.WatchSuspended()
     units = s.snap.units()
     watched: list[tuple[str, str | None]] = []
     for index, unit in enumerate(units):

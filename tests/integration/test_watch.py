@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from testbed.util import wait_until
 from tests.integration.deploybed import Site, push
 
 pytestmark = pytest.mark.integration
@@ -105,3 +106,47 @@ def test_status_shows_the_watch_and_a_new_build_waits_for_its_end(site: Site) ->
 
     nxt = site.cli("deploy", WATCH="0")
     assert nxt.returncode == 0 and site.running_digest() == v3.digest, nxt.stderr
+
+
+def test_deploy_detach_returns_after_the_gate_and_the_daemon_rolls_back_a_late_crash(
+        site: Site) -> None:
+    v1 = push(site, "v1")
+    site.run_app(v1)
+    bad = push(site, "v2", mode="die-later", die_after=20)
+    site.config.update(WATCH="60s", POLL_INTERVAL="2s", RUNTIME_DIRECTORY=str(site.tmp / "run"),
+                       **WATCHED)
+    daemon = site.popen("run", TRACK="stable")  # follows a tag nobody pushes: it only watches
+    try:
+        wait_until(lambda: (site.tmp / "run" / "twilight-agent.pid").exists(), timeout=20)
+        t0 = time.monotonic()
+        p = site.cli("deploy", "--detach", bad.sha_tag)
+        took = time.monotonic() - t0
+        assert p.returncode == 0 and "the daemon watches it" in p.stdout, (p.stdout, p.stderr)
+        assert took < 20 and site.running_digest() == bad.digest, took  # before the crash
+        st = site.status()
+        assert st["phase"] == "WATCH" and st["watch"]["by"] == "daemon", st
+        assert "watching" in site.cli("status").stdout
+        wait_until(lambda: site.running_digest() == v1.digest, timeout=60)
+        wait_until(lambda: bool(site.history()), timeout=30)
+    finally:
+        daemon.terminate()
+        _, err = daemon.communicate(timeout=60)
+    row = site.history()[0]
+    assert (row["outcome"], row["phase"], row["to_digest"], row["trigger"]) == (
+        "rolled_back", "WATCH", bad.digest, "cli"), (row, err[-2000:])
+    assert [q["digest"] for q in site.status()["quarantined"]] == [bad.digest]
+    assert site.serving() == "ok v1" and site.env_tag() == v1.sha_tag
+    print(f"\ndeploy --detach returned after {took:.1f}s; the daemon rolled back the crash")
+
+
+def test_deploy_detach_without_a_daemon_says_so_and_watches_itself(site: Site) -> None:
+    v1 = push(site, "v1")
+    site.run_app(v1)
+    v2 = push(site, "v2")
+    site.config.update(WATCH="3s", RUNTIME_DIRECTORY=str(site.tmp / "run"), **WATCHED)
+    p = site.cli("deploy", "--detach")
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    assert "no daemon of this app is running; watching here" in p.stderr, p.stderr
+    row = site.history()[0]  # recorded: the watch ended here, nothing left open
+    assert (row["outcome"], row["phase"], row["to_digest"]) == ("deployed", "WATCH", v2.digest)
+    assert site.status()["watch"] is None and site.containers() == [site.name]

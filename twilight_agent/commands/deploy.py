@@ -56,12 +56,28 @@ def cmd_deploy(settings: Settings, args: argparse.Namespace) -> int:
             tag = Tag.parse(tag, settings.tag_pattern)
         except ValueError as exc:
             raise InvalidTag(str(exc)) from None
+    detach = getattr(args, "detach", False) and _daemon_watches(settings)
     with DeployLock(settings.state_dir) as lock:
         agent = _agent(settings, lock)
         try:
-            return _say(agent.deploy(tag, trigger="cli", now=getattr(args, "now", False)))
+            return _say(agent.deploy(tag, trigger="cli", now=getattr(args, "now", False),
+                                     detach=detach))
         finally:
             agent.close()
+
+
+def _daemon_watches(settings: Settings) -> bool:
+    """``deploy --detach``: True when a daemon of this app runs to take the watch over;
+    else say so, and this command watches."""
+    from twilight_agent.commands.service import running_daemon, unit_name
+
+    if settings.watch <= 0:
+        return False
+    if running_daemon(settings.runtime_directory, unit_name(settings.instance)) is None:
+        print("twilight-agent: --detach: no daemon of this app is running; watching here",
+              file=sys.stderr)
+        return False
+    return True
 
 
 def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
@@ -154,7 +170,8 @@ def _promotion_text(p: dict[str, Any]) -> str:
 
 def _watch_text(w: dict[str, Any]) -> str:
     left = int(w["left_s"])
-    return (f" (watching {_release(w['to'])}: {left // 60}m{left % 60:02d}s left, until "
+    by = f" by the {w['by']}" if w.get("by") else ""
+    return (f" (watching {_release(w['to'])}{by}: {left // 60}m{left % 60:02d}s left, until "
             f"{w['until']}; {_release(w['from'])} kept parked)")
 
 

@@ -63,7 +63,9 @@ def build_agent(settings: Settings) -> AgentLike:
     event itself: under systemd those lines carry the TWILIGHT_* journal fields."""
     from twilight_agent import app
 
-    return app.build_agent(settings, sinks=app.build_sinks(settings))
+    agent = app.build_agent(settings, sinks=app.build_sinks(settings))
+    agent.set_watcher("daemon")
+    return agent
 
 
 def _write_pidfile(directory: Path) -> Path | None:
@@ -160,6 +162,14 @@ def is_agent_daemon(pid: int, proc: Path = Path("/proc")) -> bool:
     if not (b"run" in argv and any(b"twilight" in a for a in argv)):
         return False
     return os.getuid() == 0 or uid == os.getuid()
+
+
+def running_daemon(runtime_dir: Path, unit: str = "twilight-agent.service") -> str | None:
+    """How this app's daemon runs (``pid N`` or its systemd unit); None when none does."""
+    pid = _read_pid(runtime_dir / PIDFILE)
+    if pid is not None and is_agent_daemon(pid):
+        return f"pid {pid}"
+    return unit if _unit_active(unit) else None
 
 
 def _read_pid(pidfile: Path) -> int | None:
