@@ -9,8 +9,11 @@ on them every ``TICK`` seconds:
   pin is deployed through the same gate and health check; an empty pin follows the track).
 - SIGTERM/SIGINT: stop scheduling, ask the agent to stop (the deploy in flight finishes or
   undoes its phase), wait for it up to ``Tunables.stop_grace_s`` seconds, exit 0.
-- WATCHDOG=1 every WatchdogSec/2 from the loop; a cycle stuck far beyond any deploy's
-  duration stops the pings, so systemd restarts the agent and recovery runs.
+- WATCHDOG=1 every WatchdogSec/2 from the loop, as long as the cycle in flight moves: the
+  run reports progress to the daemon's ``Heartbeat`` (core/progress.py: pull bytes, a
+  swarm task's state, the health gate's and the watch's looks, each step the machine
+  begins). A cycle with no progress for ``TWILIGHT_STALL`` (plus what its step said it may
+  be quiet for) stops the pings, so systemd restarts the agent and recovery runs.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from twilight_agent.adapters.notify import Notifier
 from twilight_agent.core.clock import SYSTEM, Clock
 from twilight_agent.core.outcomes import Outcome
+from twilight_agent.core.progress import Heartbeat
 from twilight_agent.core.tunables import DEFAULT, Tunables
 from twilight_agent.errors import TwilightError
 from twilight_agent.logs import get_logger
@@ -80,6 +84,7 @@ class Daemon:
         self._clock, self._sleep = clock.now, clock.sleep
         self._tunables, self._tick = tunables, tick
         self._busy_since: float | None = None
+        self._heartbeat = Heartbeat(self._clock)
         self._lock = threading.Lock()
         self._kick = False
         self._needs_recover = False
@@ -113,6 +118,7 @@ class Daemon:
 
     def start(self) -> None:
         self.agent = self._factory(self.settings)
+        self._attach(self.agent)
         self._recover(self.agent)
         _announce(self.agent)
         logging.getLogger("apscheduler").setLevel(logging.ERROR)
@@ -173,6 +179,7 @@ class Daemon:
     def _swap(self, new: Settings, agent: AgentLike, changed: list[str]) -> None:
         old_settings, old_agent = self.settings, self.agent
         self.settings, self.agent = new, agent
+        self._attach(agent)
         _announce(agent)  # new sinks (e.g. a new metrics file) start from the totals
         if new.poll_interval != old_settings.poll_interval:
             self._scheduler.reschedule_job(JOB_ID, trigger=self._trigger())
@@ -191,6 +198,8 @@ class Daemon:
         """The scheduled job: one poll of the agent. Never raises into APScheduler."""
         with self._lock:
             self._busy_since = self._clock()
+            self._stuck_logged = False
+        self._heartbeat.beat("poll")
         agent = self.agent
         try:
             if agent is None:
@@ -261,17 +270,30 @@ class Daemon:
         self._last_ping = now
 
     def _stuck(self, now: float) -> bool:
-        """A cycle running far longer than any deploy can: let the watchdog fire."""
+        """A cycle that stopped moving: let the watchdog fire. Once stuck, a cycle stays
+        stuck (systemd restarts the agent within WatchdogSec)."""
         with self._lock:
-            since = self._busy_since
-        s = self.settings
-        limit = s.health_timeout + s.health_soak + s.watch + self._tunables.stuck_grace_s
-        stuck = since is not None and now - since > limit
-        if stuck and not self._stuck_logged:
-            log.error("cycle_stuck", running_s=round(now - since, 1),  # type: ignore[operator]
-                      limit_s=limit, action="watchdog pings stopped; systemd will restart")
+            since, logged = self._busy_since, self._stuck_logged
+        if since is None:
+            return False
+        if logged:
+            return True
+        stall = self._heartbeat.stalled(self.settings.stall)
+        if stall is None:
+            return False
+        with self._lock:
             self._stuck_logged = True
-        return stuck
+        log.error("cycle_stuck", stalled=stall.what, quiet_s=stall.quiet_s,
+                  limit_s=stall.limit_s, running_s=round(now - since, 1),
+                  action="watchdog pings stopped; systemd will restart")
+        return True
+
+    def _attach(self, agent: AgentLike) -> None:
+        """The agent's runs report progress to this daemon's heartbeat (optional for an
+        ``AgentLike``: one without ``set_heartbeat`` is judged by its cycle's start)."""
+        attach = getattr(agent, "set_heartbeat", None)
+        if callable(attach):
+            attach(self._heartbeat.beat)
 
     def _wait_idle(self, timeout: float) -> bool:
         deadline = self._clock() + timeout

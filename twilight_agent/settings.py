@@ -128,6 +128,11 @@ class Settings(BaseSettings, SwarmFields, PromoteFields, VerifyFields):
                             "`unhealthy` or a health URL failing for `TWILIGHT_HEALTH_TIMEOUT` "
                             "in that time rolls back to it and quarantines the build. "
                             "A new build waits for the watch to end. 0 = no watch.")
+    stall: Duration = Field(300.0, description="Under systemd's watchdog: how long a deploy "
+                            "may go without progress (pull bytes, a swarm task's state, the "
+                            "health gate's or the watch's next look) before the watchdog "
+                            "pings stop and systemd restarts the agent; work that moves is "
+                            "never cut short, however long it takes.")
     poll_interval: Duration = Field(60.0, description="Time between registry polls "
                                     "(jittered by up to 10%).")
     prune_after: Duration = Field(7 * 86400.0, description="Remove images of this "
@@ -219,7 +224,8 @@ class Settings(BaseSettings, SwarmFields, PromoteFields, VerifyFields):
 
     def _check_durations(self) -> None:
         for name in ("health_timeout", "health_interval", "poll_interval", "prune_after",
-                     "pre_deploy_timeout", "health_soak", "watch", "drain", "min_age"):
+                     "pre_deploy_timeout", "health_soak", "watch", "drain", "min_age",
+                     "stall"):
             value = getattr(self, name)
             zero_ok = name in ("health_soak", "watch", "drain", "min_age")
             if value > MAX_DURATION or value < 0 or (value == 0 and not zero_ok):

@@ -62,6 +62,7 @@ class FakeAgent:
         self.release = threading.Event()
         self.hold, self.honour_stop = hold, honour_stop
         self.finished = threading.Event()
+        self.progress: Callable[..., None] | None = None
 
     def recover(self) -> None:
         self.recovered += 1
@@ -82,6 +83,9 @@ class FakeAgent:
 
     def mode(self) -> str:
         return f"pinned to {self.settings.pin}" if self.settings.pin else "following main"
+
+    def set_heartbeat(self, progress: Callable[..., None]) -> None:
+        self.progress = progress
 
     def request_stop(self) -> None:
         self.stop_requested = True
@@ -435,22 +439,75 @@ def test_watchdog_pings_at_half_the_watchdog_sec() -> None:
     assert pings() == 2
 
 
-def test_a_stuck_cycle_stops_the_watchdog_pings() -> None:
-    clock = Clock()
-    h = Harness(settings(health_timeout=60, health_soak=10, watch=300))
+def watched(clock: Clock, **kw: Any) -> tuple[Harness, Daemon, Callable[[], int]]:
+    """A daemon under WatchdogSec=2s with a cycle in flight since ``clock.t``."""
+    h = Harness(settings(**kw))
     h.notifier = RecordingNotifier(watchdog_usec=2_000_000)
-    d = h.daemon(settings(health_timeout=60, health_soak=10, watch=300), clock=clock)
+    d = h.daemon(settings(**kw), clock=clock)
     d._busy_since = clock.t
-    clock.t += 1200  # a long deploy and its watch, not yet stuck
+    d._heartbeat.beat("poll")
+    return h, d, lambda: sum("watchdog" in f for f in h.notifier.sent)
+
+
+def test_work_that_moves_keeps_the_watchdog_fed_however_long_it_takes() -> None:
+    clock = Clock()
+    _, d, pings = watched(clock, stall=60, health_timeout=60, health_soak=10, watch=0)
+    with structlog.testing.capture_logs() as logs:
+        for i in range(200):  # 100 minutes of a pull whose bytes keep growing
+            clock.t += 30
+            d._heartbeat.beat(f"pull: 1 layers, {i / 10:.1f} MB so far")
+            d.tick()
+    assert pings() == 200
+    assert not [e for e in logs if e["event"] == "cycle_stuck"]
+
+
+def test_a_cycle_with_no_progress_for_the_bound_stops_the_pings_once() -> None:
+    clock = Clock()
+    h, d, pings = watched(clock, stall=60)
+    d._heartbeat.beat("pull: 1 layers, 0.1 MB so far")
+    clock.t += 59
     d.tick()
-    assert sum("watchdog" in f for f in h.notifier.sent) == 1
-    clock.t += 90
+    assert pings() == 1
+    clock.t += 2
     with structlog.testing.capture_logs() as logs:
         d.tick()
+        d._heartbeat.beat("pull: 1 layers, 0.2 MB so far")  # too late: systemd restarts
         clock.t += 5
         d.tick()
-    assert sum("watchdog" in f for f in h.notifier.sent) == 1
-    assert [e["event"] for e in logs] == ["cycle_stuck"]
+    assert pings() == 1
+    stuck = [e for e in logs if e["event"] == "cycle_stuck"]
+    assert len(stuck) == 1
+    assert stuck[0]["stalled"] == "pull: 1 layers, 0.1 MB so far"
+    assert (stuck[0]["quiet_s"], stuck[0]["limit_s"]) == (61.0, 60.0)
+    # the next cycle starts afresh
+    d.agent = h.factory(d.settings)
+    d._cycle()
+    clock.t += 5
+    d.tick()
+    assert pings() == 2
+
+
+def test_a_step_with_its_own_bound_may_be_quiet_that_much_longer() -> None:
+    clock = Clock()
+    _, d, pings = watched(clock, stall=60)
+    d._heartbeat.beat("pre-deploy task", quiet_s=600)
+    clock.t += 650
+    d.tick()
+    assert pings() == 1
+    clock.t += 20
+    with structlog.testing.capture_logs() as logs:
+        d.tick()
+    assert pings() == 1 and logs[0]["stalled"] == "pre-deploy task"
+
+
+def test_the_daemon_hands_its_heartbeat_to_every_agent(signals: None) -> None:
+    h = Harness(settings())
+    d = h.daemon(settings())
+    d.start()
+    h.next_settings = settings(poll_interval=30)
+    d.reload()
+    d._scheduler.shutdown(wait=True)
+    assert [a.progress for a in h.agents] == [d._heartbeat.beat] * 2
 
 
 def test_no_watchdog_without_watchdog_sec() -> None:

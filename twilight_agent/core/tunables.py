@@ -22,9 +22,6 @@ class Tunables:
     # SIGTERM: how long the daemon waits for the deploy in flight. Must stay below the
     # unit's TimeoutStopSec (120 s; tests/unit/test_structure.py reads both).
     stop_grace_s: float = 100.0
-    # Pull allowance on top of the health timeout before a cycle counts as stuck (the
-    # watchdog pings stop and systemd restarts the agent).
-    stuck_grace_s: float = 900.0
     # Start-first: how long the new container holds the network aliases beside the old one
     # before the old one stops (TWILIGHT_DRAIN adds to it): a proxy caches what the alias
     # resolves to (nginx ``resolver ... valid=1s``) and must see the new address first.
