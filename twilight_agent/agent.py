@@ -30,6 +30,7 @@ from twilight_agent.core.models import Digest, Release, Tag
 from twilight_agent.core.outcomes import CycleReport, Outcome
 from twilight_agent.core.policy import Decision, Facts, Verdict
 from twilight_agent.core.ports import HealthPort, ImagePort, RegistryPort, Snapshot, TargetPort
+from twilight_agent.core.progress import Progress
 from twilight_agent.core.promotion import Promotion
 from twilight_agent.core.signatures import SignaturePort
 from twilight_agent.core.tunables import DEFAULT, Tunables
@@ -99,6 +100,10 @@ class Agent:
     def set_watcher(self, who: str) -> None:
         """Who runs this agent's watches, as ``status`` shows it (the daemon says so)."""
         self._ctx = dataclasses.replace(self._ctx, watcher=who)
+
+    def set_heartbeat(self, progress: Progress) -> None:
+        """Where a run reports that it moved (the daemon's watchdog reads it)."""
+        self._ctx = dataclasses.replace(self._ctx, progress=progress)
 
     def set_progress(self, pull: Callable[[str], None],
                      notice: Callable[[str], None]) -> None:

@@ -17,6 +17,7 @@ from twilight_agent.core.events import DeployRef, Event
 from twilight_agent.core.models import Digest, ImageRef, Release
 from twilight_agent.core.outcomes import Outcome, release_dict
 from twilight_agent.core.ports import HealthPort, ImagePort, Snapshot, StorePort, TargetPort
+from twilight_agent.core.progress import Progress, no_progress
 from twilight_agent.core.tunables import Tunables
 from twilight_agent.errors import DockerUnavailable, TwilightError
 from twilight_agent.logs import get_logger
@@ -68,6 +69,7 @@ class DeployContext:
     notice: Callable[[str], None] | None = None  # a line for an operator at a terminal
     watcher: str = "cli"  # who runs this agent's watches: "cli" or "daemon" (for status)
     hand_off_watch: bool = False  # deploy --detach: the watch is left to the daemon
+    progress: Progress = no_progress  # the work moved (core/progress.py: the watchdog's)
 
 
 def new_deploy_id() -> str:
@@ -192,6 +194,16 @@ class Step:
                                 error=str(exc), waiting_s=t.engine_wait_s)
                     waited = True
                 self.ctx.clock.sleep(t.engine_retry_s)
+
+    def ticking(self, what: str) -> Callable[[], bool]:
+        """``should_stop`` for a loop bounded by its own clock (the health gate, the watch):
+        each look it takes is progress, reported as ``what``."""
+        c = self.ctx
+
+        def should_stop() -> bool:
+            c.progress(what)
+            return c.should_stop()
+        return should_stop
 
     def warn(self, step: str, exc: Exception) -> None:
         self.run.warnings.append(f"{step}: {exc}")

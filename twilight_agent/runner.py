@@ -59,6 +59,7 @@ class Runner:
                  ) -> m.Event | None:
         for cmd in commands:
             step = type(cmd).__name__
+            self.ctx.progress(f"{state.value} {step}")  # the machine moved on
             if not isinstance(cmd, UNJOURNALED):
                 self.ctx.store.journal(self.run.deploy_id, state.value, step,
                                        self.run.payload(step, getattr(cmd, "unit", 0)))

@@ -136,6 +136,7 @@ def _verify_restored(s: Step, unit: Snapshot, watch: list[str]) -> tuple[str, He
     c, cfg = s.ctx, s.ctx.config
     cid = s.engine("verify_previous", lambda: c.target.serving(unit))
     url = s.engine("verify_previous", lambda: c.target.health_url(unit, cid))
+    c.progress("previous version's gate", quiet_s=cfg.health_timeout + cfg.health_soak)
     return cid, c.health.verify(cid, url, timeout=cfg.health_timeout,
                                 interval=cfg.health_interval, soak=cfg.health_soak,
                                 watch=watch)

@@ -32,7 +32,8 @@ def pull(s: Step, _: m.Pull) -> m.Event:
     assert s.run.to is not None
     try:
         s.run.image_id = s.ctx.images.pull(str(s.ctx.config.image_ref), s.run.to.digest,
-                                           s.ctx.pull_auth(), progress=s.ctx.pull_progress)
+                                           s.ctx.pull_auth(), progress=s.ctx.pull_progress,
+                                           moved=s.ctx.progress)
     except TwilightError as exc:
         s.run.error = exc
         return m.Aborted(str(exc))
@@ -79,6 +80,7 @@ def run_pre_deploy(s: Step, _: m.RunPreDeploy) -> m.Event:
     assert to is not None
     image = c.config.image_ref.with_digest(to.digest)
     try:
+        c.progress("pre-deploy task", quiet_s=c.config.pre_deploy_timeout)  # its own bound
         result = c.target.run_task(s.unit(0), image, c.config.pre_deploy,
                                    c.config.pre_deploy_timeout)
     except TwilightError as exc:
@@ -112,6 +114,7 @@ def park(s: Step, cmd: m.Park) -> m.Event | None:
 def stop_parked(s: Step, cmd: m.StopParked) -> m.Event | None:
     unit = s.unit(cmd.unit)
     if s.run.start_first and s.ctx.config.drain > 0:
+        s.ctx.progress("drain", quiet_s=s.ctx.config.drain)
         s.ctx.clock.sleep(s.ctx.config.drain)  # open connections finish on the old one
     try:
         s.ctx.target.stop_parked(unit)
@@ -176,11 +179,11 @@ def verify(s: Step, cmd: m.Verify) -> m.Event:
     watch = [s.run.new_ids[i] for i in range(u) if i in s.run.new_ids]
     cfg = c.config
     try:
-        c.target.settle(cid, c.should_stop)  # a swarm update runs its course first
+        c.target.settle(cid, c.should_stop, c.progress)  # a swarm update runs its course
         url = s.engine("verify", lambda: c.target.health_url(unit, cid))  # dockerd away
         verdict = c.health.verify(cid, url, timeout=cfg.health_timeout,
                                   interval=cfg.health_interval, soak=cfg.health_soak,
-                                  should_stop=c.should_stop, watch=watch,
+                                  should_stop=s.ticking("health gate"), watch=watch,
                                   failures=cfg.health_failures)
     except TwilightError as exc:
         return m.Interrupted(f"health check could not run: {exc}", u)

@@ -66,7 +66,8 @@ def _watch(s: Step, watched: list[tuple[str, str | None]],
         c.notice(f"healthy: watching {run.to.tag} for {left:.0f}s more, the previous version "
                  "kept parked (Ctrl-C leaves the watch to the next poll or start)")
     verdict = c.health.watch_over(watched, seconds=left, timeout=cfg.health_timeout,
-                                  interval=cfg.health_interval, should_stop=c.should_stop)
+                                  interval=cfg.health_interval,
+                                  should_stop=s.ticking("watch"))
     if verdict.ok:
         return None
     if verdict.detail.get("interrupted"):

@@ -139,7 +139,8 @@ class FakeRuntime:
         return False
 
     def pull(self, repository: str, digest: Digest, auth: Mapping[str, str] | None,
-             progress: Callable[[str], None] | None = None) -> str:
+             progress: Callable[[str], None] | None = None,
+             moved: Callable[[str], None] | None = None) -> str:
         self._step("pull")
         self.images.add(str(digest))
         return "img-" + str(digest)[-6:]

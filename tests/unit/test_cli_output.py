@@ -68,7 +68,8 @@ class PullingRuntime(FakeRuntime):
     """Reports pull progress the way the engine's stream does."""
 
     def pull(self, repository: str, digest: Digest, auth: Mapping[str, str] | None,
-             progress: Callable[[str], None] | None = None) -> str:
+             progress: Callable[[str], None] | None = None,
+             moved: Callable[[str], None] | None = None) -> str:
         if progress is not None:
             progress(f"Pulling from {repository}")
             progress("0123456789ab: Pull complete")

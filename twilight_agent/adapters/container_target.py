@@ -90,7 +90,8 @@ class ContainerTarget:
     def serving(self, snap: Snapshot) -> str:
         return self.runtime.find_by_name(snap.name) or snap.container_id
 
-    def settle(self, instance: str, should_stop: Callable[[], bool] | None = None) -> None:
+    def settle(self, instance: str, should_stop: Callable[[], bool] | None = None,
+               moved: Callable[[str], None] | None = None) -> None:
         """A container has no rollout of its own: the gate starts at once."""
 
     def state(self, instance: str) -> ContainerState:

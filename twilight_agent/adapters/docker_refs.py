@@ -37,3 +37,31 @@ def pull_line(line: Mapping[str, Any], errors: list[str],
         return
     ident = str(line.get("id") or "")
     progress(f"{ident}: {status}" if ident and len(ident) <= 12 else status)
+
+
+class PullMeter:
+    """Whether a pull moves, from its stream: a layer's bytes (``progressDetail.current``
+    of ``Downloading`` and ``Extracting``) grew, or a layer reached a new status. A pull
+    stuck on a silent connection writes nothing, so it never moves."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str], int] = {}
+
+    def moved(self, line: Mapping[str, Any]) -> bool:
+        if "error" in line or "errorDetail" in line or not line.get("status"):
+            return False
+        key = (str(line.get("id") or ""), str(line["status"]).split(" ", 1)[0])
+        detail = line.get("progressDetail") or {}
+        current = detail.get("current") if isinstance(detail, Mapping) else None
+        now = current if isinstance(current, int) else 0
+        before = self._seen.get(key)
+        if before is not None and now <= before:
+            return False
+        self._seen[key] = now
+        return True
+
+    def summary(self) -> str:
+        """``pull: 3 layers, 12.4 MB so far`` (bytes downloaded, as the stream counts)."""
+        done = sum(n for (_, status), n in self._seen.items() if status == "Downloading")
+        layers = len({ident for ident, _ in self._seen if ident})
+        return f"pull: {layers} layers, {done / 1e6:.1f} MB so far"

@@ -30,7 +30,7 @@ from twilight_agent.adapters.create_config import (
 )
 from twilight_agent.adapters.docker_errors import UNREACHABLE, engine_errors, explain, unavailable
 from twilight_agent.adapters.docker_logs import prune_images, read_log_tail
-from twilight_agent.adapters.docker_refs import pull_line, repository_of, tag_of
+from twilight_agent.adapters.docker_refs import PullMeter, pull_line, repository_of, tag_of
 from twilight_agent.adapters.neighbours import Neighbours
 from twilight_agent.core.models import Digest
 from twilight_agent.core.ports import (
@@ -197,14 +197,18 @@ class DockerRuntime:
 
     # ------------------------------------------------------------------ images
     def pull(self, repository: str, digest: Digest, auth: Mapping[str, str] | None,
-             progress: Callable[[str], None] | None = None) -> str:
+             progress: Callable[[str], None] | None = None,
+             moved: Callable[[str], None] | None = None) -> str:
         ref = f"{repository}@{digest}"
         errors: list[str] = []
+        meter = PullMeter()
         try:
             stream = self.api.pull(ref, stream=True, decode=True,
                                    auth_config=dict(auth) if auth else None)
             for line in stream:  # read to the end even after an error: frees the connection
                 pull_line(line, errors, progress)
+                if meter.moved(line) and moved is not None:
+                    moved(meter.summary())
         except docker.errors.APIError as exc:
             raise PullFailed(f"pull of {ref} failed: {explain(exc)}") from exc
         except (*UNREACHABLE, docker.errors.DockerException) as exc:

@@ -154,3 +154,23 @@ def task_line(task: Mapping[str, Any]) -> str:
     if code is not None:
         parts.append(f"exit code {code}")
     return " ".join(p for p in parts if p)
+
+
+def rollout_mark(service: Mapping[str, Any] | None,
+                 tasks: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """What changes while a rollout moves: the update's state and message, and each task's
+    state. Two looks with the same mark: nothing moved in between."""
+    upd = (service or {}).get("UpdateStatus") or {}
+    states = sorted(f"{t.get('ID')}={(t.get('Status') or {}).get('State')}" for t in tasks)
+    return (str(upd.get("State") or ""), str(upd.get("Message") or ""), *states)
+
+
+def rollout_line(service: Mapping[str, Any] | None,
+                 tasks: Sequence[Mapping[str, Any]]) -> str:
+    """``swarm updating: 2 running, 1 starting``: a rollout's progress in one line."""
+    counts: dict[str, int] = {}
+    for t in tasks:
+        state = str((t.get("Status") or {}).get("State") or "?")
+        counts[state] = counts.get(state, 0) + 1
+    tail = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    return f"swarm {update_state(service or {}) or 'idle'}: {tail or 'no tasks'}"

@@ -149,12 +149,21 @@ class SwarmTarget:
         self._update(snap.container_id, image, "rollback")
         return ss.instance_id(snap.container_id, ss.digest_of(image))
 
-    def settle(self, instance: str, should_stop: Callable[[], bool] | None = None) -> None:
+    def settle(self, instance: str, should_stop: Callable[[], bool] | None = None,
+               moved: Callable[[str], None] | None = None) -> None:
         """Wait until swarm's update (or its rollback) of ``instance`` has ended, within a
-        bound from the service's own update config; a stop request ends the wait."""
-        deadline = self._clock.now() + self._settle_bound(ss.split_instance(instance)[0])
+        bound from the service's own update config; a stop request ends the wait. Each
+        change of the update's state or of a task's state is reported to ``moved``."""
+        sid, digest = ss.split_instance(instance)
+        deadline = self._clock.now() + self._settle_bound(sid)
+        mark: tuple[str, ...] | None = None
         while self._clock.now() < deadline:
-            if ss.settled(self.state(instance)) or (should_stop and should_stop()):
+            svc = self._inspect(sid)
+            tasks = self._tasks(sid) if svc else []
+            if moved is not None and ss.rollout_mark(svc, tasks) != mark:
+                mark = ss.rollout_mark(svc, tasks)
+                moved(ss.rollout_line(svc, tasks))
+            if ss.settled(ss.classify(svc, tasks, digest)) or (should_stop and should_stop()):
                 return
             self._clock.sleep(SETTLE_TICK_S)
 

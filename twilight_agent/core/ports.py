@@ -131,9 +131,11 @@ class RuntimePort(Protocol):
     def snapshot(self, container_id: str) -> Snapshot: ...
 
     def pull(self, repository: str, digest: Digest, auth: Mapping[str, str] | None,
-             progress: Callable[[str], None] | None = None) -> str:
+             progress: Callable[[str], None] | None = None,
+             moved: Callable[[str], None] | None = None) -> str:
         """Pull ``repository@digest``; return the local image id. In-band stream errors raise
-        PullFailed. Never touches containers."""
+        PullFailed. Never touches containers. ``progress``: status lines for a terminal;
+        ``moved``: called each time the pull moves (bytes grew, a layer changed status)."""
         ...
 
     def park(self, snap: Snapshot) -> None:
@@ -188,7 +190,8 @@ class ImagePort(Protocol):
     """Images on the host: the engine-wide part of a deploy, whatever the target kind."""
 
     def pull(self, repository: str, digest: Digest, auth: Mapping[str, str] | None,
-             progress: Callable[[str], None] | None = None) -> str: ...
+             progress: Callable[[str], None] | None = None,
+             moved: Callable[[str], None] | None = None) -> str: ...
 
     def tag_image(self, image: str, repository: str, tag: str) -> None: ...
 
@@ -252,8 +255,10 @@ class TargetPort(Protocol):
         """The id that serves under the target's name now (after an unpark)."""
         ...
 
-    def settle(self, instance: str, should_stop: Callable[[], bool] | None = None) -> None:
-        """Wait until the target's own rollout of ``instance`` ended (a swarm update)."""
+    def settle(self, instance: str, should_stop: Callable[[], bool] | None = None,
+               moved: Callable[[str], None] | None = None) -> None:
+        """Wait until the target's own rollout of ``instance`` ended (a swarm update);
+        ``moved`` is called each time the rollout changes (its state, a task's state)."""
 
     def state(self, instance: str) -> ContainerState: ...
 
