@@ -18,6 +18,13 @@ first ``count`` matching requests (then it passes again):
 - ``corrupt``: forward, then replace the JSON body's punctuation with garbage.
 - ``wrong_digest``: forward, with ``Docker-Content-Digest`` naming another sha256.
 - ``wrong_body``: forward, with a body that parses but hashes to something else.
+- ``throttle``: forward, then send the body at ``rate`` bytes per second (a slow link).
+- ``stall``: forward, then send the first ``after`` bytes of the body and nothing more for
+  ``delay`` seconds (a link that went silent), then close; a body no longer than ``after``
+  passes whole.
+
+dockerd treats a registry on 127.0.0.0/8 as insecure (plain HTTP), so an image named
+``127.0.0.1:<proxy port>/<repo>`` is pulled by the engine itself through the proxy.
 
 ``requests`` records ``(monotonic time, method, path, status sent or kind)`` per request.
 """
@@ -35,7 +42,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from testbed.services import REGISTRY_HOST, TOKEN_PORT
 
 KINDS = ("pass", "down", "slow", "status", "truncate", "cut", "corrupt", "wrong_digest",
-         "wrong_body")
+         "wrong_body", "throttle", "stall")
 _HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade",
         "te", "trailer", "host", "content-length"}
 
@@ -48,6 +55,8 @@ class Fault:
     delay: float = 0.0
     status: int = 503
     retry_after: str | None = None
+    rate: float = 0.0  # throttle: bytes per second
+    after: int = 0  # stall: bytes sent before the silence
 
     def matches(self, path: str) -> bool:
         return self.kind != "pass" and self.only in path and (self.count is None
@@ -126,7 +135,8 @@ class FaultProxy:
             if f.count is not None:
                 f.count -= 1
             self.injected += 1
-            return Fault(f.kind, f.only, None, f.delay, f.status, f.retry_after)
+            return Fault(f.kind, f.only, None, f.delay, f.status, f.retry_after, f.rate,
+                         f.after)
 
     def _log(self, method: str, path: str, what: str) -> None:
         with self._lock:
@@ -180,6 +190,9 @@ class _Handler(BaseHTTPRequestHandler):
             body = body.replace(b"{", b"<").replace(b"\"", b"'").replace(b":", b"=")
         if kind == "truncate" and body:
             body = body[: len(body) // 2]
+        if kind in ("throttle", "stall") and len(body) > fault.after:
+            self._trickle(status, headers, body, fault)
+            return
         if kind == "cut" and body:
             self._send(status, headers, body[: len(body) // 2], length=len(body), what="cut")
             self.close_connection = True
@@ -206,6 +219,29 @@ class _Handler(BaseHTTPRequestHandler):
             out["location"] = out["location"].replace(f"http://{self.owner.upstream}",
                                                       self.owner.url, 1)
         return resp.status, out, body
+
+    def _trickle(self, status: int, headers: dict[str, str], body: bytes,
+                 fault: Fault) -> None:
+        """``throttle``: the body at ``fault.rate`` bytes/s; ``stall``: ``fault.after``
+        bytes, then silence for ``fault.delay`` seconds, then close."""
+        self._send(status, headers, b"", length=len(body), what=fault.kind)
+        stopping = self.owner._stopping
+        try:
+            if fault.kind == "stall":
+                self.wfile.write(body[:fault.after])
+                self.wfile.flush()
+                stopping.wait(fault.delay)
+                return
+            chunk = max(int(fault.rate / 10), 1)
+            for at in range(0, len(body), chunk):
+                if stopping.wait(0.1):
+                    return
+                self.wfile.write(body[at:at + chunk])
+                self.wfile.flush()
+        except OSError:
+            pass  # the client went away (the agent was restarted)
+        finally:
+            self.close_connection = True
 
     def _own_realm(self, challenge: str) -> str:
         token = f"http://{self.owner.token_upstream}"
