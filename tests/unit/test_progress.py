@@ -131,9 +131,9 @@ def _rollout(replicas: int, step_s: float, stall_s: float,
     seen: list[Stall] = []
     reported: list[str] = []
 
-    def moved(what: str) -> None:
+    def moved(what: str, quiet_s: float = 0.0) -> None:
         reported.append(what)
-        hb.beat(what)
+        hb.beat(what, quiet_s)
 
     def look() -> None:
         stall = hb.stalled(stall_s)
@@ -157,7 +157,7 @@ def test_a_slow_swarm_rollout_that_keeps_changing_task_states_is_never_stalled()
 
 def test_a_swarm_rollout_that_stops_changing_stalls_after_the_bound() -> None:
     _, reported, stall = _rollout(replicas=6, step_s=20, stall_s=30, freeze_at=130)
-    assert stall is not None
+    assert stall is not None and stall.limit_s == 30 + ss.DEFAULT_MONITOR_S  # swarm's pace
     assert stall.what == reported[-1] == "swarm updating: 4 new, 2 running"
     assert stall.quiet_s > 30
 

@@ -30,6 +30,7 @@ from twilight_agent.core.ports import (
     Snapshot,
     TaskResult,
 )
+from twilight_agent.core.progress import Progress
 from twilight_agent.errors import TargetNotFound
 
 COMPOSE_NUMBER = "com.docker.compose.container-number"
@@ -91,7 +92,7 @@ class ContainerTarget:
         return self.runtime.find_by_name(snap.name) or snap.container_id
 
     def settle(self, instance: str, should_stop: Callable[[], bool] | None = None,
-               moved: Callable[[str], None] | None = None) -> None:
+               moved: Progress | None = None) -> None:
         """A container has no rollout of its own: the gate starts at once."""
 
     def state(self, instance: str) -> ContainerState:

@@ -174,3 +174,10 @@ def rollout_line(service: Mapping[str, Any] | None,
         counts[state] = counts.get(state, 0) + 1
     tail = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
     return f"swarm {update_state(service or {}) or 'idle'}: {tail or 'no tasks'}"
+
+
+def batch_pause(service: Mapping[str, Any] | None) -> float:
+    """Seconds a rollout may show no change between batches: the update's delay and its
+    monitor window (swarm's default monitor when the spec names none)."""
+    uc = ((service or {}).get("Spec") or {}).get("UpdateConfig") or {}
+    return float((uc.get("Delay") or 0) + (uc.get("Monitor") or DEFAULT_MONITOR_S * NS)) / NS

@@ -29,6 +29,7 @@ from twilight_agent.adapters.docker_refs import tag_of
 from twilight_agent.adapters.docker_runtime import DockerRuntime
 from twilight_agent.core.clock import SYSTEM, Clock
 from twilight_agent.core.ports import ContainerState, Snapshot, TaskResult
+from twilight_agent.core.progress import Progress
 from twilight_agent.errors import RuntimeError_, TargetNotFound
 
 SETTLE_TICK_S = 0.5
@@ -150,10 +151,11 @@ class SwarmTarget:
         return ss.instance_id(snap.container_id, ss.digest_of(image))
 
     def settle(self, instance: str, should_stop: Callable[[], bool] | None = None,
-               moved: Callable[[str], None] | None = None) -> None:
+               moved: Progress | None = None) -> None:
         """Wait until swarm's update (or its rollback) of ``instance`` has ended, within a
         bound from the service's own update config; a stop request ends the wait. Each
-        change of the update's state or of a task's state is reported to ``moved``."""
+        change of the update's state or of a task's state is reported to ``moved``, which
+        may then hear nothing for one batch's delay and monitor window (swarm's own pace)."""
         sid, digest = ss.split_instance(instance)
         deadline = self._clock.now() + self._settle_bound(sid)
         mark: tuple[str, ...] | None = None
@@ -162,7 +164,7 @@ class SwarmTarget:
             tasks = self._tasks(sid) if svc else []
             if moved is not None and ss.rollout_mark(svc, tasks) != mark:
                 mark = ss.rollout_mark(svc, tasks)
-                moved(ss.rollout_line(svc, tasks))
+                moved(ss.rollout_line(svc, tasks), quiet_s=ss.batch_pause(svc))
             if ss.settled(ss.classify(svc, tasks, digest)) or (should_stop and should_stop()):
                 return
             self._clock.sleep(SETTLE_TICK_S)

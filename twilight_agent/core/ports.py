@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from twilight_agent.core.events import Event
 from twilight_agent.core.models import Digest, Release
+from twilight_agent.core.progress import Progress
 from twilight_agent.core.store_port import Halt as Halt  # the store's port, re-exported
 from twilight_agent.core.store_port import JournalEntry as JournalEntry
 from twilight_agent.core.store_port import LastResult as LastResult
@@ -256,9 +257,10 @@ class TargetPort(Protocol):
         ...
 
     def settle(self, instance: str, should_stop: Callable[[], bool] | None = None,
-               moved: Callable[[str], None] | None = None) -> None:
+               moved: Progress | None = None) -> None:
         """Wait until the target's own rollout of ``instance`` ended (a swarm update);
-        ``moved`` is called each time the rollout changes (its state, a task's state)."""
+        ``moved`` is called each time the rollout changes (its state, a task's state),
+        with the quiet the rollout's own pace allows before its next change."""
 
     def state(self, instance: str) -> ContainerState: ...
 
