@@ -104,7 +104,7 @@ def remove_new(s: Step, cmd: m.RemoveNew) -> m.Event | None:
     def remove() -> None:
         cid = s.ctx.target.new_instance(unit, s.run.new_ids.get(cmd.unit))
         if cid is not None:
-            s.ctx.target.remove(cid)
+            s.ctx.target.remove(cid, s.ctx.progress)
 
     return _undo(s, "remove_new", remove, f"removing the new {unit.name}")
 
@@ -112,7 +112,7 @@ def remove_new(s: Step, cmd: m.RemoveNew) -> m.Event | None:
 def unpark(s: Step, cmd: m.Unpark) -> m.Event | None:
     """Unit by unit, last first: the first unit's return ends the undo."""
     unit = s.unit(cmd.unit)
-    failed = _undo(s, "unpark", lambda: s.ctx.target.unpark(unit),
+    failed = _undo(s, "unpark", lambda: s.ctx.target.unpark(unit, s.ctx.progress),
                    f"restoring the previous {unit.name}")
     return failed or (m.Unparked() if cmd.unit == 0 else None)
 

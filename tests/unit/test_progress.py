@@ -162,6 +162,26 @@ def test_a_swarm_rollout_that_stops_changing_stalls_after_the_bound() -> None:
     assert stall.quiet_s > 30
 
 
+class RollingBack(FakeSwarmApi):
+    """Swarm's own rollback: ``rollback_started`` while the tasks move, then completed."""
+
+    def inspect_service(self, service: str) -> Mapping[str, Any]:
+        svc = dict(super().inspect_service(service))
+        done = svc["UpdateStatus"]["State"] == "completed"
+        svc["UpdateStatus"] = {"State": "rollback_completed" if done else "rollback_started"}
+        return svc
+
+
+def test_the_undo_waiting_for_swarms_rollback_reports_it_too() -> None:
+    clock = Clock()
+    reported: list[str] = []
+    target = SwarmTarget(FakeRuntime(RollingBack(clock, 4, 20)),  # type: ignore[arg-type]
+                         service="web", clock=clock)
+    target.remove(ss.instance_id("svc1", NEW_D), lambda what, quiet_s=0.0: reported.append(what))
+    assert len(reported) == 4 * 3 + 1
+    assert reported[-1] == "swarm rollback_completed: 4 running"
+
+
 # --------------------------------------------------------------------------- a deploy
 def test_a_deploy_reports_each_step_the_pull_the_gate_and_the_watch(tmp_path: Path) -> None:
     w = World(tmp_path, watch=5)

@@ -110,10 +110,10 @@ class ContainerTarget:
             return self._health_url or None
         return self._health_url.replace("{address}", self.runtime.address(instance))
 
-    def remove(self, instance: str) -> None:
+    def remove(self, instance: str, moved: Progress | None = None) -> None:
         self.runtime.remove(instance)
 
-    def unpark(self, snap: Snapshot) -> str:
+    def unpark(self, snap: Snapshot, moved: Progress | None = None) -> str:
         return self.runtime.unpark(snap)
 
     def remove_parked(self, snap: Snapshot) -> None:

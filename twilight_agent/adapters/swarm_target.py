@@ -153,19 +153,26 @@ class SwarmTarget:
     def settle(self, instance: str, should_stop: Callable[[], bool] | None = None,
                moved: Progress | None = None) -> None:
         """Wait until swarm's update (or its rollback) of ``instance`` has ended, within a
-        bound from the service's own update config; a stop request ends the wait. Each
-        change of the update's state or of a task's state is reported to ``moved``, which
-        may then hear nothing for one batch's delay and monitor window (swarm's own pace)."""
+        bound from the service's own update config; a stop request ends the wait."""
         sid, digest = ss.split_instance(instance)
-        deadline = self._clock.now() + self._settle_bound(sid)
+        self._follow(sid, lambda svc, tasks: ss.settled(ss.classify(svc, tasks, digest)),
+                     should_stop, moved)
+
+    def _follow(self, service_id: str,
+                ended: Callable[[dict[str, Any] | None, list[dict[str, Any]]], bool],
+                should_stop: Callable[[], bool] | None, moved: Progress | None) -> None:
+        """Look every tick until ``ended``, within the settle bound. Each change of the
+        update's state or of a task's state is reported to ``moved``, which may then hear
+        nothing for one batch's delay and monitor window (swarm's own pace)."""
+        deadline = self._clock.now() + self._settle_bound(service_id)
         mark: tuple[str, ...] | None = None
         while self._clock.now() < deadline:
-            svc = self._inspect(sid)
-            tasks = self._tasks(sid) if svc else []
+            svc = self._inspect(service_id)
+            tasks = self._tasks(service_id) if svc else []
             if moved is not None and ss.rollout_mark(svc, tasks) != mark:
                 mark = ss.rollout_mark(svc, tasks)
                 moved(ss.rollout_line(svc, tasks), quiet_s=ss.batch_pause(svc))
-            if ss.settled(ss.classify(svc, tasks, digest)) or (should_stop and should_stop()):
+            if ended(svc, tasks) or (should_stop and should_stop()):
                 return
             self._clock.sleep(SETTLE_TICK_S)
 
@@ -178,29 +185,26 @@ class SwarmTarget:
         per = (uc.get("Monitor", 0) + uc.get("Delay", 0)) / ss.NS + BOOT_ALLOWANCE_S
         return float(per * -(-tasks // batch) * 2)  # the rollout, then swarm's rollback
 
-    def _quiet(self, service_id: str) -> None:
+    def _quiet(self, service_id: str, moved: Progress | None) -> None:
         """Wait until the service's update or rollback, whichever runs, has ended."""
-        deadline = self._clock.now() + self._settle_bound(service_id)
-        while self._clock.now() < deadline:
-            if ss.update_state(self._inspect(service_id) or {}) not in ss.MOVING:
-                return
-            self._clock.sleep(SETTLE_TICK_S)
+        self._follow(service_id, lambda svc, _: ss.update_state(svc or {}) not in ss.MOVING,
+                     None, moved)
 
-    def remove(self, instance: str) -> None:
+    def remove(self, instance: str, moved: Progress | None = None) -> None:
         """Undo, first half: let swarm's own rollback (if it started one) finish."""
-        self._quiet(ss.split_instance(instance)[0])
+        self._quiet(ss.split_instance(instance)[0], moved)
 
-    def unpark(self, snap: Snapshot) -> str:
+    def unpark(self, snap: Snapshot, moved: Progress | None = None) -> str:
         """Undo, second half: the image the service ran before, if swarm did not restore
         it; failure action ``pause`` so this never swings back to the bad build."""
-        self._quiet(snap.container_id)
+        self._quiet(snap.container_id, moved)
         svc = self._inspect(snap.container_id)
         if svc is None:
             raise TargetNotFound(f"swarm service {self.service} is gone")
         back = self.serving(snap)
         if ss.digest_of(ss.spec_image(svc.get("Spec"))) != snap.digest:
             self._update(snap.container_id, snap.image_id, "pause")
-        self.settle(back)
+        self.settle(back, None, moved)
         return back
 
     # ------------------------------------------------------------------ nothing to do

@@ -281,11 +281,12 @@ class TargetPort(Protocol):
         """Remove a one-off task container left behind; True when there was one."""
         ...
 
-    def remove(self, instance: str) -> None:
-        """Remove a new version that failed (undo), keeping volumes."""
+    def remove(self, instance: str, moved: Progress | None = None) -> None:
+        """Remove a new version that failed (undo), keeping volumes. ``moved``: as for
+        ``settle`` (a swarm rollback)."""
         ...
 
-    def unpark(self, snap: Snapshot) -> str:
+    def unpark(self, snap: Snapshot, moved: Progress | None = None) -> str:
         """Bring the parked old version back into service; its id."""
         ...
 
