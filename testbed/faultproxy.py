@@ -204,7 +204,10 @@ class _Handler(BaseHTTPRequestHandler):
         host = self.owner.token_upstream if to_token else self.owner.upstream
         length = int(self.headers.get("Content-Length") or 0)
         payload = self.rfile.read(length) if length else None
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+        headers: dict[str, str] = {}
+        for k, v in self.headers.items():  # dockerd sends one Accept header per media type
+            if k.lower() not in _HOP:
+                headers[k] = f"{headers[k]}, {v}" if k in headers else v
         conn = http.client.HTTPConnection(host, timeout=60)
         try:
             conn.request(self.command, self.path, body=payload, headers=headers)
