@@ -21,6 +21,9 @@ One message per ``(deploy_id, event)``: the first of the events that name it win
 ``text`` makes it readable as-is by chat webhooks that show a ``text`` field. Only these
 keys are sent, never settings or credentials; ``Bearer``/``Basic`` credentials inside the
 reason or log tail are blanked, and the URL (it often embeds a token) is never logged.
+The reply is never read whole: its status is the answer, at most ``REPLY_CAP`` bytes of
+its body are read, then the connection is closed. The client reads no proxy settings from
+the environment (``trust_env=False``), like the registry's and the probe's.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ TIMEOUT_S = 5.0
 QUEUE_SIZE = 100
 IDLE_S = 60.0  # the delivery thread ends after this long without a message
 LOG_TAIL_CHARS = 4000
+REPLY_CAP = 4 * 1024  # bytes of a reply read (and dropped): the status is the answer
 _KINDS = {"deployed": "deployed", "rolled_back": "rollback", "halted": "halted",
           "untrusted": "untrusted"}
 _CREDENTIAL = re.compile(r"(Bearer|Basic|token)([\s=:]+)[A-Za-z0-9._~+/=-]{8,}", re.I)
@@ -58,6 +62,18 @@ _STOP = object()
 
 def _scrub(text: str) -> str:
     return _CREDENTIAL.sub(r"\1\2" + REDACTED, text)
+
+
+def _post(client: httpx.Client, url: str, body: dict[str, Any]) -> httpx.Response:
+    """POST ``body``; of the reply, read at most ``REPLY_CAP`` bytes and drop them (a
+    short reply leaves the connection reusable; a longer one is cut by closing it)."""
+    with client.stream("POST", url, json=body) as response:
+        size = 0
+        for chunk in response.iter_raw():
+            size += len(chunk)
+            if size >= REPLY_CAP:
+                break
+    return response
 
 
 def message_kind(event: Event) -> str | None:
@@ -215,7 +231,7 @@ class Webhook:
     def _run(self) -> None:
         headers = {"User-Agent": f"twilight-agent/{__version__}"}
         with httpx.Client(timeout=self.timeout, headers=headers, transport=self._transport,
-                          follow_redirects=False) as client:
+                          follow_redirects=False, trust_env=False) as client:
             while True:
                 try:
                     body = self._queue.get(timeout=self.idle)
@@ -239,7 +255,7 @@ class Webhook:
                 error = "shutting down"
                 break
             try:
-                response = client.post(self.url, json=body)
+                response = _post(client, self.url, body)
             except httpx.HTTPError as exc:
                 error = type(exc).__name__
             else:
