@@ -19,8 +19,10 @@ One message per ``(deploy_id, event)``: the first of the events that name it win
      "text": "web-1: rollback ghcr.io/acme/app sha-2222222 -> sha-1111111: ..."}
 
 ``text`` makes it readable as-is by chat webhooks that show a ``text`` field. Only these
-keys are sent, never settings or credentials; ``Bearer``/``Basic`` credentials inside the
-reason or log tail are blanked, and the URL (it often embeds a token) is never logged.
+keys are sent, never settings or credentials; credentials inside the reason or log tail
+are blanked (``core/scrub.py``: Authorization headers, URL passwords, ``password=``-style
+pairs, GitHub, AWS, Google and Slack token shapes), and the URL (it often embeds a token)
+is never logged.
 The reply is never read whole: its status is the answer, at most ``REPLY_CAP`` bytes of
 its body are read, then the connection is closed. The client reads no proxy settings from
 the environment (``trust_env=False``), like the registry's and the probe's.
@@ -29,7 +31,6 @@ the environment (``trust_env=False``), like the registry's and the probe's.
 from __future__ import annotations
 
 import queue
-import re
 import socket
 import threading
 import time
@@ -43,7 +44,8 @@ from twilight_agent import __version__
 from twilight_agent.core.clock import utcnow
 from twilight_agent.core.events import DeployFinished, Event, HaltedAlert
 from twilight_agent.core.models import Release
-from twilight_agent.logs import REDACTED, get_logger
+from twilight_agent.core.scrub import scrub
+from twilight_agent.logs import get_logger
 
 log = get_logger("twilight.webhook")
 
@@ -56,12 +58,7 @@ LOG_TAIL_CHARS = 4000
 REPLY_CAP = 4 * 1024  # bytes of a reply read (and dropped): the status is the answer
 _KINDS = {"deployed": "deployed", "rolled_back": "rollback", "halted": "halted",
           "untrusted": "untrusted"}
-_CREDENTIAL = re.compile(r"(Bearer|Basic|token)([\s=:]+)[A-Za-z0-9._~+/=-]{8,}", re.I)
 _STOP = object()
-
-
-def _scrub(text: str) -> str:
-    return _CREDENTIAL.sub(r"\1\2" + REDACTED, text)
 
 
 def _post(client: httpx.Client, url: str, body: dict[str, Any]) -> httpx.Response:
@@ -103,8 +100,8 @@ def build_body(kind: str, event: DeployFinished | HaltedAlert, host: str,
     ref = event.ref
     from_tag = ref.from_.tag if ref.from_ else "?"
     to_tag = ref.to.tag if ref.to else "?"
-    reason = _scrub(event.reason)
-    tail = tail_lines(_scrub(event.log_tail), log_lines) \
+    reason = scrub(event.reason)
+    tail = tail_lines(scrub(event.log_tail), log_lines) \
         if isinstance(event, DeployFinished) else ""
     if kind == "deployed":
         what = f"deployed {image} {from_tag or '?'} -> {to_tag or '?'}"
