@@ -20,12 +20,13 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from twilight_agent.adapters.secret_file import read_token
-from twilight_agent.core.destinations import is_loopback_host, parse_auth_hosts
+from twilight_agent.core.destinations import parse_auth_hosts, printable
 from twilight_agent.core.durations import parse_duration
 from twilight_agent.core.models import ImageRef
 from twilight_agent.core.policy import DEFAULT_TAG_PATTERN, check_tag
@@ -34,6 +35,7 @@ from twilight_agent.core.windows import Window, parse_windows
 from twilight_agent.errors import ConfigError
 from twilight_agent.lazy import lazy_module
 from twilight_agent.settings_promote import PromoteFields
+from twilight_agent.settings_registry import check_registry_transport
 from twilight_agent.settings_swarm import SwarmFields
 
 DEFAULT_CONFIG = Path("/etc/twilight-agent/agent.env")
@@ -189,6 +191,16 @@ class Settings(BaseSettings, SwarmFields, PromoteFields):
             data["RUNTIME_DIRECTORY"] = RUNTIME_BASE / name
         return data
 
+    @field_validator("tag_pattern")
+    @classmethod
+    def _is_regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except (re.error, RecursionError, OverflowError) as exc:
+            raise ValueError(f"TWILIGHT_TAG_PATTERN is not a regular expression: "
+                             f"{printable(exc, 120)}") from None
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         try:
@@ -217,9 +229,7 @@ class Settings(BaseSettings, SwarmFields, PromoteFields):
             self.pre_deploy_argv  # noqa: B018 (parsed once here: a bad quote fails at load)
         except ValueError as exc:
             raise ValueError(f"TWILIGHT_PRE_DEPLOY: {exc}") from None
-        if self.registry_url and not self.registry_url.startswith(("http://", "https://")):
-            raise ValueError("TWILIGHT_REGISTRY_URL must start with http:// or https://")
-        _check_registry_transport(self.registry_url, self.registry_auth_hosts)
+        check_registry_transport(self.registry_url, self.registry_auth_hosts)
         self._check_durations()
         self.windows  # noqa: B018  (an invalid TWILIGHT_DEPLOY_WINDOW is a config error)
         self._check_verification()
@@ -308,21 +318,6 @@ class Settings(BaseSettings, SwarmFields, PromoteFields):
         return None
 
 
-def _check_registry_transport(url: str, auth_hosts: str) -> None:
-    """Plain http:// only to a loopback registry (a token or a PAT would cross the network
-    in clear text otherwise); auth hosts must be bare hostnames."""
-    if url.startswith("http://"):
-        host = url[len("http://"):].split("/", 1)[0].rpartition("@")[2]
-        host = host[1:].split("]", 1)[0] if host.startswith("[") else host.split(":", 1)[0]
-        if not is_loopback_host(host):
-            raise ValueError("TWILIGHT_REGISTRY_URL: plain http:// is allowed only for a "
-                             "loopback address (127.0.0.1, ::1, localhost); use https://")
-    try:
-        parse_auth_hosts(auth_hosts)
-    except ValueError as exc:
-        raise ValueError(f"TWILIGHT_REGISTRY_AUTH_HOSTS: {exc}") from None
-
-
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"] if p != "__root__")
@@ -370,7 +365,8 @@ def load_settings(config: Path | None = None, instance: str | None = None,
         return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
         where = f" (in {path} or the environment)" if env_file else ""
-        raise ConfigError(_first_error(exc) + where) from None
+        # one line whatever a value held (a newline in a pattern, an escape sequence)
+        raise ConfigError(printable(_first_error(exc), 1000) + where) from None
 
 
 def environ() -> dict[str, str]:
