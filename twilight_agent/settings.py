@@ -35,8 +35,8 @@ from twilight_agent.core.windows import Window, parse_windows
 from twilight_agent.errors import ConfigError
 from twilight_agent.lazy import lazy_module
 from twilight_agent.settings_promote import PromoteFields
-from twilight_agent.settings_registry import check_registry_transport
 from twilight_agent.settings_swarm import SwarmFields
+from twilight_agent.settings_urls import check_http_url, check_registry_transport
 
 DEFAULT_CONFIG = Path("/etc/twilight-agent/agent.env")
 CONFIG_DIR = DEFAULT_CONFIG.parent
@@ -45,7 +45,6 @@ RUNTIME_BASE = Path("/run/twilight-agent")
 # An instance name is a file name and a systemd instance: no path, no escaping needed.
 INSTANCE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 SERVICE_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")  # compose's own rule
-_HTTP_URL = re.compile(r"https?://[^\s/?#]+(?:[/?#]\S*)?")
 MAX_DURATION = 30 * 86400.0
 CREDENTIAL_NAME = "registry-token"
 # cryptography is loaded only when TWILIGHT_VERIFY_KEY names a key (twilight_agent/lazy.py)
@@ -234,9 +233,8 @@ class Settings(BaseSettings, SwarmFields, PromoteFields):
         self.windows  # noqa: B018  (an invalid TWILIGHT_DEPLOY_WINDOW is a config error)
         self._check_verification()
         for name in ("health_url", "webhook_url"):
-            url = getattr(self, name)
-            if url and not _HTTP_URL.fullmatch(url):
-                raise ValueError(f"TWILIGHT_{name.upper()} must be an http:// or https:// URL")
+            if getattr(self, name):
+                check_http_url(name, getattr(self, name))
         return self
 
     def _check_durations(self) -> None:

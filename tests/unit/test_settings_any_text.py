@@ -1,6 +1,7 @@
 """Every ``TWILIGHT_*`` setting, fed arbitrary text through the environment, gives a loaded
 config or one line of ``ConfigError`` (exit 2): never another exception, so a typo never
-ends in a traceback and a systemd restart loop. The settings are read from the model's
+ends in a traceback and a systemd restart loop; the URLs of a loaded config are ones
+httpx will send a request to. The settings are read from the model's
 fields, so a new setting is covered when it is added."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import tempfile
 from pathlib import Path
 from unittest import mock
 
+import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,7 +34,10 @@ TEXT = st.text(alphabet=st.characters(exclude_categories=("Cs",), exclude_charac
 VALUES = st.one_of(TEXT, st.sampled_from(["", "0", "-1", "1e999", "nan", "[", "(a", "*",
                                           "http://x#@127.0.0.1", "https://u:p@h", "\x7f",
                                           "http://127.0.0.1:5000/\x01", "/proc/x", "..",
-                                          "Mon-Fri 25:00-26:00 Mars/Base", "a=b=c", "'"]))
+                                          "Mon-Fri 25:00-26:00 Mars/Base", "a=b=c", "'"]),
+                   # text after a scheme, so a URL setting gets past its first check
+                   st.tuples(st.sampled_from(["http://", "https://", "http://127.0.0.1:5000/"]),
+                             TEXT).map("".join))
 BASE = b"TWILIGHT_IMAGE=127.0.0.1:5000/acme/app\nTWILIGHT_CONTAINER=app\n"
 
 
@@ -50,6 +55,8 @@ def load_with(env: dict[str, str]) -> Settings | None:
                 getattr(s, name)
             s.registry_password()
             s.promote_password()
+            for url in (s.registry_base, s.health_url, s.webhook_url):  # as requests go
+                httpx.URL(url.replace("{address}", "127.0.0.1"))
         except ConfigError as exc:
             assert "\n" not in str(exc) and str(exc), repr(exc)
             return None

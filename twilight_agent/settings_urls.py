@@ -1,7 +1,9 @@
-"""``TWILIGHT_REGISTRY_URL`` and ``TWILIGHT_REGISTRY_AUTH_HOSTS`` checked at load.
+"""The URL settings checked at load, on the URL as httpx parses it (``httpx.URL``): what
+passes here is what a request will be sent to, never an ``InvalidURL`` mid-deploy.
 
-The URL is parsed the way the registry client will use it (``httpx.URL``), and its host is
-the one checked: ``http://evil.example#@127.0.0.1:5000`` reads like loopback but goes to
+``TWILIGHT_HEALTH_URL`` and ``TWILIGHT_WEBHOOK_URL``: http(s), no control character or
+space, a host httpx accepts. ``TWILIGHT_REGISTRY_URL`` more strictly, its host being the
+one checked: ``http://evil.example#@127.0.0.1:5000`` reads like loopback but goes to
 ``evil.example``. A registry URL has no user-info (credentials come from
 ``TWILIGHT_REGISTRY_USERNAME`` and the token file), no query or fragment, and no control
 character or space; plain ``http://`` only to a loopback host (a token or a PAT would
@@ -15,6 +17,21 @@ import httpx
 from twilight_agent.core.destinations import is_loopback_host, parse_auth_hosts, printable
 
 WHAT = "TWILIGHT_REGISTRY_URL"
+
+
+def check_http_url(name: str, url: str) -> None:
+    """``ValueError`` naming ``TWILIGHT_<NAME>`` unless ``url`` is an http(s) URL httpx sends
+    a request to (``{address}``, the new container's address, stands for an IP)."""
+    what = f"TWILIGHT_{name.upper()}"
+    if not url.startswith(("http://", "https://")) or any(c <= " " or c == "\x7f"
+                                                          for c in url):
+        raise ValueError(f"{what} must be an http:// or https:// URL (no space or control "
+                         "character)")
+    try:
+        if not httpx.URL(url.replace("{address}", "127.0.0.1")).host:
+            raise ValueError("no host")
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise ValueError(f"{what}: not a URL ({printable(exc, 80)})") from None
 
 
 def check_registry_transport(url: str, auth_hosts: str) -> None:
