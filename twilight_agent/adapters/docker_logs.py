@@ -49,21 +49,23 @@ def capped_text(chunks: Iterable[bytes], cap: int = LOG_CAP) -> str:
     return "".join(c for c in text if c in "\n\t" or not (c < " " or "\x7f" <= c < "\xa0"))
 
 
-def frame_payloads(raw: Any, piece: int = LOG_CAP) -> Iterator[bytes]:
-    """The payloads of the engine's multiplexed log stream (an 8-byte header: stream and
-    length), in pieces of at most ``piece`` bytes: docker-py reads a frame whole, however
-    long the engine made it."""
-    while True:
-        header = raw.read(8)
-        if len(header) < 8:
-            return
-        left = struct.unpack(">BxxxL", header)[1]
-        while left:
-            data = raw.read(min(left, piece))
-            if not data:
-                return
-            left -= len(data)
-            yield data
+def frame_payloads(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The payloads of the engine's multiplexed log stream (each frame: an 8-byte header,
+    stream and length, then the payload), from the response's chunks as they come: never
+    more than a chunk and a header held. docker-py reads a frame whole, however long the
+    engine made it."""
+    buf, left = b"", 0
+    for chunk in chunks:
+        buf += chunk
+        while buf:
+            if not left:
+                if len(buf) < 8:
+                    break
+                left, buf = struct.unpack(">BxxxL", buf[:8])[1], buf[8:]
+                continue
+            piece, buf = buf[:left], buf[left:]
+            left -= len(piece)
+            yield piece
 
 
 def prune_images(api: Any, repository: str, keep: set[str], older_than_s: float) -> list[str]:

@@ -25,7 +25,7 @@ import docker.errors
 
 from twilight_agent.adapters import swarm_spec as ss
 from twilight_agent.adapters.docker_errors import engine_errors
-from twilight_agent.adapters.docker_logs import capped_text, frame_payloads
+from twilight_agent.adapters.docker_logs import LOG_CAP, capped_text, frame_payloads
 from twilight_agent.adapters.docker_refs import tag_of
 from twilight_agent.adapters.docker_runtime import DockerRuntime
 from twilight_agent.core.clock import SYSTEM, Clock
@@ -125,7 +125,7 @@ class SwarmTarget:
                                params={"stdout": 1, "stderr": 1, "tail": lines}, stream=True)
                 try:
                     api._raise_for_status(res)
-                    return capped_text(frame_payloads(res.raw))
+                    return capped_text(frame_payloads(res.iter_content(LOG_CAP)))
                 finally:
                     res.close()
         except RuntimeError_ as exc:
