@@ -68,13 +68,13 @@ def test_every_setting_is_covered() -> None:
     assert "TWILIGHT_TAG_PATTERN" in NAMES and "CREDENTIALS_DIRECTORY" in NAMES
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(name=st.sampled_from(NAMES), value=VALUES)
 def test_any_text_in_one_setting_loads_or_is_one_config_error(name: str, value: str) -> None:
     load_with({name: value})
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pairs=st.dictionaries(st.sampled_from(NAMES), VALUES, max_size=6))
 def test_any_text_in_several_settings_loads_or_is_one_config_error(
         pairs: dict[str, str]) -> None:
