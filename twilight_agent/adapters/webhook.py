@@ -19,14 +19,18 @@ One message per ``(deploy_id, event)``: the first of the events that name it win
      "text": "web-1: rollback ghcr.io/acme/app sha-2222222 -> sha-1111111: ..."}
 
 ``text`` makes it readable as-is by chat webhooks that show a ``text`` field. Only these
-keys are sent, never settings or credentials; ``Bearer``/``Basic`` credentials inside the
-reason or log tail are blanked, and the URL (it often embeds a token) is never logged.
+keys are sent, never settings or credentials; credentials inside the reason or log tail
+are blanked (``core/scrub.py``: Authorization headers, URL passwords, ``password=``-style
+pairs, GitHub, AWS, Google and Slack token shapes), and the URL (it often embeds a token)
+is never logged.
+The reply is never read whole: its status is the answer, at most ``REPLY_CAP`` bytes of
+its body are read, then the connection is closed. The client reads no proxy settings from
+the environment (``trust_env=False``), like the registry's and the probe's.
 """
 
 from __future__ import annotations
 
 import queue
-import re
 import socket
 import threading
 import time
@@ -47,7 +51,8 @@ from twilight_agent.core.events import (
     Held,
 )
 from twilight_agent.core.models import Release
-from twilight_agent.logs import REDACTED, get_logger
+from twilight_agent.core.scrub import scrub
+from twilight_agent.logs import get_logger
 
 log = get_logger("twilight.webhook")
 
@@ -57,14 +62,22 @@ TIMEOUT_S = 5.0
 QUEUE_SIZE = 100
 IDLE_S = 60.0  # the delivery thread ends after this long without a message
 LOG_TAIL_CHARS = 4000
+REPLY_CAP = 4 * 1024  # bytes of a reply read (and dropped): the status is the answer
 _KINDS = {"deployed": "deployed", "rolled_back": "rollback", "halted": "halted",
           "untrusted": "untrusted"}
-_CREDENTIAL = re.compile(r"(Bearer|Basic|token)([\s=:]+)[A-Za-z0-9._~+/=-]{8,}", re.I)
 _STOP = object()
 
 
-def _scrub(text: str) -> str:
-    return _CREDENTIAL.sub(r"\1\2" + REDACTED, text)
+def _post(client: httpx.Client, url: str, body: dict[str, Any]) -> httpx.Response:
+    """POST ``body``; of the reply, read at most ``REPLY_CAP`` bytes and drop them (a
+    short reply leaves the connection reusable; a longer one is cut by closing it)."""
+    with client.stream("POST", url, json=body) as response:
+        size = 0
+        for chunk in response.iter_raw():
+            size += len(chunk)
+            if size >= REPLY_CAP:
+                break
+    return response
 
 
 def message_kind(event: Event) -> str | None:
@@ -99,8 +112,8 @@ def build_body(kind: str, event: DeployFinished | HaltedAlert | Held, host: str,
         ref = event.ref
     from_tag = ref.from_.tag if ref.from_ else "?"
     to_tag = ref.to.tag if ref.to else "?"
-    reason = _scrub(event.reason)
-    tail = tail_lines(_scrub(event.log_tail), log_lines) \
+    reason = scrub(event.reason)
+    tail = tail_lines(scrub(event.log_tail), log_lines) \
         if isinstance(event, DeployFinished) else ""
     if kind == "deployed":
         what = f"deployed {image} {from_tag or '?'} -> {to_tag or '?'}"
@@ -230,7 +243,7 @@ class Webhook:
     def _run(self) -> None:
         headers = {"User-Agent": f"twilight-agent/{__version__}"}
         with httpx.Client(timeout=self.timeout, headers=headers, transport=self._transport,
-                          follow_redirects=False) as client:
+                          follow_redirects=False, trust_env=False) as client:
             while True:
                 try:
                     body = self._queue.get(timeout=self.idle)
@@ -254,7 +267,7 @@ class Webhook:
                 error = "shutting down"
                 break
             try:
-                response = client.post(self.url, json=body)
+                response = _post(client, self.url, body)
             except httpx.HTTPError as exc:
                 error = type(exc).__name__
             else:
