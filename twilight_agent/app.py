@@ -197,9 +197,10 @@ def build_sinks(settings: Settings, tunables: Tunables = DEFAULT) -> list[EventS
     """
     sinks: list[EventSink] = []
     if settings.metrics_file is not None:
-        from twilight_agent.adapters.metrics import MetricsFile
+        from twilight_agent.adapters.metrics import MetricsFile, Schedule
 
-        sinks.append(MetricsFile(settings.metrics_file))
+        sinks.append(MetricsFile(settings.metrics_file, schedule=Schedule(
+            settings.poll_interval, settings.watch, settings.verify_grace)))
     if settings.webhook_url:
         from twilight_agent.adapters.webhook import Webhook
 
