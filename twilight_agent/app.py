@@ -190,10 +190,12 @@ def _closers(*parts: object) -> tuple[Any, ...]:
 
 
 def build_sinks(settings: Settings, tunables: Tunables = DEFAULT) -> list[EventSink]:
-    """Optional event sinks: the metrics textfile and the webhook, each when configured.
+    """Optional event sinks: the metrics textfile, the webhook and the Apprise targets
+    (``TWILIGHT_NOTIFY``), each when configured.
 
     Each module is imported only when its sink is on (prometheus-client, the webhook's
-    thread). The webhook delivers from a thread: ``Agent.close()`` flushes it.
+    thread; Apprise itself only when a message is sent). The webhook and the Apprise
+    targets deliver from a thread: ``Agent.close()`` flushes them.
     """
     sinks: list[EventSink] = []
     if settings.metrics_file is not None:
@@ -208,4 +210,12 @@ def build_sinks(settings: Settings, tunables: Tunables = DEFAULT) -> list[EventS
                              attempts=tunables.webhook_attempts,
                              backoff=tunables.webhook_backoff_s,
                              timeout=tunables.webhook_timeout_s))
+    urls = settings.notify_urls()
+    if urls:
+        from twilight_agent.adapters.apprise_sink import AppriseSink
+
+        sinks.append(AppriseSink(urls, settings.image, log_lines=settings.webhook_log_lines,
+                                 attempts=tunables.webhook_attempts,
+                                 backoff=tunables.webhook_backoff_s,
+                                 timeout=tunables.webhook_timeout_s))
     return sinks

@@ -208,6 +208,8 @@ class QueuedSink:
             except Refused as exc:
                 error = str(exc)
                 break
+            except Exception as exc:  # a broken target never ends the delivery thread
+                error = type(exc).__name__
             if error is None:
                 self.delivered += 1
                 self._log.info(f"{self.kind}_sent", url=self.where(index),

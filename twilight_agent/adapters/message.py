@@ -129,7 +129,8 @@ def chat_message(body: dict[str, Any]) -> tuple[str, str, str]:
     title = {"deployed": "deployed", "rollback": "ROLLED BACK", "halted": "HALTED",
              "untrusted": "refused an untrusted build", "downgrade": "held a downgrade",
              "test": "test message"}.get(kind, kind)
-    lines: list[str | None] = [body["text"]]
+    first = body["text"].removesuffix(f": {body['reason']}" if body["reason"] else "")
+    lines: list[str | None] = [first]
     if kind in ("rollback", "halted", "untrusted", "downgrade"):
         lines += [_build_line("held build" if kind == "downgrade" else "failed build",
                               body["to"]), _build_line("serving", body["from"])]
