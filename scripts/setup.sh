@@ -26,6 +26,11 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   # The packages' own services stay stopped (policy-rc.d): the bed starts what it needs.
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # Where systemd runs and no policy-rc.d held it back, Debian starts mosquitto on port
+  # 1883; the tests start their own broker on a free loopback port: stop the one we added.
+  if [[ " ${need[*]} " == *" mosquitto "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now mosquitto.service >/dev/null 2>&1 || true
+  fi
 fi
 
 if [ ! -x .venv/bin/python ]; then
