@@ -23,6 +23,7 @@ from twilight_agent.errors import ConfigError
 from twilight_agent.settings import Settings
 
 if TYPE_CHECKING:
+    from twilight_agent.adapters.delivery import QueuedSink
     from twilight_agent.adapters.docker_runtime import DockerRuntime
     from twilight_agent.adapters.health import HealthGate
     from twilight_agent.adapters.probe import StateSource
@@ -202,20 +203,24 @@ def build_sinks(settings: Settings, tunables: Tunables = DEFAULT) -> list[EventS
         from twilight_agent.adapters.metrics import MetricsFile
 
         sinks.append(MetricsFile(settings.metrics_file))
+    return sinks + list(build_notifiers(settings, tunables))
+
+
+def build_notifiers(settings: Settings, tunables: Tunables = DEFAULT) -> list[QueuedSink]:
+    """The notification sinks: the webhook and the Apprise targets, each when set
+    (``notify-test`` sends to exactly these)."""
+    common: dict[str, Any] = {"log_lines": settings.webhook_log_lines,
+                              "attempts": tunables.webhook_attempts,
+                              "backoff": tunables.webhook_backoff_s,
+                              "timeout": tunables.webhook_timeout_s}
+    out: list[QueuedSink] = []
     if settings.webhook_url:
         from twilight_agent.adapters.webhook import Webhook
 
-        sinks.append(Webhook(settings.webhook_url, settings.image,
-                             log_lines=settings.webhook_log_lines,
-                             attempts=tunables.webhook_attempts,
-                             backoff=tunables.webhook_backoff_s,
-                             timeout=tunables.webhook_timeout_s))
+        out.append(Webhook(settings.webhook_url, settings.image, **common))
     urls = settings.notify_urls()
     if urls:
         from twilight_agent.adapters.apprise_sink import AppriseSink
 
-        sinks.append(AppriseSink(urls, settings.image, log_lines=settings.webhook_log_lines,
-                                 attempts=tunables.webhook_attempts,
-                                 backoff=tunables.webhook_backoff_s,
-                                 timeout=tunables.webhook_timeout_s))
-    return sinks
+        out.append(AppriseSink(urls, settings.image, **common))
+    return out

@@ -9,6 +9,8 @@ tail. A receiver that is down costs ``emit`` (the deploy's side) nothing: it is 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -208,3 +210,42 @@ def test_a_bad_target_is_refused_at_load_without_showing_it(tmp_path: Path) -> N
     assert "target 2 is not a URL" in str(exc.value) and "s3cr3t" not in str(exc.value)
     with pytest.raises(ConfigError, match=r"TWILIGHT_NOTIFY_FILE .* does not exist"):
         settings_with(tmp_path, notify_file=tmp_path / "missing")
+
+
+def notify_test(tmp_path: Path, *lines: str) -> subprocess.CompletedProcess[str]:
+    conf = tmp_path / "agent.env"
+    conf.write_text("\n".join([f"TWILIGHT_IMAGE={IMAGE}", "TWILIGHT_CONTAINER=app",
+                               f"TWILIGHT_STATE_DIR={tmp_path}/state", *lines]) + "\n")
+    return subprocess.run([sys.executable, "-m", "twilight_agent", "--config", str(conf),
+                           "notify-test"], capture_output=True, text=True, timeout=120)
+
+
+def test_notify_test_says_which_target_failed(tmp_path: Path, http: Receiver,
+                                              smtp: SmtpReceiver) -> None:
+    port = http.server.server_address[1]
+    urls = tmp_path / "notify-urls"
+    urls.write_text(f"json://127.0.0.1:{port}/tok3n-json\n"
+                    f"mailto://127.0.0.1:{smtp.port}?from=a@example.com&to=ops@example.com\n"
+                    f"json://127.0.0.1:{free_port()}/tok3n-down\n")
+    urls.chmod(0o600)
+    p = notify_test(tmp_path, f"TWILIGHT_WEBHOOK_URL={http.url}",
+                    f"TWILIGHT_NOTIFY_FILE={urls}")
+    print(p.stdout, p.stderr)
+    assert p.returncode == 1, p.stderr
+    lines = p.stdout.splitlines()
+    assert [ln.split()[:2] for ln in lines] == [["ok", "webhook"], ["ok", "notify"],
+                                                ["ok", "notify"], ["FAIL", "notify"]]
+    assert lines[3].split()[3].startswith("json://127.0.0.1:")  # scheme://host, the reason
+    assert "1 notification target(s) failed" in p.stderr
+    assert "tok3n" not in p.stdout + p.stderr and "s3cr3t" not in p.stdout + p.stderr
+    assert len(http.bodies) == 2  # the webhook's JSON and Apprise's json://
+    assert http.bodies[0]["event"] == "test"
+    assert "test message" in smtp.text()
+
+
+def test_notify_test_all_good_is_exit_0_and_none_configured_is_2(tmp_path: Path,
+                                                                  http: Receiver) -> None:
+    p = notify_test(tmp_path, f"TWILIGHT_WEBHOOK_URL={http.url}")
+    assert (p.returncode, p.stdout.split()[:2]) == (0, ["ok", "webhook"]), p.stderr
+    p = notify_test(tmp_path)
+    assert p.returncode == 2 and "no notification target" in p.stderr
