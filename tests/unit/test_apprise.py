@@ -249,3 +249,15 @@ def test_notify_test_all_good_is_exit_0_and_none_configured_is_2(tmp_path: Path,
     assert (p.returncode, p.stdout.split()[:2]) == (0, ["ok", "webhook"]), p.stderr
     p = notify_test(tmp_path)
     assert p.returncode == 2 and "no notification target" in p.stderr
+
+
+def test_a_reason_from_apprise_is_cleaned_of_the_url_secrets() -> None:
+    from twilight_agent.adapters.apprise_send import hide_secrets
+
+    url = "json://bob:pa55word@hooks.example.com/tok3n-path?key=s3cr3t-value"
+    said = ("Failed to send to bob:pa55word@hooks.example.com/tok3n-path?key=s3cr3t-value"
+            " (key=s3cr3t-value, user bob)")
+    clean = hide_secrets(said, url)
+    for secret in ("pa55word", "tok3n", "s3cr3t", "bob"):
+        assert secret not in clean, clean
+    assert clean.startswith("Failed to send to [redacted]")

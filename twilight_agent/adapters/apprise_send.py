@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import threading
 import warnings
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -24,6 +25,9 @@ with warnings.catch_warnings():  # Apprise's e-mail plugin imports imghdr (depre
         import imghdr  # noqa: F401
 
 logging.getLogger("apprise").propagate = False
+# One send at a time: the capture listens on Apprise's one logger, and a line about
+# another target would be cleaned of the wrong URL's secrets.
+_SENDING = threading.Lock()
 _ASSET = apprise.AppriseAsset(app_id="twilight-agent",
                               app_desc="twilight-agent deploy notifications")
 
@@ -38,7 +42,7 @@ def send(url: str, title: str, body: str, level: str) -> str | None:
     if not target.add(url):
         raise NotAccepted("Apprise does not accept this URL (unknown scheme, a missing "
                           "part, or the service's library is not installed)")
-    with apprise.LogCapture(level=logging.WARNING) as capture:  # type: ignore[no-untyped-call]
+    with _SENDING, apprise.LogCapture(level=logging.WARNING) as capture:  # type: ignore[no-untyped-call]
         ok = target.notify(body=body, title=title, notify_type=level,
                            body_format=apprise.NotifyFormat.TEXT)
         logged = capture.getvalue()
