@@ -39,10 +39,10 @@ class NotAccepted(Exception):
 def send(url: str, title: str, body: str, level: str) -> str | None:
     """Deliver once: None when the service accepted it, else the reason (no secret)."""
     target = apprise.Apprise(asset=_ASSET)
-    if not target.add(url):
-        raise NotAccepted("Apprise does not accept this URL (unknown scheme, a missing "
-                          "part, or the service's library is not installed)")
     with _SENDING, apprise.LogCapture(level=logging.WARNING) as capture:  # type: ignore[no-untyped-call]
+        if not target.add(url):  # what Apprise says about the URL stays in the capture
+            raise NotAccepted("Apprise does not accept this URL (unknown scheme, a missing "
+                              "part, or the service's library is not installed)")
         ok = target.notify(body=body, title=title, notify_type=level,
                            body_format=apprise.NotifyFormat.TEXT)
         logged = capture.getvalue()
