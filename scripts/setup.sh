@@ -36,10 +36,11 @@ if [ ${#need[@]} -gt 0 ]; then
   # The packages' own services stay stopped (policy-rc.d): the bed starts what it needs.
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   # Without a policy-rc.d (a host rather than a container) postinst starts Prometheus on
-  # :9090 and node_exporter on :9100: the tests run their own, so stop and disable what
-  # this install started (a service installed before is left as it was).
+  # :9090, node_exporter on :9100 and mosquitto on :1883: the tests run their own on
+  # loopback ports, so stop and disable what this install started (a service installed
+  # before is left as it was).
   for pkg in "${need[@]}"; do
-    case "$pkg" in prometheus|prometheus-node-exporter) quiet_service "$pkg" ;; esac
+    case "$pkg" in prometheus|prometheus-node-exporter|mosquitto) quiet_service "$pkg" ;; esac
   done
 fi
 

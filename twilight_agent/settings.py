@@ -32,6 +32,7 @@ from twilight_agent.core.models import ImageRef
 from twilight_agent.core.policy import DEFAULT_TAG_PATTERN, check_tag
 from twilight_agent.core.windows import Window, parse_windows
 from twilight_agent.errors import ConfigError
+from twilight_agent.settings_notify import NotifyFields
 from twilight_agent.settings_promote import PromoteFields
 from twilight_agent.settings_swarm import SwarmFields
 from twilight_agent.settings_urls import check_http_url, check_registry_transport
@@ -50,7 +51,7 @@ CREDENTIAL_NAME = "registry-token"
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
-class Settings(BaseSettings, SwarmFields, PromoteFields, VerifyFields):
+class Settings(BaseSettings, SwarmFields, PromoteFields, VerifyFields, NotifyFields):
     """Every setting of twilight-agent. Field descriptions feed docs/configuration.md."""
 
     model_config = SettingsConfigDict(
