@@ -20,7 +20,7 @@ from tests.integration.deploybed import Site
 COMPOSE_FILE = """\
 services:
   app:
-    image: ${IMAGE_REPO}:${IMAGE_TAG}
+    image: ${IMAGE_REPO}:${IMAGE_TAG}${IMAGE_DIGEST-}
     restart: unless-stopped
     stop_grace_period: 2s
     ports:

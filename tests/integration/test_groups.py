@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 GROUP_FILE = """\
 services:
   web:
-    image: ${IMAGE_REPO}:${IMAGE_TAG}
+    image: ${IMAGE_REPO}:${IMAGE_TAG}${IMAGE_DIGEST-}
     restart: unless-stopped
     stop_grace_period: 2s
     ports:
@@ -28,7 +28,7 @@ services:
     volumes:
       - data:/www/data
   worker:
-    image: ${IMAGE_REPO}:${IMAGE_TAG}
+    image: ${IMAGE_REPO}:${IMAGE_TAG}${IMAGE_DIGEST-}
     restart: unless-stopped
     stop_grace_period: 2s
     environment:
