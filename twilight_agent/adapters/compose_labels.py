@@ -19,7 +19,9 @@ of the compose that made the container (its ``com.docker.compose.version`` label
 of the ``.env`` that already names the new tag and digest (the ``.env`` itself is written
 only at COMMIT, so a rollback never leaves it naming a bad build). Without compose on the
 host, or when it fails, the labels stay as they were and the first ``up -d`` recreates
-the container, as compose would after any change it did not make itself.
+the container, as compose would after any change it did not make itself. So does a v1
+project whose compose file does not use ``IMAGE_DIGEST``: v1 hashes the local id of
+``repo:tag``, and the image gets that tag only at COMMIT (measured on engine 26).
 """
 
 from __future__ import annotations
