@@ -87,6 +87,25 @@ def test_compose_pull_and_up_after_the_tag_moved_run_the_deployed_digest(
     csite.wait_serving("v2", timeout=15)
 
 
+def test_a_compose_file_edited_before_the_deploy_is_still_applied_by_up(
+        csite: ComposeSite) -> None:
+    """The new container is the old one's config on the new build: when the compose file
+    says something else by now, the labels must not claim otherwise, so up -d applies it."""
+    csite.up(push(csite, "v1"))
+    compose_file = csite.project_dir / "compose.yml"
+    compose_file.write_text(compose_file.read_text().replace(
+        "RUNTIME_VAR: hello", "RUNTIME_VAR: edited"))
+    v2 = push(csite, "v2")
+    p = csite.cli("deploy")
+    assert p.returncode == 0, p.stderr
+    deployed = csite.inspect()["Id"]
+    assert not csite.labels_agree()
+    csite.compose("-f", "compose.yml", "up", "-d")
+    info = csite.inspect()
+    assert info["Id"] != deployed and "RUNTIME_VAR=edited" in info["Config"]["Env"]
+    assert csite.running_digest() == v2.digest and csite.labels_agree()
+
+
 def test_compose_down_after_deploys_leaves_no_container(csite: ComposeSite) -> None:
     csite.up(push(csite, "v1"))
     push(csite, "v2")

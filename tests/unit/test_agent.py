@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -312,11 +313,16 @@ def test_a_compose_service_s_new_container_gets_compose_s_labels_for_the_new_env
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, swap: str) -> None:
     from twilight_agent.adapters import compose_labels as cl
 
-    asked: list[tuple[str, str, str]] = []
+    asked: list[tuple[str, str | None]] = []
 
-    def config_hash(labels, env_file, tag, digest, docker_host, run=None):  # type: ignore[no-untyped-def]
-        asked.append((labels[cl.SERVICE], tag, digest))
-        return f"hash-of-{tag}"
+    def config_hash(labels, env, docker_host, run=None):  # type: ignore[no-untyped-def]
+        tag, digest = read_image_tag(w.env), read_image_digest(w.env)  # still the old ones
+        assert (tag, digest) == (OLD.tag, None)
+        found = re.search(rb"IMAGE_TAG=(.*)\n(?:IMAGE_DIGEST=@(.*)\n)?", env)
+        assert found is not None
+        seen = (found[1].decode(), found[2].decode() if found[2] else None)
+        asked.append(seen)
+        return f"hash-of-{seen[0]}"
 
     monkeypatch.setattr(cl, "config_hash", config_hash)
     w = World(tmp_path, swap=swap)
@@ -324,11 +330,11 @@ def test_a_compose_service_s_new_container_gets_compose_s_labels_for_the_new_env
     old = w.runtime.by_name("app")
     assert old is not None
     old.labels.update({cl.PROJECT: "shop", cl.SERVICE: "app", cl.VERSION: "2.26.1",
-                       cl.CONFIG_HASH: "hash-of-old", cl.IMAGE: "sha256:old-image"})
+                       cl.CONFIG_HASH: f"hash-of-{OLD.tag}", cl.IMAGE: "sha256:old-image"})
     assert w.agent.deploy().outcome == "deployed"
     new = w.runtime.by_name("app")
     assert new is not None and new is not old
     assert (new.labels[cl.CONFIG_HASH], new.labels[cl.IMAGE]) == (
         f"hash-of-{NEW.tag}", "sha256:new-image")
-    assert asked == [("app", NEW.tag, NEW.digest)]
+    assert asked == [(OLD.tag, None), (NEW.tag, NEW.digest)]  # the .env as is, then new
     assert read_image_tag(w.env) == NEW.tag  # written at commit, not before

@@ -20,15 +20,17 @@ V1 = {cl.PROJECT: "shop", cl.SERVICE: "web", cl.VERSION: "1.29.2", cl.CONFIG_HAS
 
 
 class Compose:
-    """Stands in for ``subprocess.run``: records each call and the env file it was given."""
+    """Stands in for ``subprocess.run``: records each call and the env file it was given,
+    and answers ``web old`` for the .env as it is, ``web 0123abcd`` for the rewritten one."""
 
-    def __init__(self, out: str = "web 0123abcd\n", code: int = 0) -> None:
-        self.out, self.code, self.calls = out, code, []  # type: ignore[var-annotated]
+    def __init__(self, out: str = "web 0123abcd\n", code: int = 0, now: str = "old") -> None:
+        self.out, self.code, self.now, self.calls = out, code, now, []  # type: ignore[var-annotated]
 
     def __call__(self, argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
-        env_file = Path(argv[argv.index("--env-file") + 1])
-        self.calls.append((argv, kw, env_file.read_text()))
-        return subprocess.CompletedProcess(argv, self.code, self.out, "")
+        text = Path(argv[argv.index("--env-file") + 1]).read_text()
+        self.calls.append((argv, kw, text))
+        out = self.out if "IMAGE_DIGEST" in text else f"web {self.now}\n"
+        return subprocess.CompletedProcess(argv, self.code, out, "")
 
 
 @pytest.fixture
@@ -44,7 +46,8 @@ def test_v2_gets_compose_s_hash_for_the_rewritten_env_and_the_new_image_id(env: 
     run = Compose()
     relabel = cl.relabeller(env, "sha-2222222", DIGEST, "unix:///run/d.sock", run=run)
     assert relabel(V2, "sha256:new") == {cl.IMAGE: "sha256:new", cl.CONFIG_HASH: "0123abcd"}
-    argv, kw, seen = run.calls[0]
+    assert len(run.calls) == 2  # the .env as it is (agrees with the label), then the new one
+    argv, kw, seen = run.calls[1]
     assert argv[:2] == ["/usr/bin/docker", "compose"]
     assert argv[-3:] == ["config", "--hash", "web"]
     assert argv.count("-f") == 2 and argv[argv.index("-p"):][:2] == ["-p", "shop"]
@@ -59,7 +62,7 @@ def test_v1_uses_docker_compose_and_has_no_image_label(env: Path) -> None:
     run = Compose()
     relabel = cl.relabeller(env, "sha-2222222", DIGEST, "unix:///d.sock", run=run)
     assert relabel(V1, "sha256:new") == {cl.CONFIG_HASH: "0123abcd"}
-    assert run.calls[0][0][0] == "/usr/bin/docker-compose"
+    assert run.calls[1][0][0] == "/usr/bin/docker-compose"
 
 
 def test_one_hash_per_service_however_many_replicas(env: Path) -> None:
@@ -67,14 +70,17 @@ def test_one_hash_per_service_however_many_replicas(env: Path) -> None:
     relabel = cl.relabeller(env, "sha-2222222", DIGEST, "", run=run)
     for number in ("1", "2", "3"):
         relabel({**V2, "com.docker.compose.container-number": number}, "sha256:new")
-    assert len(run.calls) == 1
+    assert len(run.calls) == 2
 
 
-@pytest.mark.parametrize("run", [Compose(code=1), Compose(out="other 99\n")])
-def test_without_an_answer_the_hash_stays_and_only_the_image_label_moves(
+@pytest.mark.parametrize("run", [Compose(code=1), Compose(out="other 99\n"),
+                                 Compose(now="edited-since")])
+def test_no_answer_or_one_that_disagrees_with_the_old_label_changes_nothing(
         env: Path, run: Compose) -> None:
+    """``now="edited-since"``: compose's hash of the .env as it is is not the container's
+    (a compose file edited since, or compose 2.26 and env_file): up -d must still see it."""
     relabel = cl.relabeller(env, "sha-2222222", DIGEST, "", run=run)
-    assert relabel(V2, "sha256:new") == {cl.IMAGE: "sha256:new"}
+    assert relabel(V2, "sha256:new") == {}
 
 
 def test_not_a_compose_container_or_no_compose_on_the_host(
