@@ -180,8 +180,11 @@ def build_target(settings: Settings, runtime: Any, clock: Clock = SYSTEM) -> Tar
         return ComposeGroupTarget(runtime, project=settings.compose_project,
                                   services=settings.service_list,
                                   image=str(settings.image_ref),
-                                  health_url=settings.health_url)
-    return ContainerTarget(runtime, name=settings.container, health_url=settings.health_url)
+                                  health_url=settings.health_url,
+                                  env_file=settings.env_file,
+                                  docker_host=settings.docker_host)
+    return ContainerTarget(runtime, name=settings.container, health_url=settings.health_url,
+                           env_file=settings.env_file, docker_host=settings.docker_host)
 
 
 def _closers(*parts: object) -> tuple[Any, ...]:

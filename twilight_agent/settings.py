@@ -89,9 +89,9 @@ class Settings(BaseSettings, SwarmFields, PromoteFields, VerifyFields, NotifyFie
                             "Not exit 0: nothing is swapped and the build is quarantined.")
     pre_deploy_timeout: Duration = Field(600.0, description="How long the pre-deploy task "
                                          "may run before it is killed and counted as failed.")
-    env_file: Path | None = Field(None, description="Compose `.env` whose `IMAGE_TAG=` line "
-                                  "is rewritten on commit, so `docker compose up -d` by hand "
-                                  "stays on the deployed tag.")
+    env_file: Path | None = Field(None, description="Compose `.env` whose `IMAGE_TAG=` and "
+                                  "`IMAGE_DIGEST=` lines are rewritten on commit, so `docker "
+                                  "compose up -d` by hand stays on the deployed build.")
     health_url: str = Field("", description="URL probed for 2xx. Default: "
                             "`http://127.0.0.1:<first published port>/healthz`.")
     health_timeout: Duration = Field(60.0, description="How long a new version has to "

@@ -50,7 +50,7 @@ def test_a_build_that_dies_after_the_gate_is_rolled_back_within_interval_plus_2s
     assert p.returncode == 1, (p.stdout, p.stderr)
     assert site.inspect()["Id"] == old_id and site.running_digest() == v1.digest
     assert site.serving() == "ok v1" and site.data_intact()
-    assert site.env_tag() == v1.sha_tag  # .env put back: compose up -d keeps v1
+    assert (site.env_tag(), site.env_digest()) == (v1.sha_tag, v1.digest)  # .env put back
     assert site.containers() == [site.name]
     row = site.history()[0]
     assert (row["outcome"], row["phase"], row["to_digest"]) == (

@@ -20,6 +20,7 @@ import docker
 import docker.errors
 
 from twilight_agent.adapters import docker_task
+from twilight_agent.adapters.compose_labels import Relabel
 from twilight_agent.adapters.create_config import (
     CreatePlan,
     binds_host_ports,
@@ -278,9 +279,13 @@ class DockerRuntime:
                                  self.api_version)
 
     def create_from(self, snap: Snapshot, image: str, name: str | None = None,
-                    hidden: bool = False) -> str:
-        """``hidden``: without the network aliases until ``expose`` (start-first)."""
+                    hidden: bool = False, relabel: Relabel | None = None) -> str:
+        """``hidden``: without the network aliases until ``expose`` (start-first);
+        ``relabel``: the labels to change, from the old ones and the new image's id."""
         plan = self.create_plan(snap, image, name)
+        if relabel is not None:
+            labels = dict(plan.body.get("Labels") or {})
+            plan.body["Labels"] = {**labels, **relabel(labels, plan.image_id)}
         return self.create_planned(without_aliases(plan) if hidden else plan)
 
     def expose(self, container_id: str, snap: Snapshot) -> None:

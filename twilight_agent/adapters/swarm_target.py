@@ -150,7 +150,7 @@ class SwarmTarget:
                                  headers=headers)
             api._raise_for_status(res)
 
-    def create(self, snap: Snapshot, image: str, beside: bool = False) -> str:
+    def create(self, snap: Snapshot, image: str, beside: bool = False, tag: str = "") -> str:
         """The rolling update to ``image`` (``repo@digest``) starts here."""
         self._update(snap.container_id, image, "rollback")
         return ss.instance_id(snap.container_id, ss.digest_of(image))
