@@ -37,6 +37,9 @@ from pathlib import Path
 
 from twilight_agent.adapters.envfile import read_regular, rewrite
 from twilight_agent.errors import InvalidInput
+from twilight_agent.logs import get_logger
+
+log = get_logger("twilight.compose")
 
 PROJECT = "com.docker.compose.project"
 SERVICE = "com.docker.compose.service"
@@ -93,12 +96,20 @@ def _new_labels(old: Mapping[str, str], env_file: Path, tag: str, digest: str,
     hide that change from ``up -d``. Nothing is changed then."""
     try:
         data = read_regular(env_file)
-    except (OSError, InvalidInput):
-        return {}
+    except (OSError, InvalidInput) as exc:
+        return _kept(old, f"the .env cannot be read: {exc}")
     if config_hash(old, data, docker_host, run) != old.get(CONFIG_HASH):
-        return {}
+        return _kept(old, "compose's hash of the project as it is differs from the "
+                     "container's (edited since its last up, or no compose here)")
     found = config_hash(old, rewrite(data, tag, digest), docker_host, run)
-    return {CONFIG_HASH: found} if found else {}
+    return {CONFIG_HASH: found} if found else _kept(old, "compose gave no hash")
+
+
+def _kept(old: Mapping[str, str], why: str) -> dict[str, str]:
+    """No new labels: the first ``up -d`` by hand recreates the container once. Said."""
+    log.info("compose_labels_kept", service=old.get(SERVICE), reason=why,
+             effect="the first `compose up -d` after this deploy recreates the container")
+    return {}
 
 
 def config_hash(labels: Mapping[str, str], env: bytes, docker_host: str,
