@@ -15,6 +15,8 @@ CONF=$CONF_DIR/agent.env
 TOKEN=$CONF_DIR/registry-token
 PROMOTE_TOKEN=$CONF_DIR/promote-token
 PROMOTE_TOKEN_FILE=""
+NOTIFY_URLS=$CONF_DIR/notify-urls
+NOTIFY_FILE=""
 STATE_DIR=/var/lib/twilight-agent
 UNIT_DEST=/etc/systemd/system/$NAME.service
 SERVICE=$NAME  # the unit systemctl acts on: twilight-agent, or twilight-agent@NAME
@@ -33,7 +35,7 @@ REQUIREMENTS=$HERE/requirements.txt  # every dependency pinned with its sha256 h
 usage() {
   cat <<EOF
 Usage: install.sh [SOURCE] [--instance NAME] [--token-file FILE] [--env-file PATH]
-                  [--promote-token-file FILE]
+                  [--promote-token-file FILE] [--notify-file FILE]
        install.sh --uninstall [--instance NAME]
        install.sh --help
 
@@ -72,6 +74,9 @@ Options:
                      a canary host (TWILIGHT_PROMOTE_TO): a registry token that may push,
                      as $PROMOTE_TOKEN (root, 0600), handed to the agent as the
                      credential 'promote-token' by a unit drop-in LoadCredential=
+  --notify-file FILE Apprise notification URLs, one a line (they often hold a token or
+                     a password), as $NOTIFY_URLS (root, 0600), handed to the agent
+                     as the credential 'notify-urls' by a unit drop-in LoadCredential=
   --uninstall        stop and disable the service; remove the unit, $PREFIX, $LINK
                      and the user. Keeps $CONF_DIR (config and token) and
                      $STATE_DIR (history, quarantine). With --instance: stop and
@@ -388,6 +393,7 @@ use_instance() {
   CONF=$CONF_DIR/$1.env
   TOKEN=$CONF_DIR/$1.registry-token
   PROMOTE_TOKEN=$CONF_DIR/$1.promote-token
+  NOTIFY_URLS=$CONF_DIR/$1.notify-urls
   STATE_DIR=$STATE_DIR/$1
   UNIT_SRC=$REPO/systemd/$NAME@.service
   UNIT_DEST=/etc/systemd/system/$NAME@.service
@@ -425,28 +431,35 @@ step_env_file() {
   fi
 }
 
-# step_promote_token: a canary's push token, as the credential promote-token. Not in the
-# unit itself: systemd refuses to start a unit whose credential file is missing, and most
-# hosts are not canaries.
-step_promote_token() {
-  [ -n "$PROMOTE_TOKEN_FILE" ] || return 0
-  local dropin
-  if put_file "$PROMOTE_TOKEN_FILE" "$PROMOTE_TOKEN" 0600 root root \
-      "promote token $PROMOTE_TOKEN"; then
+# step_credential NAME SRC DEST WHY: SRC installed root-only as DEST, handed to the agent
+# as the systemd credential NAME by a drop-in. Not in the unit itself: systemd refuses to
+# start a unit whose credential file is missing, and most hosts need none of these.
+step_credential() {
+  local name=$1 src=$2 dest=$3 why=$4 dropin
+  [ -n "$src" ] || return 0
+  if put_file "$src" "$dest" 0600 root root "${name//-/ } $dest"; then
     RESTART=1
   fi
   dropin=$(mktemp)
   WORK_DIR=$dropin
-  printf '# install.sh --promote-token-file: the push token of a canary host\n[Service]\nLoadCredential=promote-token:%s\n' \
-    "$PROMOTE_TOKEN" >"$dropin"
+  printf '# install.sh %s\n[Service]\nLoadCredential=%s:%s\n' "$why" "$name" "$dest" >"$dropin"
   install -d -m 0755 "/etc/systemd/system/$SERVICE.service.d"
-  if put_file "$dropin" "/etc/systemd/system/$SERVICE.service.d/promote-token.conf" 0644 \
-      root root "drop-in LoadCredential=promote-token"; then
+  if put_file "$dropin" "/etc/systemd/system/$SERVICE.service.d/$name.conf" 0644 \
+      root root "drop-in LoadCredential=$name"; then
     UNIT_CHANGED=1
     RESTART=1
   fi
   rm -f "$dropin"
   WORK_DIR=""
+}
+
+# need_file OPTION FILE WHAT: a file given on the command line is readable and not empty.
+need_file() {
+  [ -n "$2" ] || return 0
+  if [ ! -f "$2" ] || [ ! -r "$2" ]; then
+    die "cannot read $3 file $2"
+  fi
+  [ -s "$2" ] || die "$3 file $2 is empty"
 }
 
 # -- main ---------------------------------------------------------------------------------
@@ -472,6 +485,10 @@ main() {
         [ $# -ge 2 ] || die "--promote-token-file needs a FILE"
         PROMOTE_TOKEN_FILE=$2; shift ;;
       --promote-token-file=*) PROMOTE_TOKEN_FILE=${1#*=} ;;
+      --notify-file)
+        [ $# -ge 2 ] || die "--notify-file needs a FILE"
+        NOTIFY_FILE=$2; shift ;;
+      --notify-file=*) NOTIFY_FILE=${1#*=} ;;
       -*) die "unknown option $1 (see --help)" ;;
       *) [ -z "$source" ] || die "one SOURCE only (see --help)"; source=$1 ;;
     esac
@@ -486,18 +503,9 @@ main() {
   elif [ "$mode" = uninstall ]; then
     uninstall
   else
-    if [ -n "$token_file" ]; then
-      if [ ! -f "$token_file" ] || [ ! -r "$token_file" ]; then
-        die "cannot read token file $token_file"
-      fi
-      [ -s "$token_file" ] || die "token file $token_file is empty"
-    fi
-    if [ -n "$PROMOTE_TOKEN_FILE" ]; then
-      if [ ! -f "$PROMOTE_TOKEN_FILE" ] || [ ! -r "$PROMOTE_TOKEN_FILE" ]; then
-        die "cannot read promote token file $PROMOTE_TOKEN_FILE"
-      fi
-      [ -s "$PROMOTE_TOKEN_FILE" ] || die "promote token file $PROMOTE_TOKEN_FILE is empty"
-    fi
+    need_file --token-file "$token_file" token
+    need_file --promote-token-file "$PROMOTE_TOKEN_FILE" "promote token"
+    need_file --notify-file "$NOTIFY_FILE" "notify URLs"
     [ -n "$source" ] || source=$REPO
     if [ -d "$source" ]; then
       source=$(cd "$source" && pwd)
@@ -515,7 +523,10 @@ main() {
     step_token "$token_file"
     step_unit
     step_env_file
-    step_promote_token
+    step_credential promote-token "$PROMOTE_TOKEN_FILE" "$PROMOTE_TOKEN" \
+      "--promote-token-file: the push token of a canary host"
+    step_credential notify-urls "$NOTIFY_FILE" "$NOTIFY_URLS" \
+      "--notify-file: the Apprise notification URLs"
     step_systemd
   fi
   if [ "$CHANGES" = 0 ]; then

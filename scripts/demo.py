@@ -1,4 +1,6 @@
-"""The demo's narrator: v1 running, v2 picked up and healthy, v3 rolled back and quarantined.
+"""The demo's narrator: v1 running; v2 found before its signature, waiting, then signed,
+deployed and watched; v3 signed by another key refused; v4 signed but broken, rolled back
+and quarantined.
 
 Run through ``bash scripts/demo`` (which installs and starts the bed). Exits 0 only when
 every step happened as narrated; cleans up what it created either way.
@@ -16,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import docker
 import httpx
@@ -23,7 +26,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from testbed import engines  # noqa: E402
+from testbed import cosign, engines  # noqa: E402
 from testbed.images import build_and_push  # noqa: E402
 from testbed.services import REGISTRY_HOST, REGISTRY_URL, engine_client  # noqa: E402
 from testbed.util import wait_until  # noqa: E402
@@ -32,6 +35,7 @@ REPO = "demo/twilight-drive"
 PROJECT = "twilightdemo"
 AGENT = str(ROOT / ".venv" / "bin" / "twilight-agent")
 T0 = time.monotonic()
+WATCH = 6  # seconds the agent watches a new build after its gate
 
 
 def say(text: str) -> None:
@@ -71,7 +75,7 @@ def healthz(port: int) -> str:
         return type(exc).__name__
 
 
-def write_config(workdir: Path, tag: str, port: int) -> None:
+def write_config(workdir: Path, tag: str, port: int, pub: Path) -> None:
     (workdir / ".env").write_text(
         "# compose settings for the demo app\n"
         f"IMAGE_REPO={REGISTRY_HOST}/{REPO}\nIMAGE_TAG={tag}\nAPP_PORT={port}\n")
@@ -83,52 +87,59 @@ def write_config(workdir: Path, tag: str, port: int) -> None:
         f"TWILIGHT_ENV_FILE={workdir / '.env'}",
         f"TWILIGHT_HEALTH_URL=http://127.0.0.1:{port}/healthz",
         "TWILIGHT_HEALTH_TIMEOUT=20s", "TWILIGHT_HEALTH_INTERVAL=0.5s",
-        "TWILIGHT_HEALTH_SOAK=2s", "TWILIGHT_POLL_INTERVAL=2s", "TWILIGHT_WATCH=0",
+        "TWILIGHT_HEALTH_SOAK=2s", "TWILIGHT_POLL_INTERVAL=2s", f"TWILIGHT_WATCH={WATCH}s",
+        f"TWILIGHT_VERIFY_KEY={pub}", "TWILIGHT_VERIFY_ANNOTATIONS=ref=refs/heads/main",
         f"TWILIGHT_STATE_DIR={workdir / 'state'}", "TWILIGHT_LOG_FORMAT=json", ""]))
 
 
-def run_story(workdir: Path, docker_client) -> None:
-    port = 18080
-    say("CI pushes v1 of the app to the local registry (tags sha-<7>, main, latest)")
-    v1 = build_and_push(docker_client, REPO, version="v1")
-    write_config(workdir, v1.sha_tag, port)
+class Story:
+    """The demo's moving parts: the work directory, the engine, CI's signing key."""
+
+    def __init__(self, workdir: Path, docker_client: Any, port: int = 18080) -> None:
+        self.workdir, self.docker, self.port = workdir, docker_client, port
+        cosign.fetch()
+        self.key, self.pub = cosign.generate_key_pair(workdir / "ci", "cosign")
+
+    def push(self, version: str, mode: str = "good") -> Any:
+        return build_and_push(self.docker, REPO, version=version, mode=mode)
+
+    def sign(self, img: Any) -> None:
+        cosign.sign(self.workdir / "ci", self.key, REPO, img.digest,
+                    {"ref": "refs/heads/main", "commit": img.revision})
+
+    def current(self) -> str | None:
+        return (status(self.workdir).get("current") or {}).get("digest")
+
+    def quarantined(self, img: Any) -> bool:
+        return any(q["digest"] == img.digest for q in status(self.workdir).get("quarantined",
+                                                                                []))
+
+
+def run_story(workdir: Path, docker_client: Any) -> None:
+    st = Story(workdir, docker_client)
+    say("CI makes a cosign key pair: the private half stays in CI, hosts get cosign.pub")
+    say("CI pushes v1 of the app to the local registry by digest, signs it, then tags it")
+    v1 = st.push("v1")
+    st.sign(v1)
+    write_config(workdir, v1.sha_tag, st.port, st.pub)
     flavour = compose_flavour()
     say(f"engine {engines.running_key()}; compose {flavour} "
         f"({'docker compose' if flavour == 'v2' else 'docker-compose'} "
         f"{engines.compose_version(flavour)})")
     say(f"operator starts v1 with deploy/compose.yml (IMAGE_TAG={v1.sha_tag})")
     compose(workdir, "up", "-d")
-    wait_until(lambda: healthz(port).startswith("200"), 30, what="v1 to answer")
-    say(f"/healthz -> {healthz(port)}")
-
-    say("the agent starts: `twilight-agent run`, following `main`, polling every 2 s")
+    wait_until(lambda: healthz(st.port).startswith("200"), 30, what="v1 to answer")
+    say(f"/healthz -> {healthz(st.port)}")
+    say("the agent starts: `twilight-agent run`, following `main`, polling every 2 s, "
+        "pulling only builds signed by cosign.pub")
     log = open(workdir / "agent.log", "w")  # noqa: SIM115 - closed in finally below
     daemon = subprocess.Popen([AGENT, "--config", str(workdir / "agent.env"), "run"],
                               stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_until(lambda: (status(workdir).get("current") or {}).get("digest") == v1.digest,
-                   30, what="the agent to see v1 running")
+        wait_until(lambda: st.current() == v1.digest, 30, what="the agent to see v1 running")
         say(f"agent: up to date at {v1.sha_tag} (nothing to do)")
-
-        say("CI pushes v2 (good)")
-        v2 = build_and_push(docker_client, REPO, version="v2")
-        wait_until(lambda: (status(workdir).get("current") or {}).get("digest") == v2.digest,
-                   60, interval=0.3, what="v2 to be deployed")
-        say(f"agent: deployed {v2.sha_tag}, health gate passed; /healthz -> {healthz(port)}")
-        env_line = [x for x in (workdir / ".env").read_text().splitlines()
-                    if x.startswith("IMAGE_TAG=")]
-        say(f".env now says {env_line[0]} (so `docker compose up -d` by hand stays on v2)")
-
-        say("CI pushes v3 (broken: exits at boot)")
-        v3 = build_and_push(docker_client, REPO, version="v3", mode="exit")
-        wait_until(lambda: any(q["digest"] == v3.digest
-                               for q in status(workdir).get("quarantined", [])),
-                   60, interval=0.3, what="v3 to be rolled back and quarantined")
-        wait_until(lambda: healthz(port) == "200 ok v2", 20, what="v2 to serve again")
-        st = status(workdir)
-        assert st["current"]["digest"] == v2.digest, st
-        say(f"agent: v3 failed its health gate, rolled back; v2 serves: {healthz(port)}")
-        say(f"agent: {v3.digest[:19]}... quarantined: it will not be tried again")
+        good_build(st, v1)
+        broken_builds(st)
     finally:
         daemon.send_signal(signal.SIGTERM)
         try:
@@ -138,6 +149,51 @@ def run_story(workdir: Path, docker_client) -> None:
         log.close()
     print("\n$ twilight-agent status\n" + agent(workdir, "status").stdout)
     print("$ twilight-agent history\n" + agent(workdir, "history").stdout)
+
+
+def good_build(st: Story, v1: Any) -> None:
+    """v2: found before its signature (it waits), signed, deployed, watched."""
+    say("CI pushes v2 (good); a poll finds it before the signing step has run")
+    v2 = st.push("v2")
+    wait_until(lambda: (status(st.workdir).get("held") or {}).get("digest") == v2.digest,
+               30, interval=0.3, what="v2 to wait for its signature")
+    say(f"agent: {v2.sha_tag} is waiting for a signature (not quarantined: CI signs after "
+        "it pushes)")
+    st.sign(v2)
+    say("CI signs v2")
+    watch = wait_until(lambda: (status(st.workdir).get("watch") or {}).get("left_s"), 60,
+                       interval=0.3, what="v2 to pass its gate and be watched")
+    say(f"agent: signature valid; {v2.sha_tag} passed its health gate; watching it for "
+        f"{watch:.0f}s more with v1 kept parked; /healthz -> {healthz(st.port)}")
+    wait_until(lambda: (status(st.workdir).get("last_result") or {}).get("outcome")
+               == "deployed" and st.current() == v2.digest, WATCH + 30, interval=0.3,
+               what="the watch over v2 to end")
+    env = dict(x.split("=", 1) for x in (st.workdir / ".env").read_text().splitlines()
+               if "=" in x and not x.startswith("#"))
+    say(f"agent: watch over, v1's container removed; .env now says IMAGE_TAG="
+        f"{env.get('IMAGE_TAG')} (so `docker compose up -d` by hand stays on v2)")
+    st.v2 = v2  # type: ignore[attr-defined]
+
+
+def broken_builds(st: Story) -> None:
+    """v3 signed by someone else (refused before any pull); v4 signed but broken."""
+    v2 = st.v2  # type: ignore[attr-defined]
+    say("someone with push access but not CI's key pushes v3 and signs it with their own key")
+    v3 = st.push("v3")
+    other, _ = cosign.generate_key_pair(st.workdir / "other", "cosign")
+    cosign.sign(st.workdir / "other", other, REPO, v3.digest, {"ref": "refs/heads/main"})
+    wait_until(lambda: st.quarantined(v3), 30, interval=0.3, what="v3 to be refused")
+    say(f"agent: {v3.sha_tag} untrusted (no configured key verifies its signature): "
+        "quarantined, nothing pulled, v2 untouched")
+    say("CI pushes v4, signed, but broken: it exits at boot")
+    v4 = st.push("v4", mode="exit")
+    st.sign(v4)
+    wait_until(lambda: st.quarantined(v4), 60, interval=0.3,
+               what="v4 to be rolled back and quarantined")
+    wait_until(lambda: healthz(st.port) == "200 ok v2", 20, what="v2 to serve again")
+    assert st.current() == v2.digest, status(st.workdir)
+    say(f"agent: v4 failed its health gate, rolled back; v2 serves: {healthz(st.port)}")
+    say(f"agent: {v4.digest[:19]}... quarantined: it will not be tried again")
 
 
 def main() -> int:

@@ -43,6 +43,7 @@ HINT = {
     "registry_username": "lacatfly",
     "metrics_file": "/var/lib/prometheus/node-exporter/twilight.prom",
     "webhook_url": "https://hooks.example.com/twilight",
+    "notify": "ntfy://ntfy.example.com/deploys",
 }
 
 

@@ -11,6 +11,15 @@ elapsed() { python3 -c "import sys,time; print(f'{time.time()-float(sys.argv[1])
 # download, testbed/proxy_image.py): nginx itself is never installed on the host.
 # iproute2: the agent's `ip neigh replace` after a stop-first start (minimal images lack it).
 BED_PACKAGES=(docker.io docker-registry busybox-static debootstrap docker-compose python3-venv iproute2)
+quiet_service() {
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now "$1.service" >/dev/null 2>&1 || true
+  else
+    if [ -x "/etc/init.d/$1" ]; then "/etc/init.d/$1" stop >/dev/null 2>&1 || true; fi
+    if command -v systemctl >/dev/null; then systemctl disable "$1.service" >/dev/null 2>&1 || true; fi
+    update-rc.d "$1" disable >/dev/null 2>&1 || true
+  fi
+}
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 need=()
 for pkg in "${BED_PACKAGES[@]}" "${EXTRA_PACKAGES[@]}"; do
@@ -26,6 +35,13 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   # The packages' own services stay stopped (policy-rc.d): the bed starts what it needs.
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # Without a policy-rc.d (a host rather than a container) postinst starts Prometheus on
+  # :9090, node_exporter on :9100 and mosquitto on :1883: the tests run their own on
+  # loopback ports, so stop and disable what this install started (a service installed
+  # before is left as it was).
+  for pkg in "${need[@]}"; do
+    case "$pkg" in prometheus|prometheus-node-exporter|mosquitto) quiet_service "$pkg" ;; esac
+  done
 fi
 
 if [ ! -x .venv/bin/python ]; then

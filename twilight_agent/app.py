@@ -23,6 +23,7 @@ from twilight_agent.errors import ConfigError
 from twilight_agent.settings import Settings
 
 if TYPE_CHECKING:
+    from twilight_agent.adapters.delivery import QueuedSink
     from twilight_agent.adapters.docker_runtime import DockerRuntime
     from twilight_agent.adapters.health import HealthGate
     from twilight_agent.adapters.probe import StateSource
@@ -179,8 +180,11 @@ def build_target(settings: Settings, runtime: Any, clock: Clock = SYSTEM) -> Tar
         return ComposeGroupTarget(runtime, project=settings.compose_project,
                                   services=settings.service_list,
                                   image=str(settings.image_ref),
-                                  health_url=settings.health_url)
-    return ContainerTarget(runtime, name=settings.container, health_url=settings.health_url)
+                                  health_url=settings.health_url,
+                                  env_file=settings.env_file,
+                                  docker_host=settings.docker_host)
+    return ContainerTarget(runtime, name=settings.container, health_url=settings.health_url,
+                           env_file=settings.env_file, docker_host=settings.docker_host)
 
 
 def _closers(*parts: object) -> tuple[Any, ...]:
@@ -190,22 +194,37 @@ def _closers(*parts: object) -> tuple[Any, ...]:
 
 
 def build_sinks(settings: Settings, tunables: Tunables = DEFAULT) -> list[EventSink]:
-    """Optional event sinks: the metrics textfile and the webhook, each when configured.
+    """Optional event sinks: the metrics textfile, the webhook and the Apprise targets
+    (``TWILIGHT_NOTIFY``), each when configured.
 
     Each module is imported only when its sink is on (prometheus-client, the webhook's
-    thread). The webhook delivers from a thread: ``Agent.close()`` flushes it.
+    thread; Apprise itself only when a message is sent). The webhook and the Apprise
+    targets deliver from a thread: ``Agent.close()`` flushes them.
     """
     sinks: list[EventSink] = []
     if settings.metrics_file is not None:
-        from twilight_agent.adapters.metrics import MetricsFile
+        from twilight_agent.adapters.metrics import MetricsFile, Schedule
 
-        sinks.append(MetricsFile(settings.metrics_file))
+        sinks.append(MetricsFile(settings.metrics_file, schedule=Schedule(
+            settings.poll_interval, settings.watch, settings.verify_grace)))
+    return sinks + list(build_notifiers(settings, tunables))
+
+
+def build_notifiers(settings: Settings, tunables: Tunables = DEFAULT) -> list[QueuedSink]:
+    """The notification sinks: the webhook and the Apprise targets, each when set
+    (``notify-test`` sends to exactly these)."""
+    common: dict[str, Any] = {"log_lines": settings.webhook_log_lines,
+                              "attempts": tunables.webhook_attempts,
+                              "backoff": tunables.webhook_backoff_s,
+                              "timeout": tunables.webhook_timeout_s}
+    out: list[QueuedSink] = []
     if settings.webhook_url:
         from twilight_agent.adapters.webhook import Webhook
 
-        sinks.append(Webhook(settings.webhook_url, settings.image,
-                             log_lines=settings.webhook_log_lines,
-                             attempts=tunables.webhook_attempts,
-                             backoff=tunables.webhook_backoff_s,
-                             timeout=tunables.webhook_timeout_s))
-    return sinks
+        out.append(Webhook(settings.webhook_url, settings.image, **common))
+    urls = settings.notify_urls()
+    if urls:
+        from twilight_agent.adapters.apprise_sink import AppriseSink
+
+        out.append(AppriseSink(urls, settings.image, **common))
+    return out

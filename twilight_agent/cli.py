@@ -56,6 +56,9 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "promote": ("promote", "cmd_promote", "point TWILIGHT_PROMOTE_TO at TAG's build now "
                 "(operator override: no age, order or quarantine rule)",
                 "twilight-agent promote sha-1a2b3c4"),
+    "notify-test": ("notify", "cmd_notify_test", "send one test message to every "
+                    "notification target (the webhook, each TWILIGHT_NOTIFY URL) and say "
+                    "which failed (exit 1)", "twilight-agent notify-test"),
     "pin": ("service", "cmd_pin", "pin a tag (writes the config, reloads the daemon)",
             "twilight-agent pin v1.4.2"),
     "unpin": ("service", "cmd_unpin", "follow the track again (writes the config, reloads)",

@@ -1,7 +1,8 @@
 """structlog setup: console on a TTY, JSON otherwise; journald fields when under systemd.
 
 Events, not prose: ``log.info("health_failed", deploy_id=..., probe=..., after_s=...)``.
-Values of keys that look secret are redacted here, whatever the caller passed.
+Values of keys that look secret are redacted here, whatever the caller passed, and
+credentials inside any string value are blanked (``core/scrub.py``).
 
 Under systemd (``fmt="journald"``, or ``auto`` when ``$JOURNAL_STREAM`` names our stderr
 and the journal socket exists) each event goes to journald over its native protocol with
@@ -27,20 +28,21 @@ from typing import Any
 
 import structlog
 
+from twilight_agent.core.scrub import REDACTED, scrub
+
 _SECRET_KEY = re.compile(r"pass(word)?|secret|token|authorization|credential|pat$", re.I)
-_BEARER = re.compile(r"(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}")
-REDACTED = "[redacted]"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 SYSLOG_IDENTIFIER = "twilight-agent"
 
 
 def redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    """Processor: blank secret-looking keys and Bearer/Basic credentials inside strings."""
+    """Processor: blank secret-looking keys, and credentials inside strings (the shapes of
+    ``core/scrub.py``)."""
     for key, value in list(event_dict.items()):
         if _SECRET_KEY.search(key) and value not in (None, "", False):
             event_dict[key] = REDACTED
-        elif isinstance(value, str) and ("Bearer" in value or "Basic" in value):
-            event_dict[key] = _BEARER.sub(r"\1 " + REDACTED, value)
+        elif isinstance(value, str):
+            event_dict[key] = scrub(value)
     return event_dict
 
 

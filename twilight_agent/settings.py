@@ -20,19 +20,22 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from twilight_agent.adapters.secret_file import read_token
-from twilight_agent.core.destinations import is_loopback_host, parse_auth_hosts
+from twilight_agent.core.destinations import parse_auth_hosts, printable
 from twilight_agent.core.durations import parse_duration
 from twilight_agent.core.models import ImageRef
 from twilight_agent.core.policy import DEFAULT_TAG_PATTERN, check_tag
 from twilight_agent.core.windows import Window, parse_windows
 from twilight_agent.errors import ConfigError
+from twilight_agent.settings_notify import NotifyFields
 from twilight_agent.settings_promote import PromoteFields
 from twilight_agent.settings_swarm import SwarmFields
+from twilight_agent.settings_urls import check_http_url, check_registry_transport
 from twilight_agent.settings_verify import VerifyFields
 
 DEFAULT_CONFIG = Path("/etc/twilight-agent/agent.env")
@@ -42,14 +45,13 @@ RUNTIME_BASE = Path("/run/twilight-agent")
 # An instance name is a file name and a systemd instance: no path, no escaping needed.
 INSTANCE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 SERVICE_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")  # compose's own rule
-_HTTP_URL = re.compile(r"https?://[^\s/?#]+(?:[/?#]\S*)?")
 MAX_DURATION = 30 * 86400.0
 CREDENTIAL_NAME = "registry-token"
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
-class Settings(BaseSettings, SwarmFields, PromoteFields, VerifyFields):
+class Settings(BaseSettings, SwarmFields, PromoteFields, VerifyFields, NotifyFields):
     """Every setting of twilight-agent. Field descriptions feed docs/configuration.md."""
 
     model_config = SettingsConfigDict(
@@ -87,9 +89,9 @@ class Settings(BaseSettings, SwarmFields, PromoteFields, VerifyFields):
                             "Not exit 0: nothing is swapped and the build is quarantined.")
     pre_deploy_timeout: Duration = Field(600.0, description="How long the pre-deploy task "
                                          "may run before it is killed and counted as failed.")
-    env_file: Path | None = Field(None, description="Compose `.env` whose `IMAGE_TAG=` line "
-                                  "is rewritten on commit, so `docker compose up -d` by hand "
-                                  "stays on the deployed tag.")
+    env_file: Path | None = Field(None, description="Compose `.env` whose `IMAGE_TAG=` and "
+                                  "`IMAGE_DIGEST=` lines are rewritten on commit, so `docker "
+                                  "compose up -d` by hand stays on the deployed build.")
     health_url: str = Field("", description="URL probed for 2xx. Default: "
                             "`http://127.0.0.1:<first published port>/healthz`.")
     health_timeout: Duration = Field(60.0, description="How long a new version has to "
@@ -183,6 +185,16 @@ class Settings(BaseSettings, SwarmFields, PromoteFields, VerifyFields):
             data["RUNTIME_DIRECTORY"] = RUNTIME_BASE / name
         return data
 
+    @field_validator("tag_pattern")
+    @classmethod
+    def _is_regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except (re.error, RecursionError, OverflowError) as exc:
+            raise ValueError(f"TWILIGHT_TAG_PATTERN is not a regular expression: "
+                             f"{printable(exc, 120)}") from None
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         try:
@@ -211,15 +223,12 @@ class Settings(BaseSettings, SwarmFields, PromoteFields, VerifyFields):
             self.pre_deploy_argv  # noqa: B018 (parsed once here: a bad quote fails at load)
         except ValueError as exc:
             raise ValueError(f"TWILIGHT_PRE_DEPLOY: {exc}") from None
-        if self.registry_url and not self.registry_url.startswith(("http://", "https://")):
-            raise ValueError("TWILIGHT_REGISTRY_URL must start with http:// or https://")
-        _check_registry_transport(self.registry_url, self.registry_auth_hosts)
+        check_registry_transport(self.registry_url, self.registry_auth_hosts)
         self._check_durations()
         self.windows  # noqa: B018  (an invalid TWILIGHT_DEPLOY_WINDOW is a config error)
         for name in ("health_url", "webhook_url"):
-            url = getattr(self, name)
-            if url and not _HTTP_URL.fullmatch(url):
-                raise ValueError(f"TWILIGHT_{name.upper()} must be an http:// or https:// URL")
+            if getattr(self, name):
+                check_http_url(name, getattr(self, name))
         return self
 
     def _check_durations(self) -> None:
@@ -282,21 +291,6 @@ class Settings(BaseSettings, SwarmFields, PromoteFields, VerifyFields):
         return None
 
 
-def _check_registry_transport(url: str, auth_hosts: str) -> None:
-    """Plain http:// only to a loopback registry (a token or a PAT would cross the network
-    in clear text otherwise); auth hosts must be bare hostnames."""
-    if url.startswith("http://"):
-        host = url[len("http://"):].split("/", 1)[0].rpartition("@")[2]
-        host = host[1:].split("]", 1)[0] if host.startswith("[") else host.split(":", 1)[0]
-        if not is_loopback_host(host):
-            raise ValueError("TWILIGHT_REGISTRY_URL: plain http:// is allowed only for a "
-                             "loopback address (127.0.0.1, ::1, localhost); use https://")
-    try:
-        parse_auth_hosts(auth_hosts)
-    except ValueError as exc:
-        raise ValueError(f"TWILIGHT_REGISTRY_AUTH_HOSTS: {exc}") from None
-
-
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"] if p != "__root__")
@@ -344,7 +338,8 @@ def load_settings(config: Path | None = None, instance: str | None = None,
         return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
         where = f" (in {path} or the environment)" if env_file else ""
-        raise ConfigError(_first_error(exc) + where) from None
+        # one line whatever a value held (a newline in a pattern, an escape sequence)
+        raise ConfigError(printable(_first_error(exc), 1000) + where) from None
 
 
 def environ() -> dict[str, str]:

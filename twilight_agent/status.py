@@ -16,12 +16,20 @@ from twilight_agent.settings import Settings
 
 
 def totals(store: StorePort) -> Totals:
-    """Finished deploys by outcome, the last success, what serves now, halted or not."""
+    """Finished deploys by outcome, the last success, what serves now, halted or not,
+    the phase of an unfinished deploy and the build held back."""
     counts = store.outcome_counts()
     meta = store.meta()
+    journal = store.open_journal()
+    hold = store.get_meta("hold")
+    hold = hold if isinstance(hold, dict) else {}
     return Totals(deploys={k: n for k, (n, _) in counts.items()},
                   last_success=counts.get("deployed", (0, ""))[1] or None,
-                  current=meta.current, halted=meta.halted is not None)
+                  current=meta.current, halted=meta.halted is not None,
+                  phase=journal.phase if journal else ("HALTED" if meta.halted else "IDLE"),
+                  phase_since=journal.at if journal else None,
+                  hold=str(hold["kind"]) if hold.get("kind") else None,
+                  hold_since=str(hold["since"]) if hold.get("since") else None)
 
 
 def status(store: StorePort, settings: Settings,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twilight_agent.adapters.envfile import read_image_tag, write_image_tag
+from twilight_agent.adapters.envfile import read_image_digest, read_image_tag, write_image_tag
 from twilight_agent.core import machine as m
 from twilight_agent.core.events import HaltedAlert, Quarantined
 from twilight_agent.core.policy import quarantine_reason
@@ -26,7 +26,7 @@ def write_env(s: Step, _: m.WriteEnv) -> None:
     if cfg.env_file is None or s.run.to is None:
         return
     try:
-        write_image_tag(cfg.env_file, s.run.to.tag, cfg.tag_pattern)
+        write_image_tag(cfg.env_file, s.run.to.tag, cfg.tag_pattern, str(s.run.to.digest))
     except TwilightError as exc:
         s.warn("env_file", exc)
 
@@ -76,14 +76,15 @@ def save_logs(s: Step, cmd: m.SaveLogs) -> None:
 
 
 def restore_env(s: Step, _: m.RestoreEnv) -> None:
-    """Put the previous tag back in ``.env`` when the commit wrote the new one (a rollback
-    from the watch); any other content is the operator's and stays."""
+    """Put the previous tag and digest back in ``.env`` when the commit wrote the new ones
+    (a rollback from the watch); any other content is the operator's and stays."""
     cfg, to, prev = s.ctx.config, s.run.to, s.run.from_
     if cfg.env_file is None or to is None or prev is None or not prev.tag:
         return
     try:
-        if read_image_tag(cfg.env_file) == to.tag and to.tag != prev.tag:
-            write_image_tag(cfg.env_file, prev.tag, cfg.tag_pattern)
+        tag, digest = read_image_tag(cfg.env_file), read_image_digest(cfg.env_file)
+        if (tag == to.tag and to.tag != prev.tag) or digest == str(to.digest):
+            write_image_tag(cfg.env_file, prev.tag, cfg.tag_pattern, str(prev.digest))
     except TwilightError as exc:
         s.run.warnings.append(f"env_file: {exc}")
 

@@ -155,7 +155,8 @@ def create_new(s: Step, cmd: m.CreateNew) -> m.Event | None:
     image = s.ctx.config.image_ref.with_digest(s.run.to.digest)
     unit = s.unit(cmd.unit)
     try:
-        s.run.new_ids[cmd.unit] = s.ctx.target.create(unit, image, beside=s.run.start_first)
+        s.run.new_ids[cmd.unit] = s.ctx.target.create(unit, image, beside=s.run.start_first,
+                                                      tag=s.run.to.tag)
     except TwilightError as exc:
         return m.SwapFailed(f"creating the new {unit.name} failed: {exc}", unit=cmd.unit)
     return None

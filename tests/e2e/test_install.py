@@ -121,31 +121,37 @@ def test_env_file_the_hardened_unit_may_rewrite(bed: Bed, machine: Machine, repo
     assert again.splitlines()[-1] == "install.sh: nothing to do", again
 
 
-def test_promote_token_is_placed_for_the_unit_and_kept(
-        bed: Bed, machine: Machine, repo: str, cleanup: str, wheelhouse: Path) -> None:
-    """``install.sh --promote-token-file``: the push token is placed root-only and named
-    in a drop-in ``LoadCredential=promote-token:...`` of the unit, which restarts; a second
-    run changes nothing. (That the agent reads the credential is a unit test: systemd in a
-    container cannot hand credentials over, see ``E2E_DROPIN``.)"""
+@pytest.mark.parametrize(("option", "credential", "secret"), [
+    ("--promote-token-file", "promote-token", "push-secret-e2e"),
+    ("--notify-file", "notify-urls", "json://127.0.0.1:9/notify-s3cret-e2e"),
+])
+def test_a_credential_file_is_placed_for_the_unit_and_kept(
+        bed: Bed, machine: Machine, repo: str, cleanup: str, wheelhouse: Path, option: str,
+        credential: str, secret: str) -> None:
+    """``install.sh --promote-token-file`` (a canary's push token) and ``--notify-file``
+    (Apprise URLs): the file is placed root-only and named in a drop-in
+    ``LoadCredential=<name>:...`` of the unit, which restarts; a second run changes
+    nothing. (That the agent reads the credential is a unit test: systemd in a container
+    cannot hand credentials over, see ``E2E_DROPIN``.)"""
     m = machine
     app = App(bed, cleanup, repo)
     app.start(bed.push(repo, version="v1"))
     install(m, wheelhouse, app.config())
     wait_until(lambda: m.prop("ActiveState") == "active", timeout=30, what="active")
     pid = m.prop("MainPID")
-    m.sh("(umask 077; printf 'push-secret-e2e\\n' > /root/push-token)")
-    code, out = m.run(install_command(wheelhouse, "--promote-token-file", "/root/push-token"),
+    m.sh(f"(umask 077; printf '{secret}\\n' > /root/{credential})")
+    code, out = m.run(install_command(wheelhouse, option, f"/root/{credential}"),
                       env=OFFLINE)
     assert code == 0, out
-    assert steps(out)["drop-in LoadCredential=promote-token"].startswith("installed"), out
-    assert m.sh("stat -c '%a %U' /etc/twilight-agent/promote-token") == "600 root"
-    assert m.sh("cat /etc/twilight-agent/promote-token") == "push-secret-e2e"
+    assert steps(out)[f"drop-in LoadCredential={credential}"].startswith("installed"), out
+    assert m.sh(f"stat -c '%a %U' /etc/twilight-agent/{credential}") == "600 root"
+    assert m.sh(f"cat /etc/twilight-agent/{credential}") == secret
     unit = m.sh("systemctl cat twilight-agent")
-    assert "LoadCredential=promote-token:/etc/twilight-agent/promote-token" in unit, unit
+    assert f"LoadCredential={credential}:/etc/twilight-agent/{credential}" in unit, unit
     wait_until(lambda: m.prop("MainPID") not in ("0", pid), timeout=30, what="a restart")
     wait_until(lambda: m.prop("StatusText").startswith("following main at "), timeout=30,
                what="the first poll after the restart")
-    assert "push-secret-e2e" not in m.sh("journalctl -u twilight-agent --no-pager -o cat")
-    again = m.run(install_command(wheelhouse, "--promote-token-file", "/root/push-token"),
+    assert secret not in m.sh("journalctl -u twilight-agent --no-pager -o cat")
+    again = m.run(install_command(wheelhouse, option, f"/root/{credential}"),
                   env=OFFLINE)[1]
     assert again.splitlines()[-1] == "install.sh: nothing to do", again

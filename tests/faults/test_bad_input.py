@@ -3,16 +3,24 @@
 The tag gate's own property test is ``tests/unit/test_foundations.py``
 (``test_tag_gate_never_passes_what_the_pattern_refuses``); the registry's bad answers are
 unit-tested in ``tests/unit/test_registry*.py``. Here: the ``.env`` rewrite is either exact
-or leaves the file alone, and a bad config is one line + exit 2 with nothing touched.
+or leaves the file alone, and a bad config is one line + exit 2 with nothing touched; so
+are a token file that is not UTF-8 and a state directory that cannot be made; an index
+whose entry has an invalid digest is one line + exit 5. Never a traceback (under systemd
+that would be a restart loop). Every setting fed arbitrary text:
+``tests/unit/test_settings_any_text.py``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import stat
 import subprocess
 import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -22,6 +30,7 @@ from hypothesis import strategies as st
 from tests.faults.conftest import Figures
 from tests.integration.deploybed import CLI, Site, one_line, push
 from twilight_agent.adapters.envfile import read_image_tag, write_image_tag
+from twilight_agent.core.registry_rules import OCI_INDEX
 from twilight_agent.errors import ConfigError, InvalidTag
 from twilight_agent.settings import load_settings
 
@@ -130,6 +139,11 @@ BAD_CONFIGS = [
     (b"TWILIGHT_IMAGE=\n", "IMAGE"),
     (b"TWILIGHT_IMAGE=127.0.0.1:5000/x:tag\n", "IMAGE"),
     (b"TWILIGHT_TRACK=\xff\xfe\n", "config file"),
+    (b"TWILIGHT_TAG_PATTERN=sha-[0-9a-f\n", "TAG_PATTERN is not a regular expression"),
+    (b"TWILIGHT_REGISTRY_URL=http://127.0.0.1:5000/\x1b[2Jv2\n", "control character"),
+    (b"TWILIGHT_REGISTRY_URL=http://evil.example#@127.0.0.1:5000\n", "'evil.example'"),
+    (b"TWILIGHT_REGISTRY_URL=https://127.0.0.1:5000@evil.example\n", "'evil.example'"),
+    (b"TWILIGHT_REGISTRY_URL=https://user@evil.example\n", "no user or password"),
 ]
 
 
@@ -159,3 +173,98 @@ def test_bad_config_files_are_exit_2_one_line_and_touch_nothing(
     figures.service_ok(site, "v1")
     assert site.env_file.read_bytes() == env_before
     assert not site.state_dir.exists()  # nothing written, not even the state store
+
+
+def test_bad_files_are_exit_2_one_line_and_touch_nothing(site: Site, figures: Figures) -> None:
+    old_id = site.run_app(push(site, "v1"))
+    push(site, "v2")
+    env_before = site.env_file.read_bytes()
+    token = site.tmp / "token"
+    token.write_bytes(b"ghp_\xff\xfe\x00not-utf8\n")
+    token.chmod(0o600)
+    blocker = site.tmp / "a-file"
+    blocker.write_text("not a directory\n")
+    cases = [({"REGISTRY_USERNAME": "ci", "REGISTRY_PASSWORD_FILE": token},
+              ("status", "check", "deploy"), "is not UTF-8"),
+             ({"STATE_DIR": blocker / "state"}, ("status", "deploy"), "cannot be created")]
+    for over, commands, needle in cases:
+        figures.fault()
+        cfg = site.write_config(**over)
+        for cmd in commands:
+            figures.deploys(cmd == "deploy")
+            p = cli(site, cfg, cmd)
+            assert p.returncode == 2, (over, cmd, p.stdout, p.stderr)
+            assert needle in one_line(p.stderr), (over, cmd, p.stderr)
+    assert site.inspect()["Id"] == old_id and site.inspect()["State"]["Running"]
+    figures.service_ok(site, "v1")
+    assert site.env_file.read_bytes() == env_before
+    assert blocker.read_text() == "not a directory\n"
+
+
+class BadIndexRegistry:
+    """A registry on 127.0.0.1 whose ``main`` is an index with an entry per platform, each
+    with a digest that is not one (the registry's own body digest is right)."""
+
+    def __init__(self) -> None:
+        entries = [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": "sha256:not-a-digest", "size": 10,
+                    "platform": {"os": "linux", "architecture": arch}}
+                   for arch in ("amd64", "arm64", "arm", "ppc64le", "s390x")]
+        body = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
+                           "manifests": entries}).encode()
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+
+        class Handler(BaseHTTPRequestHandler):
+            def answer(self, with_body: bool) -> None:
+                last = self.path.rsplit("/", 1)[1]
+                found = self.path == "/v2/" or ("/manifests/" in self.path
+                                                and last in ("main", digest))
+                self.send_response(200 if found else 404)
+                if found and self.path != "/v2/":
+                    self.send_header("Content-Type", OCI_INDEX)
+                    self.send_header("Docker-Content-Digest", digest)
+                size = len(body) if found and self.path != "/v2/" else 0
+                self.send_header("Content-Length", str(size))
+                self.end_headers()
+                if with_body and size:
+                    self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                self.answer(True)
+
+            def do_HEAD(self) -> None:
+                self.answer(False)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_an_index_entry_with_an_invalid_digest_is_exit_5_one_line(
+        site: Site, figures: Figures) -> None:
+    old_id = site.run_app(push(site, "v1"))
+    registry = BadIndexRegistry()
+    try:
+        cfg = site.write_config(REGISTRY_URL=registry.url)
+        figures.fault()
+        figures.deploys()
+        p = cli(site, cfg, "deploy")
+        assert p.returncode == 5, (p.stdout, p.stderr)
+        assert "index entry has no valid sha256 digest" in one_line(p.stderr), p.stderr
+        p = cli(site, cfg, "check")
+        assert p.returncode == 5, (p.stdout, p.stderr)
+        assert "index entry has no valid sha256 digest" in p.stdout, p.stdout
+        assert "Traceback" not in p.stdout + p.stderr, p.stderr
+    finally:
+        registry.close()
+    assert site.inspect()["Id"] == old_id
+    figures.service_ok(site, "v1", timeout=2)
+    assert site.history() == []

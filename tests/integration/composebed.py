@@ -20,7 +20,7 @@ from tests.integration.deploybed import Site
 COMPOSE_FILE = """\
 services:
   app:
-    image: ${IMAGE_REPO}:${IMAGE_TAG}
+    image: ${IMAGE_REPO}:${IMAGE_TAG}${IMAGE_DIGEST-}
     restart: unless-stopped
     stop_grace_period: 2s
     ports:
@@ -44,6 +44,8 @@ volumes:
   data: {}
 """
 MAC = "02:42:ac:1f:00:0c"
+HASH_LABEL, IMAGE_LABEL = "com.docker.compose.config-hash", "com.docker.compose.image"
+MOVING = (HASH_LABEL, IMAGE_LABEL)  # compose labels a deploy moves to the new build
 
 
 @dataclass
@@ -133,7 +135,8 @@ class ComposeSite(Site):
 
     # -- what a deploy must keep ------------------------------------------------------
     def kept(self) -> dict[str, Any]:
-        """Networks with aliases, compose labels, the MAC address on the first network."""
+        """Networks with aliases, compose labels (but the two that follow the build,
+        ``labels_agree``), the MAC address on the first network."""
         info = self.inspect()
         short = info["Id"][:12]
         nets = info["NetworkSettings"]["Networks"]
@@ -141,9 +144,19 @@ class ComposeSite(Site):
             "networks": {n: sorted(a for a in (ep.get("Aliases") or []) if a != short)
                          for n, ep in nets.items()},
             "compose_labels": {k: v for k, v in info["Config"]["Labels"].items()
-                               if k.startswith("com.docker.compose.")},
+                               if k.startswith("com.docker.compose.") and k not in MOVING},
             "mac_set": MAC in {ep.get("MacAddress") for ep in nets.values()},
         }
+
+    def labels_agree(self, service: str = "app", container: str = "") -> bool:
+        """Whether a container's config-hash is what ``compose config --hash`` says for the
+        ``.env`` as it is now, and (v2) its image label is its image's id: then ``up -d``
+        leaves it alone."""
+        info = self.bed.docker.api.inspect_container(container or self.name)
+        labels = info["Config"]["Labels"]
+        out = self.compose("-f", "compose.yml", "config", "--hash", service).stdout.split()
+        image_ok = labels.get(IMAGE_LABEL, info["Image"]) == info["Image"]
+        return out == [service, labels[HASH_LABEL]] and image_ok
 
 
 def lane_flavours() -> list[str]:

@@ -218,6 +218,10 @@ class Site:
         m = re.search(r"^IMAGE_TAG=(.*)$", self.env_file.read_text(), re.M)
         return m.group(1) if m else ""
 
+    def env_digest(self) -> str:
+        m = re.search(r"^IMAGE_DIGEST=@(.*)$", self.env_file.read_text(), re.M)
+        return m.group(1) if m else ""
+
     def remove_anonymous_volumes(self) -> None:
         for c in self.bed.docker.containers.list(all=True, filters={"name": self.uid}):
             anon = [m["Name"] for m in c.attrs["Mounts"] if m["Type"] == "volume"

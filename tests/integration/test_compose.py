@@ -51,21 +51,59 @@ def test_compose_ps_lists_the_swapped_container_as_the_service(csite: ComposeSit
     assert csite.env_tag() == v2.sha_tag
 
 
-def test_compose_up_with_the_rewritten_env_converges(csite: ComposeSite) -> None:
+def test_compose_up_after_a_deploy_changes_nothing_the_first_time_too(
+        csite: ComposeSite) -> None:
     v1 = push(csite, "v1")
     csite.up(v1)
     v2 = push(csite, "v2")
     p = csite.cli("deploy")
     assert p.returncode == 0, p.stderr
+    deployed = csite.inspect()["Id"]
+    assert csite.env_digest() == v2.digest
     csite.compose("-f", "compose.yml", "up", "-d")  # the operator, with the agent's .env
+    assert csite.inspect()["Id"] == deployed  # not recreated: no restart nobody asked for
     assert len(csite.service_containers(include_parked=True)) == 1  # no second replica
     csite.wait_serving("v2", timeout=15)
     assert csite.running_digest() == v2.digest
     assert csite.data_intact()  # named and anonymous volume
-    settled = csite.inspect()["Id"]
     csite.compose("-f", "compose.yml", "up", "-d")
-    assert csite.inspect()["Id"] == settled  # converged: a second up changes nothing
+    assert csite.inspect()["Id"] == deployed
     assert [r["state"] for r in csite.ps()] == ["running"]
+
+
+def test_compose_pull_and_up_after_the_tag_moved_run_the_deployed_digest(
+        csite: ComposeSite) -> None:
+    csite.up(push(csite, "v1"))
+    v2 = push(csite, "v2")
+    p = csite.cli("deploy")
+    assert p.returncode == 0, p.stderr
+    deployed = csite.inspect()["Id"]
+    moved = push(csite, "v3", revision=v2.revision)  # another build on the same sha tag
+    assert moved.sha_tag == v2.sha_tag and moved.digest != v2.digest
+    csite.compose("-f", "compose.yml", "pull")
+    csite.compose("-f", "compose.yml", "up", "-d")
+    assert csite.inspect()["Id"] == deployed
+    assert csite.running_digest() == v2.digest
+    csite.wait_serving("v2", timeout=15)
+
+
+def test_a_compose_file_edited_before_the_deploy_is_still_applied_by_up(
+        csite: ComposeSite) -> None:
+    """The new container is the old one's config on the new build: when the compose file
+    says something else by now, the labels must not claim otherwise, so up -d applies it."""
+    csite.up(push(csite, "v1"))
+    compose_file = csite.project_dir / "compose.yml"
+    compose_file.write_text(compose_file.read_text().replace(
+        "RUNTIME_VAR: hello", "RUNTIME_VAR: edited"))
+    v2 = push(csite, "v2")
+    p = csite.cli("deploy")
+    assert p.returncode == 0, p.stderr
+    deployed = csite.inspect()["Id"]
+    assert not csite.labels_agree()
+    csite.compose("-f", "compose.yml", "up", "-d")
+    info = csite.inspect()
+    assert info["Id"] != deployed and "RUNTIME_VAR=edited" in info["Config"]["Env"]
+    assert csite.running_digest() == v2.digest and csite.labels_agree()
 
 
 def test_compose_down_after_deploys_leaves_no_container(csite: ComposeSite) -> None:
@@ -108,5 +146,6 @@ def test_every_deploy_outcome_keeps_networks_volumes_labels_and_mac(
     assert csite.service_containers(include_parked=True) == [csite.name]
     assert csite.data_intact()
     assert csite.kept() == before
+    assert csite.labels_agree()  # the new build's, or the old one's back after a rollback
     assert csite.history()[0]["outcome"] == ("deployed" if expect is v2 else "rolled_back")
     assert [(r["service"], r["state"]) for r in csite.ps()] == [("app", "running")]

@@ -55,21 +55,27 @@ def test_demo_tells_the_story_and_cleans_up(bed: Bed) -> None:
     # It says which engine and compose it used: v2 on 26 (v1 cannot run a service there).
     want = "v2" if engines.running_key() == "26" else "v1"
     assert re.search(rf"engine [0-9.]+; compose {want} ", out), out
-    # The narration: v1 serves, v2 is picked up and healthy, v3 rolled back + quarantined.
+    # The narration: v1 serves; v2 waits for its signature, is signed, deployed and watched;
+    # v3 signed by another key is refused; v4 (signed, broken) rolled back + quarantined.
     assert "/healthz -> 200 ok v1" in out, out
-    assert re.search(r"agent: deployed sha-[0-9a-f]{7}, health gate passed; "
-                     r"/healthz -> 200 ok v2", out), out
+    assert re.search(r"agent: sha-[0-9a-f]{7} is waiting for a signature", out), out
+    assert re.search(r"agent: signature valid; sha-[0-9a-f]{7} passed its health gate; "
+                     r"watching it for \d+s more with v1 kept parked; /healthz -> 200 ok v2",
+                     out), out
     assert re.search(r"\.env now says IMAGE_TAG=sha-[0-9a-f]{7}", out), out
-    assert "v3 failed its health gate, rolled back; v2 serves: 200 ok v2" in out, out
+    assert re.search(r"agent: sha-[0-9a-f]{7} untrusted \(no configured key verifies", out), out
+    assert "v4 failed its health gate, rolled back; v2 serves: 200 ok v2" in out, out
     assert re.search(r"sha256:[0-9a-f]{12}\.\.\. quarantined", out), out
 
     # status and history, as an operator would run them afterwards.
     status = out.split("$ twilight-agent status\n", 1)[1].split("$ twilight-agent history", 1)[0]
     assert re.search(r"^current\s+sha-[0-9a-f]{7} \(sha256:", status, re.M), status
-    assert re.search(r"^quarantined\s+1$", status, re.M), status
+    assert re.search(r"^quarantined\s+2$", status, re.M), status
     history = out.split("$ twilight-agent history\n", 1)[1]
     assert re.search(r"rolled_back\s+sha-[0-9a-f]{7} -> sha-[0-9a-f]{7}", history), history
-    assert re.search(r"deployed\s+sha-[0-9a-f]{7} -> sha-[0-9a-f]{7}", history), history
+    assert re.search(r"deployed\s+sha-[0-9a-f]{7} -> sha-[0-9a-f]{7}  \[poll, WATCH, verified\]",
+                     history), history
+    assert re.search(r"untrusted\s+sha-[0-9a-f]{7} -> sha-[0-9a-f]{7}", history), history
     assert "demo finished: OK" in out, out
 
     assert took < BUDGET_S, f"the demo took {took:.0f}s (budget {BUDGET_S:.0f}s)"

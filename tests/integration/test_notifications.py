@@ -30,6 +30,13 @@ def receiver() -> Iterator[tuple[str, list[dict]]]:
 
 
 @pytest.fixture
+def chat() -> Iterator[tuple[str, list[dict]]]:
+    """An HTTP endpoint behind Apprise's json:// (TWILIGHT_NOTIFY)."""
+    with webhook_receiver() as (url, got):
+        yield url.replace("http://", "json://", 1), got
+
+
+@pytest.fixture
 def site(bed, private_repo, cleanup, tmp_path) -> Iterator[Site]:
     s = private_site(bed, private_repo, cleanup, tmp_path)
     yield s
@@ -42,12 +49,14 @@ def _metrics(site: Site) -> dict[tuple[str, tuple], float]:
             for fam in text_string_to_metric_families(text) for s in fam.samples}
 
 
-def test_rollback_reaches_webhook_and_metrics(site: Site, receiver) -> None:
+def test_rollback_reaches_webhook_and_metrics(site: Site, receiver, chat) -> None:
     url, got = receiver
+    notify_url, chats = chat
     v1 = push(site, "v1")
     site.run_app(v1)
     v2 = push(site, "v2", mode="exit")
-    over = {"webhook_url": url, "metrics_file": site.tmp / "twilight.prom"}
+    over = {"webhook_url": url, "metrics_file": site.tmp / "twilight.prom",
+            "notify": notify_url}
 
     p = site.cli("deploy", **over)
     output = [p.stdout, p.stderr]
@@ -60,6 +69,10 @@ def test_rollback_reaches_webhook_and_metrics(site: Site, receiver) -> None:
     assert msg["to"] == {"tag": v2.sha_tag, "digest": v2.digest}
     assert "fatal: cannot open database" in msg["log_tail"]
     assert msg["reason"]
+    (told,) = [m for m in chats if "ROLLED BACK" in m["title"]]  # the same, through Apprise
+    assert f"failed build: {v2.sha_tag}" in told["message"]
+    assert f"reason: {msg['reason']}" in told["message"]
+    assert "fatal: cannot open database" in told["message"]
 
     m = _metrics(site)
     assert m[("twilight_deploys_total", (("outcome", "rolled_back"),))] == 1
@@ -80,7 +93,7 @@ def test_rollback_reaches_webhook_and_metrics(site: Site, receiver) -> None:
     # The agent used the credentials (it cannot read a private repository without them),
     # and they never travel in a notification, the metrics file or the agent's output.
     assert site.running_digest() == v3.digest
-    places = {"webhook bodies": json.dumps(got),
+    places = {"webhook bodies": json.dumps(got), "Apprise messages": json.dumps(chats),
               "metrics file": (site.tmp / "twilight.prom").read_text(),
               "agent output": "\n".join(output)}
     leaks = {where: [s[:6] for s in SECRET_FORMS if s in text] for where, text in places.items()}

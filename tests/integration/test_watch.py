@@ -19,11 +19,14 @@ WATCHED = {"HEALTH_INTERVAL": str(INTERVAL), "HEALTH_SOAK": "2", "HEALTH_TIMEOUT
 
 
 def engine_events(site: Site, since: float, **filters: str) -> list[dict[str, Any]]:
-    """The engine's own record of container events since ``since`` (epoch seconds)."""
+    """The engine's own record of this site's container events since ``since`` (epoch
+    seconds): only containers named after the site (the engine is shared with other tests)."""
     until = time.time() + 1
     stream = site.bed.docker.api.events(since=int(since) - 1, until=int(until) + 1,
                                         filters={"type": "container", **filters}, decode=True)
-    return [e for e in stream if e.get("timeNano", 0) / 1e9 >= since - 1]
+    return [e for e in stream if e.get("timeNano", 0) / 1e9 >= since - 1
+            and str((e.get("Actor") or {}).get("Attributes", {}).get("name", "")).startswith(
+                site.name)]
 
 
 def wait_phase(site: Site, phase: str, proc: Any, timeout: float = 60) -> dict[str, Any]:
@@ -50,7 +53,7 @@ def test_a_build_that_dies_after_the_gate_is_rolled_back_within_interval_plus_2s
     assert p.returncode == 1, (p.stdout, p.stderr)
     assert site.inspect()["Id"] == old_id and site.running_digest() == v1.digest
     assert site.serving() == "ok v1" and site.data_intact()
-    assert site.env_tag() == v1.sha_tag  # .env put back: compose up -d keeps v1
+    assert (site.env_tag(), site.env_digest()) == (v1.sha_tag, v1.digest)  # .env put back
     assert site.containers() == [site.name]
     row = site.history()[0]
     assert (row["outcome"], row["phase"], row["to_digest"]) == (

@@ -170,12 +170,13 @@ class FakeRuntime:
         self.containers[container_id].labels["aliases"] = "exposed"
 
     def create_from(self, snap: Snapshot, image: str, name: str | None = None,
-                    hidden: bool = False) -> str:
+                    hidden: bool = False, relabel: Any = None) -> str:
         self._step("create")
         old = self.containers[snap.container_id]
+        labels = dict(old.labels)
+        labels.update(relabel(labels, "sha256:new-image") if relabel else {})
         return self.add(C(name or snap.name, image.split("@")[1], running=False,
-                          status="created", policy=dict(snap.restart_policy),
-                          labels=dict(old.labels)))
+                          status="created", policy=dict(snap.restart_policy), labels=labels))
 
     def start(self, container_id: str) -> None:
         self._step("start")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
 import pytest
 
 from tests.unit.fakes import REPO, FakeHealth, FakeRegistry, FakeRuntime, Sink, release
-from twilight_agent.adapters.envfile import read_image_tag
+from twilight_agent.adapters.envfile import read_image_digest, read_image_tag
 from twilight_agent.adapters.lock import DeployLock
 from twilight_agent.adapters.store import Store
 from twilight_agent.agent import Agent
@@ -59,6 +60,7 @@ def test_good_image_is_deployed_and_committed(w: World) -> None:
     assert w.running == NEW.digest
     assert w.runtime.by_name("app.twilight-prev") is None  # parked one removed
     assert read_image_tag(w.env) == NEW.tag and w.env.read_text().startswith("A=1\n")
+    assert read_image_digest(w.env) == NEW.digest
     assert w.runtime.tags[f"img-{NEW.digest[-6:]}"] == NEW.tag
     (row,) = w.store.history()
     assert (row["outcome"], row["from_digest"], row["to_digest"]) == (
@@ -195,7 +197,7 @@ def test_rollback_goes_to_the_previous_good_digest(w: World) -> None:
     report = w.agent.rollback()
     assert report.outcome == "deployed" and w.running == OLD.digest
     assert w.store.history()[0]["trigger"] == "rollback"
-    assert read_image_tag(w.env) == OLD.tag
+    assert (read_image_tag(w.env), read_image_digest(w.env)) == (OLD.tag, OLD.digest)
 
 
 def test_rollback_without_history_is_exit_2(w: World) -> None:
@@ -304,3 +306,35 @@ def test_stop_requested_before_the_swap_leaves_the_service_alone(w: World) -> No
     assert (report.outcome, report.exit_code) == ("nothing_to_do", 0)
     assert "park" not in w.runtime.calls and w.running == OLD.digest
     assert w.store.history()[0]["outcome"] == "aborted"
+
+
+@pytest.mark.parametrize("swap", ["stop-first", "start-first"])
+def test_a_compose_service_s_new_container_gets_compose_s_labels_for_the_new_env(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, swap: str) -> None:
+    from twilight_agent.adapters import compose_labels as cl
+
+    asked: list[tuple[str, str | None]] = []
+
+    def config_hash(labels, env, docker_host, run=None):  # type: ignore[no-untyped-def]
+        tag, digest = read_image_tag(w.env), read_image_digest(w.env)  # still the old ones
+        assert (tag, digest) == (OLD.tag, None)
+        found = re.search(rb"IMAGE_TAG=(.*)\n(?:IMAGE_DIGEST=@(.*)\n)?", env)
+        assert found is not None
+        seen = (found[1].decode(), found[2].decode() if found[2] else None)
+        asked.append(seen)
+        return f"hash-of-{seen[0]}"
+
+    monkeypatch.setattr(cl, "config_hash", config_hash)
+    w = World(tmp_path, swap=swap)
+    w.runtime.ports = swap == "stop-first"  # start-first: no host port to fight over
+    old = w.runtime.by_name("app")
+    assert old is not None
+    old.labels.update({cl.PROJECT: "shop", cl.SERVICE: "app", cl.VERSION: "2.26.1",
+                       cl.CONFIG_HASH: f"hash-of-{OLD.tag}", cl.IMAGE: "sha256:old-image"})
+    assert w.agent.deploy().outcome == "deployed"
+    new = w.runtime.by_name("app")
+    assert new is not None and new is not old
+    assert (new.labels[cl.CONFIG_HASH], new.labels[cl.IMAGE]) == (
+        f"hash-of-{NEW.tag}", "sha256:new-image")
+    assert asked == [(OLD.tag, None), (NEW.tag, NEW.digest)]  # the .env as is, then new
+    assert read_image_tag(w.env) == NEW.tag  # written at commit, not before

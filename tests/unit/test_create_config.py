@@ -289,6 +289,8 @@ def test_published_url_takes_the_first_published_tcp_port(ports, url):
 @pytest.mark.parametrize(("ref", "repo", "tag"), [
     (f"{REPO}:sha-1234567", REPO, "sha-1234567"),
     (f"{REPO}@{OLD_DIGEST}", REPO, None),
+    (f"{REPO}:sha-1234567@{OLD_DIGEST}", REPO, "sha-1234567"),  # compose, pinned .env
+    (f"127.0.0.1:5000/app@{OLD_DIGEST}", "127.0.0.1:5000/app", None),
     ("127.0.0.1:5000/app", "127.0.0.1:5000/app", None),
     ("ghcr.io/o/app:main", "ghcr.io/o/app", "main"),
 ])

@@ -71,19 +71,25 @@ def test_compose_file_follows_the_env_file_and_names_no_container(tmp_path: Path
 
     compose = yaml.safe_load((ROOT / "deploy" / "compose.yml").read_text())
     app = compose["services"]["app"]
-    assert app["image"].endswith(":${IMAGE_TAG:-latest}")
+    assert app["image"].endswith(":${IMAGE_TAG:-latest}${IMAGE_DIGEST-}")
     assert "container_name" not in app  # the agent finds it by its compose labels
     assert app["restart"] == "unless-stopped"
     assert "healthcheck" not in app and app["ports"] and compose["volumes"]
     env = (ROOT / "deploy" / "env.example").read_text().splitlines()
     assert "IMAGE_TAG=latest" in env
     assert "COMPOSE_PROJECT_NAME=twilight-drive" in env
-    # Compose itself (Debian's docker-compose, installed by scripts/setup.sh) reads the
-    # tag from .env, as after the agent rewrote it.
+    # Compose itself (Debian's docker-compose 1.29, installed by scripts/setup.sh) reads the
+    # tag and the digest from .env as the agent writes them, and the tag alone from an
+    # older .env without the digest.
     shutil.copy(ROOT / "deploy" / "compose.yml", tmp_path / "compose.yml")
-    (tmp_path / ".env").write_text("IMAGE_TAG=sha-1a2b3c4\n")
-    out = subprocess.run(["docker-compose", "-f", "compose.yml", "config"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=60,
-                         env={"PATH": "/usr/local/bin:/usr/bin:/bin"})
-    assert out.returncode == 0, out.stderr
-    assert "image: ghcr.io/lacatfly/twilight-drive:sha-1a2b3c4" in out.stdout
+    digest = "sha256:" + "e" * 64
+    for env_text, image in (("IMAGE_TAG=sha-1a2b3c4\n", "sha-1a2b3c4"),
+                            (f"IMAGE_TAG=sha-1a2b3c4\nIMAGE_DIGEST=@{digest}\n",
+                             f"sha-1a2b3c4@{digest}")):
+        (tmp_path / ".env").write_text(env_text)
+        out = subprocess.run(["docker-compose", "-f", "compose.yml", "config"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60,
+                             env={"PATH": "/usr/local/bin:/usr/bin:/bin"})
+        assert out.returncode == 0, out.stderr
+        assert f"image: ghcr.io/lacatfly/twilight-drive:{image}\n" in out.stdout
+        assert "WARNING" not in out.stderr

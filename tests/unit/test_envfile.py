@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from twilight_agent.adapters.envfile import read_image_tag, write_image_tag
+from twilight_agent.adapters.envfile import read_image_digest, read_image_tag, write_image_tag
 from twilight_agent.errors import InvalidTag
 
 
@@ -57,3 +57,40 @@ def test_refuses_a_tag_that_fails_the_gate(tmp_path: Path, bad: str) -> None:
     with pytest.raises(InvalidTag):
         write_image_tag(env, bad)
     assert env.read_text() == "IMAGE_TAG=main\n"
+
+
+DIGEST = "sha256:" + "d" * 64
+OLDER = "sha256:" + "0" * 64
+
+
+def test_the_digest_goes_beside_the_tag_with_its_at(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_bytes(b"# app\r\nIMAGE_TAG=sha-1111111\r\nAPP_PORT=8080\r\n")
+    assert write_image_tag(env, "sha-2222222", digest=DIGEST)
+    assert env.read_bytes() == (b"# app\r\nIMAGE_TAG=sha-2222222\r\nIMAGE_DIGEST=@"
+                                + DIGEST.encode() + b"\r\nAPP_PORT=8080\r\n")
+    assert (read_image_tag(env), read_image_digest(env)) == ("sha-2222222", DIGEST)
+    assert not write_image_tag(env, "sha-2222222", digest=DIGEST)
+    assert write_image_tag(env, "sha-3333333", digest=OLDER)
+    assert env.read_bytes().count(b"IMAGE_DIGEST=") == 1
+    assert read_image_digest(env) == OLDER
+
+
+def test_a_file_without_either_key_or_final_newline_gets_both(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_bytes(b"A=1")
+    write_image_tag(env, "v1.2.3", digest=DIGEST)
+    assert env.read_bytes() == b"A=1\nIMAGE_TAG=v1.2.3\nIMAGE_DIGEST=@" + DIGEST.encode() + b"\n"
+    env.write_bytes(b"IMAGE_TAG=v1.0.0")
+    write_image_tag(env, "v2.0.0", digest=DIGEST)
+    assert env.read_bytes() == b"IMAGE_TAG=v2.0.0\nIMAGE_DIGEST=@" + DIGEST.encode()
+
+
+def test_an_env_without_the_digest_reads_as_none_and_a_bad_digest_is_refused(
+        tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("IMAGE_TAG=main\nIMAGE_DIGEST=\n")
+    assert read_image_digest(env) is None
+    with pytest.raises(InvalidTag):
+        write_image_tag(env, "main", digest="sha256:abc\nEVIL=1")
+    assert env.read_text() == "IMAGE_TAG=main\nIMAGE_DIGEST=\n"

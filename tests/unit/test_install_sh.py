@@ -39,7 +39,7 @@ def test_help_describes_install_and_uninstall() -> None:
     result = run("bash", str(SCRIPT), "--help")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for words in ("--token-file", "--promote-token-file", "--uninstall",
+    for words in ("--token-file", "--promote-token-file", "--notify-file", "--uninstall",
                   "/etc/twilight-agent/agent.env",
                   "/opt/twilight-agent/venv", "enable --now", "never overwritten",
                   "Keeps /etc/twilight-agent", "/var/lib/twilight-agent", "0600"):
@@ -72,3 +72,16 @@ def test_missing_promote_token_file_is_refused() -> None:
     assert result.returncode == 2
     assert "cannot read promote token file /nonexistent/push" in result.stderr
     assert result.stdout == ""
+
+
+def test_missing_or_empty_notify_file_is_refused(tmp_path: Path) -> None:
+    empty = tmp_path / "notify-urls"
+    empty.write_text("")
+    for path, said in (("/nonexistent/urls", "cannot read notify URLs file"),
+                       (str(empty), "notify URLs file")):
+        result = run("bash", str(SCRIPT), "--notify-file", path)
+        if os.getuid() != 0:
+            assert result.returncode == 2 and "run as root" in result.stderr
+            return
+        assert result.returncode == 2
+        assert said in result.stderr and result.stdout == ""

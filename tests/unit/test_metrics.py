@@ -14,9 +14,10 @@ from twilight_agent.core.events import (
     DeployFinished,
     DeployRef,
     HaltedAlert,
+    Held,
     PhaseChanged,
     Polled,
-    Quarantined,
+    Promoted,
     Recovering,
     RegistryFailed,
     Totals,
@@ -163,10 +164,11 @@ def test_unwritable_path_never_raises_and_recovers(prom: Path) -> None:
 def test_odd_events_are_ignored_without_a_write(prom: Path) -> None:
     prom.parent.mkdir()
     sink = MetricsFile(prom)
-    r = ref("d1", FIRST, Release("sha-3333333", Digest(BAD)))
-    sink.emit(PhaseChanged(r, "PULL", "IDLE", "new build on the track", 0.0))
+    build = Release("sha-3333333", Digest(BAD))
     sink.emit(Recovering("d1", "SWAP", "unpark"))
-    sink.emit(Quarantined(r, "health gate failed"))
+    # A hold reaches the file through the store's totals (restart-safe), not this event.
+    sink.emit(Held(build, FIRST, "signature", "no signature yet"))
+    sink.emit(Promoted("p1", "stable", build, "waiting", None, "poll"))
     assert not prom.exists()
     # A malformed event is logged, not raised into the agent, and writes nothing.
     sink.emit(polled("not a number"))  # type: ignore[arg-type]

@@ -360,3 +360,15 @@ def test_a_huge_expires_in_is_not_an_overflow(fake, make) -> None:
     fake.token_answer = issue
     assert make().track_digest("v1.0.0") == digest
 
+
+def test_a_token_that_is_not_printable_ascii_is_a_protocol_error(fake, make) -> None:
+    """Found by ``test_any_answer_ends_in_a_typed_registry_error``: ``{"token": "\\u0080"}``
+    ended in httpx's UnicodeEncodeError when the token went into the Authorization header."""
+    fake.image("v1.0.0")
+
+    def issue(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"token": "\u0080abc"})
+
+    fake.token_answer = issue
+    with pytest.raises(RegistryProtocolError, match="not printable ASCII"):
+        make().track_digest("v1.0.0")

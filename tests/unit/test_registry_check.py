@@ -19,6 +19,7 @@ from twilight_agent.commands import check
 from twilight_agent.errors import (
     DockerUnavailable,
     RegistryAuthError,
+    RegistryProtocolError,
     TargetNotFound,
 )
 from twilight_agent.settings import Settings
@@ -82,6 +83,19 @@ def test_registry_unavailable_is_exit_5(tmp_path: Path) -> None:
     report = bed.gather()
     assert report.decision == "registry_unreachable" and report.exit_code == 5
     assert report.candidate is None and "refused" in report.errors[0]
+    assert report.reason == "the registry gave no answer; nothing would change"
+
+
+def test_registry_garbage_is_exit_5_and_not_called_no_answer(tmp_path: Path) -> None:
+    bed = Bed(tmp_path)
+
+    def garbage(track: str) -> Any:
+        raise RegistryProtocolError("main: the registry sent no valid sha256 digest")
+
+    bed.registry.track_digest = garbage  # type: ignore[method-assign]
+    report = bed.gather()
+    assert (report.decision, report.exit_code) == ("registry_unreachable", 5)
+    assert report.reason == "the registry's answer was not usable; nothing would change"
 
 
 def test_registry_refusing_credentials_is_exit_2(tmp_path: Path) -> None:

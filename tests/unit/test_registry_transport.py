@@ -208,6 +208,26 @@ def test_plain_http_registry_off_loopback_is_a_config_error(tmp_path, url) -> No
     assert info.value.exit_code == 2
 
 
+@pytest.mark.parametrize(("url", "match"), [
+    ("http://evil.example#@127.0.0.1:5000", "not 'evil.example'"),  # reads like loopback
+    ("https://evil.example#@ghcr.io", "no \\? or #"),
+    ("https://ghcr.io?@evil.example", "no \\? or #"),
+    ("https://ghcr.io@evil.example", "no user or password.*'evil.example'"),
+    ("https://user:pat@ghcr.io", "no user or password"),
+    ("https://ghcr.io/\x1b[2J", "control character"),
+    ("https://ghcr.io\t.evil.example", "control character"),
+    ("https://gh_cr.io", "is not a host name"),
+    ("https://", "is not a host name"),
+])
+def test_a_misleading_registry_url_is_a_config_error(tmp_path, url, match) -> None:
+    """Checked on the URL as httpx parses it, the host the requests would go to."""
+    cfg = tmp_path / "agent.env"
+    cfg.write_text(f"TWILIGHT_IMAGE={IMAGE}\nTWILIGHT_REGISTRY_URL={url}\n")
+    with pytest.raises(ConfigError, match=f"TWILIGHT_REGISTRY_URL.*{match}") as info:
+        load_settings(cfg)
+    assert info.value.exit_code == 2 and "\n" not in str(info.value)
+
+
 @pytest.mark.parametrize("url", ["http://127.0.0.1:5000", "http://127.1.2.3",
                                  "http://[::1]:5000", "http://localhost:5000",
                                  "https://registry.example", "https://10.0.0.5:5000"])

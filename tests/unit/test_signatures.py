@@ -321,8 +321,6 @@ def test_signed_facts_must_agree_with_the_build() -> None:
     assert "is not commit" in (sg.build_mismatch(rev, None, "sha-1111111") or "")
 
 
-
-
 class FixedVerifier:
     def __init__(self, check: sg.SignatureCheck) -> None:
         self.check, self.calls = check, 0
@@ -463,3 +461,51 @@ def test_any_referrers_index_ends_in_a_verdict_or_a_typed_error(entries: Any,
         except RegistryError:
             return
     assert check.status in ("missing", "invalid")
+
+
+class FlipVerifier(FixedVerifier):
+    """Answers ``missing`` until CI signs, then ``valid``."""
+
+    def sign(self) -> None:
+        self.check = sg.SignatureCheck("valid", key="k.pub")
+
+
+def _agent(tmp_path: Path, verifier: Any, registry: FakeRegistry, runtime: FakeRuntime,
+           sink: Sink, wall: Any = None, **extra: Any) -> Any:
+    s = Settings(image="ghcr.io/acme/app", container="app", state_dir=tmp_path / "st",
+                 watch=0, **extra)
+    return build_agent(s, [sink], registry=registry, runtime=runtime,
+                       health=FakeHealth(runtime), store=Store(s.state_dir),
+                       signatures=verifier, **({"wall": wall} if wall else {}))
+
+
+def test_agent_waits_for_a_late_signature_once_per_build_then_deploys(tmp_path: Path) -> None:
+    old, new = release(1), release(2)
+    runtime, sink = FakeRuntime("app", old), Sink()
+    verifier = FlipVerifier(sg.SignatureCheck("missing", "no sha256-….sig"))
+    agent = _agent(tmp_path, verifier, FakeRegistry(new), runtime, sink)
+    first, second = agent.poll_once(), agent.poll_once()
+    assert (first.outcome, second.outcome) == ("waiting", "waiting")
+    assert [e["kind"] for e in sink.named("held")] == ["signature"]  # once, not per poll
+    assert agent.status()["held"]["digest"] == str(new.digest)
+    assert "pull" not in runtime.calls and agent.store.quarantined() == []
+    verifier.sign()
+    assert agent.poll_once().outcome == "deployed"
+    assert runtime.running_digest() == new.digest and agent.status()["held"] is None
+    assert agent.store.history()[0]["verified"] is True
+    assert agent.store.is_verified(str(new.digest))
+
+
+def test_agent_holds_a_track_moved_back_unless_downgrades_are_allowed(tmp_path: Path) -> None:
+    old, new = release(1), release(2)
+    runtime, sink, registry = FakeRuntime("app", old), Sink(), FakeRegistry(new)
+    agent = _agent(tmp_path, None, registry, runtime, sink)
+    assert agent.poll_once().outcome == "deployed"
+    registry.track = old  # the track moved back to the build this host ran before
+    held = [agent.poll_once() for _ in range(3)]
+    assert [r.outcome for r in held] == ["nothing_to_do"] * 3
+    assert "older than the one running" in held[0].reason
+    assert [(e["kind"], e["to"]) for e in sink.named("held")] == [("downgrade", old.label)]
+    assert runtime.running_digest() == new.digest
+    allowed = _agent(tmp_path, None, registry, runtime, sink, allow_downgrade=True)
+    assert allowed.poll_once().outcome == "deployed" and runtime.running_digest() == old.digest

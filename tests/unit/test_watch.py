@@ -11,7 +11,7 @@ import pytest
 
 from tests.unit.test_agent import NEW, OLD, Crash, World
 from tests.unit.test_health_gate import RUNNING, URL, AsClock, Clock, Container, probe_from
-from twilight_agent.adapters.envfile import read_image_tag
+from twilight_agent.adapters.envfile import read_image_digest, read_image_tag
 from twilight_agent.adapters.health import ProbeResult
 from twilight_agent.adapters.watch import Watcher
 from twilight_agent.core.ports import ContainerState
@@ -55,6 +55,7 @@ def test_a_death_during_the_watch_rolls_back_quarantines_and_restores_env(w: Wor
     assert (report.outcome, report.exit_code) == ("rolled_back", 1)
     assert w.running == OLD.digest and w.store.is_quarantined(NEW.digest)
     assert read_image_tag(w.env) == OLD.tag and w.env.read_text().startswith("A=1\n")
+    assert read_image_digest(w.env) == OLD.digest  # pinned back to the previous build
     row = w.store.history()[0]
     assert (row["outcome"], row["phase"]) == ("rolled_back", "WATCH")
     assert "exited with code 3" in row["reason"] and "watch" in row["reason"]

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from twilight_agent.adapters import docker_task
+from twilight_agent.adapters import compose_labels, docker_task
 from twilight_agent.adapters.docker_refs import repository_of
 from twilight_agent.adapters.docker_runtime import (
     COMPOSE_PROJECT,
@@ -40,10 +41,12 @@ COMPOSE_ONEOFF = "com.docker.compose.oneoff"
 class ContainerTarget:
     """The deploy target as one container on the engine."""
 
-    def __init__(self, runtime: DockerRuntime, *, name: str = "", health_url: str = "") -> None:
+    def __init__(self, runtime: DockerRuntime, *, name: str = "", health_url: str = "",
+                 env_file: Path | None = None, docker_host: str = "") -> None:
         self.runtime = runtime
         self._name = name  # the configured container name, when the target is named
         self._health_url = health_url
+        self._env_file, self._docker_host = env_file, docker_host  # for the compose labels
 
     def snapshot(self) -> Snapshot:
         return self.runtime.snapshot(self.runtime.find_target())
@@ -58,12 +61,18 @@ class ContainerTarget:
     def publishes_ports(self, snap: Snapshot) -> bool:
         return any(self.runtime.publishes_ports(u.container_id) for u in snap.units())
 
-    def create(self, snap: Snapshot, image: str, beside: bool = False) -> str:
+    def create(self, snap: Snapshot, image: str, beside: bool = False, tag: str = "") -> str:
         """Beside the old one: no network aliases yet, so a proxy that resolves them never
-        sends a request to a build that has not passed its gate."""
+        sends a request to a build that has not passed its gate. A compose service's new
+        container gets the labels compose would give it once ``.env`` names ``tag`` and
+        the digest of ``image`` (``compose_labels.py``)."""
+        _, _, digest = image.partition("@")
+        relabel = compose_labels.relabeller(self._env_file, tag, digest, self._docker_host) \
+            if tag and digest and self._env_file is not None else None
         if beside:
-            return self.runtime.create_from(snap, image, snap.next_name, hidden=True)
-        return self.runtime.create_from(snap, image, snap.name)
+            return self.runtime.create_from(snap, image, snap.next_name, hidden=True,
+                                            relabel=relabel)
+        return self.runtime.create_from(snap, image, snap.name, relabel=relabel)
 
     def expose(self, snap: Snapshot, instance: str) -> None:
         """The gate passed: the old one's aliases, so the proxy sends it requests too."""
@@ -143,8 +152,10 @@ class ComposeGroupTarget(ContainerTarget):
     first listed service; the others are gated on their state and HEALTHCHECK."""
 
     def __init__(self, runtime: DockerRuntime, *, project: str, services: Sequence[str],
-                 image: str, health_url: str = "") -> None:
-        super().__init__(runtime, health_url=health_url)
+                 image: str, health_url: str = "", env_file: Path | None = None,
+                 docker_host: str = "") -> None:
+        super().__init__(runtime, health_url=health_url, env_file=env_file,
+                         docker_host=docker_host)
         self.project, self.services, self.image = project, tuple(services), image
         self._order = self.services  # the services found, in swap order
 

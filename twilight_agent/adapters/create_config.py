@@ -17,6 +17,7 @@ the short id, MAC addresses, endpoint ids, addresses) are never copied.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ class CreatePlan:
     body: dict[str, Any]  # Config fields + HostConfig + NetworkingConfig
     connect_after: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what was dropped or reattached, for logs
+    image_id: str = ""  # the new image's id, as the engine has it
 
 
 def endpoints_of(plan: CreatePlan) -> list[tuple[str, dict[str, Any]]]:
@@ -62,7 +64,7 @@ def without_aliases(plan: CreatePlan) -> CreatePlan:
     after = [(net, {k: v for k, v in ep.items() if k != "Aliases"})
              for net, ep in plan.connect_after]
     notes = [*plan.notes, "network aliases held back until the gate passed"]
-    return CreatePlan(name=plan.name, body=body, connect_after=after, notes=notes)
+    return dataclasses.replace(plan, body=body, connect_after=after, notes=notes)
 
 
 def parse_api_version(version: str) -> tuple[int, int]:
@@ -96,7 +98,8 @@ def build_create_plan(container: Mapping[str, Any], old_image: Mapping[str, Any]
     body["HostConfig"] = host
     if at_create:
         body["NetworkingConfig"] = {"EndpointsConfig": at_create}
-    return CreatePlan(name=name, body=body, connect_after=after, notes=notes)
+    return CreatePlan(name=name, body=body, connect_after=after, notes=notes,
+                      image_id=str(new_image.get("Id") or ""))
 
 
 # ----------------------------------------------------------------------------- Config

@@ -17,10 +17,11 @@ def repository_of(reference: str) -> str:
 
 
 def tag_of(reference: str) -> str | None:
-    """The tag of ``repo:tag``; None for a digest reference or an image id."""
-    if "@" in reference or reference.startswith("sha256:"):
+    """The tag of ``repo:tag`` or ``repo:tag@sha256:...`` (what compose creates from a
+    pinned ``.env``); None for ``repo@sha256:...`` or an image id."""
+    if reference.startswith("sha256:"):
         return None
-    _, sep, tail = reference.rpartition(":")
+    _, sep, tail = reference.split("@", 1)[0].rpartition(":")
     return tail if sep and "/" not in tail else None
 
 

@@ -2,13 +2,11 @@
 
 The low-level client is used throughout: it posts create bodies as they are (the high-level
 ``containers.create`` loses fields on the way) and exposes the pull stream, whose in-band
-``error`` lines are how the engine reports a failed pull after answering 200.
-The API version is negotiated on first use (``version="auto"``): the test engine speaks
-1.41, production engines 1.44+; ``create_config`` handles the differences.
-
-Every docker-py / requests exception is translated here: an engine that does not answer
--> ``DockerUnavailable``; anything else it refuses -> ``RuntimeError_`` with its reason.
-"""
+``error`` lines are how the engine reports a failed pull after answering 200. The API
+version is negotiated on first use (``version="auto"``): 1.41 on 20.10, 1.44+ on the
+engines of production hosts; ``create_config`` handles the differences. Every docker-py /
+requests exception is translated here: an engine that does not answer ->
+``DockerUnavailable``; anything else it refuses -> ``RuntimeError_`` with its reason."""
 
 from __future__ import annotations
 
@@ -20,6 +18,7 @@ import docker
 import docker.errors
 
 from twilight_agent.adapters import docker_task
+from twilight_agent.adapters.compose_labels import Relabel
 from twilight_agent.adapters.create_config import (
     CreatePlan,
     binds_host_ports,
@@ -282,9 +281,13 @@ class DockerRuntime:
                                  self.api_version)
 
     def create_from(self, snap: Snapshot, image: str, name: str | None = None,
-                    hidden: bool = False) -> str:
-        """``hidden``: without the network aliases until ``expose`` (start-first)."""
+                    hidden: bool = False, relabel: Relabel | None = None) -> str:
+        """``hidden``: without the network aliases until ``expose`` (start-first);
+        ``relabel``: the labels to change, from the old ones and the new image's id."""
         plan = self.create_plan(snap, image, name)
+        if relabel is not None:
+            labels = dict(plan.body.get("Labels") or {})
+            plan.body["Labels"] = {**labels, **relabel(labels, plan.image_id)}
         return self.create_planned(without_aliases(plan) if hidden else plan)
 
     def expose(self, container_id: str, snap: Snapshot) -> None:

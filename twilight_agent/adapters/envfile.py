@@ -1,8 +1,14 @@
-"""Rewrite the compose ``.env`` ``IMAGE_TAG=`` line atomically.
+"""Rewrite the compose ``.env`` ``IMAGE_TAG=`` and ``IMAGE_DIGEST=`` lines atomically.
 
 Through ``atomic_write`` (temp file created exclusively in the same directory, fsync,
 rename, fsync of the directory). Every other byte of the file is kept, and so are its
-mode and owner. A missing line is appended. A tag that fails the gate is never written.
+mode and owner. A missing ``IMAGE_TAG`` line is appended, a missing ``IMAGE_DIGEST`` line
+goes right after it. A tag that fails the gate, or a digest that is not one, is never
+written.
+
+``IMAGE_DIGEST`` holds the digest with its ``@`` (``IMAGE_DIGEST=@sha256:...``), so one
+compose file pins it for compose v2 and v1 alike: ``${IMAGE_REPO}:${IMAGE_TAG}${IMAGE_DIGEST-}``
+(v1 1.29 has no ``${VAR:+...}``); an ``.env`` without the key still names the tag alone.
 """
 
 from __future__ import annotations
@@ -14,12 +20,19 @@ import stat
 from pathlib import Path
 
 from twilight_agent.adapters.atomicfile import atomic_write, kept_attributes
-from twilight_agent.core.models import DEFAULT_TAG_PATTERN, Tag
+from twilight_agent.core.models import DEFAULT_TAG_PATTERN, Digest, Tag
 from twilight_agent.errors import InvalidInput, InvalidTag
 
 KEY = b"IMAGE_TAG"
-_LINE = re.compile(rb"^(?P<lead>[ \t]*(?:export[ \t]+)?IMAGE_TAG[ \t]*=)(?P<value>[^\r\n]*)",
-                   re.MULTILINE)
+DIGEST_KEY = b"IMAGE_DIGEST"
+
+
+def _line(key: bytes) -> re.Pattern[bytes]:
+    return re.compile(rb"^(?P<lead>[ \t]*(?:export[ \t]+)?" + key
+                      + rb"[ \t]*=)(?P<value>[^\r\n]*)(?P<end>\r?\n|$)", re.MULTILINE)
+
+
+_LINE, _DIGEST_LINE = _line(KEY), _line(DIGEST_KEY)
 
 
 def read_image_tag(path: Path) -> str | None:
@@ -28,11 +41,21 @@ def read_image_tag(path: Path) -> str | None:
     Never raises: the agent reads it on every poll, and a file it cannot read or a value
     that is not UTF-8 (which then fails the tag gate) must not crash the poll.
     """
+    return _read(path, _LINE)
+
+
+def read_image_digest(path: Path) -> str | None:
+    """The current ``IMAGE_DIGEST`` value without its ``@``, or None; never raises."""
+    value = _read(path, _DIGEST_LINE)
+    return value.lstrip("@") or None if value is not None else None
+
+
+def _read(path: Path, line: re.Pattern[bytes]) -> str | None:
     try:
         data = read_regular(path)
     except (OSError, InvalidInput):
         return None
-    found = _LINE.findall(data)
+    found = line.findall(data)
     if not found:
         return None
     return str(found[-1][1].decode("utf-8", errors="replace").strip().strip("\"'"))
@@ -54,22 +77,39 @@ def read_regular(path: Path) -> bytes:
         return f.read()
 
 
-def rewrite(data: bytes, tag: str) -> bytes:
-    """``data`` with every ``IMAGE_TAG=`` value set to ``tag``; the line appended if none."""
+def rewrite(data: bytes, tag: str, digest: str | None = None) -> bytes:
+    """``data`` with every ``IMAGE_TAG=`` value set to ``tag``, the line appended if none;
+    with ``digest``, every ``IMAGE_DIGEST=`` value set to ``@digest``, the line put right
+    after the last ``IMAGE_TAG=`` line if none."""
     value = tag.encode()
-    if _LINE.search(data):
-        return _LINE.sub(lambda m: m.group("lead") + value, data)
     newline = b"\r\n" if b"\r\n" in data else b"\n"
-    sep = b"" if not data or data.endswith(b"\n") else newline
-    return data + sep + KEY + b"=" + value + newline
+    if _LINE.search(data):
+        data = _LINE.sub(lambda m: m.group("lead") + value + m.group("end"), data)
+    else:
+        sep = b"" if not data or data.endswith(b"\n") else newline
+        data = data + sep + KEY + b"=" + value + newline
+    if digest is None:
+        return data
+    pin = b"@" + digest.encode()
+    if _DIGEST_LINE.search(data):
+        return _DIGEST_LINE.sub(lambda m: m.group("lead") + pin + m.group("end"), data)
+    last = list(_LINE.finditer(data))[-1]
+    line = DIGEST_KEY + b"=" + pin
+    if not last.group("end"):  # the last line of a file without a final newline
+        return data[:last.end()] + newline + line + data[last.end():]
+    return data[:last.end()] + line + last.group("end") + data[last.end():]
 
 
-def write_image_tag(path: Path, tag: str, pattern: str = DEFAULT_TAG_PATTERN) -> bool:
-    """Set ``IMAGE_TAG=tag`` in ``path``. Returns False when it already said so."""
+def write_image_tag(path: Path, tag: str, pattern: str = DEFAULT_TAG_PATTERN,
+                    digest: str | None = None) -> bool:
+    """Set ``IMAGE_TAG=tag`` (and ``IMAGE_DIGEST=@digest``) in ``path``. Returns False when
+    it already said so."""
     try:
         Tag.parse(tag, pattern)
+        if digest is not None:
+            Digest(digest)
     except ValueError as exc:
-        raise InvalidTag(f"refusing to write IMAGE_TAG: {exc}") from exc
+        raise InvalidTag(f"refusing to write IMAGE_TAG/IMAGE_DIGEST: {exc}") from exc
     path = Path(path)
     try:
         data = read_regular(path)
@@ -77,7 +117,7 @@ def write_image_tag(path: Path, tag: str, pattern: str = DEFAULT_TAG_PATTERN) ->
         data = b""
     except OSError as exc:
         raise InvalidInput(f"cannot read {path}: {exc.strerror}") from exc
-    new = rewrite(data, tag)
+    new = rewrite(data, tag, digest)
     if new == data:
         return False
     kept = kept_attributes(path)

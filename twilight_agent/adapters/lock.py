@@ -14,9 +14,21 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from twilight_agent.errors import InvalidInput, LockBusy
+from twilight_agent.errors import ConfigError, InvalidInput, LockBusy
 
 LOCK_NAME = "deploy.lock"
+
+
+def ensure_state_dir(path: Path) -> None:
+    """Create the state directory 0700 (an existing one is left as systemd made it); one
+    that cannot be made is a config error (exit 2), not a traceback."""
+    if not path.exists():
+        try:
+            path.mkdir(parents=True, mode=0o700)
+            os.chmod(path, 0o700)
+        except OSError as exc:
+            raise ConfigError(f"TWILIGHT_STATE_DIR {path} cannot be created: "
+                              f"{exc.strerror or exc}") from exc
 
 
 class DeployLock:
@@ -27,9 +39,7 @@ class DeployLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        parent = Path(self.path).parent
-        if not parent.exists():
-            parent.mkdir(parents=True, mode=0o700)
+        ensure_state_dir(Path(self.path).parent)
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
                          0o600)

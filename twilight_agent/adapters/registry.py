@@ -167,13 +167,13 @@ class HttpRegistry:
         """``(revision, created)`` from the config of our platform's image under ``digest``."""
         doc, media_type, _ = self._manifest(digest)
         if media_type in INDEX_TYPES:
-            try:
+            try:  # a malformed entry or digest is the registry's garbage, not a bug
                 entry = select_platform(doc, self.platform)
+                child = Digest(descriptor_digest(entry, "index entry"))
             except LookupError as exc:
                 raise ManifestNotFound(f"{self.name}:{ref}: {printable(exc)}") from exc
             except ValueError as exc:
                 raise RegistryProtocolError(f"{self.name}:{ref}: {printable(exc)}") from exc
-            child = _digest(descriptor_digest(entry, "index entry"), "index entry")
             doc, media_type, _ = self._manifest(child)
             if media_type not in IMAGE_TYPES:
                 raise RegistryProtocolError(f"{self.name}:{ref}: the {self.platform} entry "

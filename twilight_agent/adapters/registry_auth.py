@@ -295,6 +295,8 @@ class RegistrySession:
         value = (doc.get("token") or doc.get("access_token")) if isinstance(doc, dict) else None
         if not isinstance(value, str) or not value.strip():
             raise RegistryProtocolError(f"{what} answered no token")
+        if not value.strip().isascii() or not value.strip().isprintable():  # a header value
+            raise RegistryProtocolError(f"{what} answered a token that is not printable ASCII")
         expires = finite_number(doc.get("expires_in"))
         if expires is None or expires <= 0:
             exp = jwt_expiry(value)

@@ -33,6 +33,8 @@ def read_token(credentials_directory: Path | None, credential: str,
             continue
         except OSError as exc:
             raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{what} {path} is not UTF-8 text (byte {exc.start})") from exc
         if text:
             warn_if_shared(path)
             return SecretStr(text)

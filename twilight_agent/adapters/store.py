@@ -34,6 +34,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from twilight_agent.adapters.lock import ensure_state_dir
 from twilight_agent.core.clock import utcnow
 from twilight_agent.core.models import Digest, Release
 from twilight_agent.core.outcomes import release_dict
@@ -104,13 +105,6 @@ def release_from(d: Any) -> Release | None:
         return Release(tag=str(d.get("tag") or ""), digest=Digest(str(d["digest"])))
     except ValueError:
         return None
-
-
-def ensure_state_dir(path: Path) -> None:
-    """Create the state directory 0700 (an existing one is left as systemd made it)."""
-    if not path.exists():
-        path.mkdir(parents=True, mode=0o700)
-        os.chmod(path, 0o700)
 
 
 class Store:

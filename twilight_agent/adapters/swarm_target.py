@@ -25,6 +25,7 @@ import docker.errors
 
 from twilight_agent.adapters import swarm_spec as ss
 from twilight_agent.adapters.docker_errors import engine_errors
+from twilight_agent.adapters.docker_logs import LOG_CAP, capped_text, frame_payloads
 from twilight_agent.adapters.docker_refs import tag_of
 from twilight_agent.adapters.docker_runtime import DockerRuntime
 from twilight_agent.core.clock import SYSTEM, Clock
@@ -116,15 +117,20 @@ class SwarmTarget:
         return "\n".join(head) + ("\n" + logs if logs else "")
 
     def _task_logs(self, task_id: str, lines: int) -> str:
+        """The task's last ``lines`` lines, read as a stream under the same byte cap as a
+        container's (``docker_logs``): the engine bounds lines, not bytes."""
         api = self.runtime.api
         try:
             with engine_errors(f"reading the logs of task {task_id[:12]}"):
                 res = api._get(api._url("/tasks/{0}/logs", task_id),
-                               params={"stdout": 1, "stderr": 1, "tail": lines}, stream=False)
-                raw = api._get_result_tty(False, res, False)
+                               params={"stdout": 1, "stderr": 1, "tail": lines}, stream=True)
+                try:
+                    api._raise_for_status(res)
+                    return capped_text(frame_payloads(res.iter_content(LOG_CAP)))
+                finally:
+                    res.close()
         except RuntimeError_ as exc:
             return f"(no logs: {exc})"
-        return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
 
     # ------------------------------------------------------------------ rolling
     def _update(self, service_id: str, image: str, failure_action: str) -> None:
@@ -145,7 +151,7 @@ class SwarmTarget:
                                  headers=headers)
             api._raise_for_status(res)
 
-    def create(self, snap: Snapshot, image: str, beside: bool = False) -> str:
+    def create(self, snap: Snapshot, image: str, beside: bool = False, tag: str = "") -> str:
         """The rolling update to ``image`` (``repo@digest``) starts here."""
         self._update(snap.container_id, image, "rollback")
         return ss.instance_id(snap.container_id, ss.digest_of(image))

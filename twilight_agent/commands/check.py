@@ -21,7 +21,7 @@ from twilight_agent.agent import Agent
 from twilight_agent.core.models import Tag
 from twilight_agent.core.policy import Decision
 from twilight_agent.core.ports import Snapshot
-from twilight_agent.errors import RegistryError, TwilightError
+from twilight_agent.errors import RegistryError, RegistryProtocolError, TwilightError
 from twilight_agent.settings import Settings
 
 REGISTRY_UNREACHABLE = "registry_unreachable"  # the registry gave no candidate
@@ -74,9 +74,10 @@ def _gather(agent: Agent, settings: Settings) -> CheckReport:
     except RegistryError as exc:
         errors.insert(0, f"registry: {exc}")
         codes.insert(0, exc.exit_code)
+        why = ("the registry's answer was not usable" if isinstance(exc, RegistryProtocolError)
+               else "the registry gave no answer")
         return CheckReport(_running_dict(snap, settings), None, REGISTRY_UNREACHABLE,
-                           "the registry gave no answer; nothing would change", errors,
-                           codes[0])
+                           f"{why}; nothing would change", errors, codes[0])
     c = decision.candidate
     candidate = {"source": "pin" if pin else "track", "ref": settings.pin or settings.track,
                  "tag": c.tag, "digest": str(c.digest), "revision": c.revision,

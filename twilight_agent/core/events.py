@@ -21,16 +21,23 @@ def _label(r: Release | None) -> str | None:
 @dataclass(frozen=True)
 class Totals:
     """What the state store says: finished deploys by outcome, the last success, what
-    serves now, whether the agent is halted."""
+    serves now, whether the agent is halted, the phase of an unfinished deploy (its
+    journal) and the build held back (the meta ``hold``, ``Trust.tell``'s)."""
 
     deploys: dict[str, int] = field(default_factory=dict)
     last_success: str | None = None  # ISO 8601 UTC
     current: Release | None = None
     halted: bool = False
+    phase: str = "IDLE"  # the journal's phase, else HALTED or IDLE
+    phase_since: str | None = None  # ISO 8601 UTC: the journal's last row
+    hold: str | None = None  # HELD_DOWNGRADE | HELD_SIGNATURE, None: nothing held
+    hold_since: str | None = None  # ISO 8601 UTC: when the hold was first told
 
     def as_dict(self) -> dict[str, object]:
         return {"deploys": dict(self.deploys), "last_success": self.last_success,
-                "current": release_dict(self.current), "halted": self.halted}
+                "current": release_dict(self.current), "halted": self.halted,
+                "phase": self.phase, "phase_since": self.phase_since,
+                "hold": self.hold, "hold_since": self.hold_since}
 
 
 @dataclass(frozen=True)

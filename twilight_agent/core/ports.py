@@ -233,9 +233,9 @@ class TargetPort(Protocol):
         """Whether any unit publishes a host port (then two cannot run side by side)."""
         ...
 
-    def create(self, snap: Snapshot, image: str, beside: bool = False) -> str:
+    def create(self, snap: Snapshot, image: str, beside: bool = False, tag: str = "") -> str:
         """Create (not start) the new version from the old one's config; its id. ``beside``:
-        under a temporary name next to the running old one (start-first)."""
+        next to the running old one (start-first); ``tag``: the one ``.env`` will name."""
         ...
 
     def expose(self, snap: Snapshot, instance: str) -> None:
