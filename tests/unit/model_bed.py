@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,9 +54,10 @@ class Killer:
     def __init__(self) -> None:
         self.left: int | None = None
         self.kills: list[str] = []
+        self.stop: Callable[[], None] | None = None  # SIGTERM instead: a stop request
 
-    def arm(self, n: int) -> None:
-        self.left = n
+    def arm(self, n: int, stop: Callable[[], None] | None = None) -> None:
+        self.left, self.stop = n, stop
 
     def tick(self, where: str) -> None:
         if self.left is None:
@@ -64,6 +66,9 @@ class Killer:
         if self.left <= 0:
             self.left = None
             self.kills.append(where)
+            if self.stop is not None:
+                self.stop()
+                return
             raise Killed(where)
 
 
@@ -202,6 +207,7 @@ class Pusher:
 
     def point(self, tag: str, d: Digest) -> Digest:
         self._check()
+        self.world.killer.tick("promotion PUT")
         store = self.world.store
         self.moves.append(Move(str(self.stable) if self.stable else None, str(d),
                                self.forced, store.is_quarantined(str(d))))

@@ -272,6 +272,21 @@ class AgentModel(RuleBasedStateMachine):
         self.poll(polls)
 
     @precondition(ready)
+    @rule(n=st.integers(1, 40))
+    def sigterm(self, n: int) -> None:
+        """SIGTERM at the Nth step of a poll: the run finishes or undoes its phase (a watch
+        is left open, to be resumed), then the daemon exits and starts again."""
+        w = self.world
+        w.killer.arm(n, stop=lambda: w.agent.request_stop())
+        self.poll()
+        fired, w.killer.left, w.killer.stop = w.killer.left is None, None, None
+        entry = w.store.open_journal()
+        if fired and entry is not None and not w.runtime.unavailable:
+            assert (entry.phase, entry.step) == ("WATCH", "Watch"), \
+                f"agree: a stop left {entry.phase}/{entry.step} open"
+        w.restart()
+
+    @precondition(ready)
     @rule()
     def restart(self) -> None:
         self.world.restart()

@@ -9,8 +9,10 @@ one with a bad signature, or moves the track back to an older build; the operato
 unpins, deploys a tag or the track, rolls back, promotes, unquarantines, reloads; time
 passes (soak, watch, TWILIGHT_MIN_AGE, TWILIGHT_VERIFY_GRACE, the deploy window's edges);
 faults: ``kill -9`` at the Nth journal write, history write, engine call or promotion PUT
-and a restart over the same state (start-up recovery), the registry or the engine down,
-the engine gone for a while from its Nth call on, the running build turning unhealthy.
+and a restart over the same state (start-up recovery), SIGTERM at the Nth step of a poll
+(the run finishes or undoes its phase; only a suspended watch may stay open), the
+registry or the engine down, the engine gone for a while from its Nth call on, the
+running build turning unhealthy.
 
 Invariants (``check_*``), with the bug planted to show each can fail
 (``test_a_planted_bug_is_caught``, one case per invariant):
