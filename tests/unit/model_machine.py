@@ -196,11 +196,14 @@ class AgentModel(RuleBasedStateMachine):
 
     # -- the operator -------------------------------------------------------------------
     @precondition(ready)
-    @rule(i=PICK, polls=POLLS)
-    def pin(self, i: int, polls: int) -> None:
+    @rule(i=PICK, polls=POLLS, hold=st.booleans())
+    def pin(self, i: int, polls: int, hold: bool) -> None:
+        """Pin a build (and reload); unless ``hold``, unpin again after the polls."""
         self.world.pin = self.pick(i).release.tag
         self.reload()
         self.poll(polls)
+        if not hold:
+            self.unpin(0)
 
     @precondition(ready)
     @rule(polls=POLLS)

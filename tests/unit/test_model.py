@@ -67,7 +67,7 @@ from twilight_agent.promotion import Promoter
 from twilight_agent.trust import Trust
 
 FIGURES: list[str] = []  # printed by tests/unit/conftest.py's terminal summary
-BUDGET = settings(max_examples=180, stateful_step_count=50, deadline=None, derandomize=True,
+BUDGET = settings(max_examples=200, stateful_step_count=50, deadline=None, derandomize=True,
                   suppress_health_check=list(HealthCheck), print_blob=True)
 
 
@@ -157,7 +157,7 @@ def replay_pinned_back() -> None:
         lambda: model.start(Config(verify=False, promote=True)),
         lambda: model.push(GOOD, 1, 0, 0), lambda: model.push(GOOD, 1, 2, 0),
         lambda: model.promote(2),  # the operator promotes sha-0000003, which runs
-        lambda: model.pin(1, 1),  # the canary is pinned to sha-0000002
+        lambda: model.pin(1, 1, True),  # the canary is pinned to sha-0000002
         lambda: model.push(GOOD, 1, 0, 601)]  # its promotion is due
     try:
         for step in steps:
