@@ -216,8 +216,8 @@ class AgentModel(RuleBasedStateMachine):
     @rule(i=PICK, now=st.booleans())
     def deploy_tag(self, i: int, now: bool) -> None:
         rel = self.pick(i).release
-        self.named.add(str(rel.digest))
-        self.act(lambda agent: agent.deploy(rel.tag, now=now))
+        if self.act(lambda agent: agent.deploy(rel.tag, now=now)) is not None:
+            self.named.add(str(rel.digest))  # not refused: the operator's choice runs
 
     @precondition(ready)
     @rule()
