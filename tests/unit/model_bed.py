@@ -2,7 +2,10 @@
 extended with what the model needs to fault and to judge the agent from outside.
 
 - ``Killed`` is ``kill -9``: a ``BaseException`` no ``except`` clause of the agent
-  catches, raised by a ``Killer`` at the Nth journal write, history write or engine call.
+  catches, raised by a ``Killer`` just before or after the Nth journal or history write,
+  before the Nth engine call, or around the promotion PUT; armed with ``stop`` it sends
+  SIGTERM (the agent's stop request) there instead.
+- ``ModelHealth`` is the health gate's fake, with builds that fail their first gate only.
 - ``ModelRuntime`` records every image it pulled and created containers from, and goes
   down (``DockerUnavailable``) when told, or for a while from its Nth call on.
 - ``Signer`` is the ``SignaturePort``: a build's signature is valid, invalid or missing.
