@@ -191,13 +191,17 @@ class Promoter:
         return replace(p, step=PROMOTED, reason=reason)
 
     def _order(self, candidate: Digest, before: Digest | None) -> Order:
+        """This host's history order; unless it says older, the ``created`` labels too: a
+        build first deployed here after the tag's build (a pin or ``deploy TAG`` of an
+        older build) but built before it is older, and never promoted over it."""
         if before is None:
             return Order.NEWER
         order = rules.order_by_history(self.store.history(500), candidate, before)
-        if order is Order.UNKNOWN:
-            order = rules.order_by_created(self.pusher.created(candidate),
-                                           self.pusher.created(before))
-        return order
+        if order is Order.OLDER:
+            return order
+        labels = rules.order_by_created(self.pusher.created(candidate),
+                                        self.pusher.created(before))
+        return labels if labels is Order.OLDER or order is Order.UNKNOWN else order
 
     def _running(self) -> tuple[str | None, str]:
         """The digest the target runs when every unit is healthy (see the module's

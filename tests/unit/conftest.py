@@ -20,3 +20,11 @@ def journal(tmp_path: Path) -> Iterator[tuple[str, socket.socket]]:
     yield path, sock
     sock.close()
     structlog.reset_defaults()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The model-based test's figures (examples, steps, seconds), one line each."""
+    from tests.unit.test_model import FIGURES
+
+    for line in FIGURES:
+        terminalreporter.write_line(line)

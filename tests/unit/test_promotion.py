@@ -174,6 +174,21 @@ def test_never_a_build_older_than_the_one_the_tag_points_at(bed: Bed) -> None:
     assert bed.pusher.puts == []
 
 
+def test_a_pinned_older_build_is_not_promoted_over_the_tag(tmp_path: Path) -> None:
+    """The canary ran 1, then 3 (promoted), then was pinned to 2, a build it never ran:
+    by history 2 came last, but it was built before 3, so the fleet is not moved back."""
+    bed = Bed(tmp_path, stable=3)
+    deployed(bed.store, 1)
+    deployed(bed.store, 3, prev=1)
+    deployed(bed.store, 2, prev=3)  # the pin: 2 first runs here after 3
+    bed.pusher.labels = {str(digest(n)): f"2026-11-2{n}T12:00:00Z" for n in (1, 2, 3)}
+    bed.promoter().tick()
+    bed.now = T0 + 61
+    p = bed.promoter().tick()
+    assert p is not None and p.step == "dropped" and "older" in p.reason
+    assert bed.pusher.puts == []
+
+
 def test_a_build_no_longer_running_is_dropped_and_a_new_deploy_supersedes(bed: Bed) -> None:
     bed.promoter().tick()
     bed.target.running = release(9)
