@@ -36,8 +36,8 @@ class VerifyFields(BaseModel):
                                    "exists but does not verify is refused at once; no "
                                    "signature by the end of the grace is refused too.")
     allow_downgrade: bool = Field(False, description="Follow the track when it moves to a "
-                                  "build older than the one running (by this host's deploy "
-                                  "order, else the `created` labels). Off: such a move is "
+                                  "build older than the one running (by the `created` "
+                                  "labels, else this host's deploy order). Off: such a move is "
                                   "held and reported; `deploy TAG`, a pin or `rollback` go "
                                   "back on purpose.")
 

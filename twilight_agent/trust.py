@@ -5,9 +5,9 @@ and that the track did not move back.
   signature yet is looked at again on later polls and refused only when a signature
   exists and does not verify, or when ``TWILIGHT_VERIFY_GRACE`` (from when the agent first
   saw the digest, the store's ``seen`` table) runs out.
-- **No silent downgrade.** The track pointing at a build older than the one running (this
-  host's deploy order, else the ``created`` labels; ``core/promotion``'s order rules) is
-  held unless ``TWILIGHT_ALLOW_DOWNGRADE``.
+- **No silent downgrade.** The track pointing at a build older than the one running (by
+  the ``created`` labels, else this host's deploy order; ``core/promotion``'s order rules)
+  is held unless ``TWILIGHT_ALLOW_DOWNGRADE``.
 - **Every way in is verified.** ``require_verified`` is what ``rollback`` and ``promote``
   ask: a digest this host verified before (the store's ``verified`` table), or verified now.
 
@@ -64,15 +64,22 @@ class Trust:
         return self._older[2]
 
     def _order(self, candidate: Release, running: str) -> order_rules.Order:
-        order = order_rules.order_by_history(self.store.history(500),
-                                             str(candidate.digest), running)
-        if order is not order_rules.Order.UNKNOWN or not candidate.created:
+        """The ``created`` labels when both builds have one (they are inside the signed
+        config, so a registry cannot move them); else this host's history. Labels first:
+        after an operator went back to an older build it ran last here, and the track's
+        newer build must not look like a downgrade then."""
+        created = self._created(running) if candidate.created else None
+        order = order_rules.order_by_created(candidate.created, created)
+        if order is not order_rules.Order.UNKNOWN:
             return order
+        return order_rules.order_by_history(self.store.history(500), str(candidate.digest),
+                                            running)
+
+    def _created(self, digest: str) -> str | None:
         try:
-            created = self.registry.created(Digest(running))
+            return self.registry.created(Digest(digest))
         except (ManifestNotFound, RegistryProtocolError, ValueError):
-            return order  # the running build is gone from the registry: not known older
-        return order_rules.order_by_created(candidate.created, created)
+            return None  # the running build is gone from the registry: the history tells
 
     # -- signatures -------------------------------------------------------------------
     def check(self, candidate: Release) -> tuple[SignatureCheck, float] | None:

@@ -142,14 +142,15 @@ class ModelRuntime(FakeRuntime):
             raise DockerUnavailable(f"{name}: the Docker engine does not answer")
         super()._step(name)
 
-    def pull(self, repository: str, digest: Digest, auth: Any, progress: Any = None) -> str:
-        image = super().pull(repository, digest, auth, progress)
+    def pull(self, repository: str, digest: Digest, auth: Any, progress: Any = None,
+             moved: Any = None) -> str:
+        image = super().pull(repository, digest, auth, progress, moved)
         self.pulled.append(str(digest))
         return image
 
     def create_from(self, snap: Any, image: str, name: str | None = None,
-                    hidden: bool = False) -> str:
-        cid = super().create_from(snap, image, name, hidden)
+                    hidden: bool = False, relabel: Any = None) -> str:
+        cid = super().create_from(snap, image, name, hidden, relabel)
         self.created.append(self.containers[cid].image)
         return cid
 
