@@ -8,6 +8,7 @@ running and tears down what it started. A test that needs them and cannot get th
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Any
 
 import docker
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from testbed import engines, services
 from testbed.images import AppImage, build_and_push
@@ -23,6 +25,13 @@ from testbed.rawclient import RawRegistry
 from testbed.util import BedError, wait_until
 
 __all__ = ["wait_until"]
+
+# CI (CI=true) replays the same examples every run: a property test that finds a new input
+# fails a developer's run, with the example printed, not a submission at random. Locally
+# each run explores new inputs (and the example database keeps what failed).
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 
 @dataclass

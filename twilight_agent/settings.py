@@ -286,8 +286,9 @@ class Settings(BaseSettings, SwarmFields, PromoteFields, VerifyFields, NotifyFie
         if token is not None:
             return token
         if self.registry_password_file and not self.registry_password_file.exists():
-            raise ConfigError(f"TWILIGHT_REGISTRY_PASSWORD_FILE {self.registry_password_file}"
-                              " does not exist")
+            raise ConfigError("TWILIGHT_REGISTRY_PASSWORD_FILE "
+                              f"{printable(str(self.registry_password_file), 200)} does not "
+                              "exist")
         return None
 
 
@@ -325,9 +326,10 @@ def load_settings(config: Path | None = None, instance: str | None = None,
     if instance:
         overrides.setdefault("instance", instance)
         if config is None and not path.exists():
-            raise ConfigError(f"instance {instance}: config file {path} does not exist")
+            raise ConfigError(f"instance {instance}: config file {printable(str(path), 200)} "
+                              "does not exist")
     if config is not None and not config.exists():
-        raise ConfigError(f"config file {config} does not exist")
+        raise ConfigError(f"config file {printable(str(config), 200)} does not exist")
     env_file = path if path.exists() else None
     if env_file is not None:
         try:

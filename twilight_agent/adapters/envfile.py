@@ -29,7 +29,7 @@ DIGEST_KEY = b"IMAGE_DIGEST"
 
 def _line(key: bytes) -> re.Pattern[bytes]:
     return re.compile(rb"^(?P<lead>[ \t]*(?:export[ \t]+)?" + key
-                      + rb"[ \t]*=)(?P<value>[^\r\n]*)(?P<end>\r?\n|$)", re.MULTILINE)
+                      + rb"[ \t]*=)(?P<value>[^\r\n]*)(?P<end>\r?\n)?", re.MULTILINE)
 
 
 _LINE, _DIGEST_LINE = _line(KEY), _line(DIGEST_KEY)
@@ -84,7 +84,7 @@ def rewrite(data: bytes, tag: str, digest: str | None = None) -> bytes:
     value = tag.encode()
     newline = b"\r\n" if b"\r\n" in data else b"\n"
     if _LINE.search(data):
-        data = _LINE.sub(lambda m: m.group("lead") + value + m.group("end"), data)
+        data = _LINE.sub(lambda m: m.group("lead") + value + (m.group("end") or b""), data)
     else:
         sep = b"" if not data or data.endswith(b"\n") else newline
         data = data + sep + KEY + b"=" + value + newline
@@ -92,7 +92,8 @@ def rewrite(data: bytes, tag: str, digest: str | None = None) -> bytes:
         return data
     pin = b"@" + digest.encode()
     if _DIGEST_LINE.search(data):
-        return _DIGEST_LINE.sub(lambda m: m.group("lead") + pin + m.group("end"), data)
+        return _DIGEST_LINE.sub(lambda m: m.group("lead") + pin + (m.group("end") or b""),
+                                data)
     last = list(_LINE.finditer(data))[-1]
     line = DIGEST_KEY + b"=" + pin
     if not last.group("end"):  # the last line of a file without a final newline
