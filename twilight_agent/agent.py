@@ -294,8 +294,9 @@ class Agent:
             self._registry_s = self.clock.now() - t0
         if decision.verdict is Verdict.REFUSED:
             raise InvalidInput(decision.reason)
-        self.trust.tell(decision, Release(snap.tag or "", Digest(snap.digest))
-                        if snap.digest else None)
+        if not explicit:  # what the track (or the pin) offers: held or not
+            self.trust.tell(decision, Release(snap.tag or "", Digest(snap.digest))
+                            if snap.digest else None)
         if decision.verdict is Verdict.UNTRUSTED:
             return self._untrusted(decision, snap, trigger)
         if decision.verdict is not Verdict.DEPLOY:
