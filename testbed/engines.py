@@ -322,7 +322,7 @@ def start(key: str, log: Path, timeout: float = 90) -> int:
     got = running_key()
     if got != key:
         raise BedError(f"started engine {key} but the socket answers as {got}")
-    if key == "26":
+    if "v2" in e.compose:  # a host that has `docker compose` (the agent asks it for labels)
         _link_plugin(True)
     pids = dockerd_pids()
     return pids[0] if pids else 0
