@@ -9,6 +9,7 @@ request count, which reads the registry adapter's counter in-process.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,7 @@ def test_unsigned_waits_and_is_refused_after_the_grace_nothing_pulled(site: Site
     assert waiting.returncode == 0 and "waiting for a signature" in waiting.stdout, waiting
     assert site.status()["quarantined"] == [] and not engine_has(site, v2)
     site.config.update(VERIFY_GRACE="1s")  # counted from the first sighting, above
+    time.sleep(1.2)  # a fast machine reaches the next deploy inside that second
     assert_refused(site, v2, v1, site.cli("deploy"), "signature: missing")
 
 

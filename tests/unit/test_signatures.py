@@ -298,6 +298,8 @@ def test_policy_a_missing_signature_waits_out_its_grace_and_an_operator_is_refus
     waiting = policy.decide(dataclasses.replace(facts, grace_left_s=600))
     assert waiting.verdict is policy.Verdict.UNSIGNED and waiting.outcome.exit_code == 0
     assert "waiting for a signature (600s of TWILIGHT_VERIFY_GRACE left)" in waiting.reason
+    almost = policy.decide(dataclasses.replace(facts, grace_left_s=0.3))  # never "0s left"
+    assert "(1s of TWILIGHT_VERIFY_GRACE left)" in almost.reason, almost.reason
     late = policy.decide(dataclasses.replace(facts, grace_left_s=0))
     assert late.verdict is policy.Verdict.UNTRUSTED and late.outcome.exit_code == 1
     assert late.reason == ("signature: missing (no sha256-….sig); still unsigned when "

@@ -134,7 +134,7 @@ def _untrusted(f: Facts) -> Decision:
                         f"{sig.describe()}; nothing deployed", f.candidate, sig)
     if f.grace_left_s > 0:
         return Decision(Verdict.UNSIGNED, f"{label} is waiting for a signature "
-                        f"({f.grace_left_s:.0f}s of TWILIGHT_VERIFY_GRACE left)",
+                        f"({max(1, round(f.grace_left_s))}s of TWILIGHT_VERIFY_GRACE left)",
                         f.candidate, sig)
     return Decision(Verdict.UNTRUSTED, f"signature: {sig.describe()}; still unsigned when "
                     "TWILIGHT_VERIFY_GRACE ran out", f.candidate, sig)
