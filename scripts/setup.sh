@@ -55,7 +55,8 @@ if ! out=$(.venv/bin/python -m pip install -q --disable-pip-version-check --requ
   echo "setup: the pinned dependencies (deploy/requirements.txt) did not install" >&2
   exit 1
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 \
+# The docs extra: scripts/test and tests/unit/test_docs_site.py build the manual strictly.
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,docs]' 2>&1 \
   | grep -vE '^(WARNING: Location|  |$)' || true
 echo "setup: toolchain ready after $(elapsed)s"
 
