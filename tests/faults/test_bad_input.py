@@ -34,7 +34,7 @@ from twilight_agent.core.registry_rules import OCI_INDEX
 from twilight_agent.errors import ConfigError, InvalidTag
 from twilight_agent.settings import load_settings
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.one_engine]
 
 LEAD = re.compile(rb"[ \t]*(?:export[ \t]+)?IMAGE_TAG[ \t]*=")
 GOOD_TAGS = st.one_of(st.from_regex(r"\Asha-[0-9a-f]{7}\Z"), st.sampled_from(["main", "latest"]),

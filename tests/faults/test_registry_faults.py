@@ -25,7 +25,7 @@ from twilight_agent import app
 from twilight_agent.agent import Agent  # the type make_agent returns
 from twilight_agent.settings import Settings
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.one_engine]
 
 FAST = {"HEALTH_INTERVAL": "0.2", "HEALTH_SOAK": "0.5", "HEALTH_TIMEOUT": "5"}
 

@@ -26,7 +26,7 @@ from tests.faults.conftest import Figures
 from tests.integration.deploybed import SECRET_FORMS, Site, push, webhook_receiver
 from tests.integration.deploybed import private_site as private_site_of
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.one_engine]
 
 FAST = {"HEALTH_INTERVAL": "0.2", "HEALTH_SOAK": "0.5", "HEALTH_TIMEOUT": "5"}
 SECRETS = SECRET_FORMS

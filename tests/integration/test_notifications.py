@@ -20,7 +20,7 @@ from tests.integration.deploybed import (
     webhook_receiver,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_engine]
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from twilight_agent.deploy_run import DeployRun
 from twilight_agent.recording import Recorder
 from twilight_agent.status import totals
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_engine]
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "twilight.rules.yml"
 BAD = Release("sha-3333333", Digest("sha256:" + "3" * 64))

@@ -27,7 +27,7 @@ from testbed.services import PASSWORD, USERNAME
 from testbed.util import wait_until
 from tests.integration.deploybed import SECRET_FORMS, Site, push
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_engine]
 
 FAST = {"HEALTH_INTERVAL": "0.3", "HEALTH_SOAK": "0.5", "HEALTH_TIMEOUT": "6",
         "POLL_INTERVAL": "1s"}  # the default tag pattern lets `stable` through

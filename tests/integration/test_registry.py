@@ -15,7 +15,7 @@ from twilight_agent.core.models import Release
 from twilight_agent.errors import InvalidTag, ManifestNotFound, RegistryAuthError
 from twilight_agent.settings import Settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_engine]
 
 TOKEN_STATS = "http://127.0.0.1:5001/_stats"
 

@@ -26,7 +26,7 @@ from tests.integration.test_signatures import MAIN, Keys, engine_has, keys, veri
 from twilight_agent import app
 from twilight_agent.core.events import Held, Quarantined
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_engine]
 __all__ = ["keys"]  # the module-scoped fixture of test_signatures, shared here
 
 

@@ -25,7 +25,7 @@ from twilight_agent import app
 from twilight_agent.core.models import Digest, Release
 from twilight_agent.core.signatures import sig_tag
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_engine]
 MAIN = {"ref": "refs/heads/main"}
 
 
