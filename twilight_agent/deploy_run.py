@@ -99,6 +99,8 @@ class DeployRun:
     start_first: bool = False  # each new unit starts beside the old one (decided at PREPARE)
     verified: bool | None = None  # its signature verified; None: verification is off
     watcher: str = ""  # who watches it now ("cli", "daemon"), once the watch began
+    # .env's IMAGE_TAG / IMAGE_DIGEST values before the commit wrote them (None: no line)
+    env_before: dict[str, str | None] | None = None
 
     @property
     def from_(self) -> Release | None:
@@ -125,6 +127,7 @@ class DeployRun:
                 "reason": self.reason, "timings": self.timings,
                 "watch_until": self.watch_until, "start_first": self.start_first,
                 "verified": self.verified, "watcher": self.watcher,
+                "env_before": self.env_before,
                 "snapshot": self.snapshot.to_dict() if self.snapshot else None}
 
     @classmethod
@@ -139,7 +142,7 @@ class DeployRun:
                    phase=phase, watch_until=_float(p.get("watch_until")),
                    start_first=p.get("start_first") is True,
                    verified=p.get("verified") if isinstance(p.get("verified"), bool) else None,
-                   watcher=str(p.get("watcher") or ""))
+                   watcher=str(p.get("watcher") or ""), env_before=_env_before(p))
 
 
 def _new_ids(p: Mapping[str, Any]) -> dict[int, str]:
@@ -147,6 +150,14 @@ def _new_ids(p: Mapping[str, Any]) -> dict[int, str]:
     if p.get("new_cid"):
         return {0: str(p["new_cid"])}
     return {int(u): str(c) for u, c in dict(p.get("new_ids") or {}).items() if c}
+
+
+def _env_before(p: Mapping[str, Any]) -> dict[str, str | None] | None:
+    got = p.get("env_before")
+    if not isinstance(got, dict):
+        return None
+    return {k: v if isinstance(v, str) else None for k, v in got.items()
+            if k in ("tag", "digest")}
 
 
 def _float(value: Any) -> float | None:

@@ -10,7 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twilight_agent.adapters.envfile import read_image_digest, read_image_tag, write_image_tag
+from twilight_agent.adapters.envfile import (
+    image_lines,
+    put_back,
+    read_image_digest,
+    read_image_tag,
+    write_image_tag,
+)
 from twilight_agent.core import machine as m
 from twilight_agent.core.events import HaltedAlert, Quarantined
 from twilight_agent.core.policy import quarantine_reason
@@ -25,6 +31,7 @@ def write_env(s: Step, _: m.WriteEnv) -> None:
     cfg = s.ctx.config
     if cfg.env_file is None or s.run.to is None:
         return
+    s.run.env_before = image_lines(cfg.env_file)
     try:
         write_image_tag(cfg.env_file, s.run.to.tag, cfg.tag_pattern, str(s.run.to.digest))
     except TwilightError as exc:
@@ -84,7 +91,10 @@ def restore_env(s: Step, _: m.RestoreEnv) -> None:
     try:
         tag, digest = read_image_tag(cfg.env_file), read_image_digest(cfg.env_file)
         if (tag == to.tag and to.tag != prev.tag) or digest == str(to.digest):
-            write_image_tag(cfg.env_file, prev.tag, cfg.tag_pattern, str(prev.digest))
+            if s.run.env_before is not None:  # the lines as they were, byte for byte
+                put_back(cfg.env_file, s.run.env_before)
+            else:  # a journal of an older version
+                write_image_tag(cfg.env_file, prev.tag, cfg.tag_pattern, str(prev.digest))
     except TwilightError as exc:
         s.run.warnings.append(f"env_file: {exc}")
 

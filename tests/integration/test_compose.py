@@ -71,6 +71,25 @@ def test_compose_up_after_a_deploy_changes_nothing_the_first_time_too(
     assert [r["state"] for r in csite.ps()] == ["running"]
 
 
+def test_compose_up_after_a_rollback_in_the_watch_changes_nothing(csite: ComposeSite) -> None:
+    """The first container came from compose with no IMAGE_DIGEST in ``.env``; the commit
+    wrote one, the watch rolled back: ``.env`` is put back as compose last saw it, so the
+    restored container's config hash still matches (found by the chaos soak)."""
+    v1 = push(csite, "v1")
+    old_id = csite.up(v1)
+    env_before = csite.env_file.read_bytes()
+    bad = push(csite, "v2", mode="die-later", die_after=3)
+    p = csite.cli("deploy", WATCH="15s")
+    assert p.returncode == 1 and "watch" in p.stderr, (p.stdout, p.stderr)
+    assert csite.inspect()["Id"] == old_id and csite.running_digest() == v1.digest
+    assert csite.env_file.read_bytes() == env_before
+    assert bad.digest in {q["digest"] for q in csite.status()["quarantined"]}
+    csite.compose("-f", "compose.yml", "up", "-d")  # the operator, after the night
+    assert csite.inspect()["Id"] == old_id  # not recreated
+    assert len(csite.service_containers(include_parked=True)) == 1
+    csite.wait_serving("v1", timeout=15)
+
+
 def test_compose_pull_and_up_after_the_tag_moved_run_the_deployed_digest(
         csite: ComposeSite) -> None:
     csite.up(push(csite, "v1"))

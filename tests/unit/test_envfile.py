@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from twilight_agent.adapters.envfile import read_image_digest, read_image_tag, write_image_tag
+from twilight_agent.adapters.envfile import (
+    image_lines,
+    put_back,
+    read_image_digest,
+    read_image_tag,
+    write_image_tag,
+)
 from twilight_agent.errors import InvalidTag
 
 
@@ -94,3 +100,30 @@ def test_an_env_without_the_digest_reads_as_none_and_a_bad_digest_is_refused(
     with pytest.raises(InvalidTag):
         write_image_tag(env, "main", digest="sha256:abc\nEVIL=1")
     assert env.read_text() == "IMAGE_TAG=main\nIMAGE_DIGEST=\n"
+
+
+@pytest.mark.parametrize("before", [
+    b"# compose env\nPOSTGRES_DB=app\nIMAGE_TAG=sha-1111111\n",  # compose made it: no digest
+    b"IMAGE_TAG=sha-1111111\r\nIMAGE_DIGEST=@sha256:" + b"1" * 64 + b"\r\nX=1",
+    b"export IMAGE_TAG = 'sha-1111111'  \nA=\xff\n",  # quoting, spacing, not UTF-8
+    b"A=1\n",  # no IMAGE_TAG line at all
+])
+def test_put_back_undoes_a_commit_byte_for_byte(tmp_path: Path, before: bytes) -> None:
+    env = tmp_path / ".env"
+    env.write_bytes(before)
+    env.chmod(0o640)
+    lines = image_lines(env)
+    assert lines is not None
+    write_image_tag(env, "sha-2222222", digest="sha256:" + "2" * 64)  # the commit
+    assert env.read_bytes() != before
+    assert put_back(env, lines) is True  # the rollback in the watch
+    assert env.read_bytes() == before  # what compose last saw: its hash is the old one
+    assert stat.S_IMODE(env.stat().st_mode) == 0o640
+    assert put_back(env, lines) is False
+
+
+def test_image_lines_of_a_missing_file_are_none_and_an_unreadable_one_is_unknown(
+        tmp_path: Path) -> None:
+    assert image_lines(tmp_path / "none") == {"tag": None, "digest": None}
+    (tmp_path / "dir").mkdir()
+    assert image_lines(tmp_path / "dir") is None

@@ -17,6 +17,7 @@ import errno
 import os
 import re
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 
 from twilight_agent.adapters.atomicfile import atomic_write, kept_attributes
@@ -118,7 +119,50 @@ def write_image_tag(path: Path, tag: str, pattern: str = DEFAULT_TAG_PATTERN,
         data = b""
     except OSError as exc:
         raise InvalidInput(f"cannot read {path}: {exc.strerror}") from exc
-    new = rewrite(data, tag, digest)
+    return _replace(path, data, rewrite(data, tag, digest))
+
+
+def image_lines(path: Path) -> dict[str, str | None] | None:
+    """The ``IMAGE_TAG`` and ``IMAGE_DIGEST`` values as written (None: no such line), for
+    ``put_back`` after a rollback; None when the file cannot be read."""
+    try:
+        data = read_regular(path)
+    except FileNotFoundError:
+        data = b""
+    except (OSError, InvalidInput):
+        return None
+    return {"tag": _raw(data, _LINE), "digest": _raw(data, _DIGEST_LINE)}
+
+
+def put_back(path: Path, before: Mapping[str, str | None]) -> bool:
+    """Undo a commit's rewrite: both lines as ``image_lines`` read them before it, a line
+    that was not there removed again, every other byte kept. So the project is what
+    compose last saw, and ``compose up -d`` finds the restored container unchanged."""
+    path = Path(path)
+    try:
+        data = read_regular(path)
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from exc
+    new = _set_or_drop(_set_or_drop(data, _LINE, before.get("tag")), _DIGEST_LINE,
+                       before.get("digest"))
+    return _replace(path, data, new)
+
+
+def _raw(data: bytes, line: re.Pattern[bytes]) -> str | None:
+    found = line.findall(data)
+    return found[-1][1].decode("utf-8", "surrogateescape") if found else None
+
+
+def _set_or_drop(data: bytes, line: re.Pattern[bytes], value: str | None) -> bytes:
+    if value is None:
+        return line.sub(b"", data)
+    raw = value.encode("utf-8", "surrogateescape")
+    return line.sub(lambda m: m.group("lead") + raw + (m.group("end") or b""), data)
+
+
+def _replace(path: Path, data: bytes, new: bytes) -> bool:
+    """Write ``new`` over ``path`` (which held ``data``) atomically, keeping its mode and
+    owner; False when nothing changes."""
     if new == data:
         return False
     kept = kept_attributes(path)
