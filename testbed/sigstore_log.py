@@ -14,7 +14,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from testbed.sigstore_pki import key_id
 
@@ -90,16 +90,26 @@ def audit_path(index: int, hashes_: list[bytes]) -> list[bytes]:
 
 @dataclasses.dataclass(frozen=True)
 class LogKey:
-    """A transparency log's signing key and the name its checkpoints carry."""
+    """A transparency log's signing key and the origin its checkpoints carry: ECDSA P-256
+    like Rekor v1's, or Ed25519 like Rekor v2's (rekor-tiles) checkpoint keys."""
 
-    key: ec.EllipticCurvePrivateKey
+    key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
     origin: str
 
     @property
     def log_id(self) -> bytes:
         return key_id(self.key.public_key())
 
+    @property
+    def key_details(self) -> str:
+        """The key's ``PublicKeyDetails`` name in a trusted root."""
+        if isinstance(self.key, ed25519.Ed25519PrivateKey):
+            return "PKIX_ED25519"
+        return "PKIX_ECDSA_P256_SHA_256"
+
     def sign(self, data: bytes) -> bytes:
+        if isinstance(self.key, ed25519.Ed25519PrivateKey):
+            return self.key.sign(data)
         return self.key.sign(data, ec.ECDSA(hashes.SHA256()))
 
 

@@ -14,7 +14,7 @@ import struct
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
@@ -63,14 +63,14 @@ def der_utf8(text: str) -> bytes:
     return b"\x0c" + der_length(len(raw)) + raw
 
 
-def key_id(key: ec.EllipticCurvePublicKey) -> bytes:
+def key_id(key: ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey) -> bytes:
     """RFC 6962 key ID: SHA-256 of the DER SubjectPublicKeyInfo (CT log IDs, Rekor log IDs)."""
     spki = key.public_bytes(serialization.Encoding.DER,
                             serialization.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(spki).digest()
 
 
-def spki_b64(key: ec.EllipticCurvePublicKey) -> str:
+def spki_b64(key: ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey) -> str:
     spki = key.public_bytes(serialization.Encoding.DER,
                             serialization.PublicFormat.SubjectPublicKeyInfo)
     return base64.b64encode(spki).decode()

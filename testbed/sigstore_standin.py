@@ -13,14 +13,17 @@ What a GitHub Actions job gets from the public-good Sigstore, and what this make
 - a **CT log key** (P-256): each leaf certificate embeds one SCT, a precertificate SCT as
   Fulcio's CT log returns it (RFC 6962: signed over the issuer key's hash and the leaf's TBS
   without the SCT list), since sigstore-python refuses a certificate without exactly one.
-- a **transparency log key** (P-256) and the log's name: ``sigstore_log`` makes a Rekor
-  entry for each signature (see below).
+- two **transparency logs**, each a key and the origin its checkpoints name: a Rekor v1
+  (ECDSA P-256, origin ``<host> - <tree ID>``) and a Rekor v2 shard (Ed25519, origin the
+  shard's host), since the two are separate log instances in Sigstore's trust root too;
+  ``sigstore_log`` makes an entry in one of them for each signature (see below).
 - a **timestamp authority**: its own root and a TSA certificate with the critical
   id-kp-timeStamping EKU (RFC 3161 2.3, which rfc3161-client enforces), and the config for
   Debian's ``openssl ts -reply``, so the timestamps are made by a real TSA implementation.
 - ``trusted_root()``: a Sigstore ``TrustedRoot`` (protobuf JSON, media type ``...;version=0.1``)
-  naming that CA, CT log, transparency log and TSA, each with a ``validFor`` that starts at
-  the stand-in's ``start`` (a day back by default, so signatures "made" hours ago verify).
+  naming that CA, CT log, both transparency logs and the TSA, each with a ``validFor``
+  that starts at the stand-in's ``start`` (a day back by default, so signatures "made"
+  hours ago verify).
 
 Then, per signature, a **Sigstore bundle v0.3** (``application/vnd.dev.sigstore.bundle.v0.3
 +json``, the JSON form sigstore-python's ``Bundle.from_json`` reads, the certificate alone in
@@ -78,7 +81,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, utils
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, utils
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from testbed import sigstore_log as tlog
@@ -100,7 +103,8 @@ __all__ = ["SigstoreStandin", "WorkflowIdentity", "provenance_statement",
 BUNDLE_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 TRUSTED_ROOT_TYPE = "application/vnd.dev.sigstore.trustedroot+json;version=0.1"
 INTOTO_TYPE = "application/vnd.in-toto+json"
-LOG_ORIGIN = "rekor.standin.twilight.test - 4242"
+LOG_ORIGIN = "rekor.standin.twilight.test - 4242"  # Rekor v1: "<host> - <tree ID>"
+LOG_V2_ORIGIN = "log2026-1.rekor.standin.twilight.test"  # Rekor v2: the shard's host
 P256 = "PKIX_ECDSA_P256_SHA_256"
 
 
@@ -158,6 +162,13 @@ def _public_key(key: ec.EllipticCurvePrivateKey, start: dt.datetime) -> dict[str
             "validFor": {"start": _iso(start)}}
 
 
+def _tlog(log: tlog.LogKey, start: dt.datetime) -> dict[str, Any]:
+    return {"baseUrl": f"https://{log.origin.split(' ')[0]}", "hashAlgorithm": "SHA2_256",
+            "publicKey": {"rawBytes": spki_b64(log.key.public_key()),
+                          "keyDetails": log.key_details, "validFor": {"start": _iso(start)}},
+            "logId": {"keyId": _b64(log.log_id)}}
+
+
 def _authority(uri: str, chain: list[Authority], start: dt.datetime) -> dict[str, Any]:
     cn = chain[0].cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
     return {"subject": {"organization": "twilight test bed", "commonName": str(cn)},
@@ -177,6 +188,7 @@ class SigstoreStandin:
                               ExtendedKeyUsageOID.CODE_SIGNING)
         self.ct_key = ec.generate_private_key(ec.SECP256R1())
         self.log = tlog.LogKey(ec.generate_private_key(ec.SECP256R1()), LOG_ORIGIN)
+        self.log_v2 = tlog.LogKey(ed25519.Ed25519PrivateKey.generate(), LOG_V2_ORIGIN)
         self.tsa_root, self.tsa = make_tsa("standin-tsa", self.start)
         self.tsa_config = write_tsa(directory / "tsa", self.tsa_root, self.tsa)
 
@@ -185,10 +197,7 @@ class SigstoreStandin:
         start = self.start
         return {
             "mediaType": TRUSTED_ROOT_TYPE,
-            "tlogs": [{"baseUrl": "https://rekor.standin.twilight.test",
-                       "hashAlgorithm": "SHA2_256",
-                       "publicKey": _public_key(self.log.key, start),
-                       "logId": {"keyId": _b64(self.log.log_id)}}],
+            "tlogs": [_tlog(self.log, start), _tlog(self.log_v2, start)],
             "certificateAuthorities": [_authority(
                 "https://fulcio.standin.twilight.test", [self.fulcio, self.fulcio_root], start)],
             "ctlogs": [{"baseUrl": "https://ctfe.standin.twilight.test",
@@ -253,7 +262,8 @@ class SigstoreStandin:
             when = proven_at or cert.not_valid_before_utc
             integrated = int(when.timestamp()) if log == "v1" else None
             material["tlogEntries"].append(tlog.tlog_entry(
-                self.log, body, kind, version, integrated=integrated))
+                self.log if log == "v1" else self.log_v2, body, kind, version,
+                integrated=integrated))
         if timestamp:
             stamp = (tsa or self).timestamp(sig)
             material["timestampVerificationData"] = {
