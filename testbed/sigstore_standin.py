@@ -48,7 +48,7 @@ digest .1.13, ref .1.14, identifiers, owner, build config, trigger, run URI, vis
 UTF8Strings, read by the ``OIDC*`` policies).
 
 The proof of *when* it was signed, which chain validation needs because the certificate
-lives 10 minutes, is chosen per bundle:
+lives 10 minutes, is chosen per bundle with a ``Proof``:
 
 - ``log="v1"`` (default): a Rekor v1 entry (``dsse`` 0.0.1 or ``hashedrekord`` 0.0.1 body,
   laid out as Rekor canonicalises it) with an **integrated time** and its **signed entry
@@ -68,16 +68,25 @@ lives 10 minutes, is chosen per bundle:
 now); ``proven_at`` moves the log's time alone. The stand-in does not serve anything over
 HTTP: there is no Fulcio, Rekor or TSA endpoint, no TUF repository and no signing config;
 bundles are made in-process, for tests to attach to images or hand to a verifier.
+
+Checked against two verifiers, offline, with ``trusted_root()`` as their only trust:
+sigstore-python 4.5 (``tests/unit/test_sigstore_standin.py``: every ``Proof`` with a log
+entry and a time verifies; a timestamp with no log entry is refused when the bundle is read)
+and, by hand, Debian 13's cosign 2.5 of the bed (``verify-blob`` and
+``verify-blob-attestation --new-bundle-format --trusted-root``), which verifies the Rekor v1
+bundles and refuses the v2 ones ("nil value in transaction log entry"), as it refuses real
+Rekor v2 bundles: it predates them.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -97,7 +106,7 @@ from testbed.sigstore_pki import (
 )
 from testbed.sigstore_tsa import timestamp, write_tsa
 
-__all__ = ["SigstoreStandin", "WorkflowIdentity", "provenance_statement",
+__all__ = ["Proof", "SigstoreStandin", "WorkflowIdentity", "provenance_statement",
            "simple_signing_payload"]
 
 BUNDLE_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -177,6 +186,19 @@ def _authority(uri: str, chain: list[Authority], start: dt.datetime) -> dict[str
             "validFor": {"start": _iso(start)}}
 
 
+@dataclasses.dataclass(frozen=True)
+class Proof:
+    """How a bundle proves when it was signed (see the module's docstring): which log holds
+    its entry (none with ``None``), whether a TSA stamped it (``tsa``: another stand-in's),
+    when its certificate starts and, if elsewhere, when the v1 log says it integrated it."""
+
+    log: Literal["v1", "v2"] | None = "v1"
+    timestamp: bool = False
+    tsa: SigstoreStandin | None = None
+    signed_at: dt.datetime | None = None
+    proven_at: dt.datetime | None = None
+
+
 class SigstoreStandin:
     """A local Fulcio, CT log, Rekor and TSA, as keys and certificates made in ``directory``
     (which keeps only what ``openssl ts`` reads); see the module's docstring."""
@@ -216,14 +238,13 @@ class SigstoreStandin:
         """A fresh key and its Fulcio-shaped certificate for ``who``, valid from ``signed_at``."""
         return issue_leaf(who, self.fulcio, self.ct_key, signed_at or _now())
 
-    def provenance_bundle(self, digest: str, who: WorkflowIdentity | None = None, *,
-                          image: str = "registry.test/twilight/app",
-                          **proof: Any) -> dict[str, Any]:
-        """A bundle of a DSSE-signed SLSA provenance statement for ``image@digest``; ``proof``
-        is ``log``, ``timestamp``, ``tsa``, ``signed_at``, ``proven_at`` (module docstring)."""
-        who = who or WorkflowIdentity()
+    def provenance_bundle(self, digest: str, who: WorkflowIdentity | None = None,
+                          proof: Proof | None = None, *,
+                          image: str = "registry.test/twilight/app") -> dict[str, Any]:
+        """A bundle of a DSSE-signed SLSA provenance statement for ``image@digest``."""
+        who, proof = who or WorkflowIdentity(), proof or Proof()
         payload = provenance_statement(digest, who, image)
-        key, cert = self.leaf(who, proof.pop("signed_at", None))
+        key, cert = self.leaf(who, proof.signed_at)
         sig = key.sign(pae(INTOTO_TYPE, payload), ec.ECDSA(hashes.SHA256()))
         envelope = {"payload": _b64(payload), "payloadType": INTOTO_TYPE,
                     "signatures": [{"sig": _b64(sig), "keyid": ""}]}
@@ -232,40 +253,38 @@ class SigstoreStandin:
                 tlog.canonical_json(envelope), payload, sig, cert)),
             "v2": ("hashedrekord", "0.0.2", tlog.hashedrekord_v002_body(
                 hashlib.sha256(pae(INTOTO_TYPE, payload)).digest(), sig, cert))}
-        bundle = self._bundle(cert, sig, entries, **proof)
+        bundle = self._bundle(cert, sig, entries, proof)
         bundle["dsseEnvelope"] = envelope
         return bundle
 
     def message_bundle(self, artifact: bytes, who: WorkflowIdentity | None = None,
-                       **proof: Any) -> dict[str, Any]:
+                       proof: Proof | None = None) -> dict[str, Any]:
         """A bundle of a message signature over SHA-256(``artifact``), cosign keyless style."""
-        who = who or WorkflowIdentity()
+        who, proof = who or WorkflowIdentity(), proof or Proof()
         digest = hashlib.sha256(artifact).digest()
-        key, cert = self.leaf(who, proof.pop("signed_at", None))
+        key, cert = self.leaf(who, proof.signed_at)
         sig = key.sign(digest, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
         entries = {"v1": ("hashedrekord", "0.0.1", tlog.hashedrekord_v001_body(digest, sig, cert)),
                    "v2": ("hashedrekord", "0.0.2", tlog.hashedrekord_v002_body(digest, sig, cert))}
-        bundle = self._bundle(cert, sig, entries, **proof)
+        bundle = self._bundle(cert, sig, entries, proof)
         bundle["messageSignature"] = {
             "messageDigest": {"algorithm": "SHA2_256", "digest": _b64(digest)},
             "signature": _b64(sig)}
         return bundle
 
     def _bundle(self, cert: x509.Certificate, sig: bytes,
-                entries: dict[str, tuple[str, str, bytes]], *, log: str | None = "v1",
-                timestamp: bool = False, tsa: SigstoreStandin | None = None,
-                proven_at: dt.datetime | None = None) -> dict[str, Any]:
+                entries: dict[str, tuple[str, str, bytes]], proof: Proof) -> dict[str, Any]:
         material: dict[str, Any] = {"certificate": {"rawBytes": cert_b64(cert)},
                                     "tlogEntries": []}
-        if log is not None:
-            kind, version, body = entries[log]
-            when = proven_at or cert.not_valid_before_utc
-            integrated = int(when.timestamp()) if log == "v1" else None
+        if proof.log is not None:
+            kind, version, body = entries[proof.log]
+            when = proof.proven_at or cert.not_valid_before_utc
+            integrated = int(when.timestamp()) if proof.log == "v1" else None
             material["tlogEntries"].append(tlog.tlog_entry(
-                self.log if log == "v1" else self.log_v2, body, kind, version,
+                self.log if proof.log == "v1" else self.log_v2, body, kind, version,
                 integrated=integrated))
-        if timestamp:
-            stamp = (tsa or self).timestamp(sig)
+        if proof.timestamp:
+            stamp = (proof.tsa or self).timestamp(sig)
             material["timestampVerificationData"] = {
                 "rfc3161Timestamps": [{"signedTimestamp": _b64(stamp)}]}
         return {"mediaType": BUNDLE_TYPE, "verificationMaterial": material}

@@ -23,6 +23,7 @@ from sigstore.verify import Verifier, policy
 
 from testbed.sigstore_standin import (
     INTOTO_TYPE,
+    Proof,
     SigstoreStandin,
     WorkflowIdentity,
     simple_signing_payload,
@@ -86,30 +87,30 @@ def verify_provenance(verifier: Verifier, bundle: dict[str, Any]) -> dict[str, A
     return statement
 
 
-PROOFS = {"rekor v1 entry with signed entry timestamp": {"log": "v1"},
-          "rekor v2 entry with RFC 3161 timestamp": {"log": "v2", "timestamp": True},
-          "rekor v1 entry and RFC 3161 timestamp": {"log": "v1", "timestamp": True}}
+PROOFS = {"rekor v1 entry with signed entry timestamp": Proof(log="v1"),
+          "rekor v2 entry with RFC 3161 timestamp": Proof(log="v2", timestamp=True),
+          "rekor v1 entry and RFC 3161 timestamp": Proof(log="v1", timestamp=True)}
 
 
 @pytest.mark.parametrize("proof", PROOFS.values(), ids=PROOFS.keys())
 def test_provenance_for_the_main_workflow_verifies(
-        standin: SigstoreStandin, verifier: Verifier, proof: dict[str, Any]) -> None:
-    statement = verify_provenance(verifier, standin.provenance_bundle(DIGEST, MAIN, **proof))
+        standin: SigstoreStandin, verifier: Verifier, proof: Proof) -> None:
+    statement = verify_provenance(verifier, standin.provenance_bundle(DIGEST, MAIN, proof))
     assert statement["subject"][0]["digest"] == {"sha256": DIGEST.split(":")[1]}
     assert statement["predicateType"] == "https://slsa.dev/provenance/v1"
 
 
 @pytest.mark.parametrize("proof", PROOFS.values(), ids=PROOFS.keys())
 def test_a_cosign_keyless_message_signature_verifies(
-        standin: SigstoreStandin, verifier: Verifier, proof: dict[str, Any]) -> None:
+        standin: SigstoreStandin, verifier: Verifier, proof: Proof) -> None:
     payload = simple_signing_payload(DIGEST)
-    verifier.verify_artifact(payload, load(standin.message_bundle(payload, MAIN, **proof)),
+    verifier.verify_artifact(payload, load(standin.message_bundle(payload, MAIN, proof)),
                              deploy_policy())
 
 
 def test_a_certificate_long_expired_verifies_by_the_logs_time(
         standin: SigstoreStandin, verifier: Verifier) -> None:
-    bundle = standin.provenance_bundle(DIGEST, MAIN, signed_at=HOURS_AGO)
+    bundle = standin.provenance_bundle(DIGEST, MAIN, Proof(signed_at=HOURS_AGO))
     assert load(bundle).signing_certificate.not_valid_after_utc < dt.datetime.now(dt.timezone.utc)
     verify_provenance(verifier, bundle)
 
@@ -177,7 +178,8 @@ def test_a_moved_integrated_time_breaks_the_signed_entry_timestamp(
 
 def test_a_timestamp_from_a_tsa_outside_the_trust_root_is_no_proof_of_time(
         standin: SigstoreStandin, stranger: SigstoreStandin, verifier: Verifier) -> None:
-    bundle = standin.provenance_bundle(DIGEST, MAIN, log="v2", timestamp=True, tsa=stranger)
+    bundle = standin.provenance_bundle(
+        DIGEST, MAIN, Proof(log="v2", timestamp=True, tsa=stranger))
     with pytest.raises(VerificationError, match=r"^not enough sources of verified time$"):
         verify_provenance(verifier, bundle)
 
@@ -186,27 +188,28 @@ def test_an_untrusted_timestamp_beside_a_log_time_is_ignored_not_refused(
         standin: SigstoreStandin, stranger: SigstoreStandin, verifier: Verifier) -> None:
     """sigstore-python skips a timestamp it cannot verify and counts the sources it can: one
     Rekor v1 integrated time is enough. The agent must not read more into a bundle's TSA."""
-    bundle = standin.provenance_bundle(DIGEST, MAIN, timestamp=True, tsa=stranger)
+    bundle = standin.provenance_bundle(DIGEST, MAIN, Proof(timestamp=True, tsa=stranger))
     verify_provenance(verifier, bundle)
 
 
 EXPIRED = {
-    "a log time after it expired": {"log": "v1", "proven_at": dt.datetime.now(dt.timezone.utc)},
-    "a timestamp after it expired": {"log": "v2", "timestamp": True},
+    "a log time after it expired": Proof(log="v1", signed_at=HOURS_AGO,
+                                         proven_at=dt.datetime.now(dt.timezone.utc)),
+    "a timestamp after it expired": Proof(log="v2", timestamp=True, signed_at=HOURS_AGO),
 }
 
 
 @pytest.mark.parametrize("proof", EXPIRED.values(), ids=EXPIRED.keys())
 def test_an_expired_certificate_without_proof_it_signed_in_time_is_refused(
-        standin: SigstoreStandin, verifier: Verifier, proof: dict[str, Any]) -> None:
-    bundle = standin.provenance_bundle(DIGEST, MAIN, signed_at=HOURS_AGO, **proof)
+        standin: SigstoreStandin, verifier: Verifier, proof: Proof) -> None:
+    bundle = standin.provenance_bundle(DIGEST, MAIN, proof)
     with pytest.raises(CertValidationError, match="cert is not valid at validation time"):
         verify_provenance(verifier, bundle)
 
 
 def test_an_expired_certificate_with_no_time_at_all_is_not_even_a_bundle(
         standin: SigstoreStandin) -> None:
-    bundle = standin.provenance_bundle(DIGEST, MAIN, signed_at=HOURS_AGO, log="v2")
+    bundle = standin.provenance_bundle(DIGEST, MAIN, Proof(log="v2", signed_at=HOURS_AGO))
     with pytest.raises(InvalidBundle, match="must contain an inclusion promise or signed timest"):
         load(bundle)
 
@@ -214,7 +217,7 @@ def test_an_expired_certificate_with_no_time_at_all_is_not_even_a_bundle(
 def test_a_timestamp_alone_without_a_log_entry_is_refused(standin: SigstoreStandin) -> None:
     """What GitHub's private-repository attestations carry: sigstore-python 4.x wants
     exactly one log entry, and says so when the bundle is read, before any verifier."""
-    bundle = standin.provenance_bundle(DIGEST, MAIN, log=None, timestamp=True)
+    bundle = standin.provenance_bundle(DIGEST, MAIN, Proof(log=None, timestamp=True))
     assert bundle["verificationMaterial"]["timestampVerificationData"]["rfc3161Timestamps"]
     with pytest.raises(InvalidBundle, match=r"^expected exactly one log entry in bundle$"):
         load(bundle)
@@ -228,8 +231,8 @@ def test_a_certificate_from_another_ca_is_refused(
 
 def test_an_entry_from_another_log_is_refused(
         standin: SigstoreStandin, stranger: SigstoreStandin, verifier: Verifier) -> None:
-    bundle = standin.provenance_bundle(DIGEST, MAIN, log="v2", timestamp=True)
-    foreign = stranger.provenance_bundle(DIGEST, MAIN, log="v2")
+    bundle = standin.provenance_bundle(DIGEST, MAIN, Proof(log="v2", timestamp=True))
+    foreign = stranger.provenance_bundle(DIGEST, MAIN, Proof(log="v2"))
     bundle["verificationMaterial"]["tlogEntries"] = foreign["verificationMaterial"]["tlogEntries"]
     with pytest.raises(VerificationError, match="checkpoint: invalid signature"):
         verify_provenance(verifier, bundle)
