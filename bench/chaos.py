@@ -24,6 +24,7 @@ import json
 import random
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -175,12 +176,17 @@ class ChaosSite(Site):
                        capture_output=True, timeout=180, env=engines.compose_env(flavour))
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.split(
         "\n\n")[0])
     ap.add_argument("--minutes", type=float, default=60.0)
     ap.add_argument("--seed", type=int, default=None, help="default: a random one, printed")
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # stopped early: still clean up (finally)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
     from bench.chaos_run import Chaos  # the driver; this module holds its parts
     with tempfile.TemporaryDirectory(prefix="twchaos-") as tmp:

@@ -112,14 +112,12 @@ class Chaos:
         self.watch.start()
 
     def _close(self) -> None:
-        self.site.stop_agent()
-        for observer in (self.prober, self.watch):
-            if observer is not None:
-                observer.stop()
-        self.proxy.stop()
-        with contextlib.suppress(Exception):
-            self.site.close()
-        self.raw.close()
+        """Everything the run made goes, whatever failed before (each step on its own)."""
+        steps = [self.site.stop_agent, *(o.stop for o in (self.prober, self.watch) if o),
+                 self.proxy.stop, self.site.close, self.raw.close]
+        for step in steps:
+            with contextlib.suppress(Exception):
+                step()
 
     # ---------------------------------------------------------------- events
     def _pick(self) -> str:
