@@ -266,7 +266,7 @@ class Agent:
 
     def _previous_good(self, current: str | None) -> Release:
         row = policy.previous_good(self.store.history(500), current)
-        prev = (Release(str(row["from_tag"] or ""), Digest(str(row["from_digest"])))
+        prev = (Release(row.from_tag or "", Digest(str(row.from_digest)))
                 if row else self.store.meta().previous)
         if prev is None or str(prev.digest) == current:
             raise InvalidInput("no previous good version recorded to roll back to")

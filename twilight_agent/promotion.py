@@ -26,7 +26,9 @@ from twilight_agent.adapters.sinks import EventBus
 from twilight_agent.core import promotion as rules
 from twilight_agent.core.clock import utcnow
 from twilight_agent.core.events import Promoted
+from twilight_agent.core.history import HistoryRow
 from twilight_agent.core.models import Digest, Release
+from twilight_agent.core.outcomes import Outcome
 from twilight_agent.core.ports import HealthVerdict, TargetPort
 from twilight_agent.core.promotion import DROPPED, PROMOTED, PROMOTING, WAITING, Order, Promotion
 from twilight_agent.deploy_run import new_deploy_id
@@ -121,14 +123,14 @@ class Promoter:
         known = self.promotions.for_digest(str(current.digest))
         if known is not None:
             return known
-        row = next((r for r in self.store.history(50) if r["outcome"] == "deployed"
-                    and r["to_digest"] == str(current.digest)), None)
+        row = next((r for r in self.store.history(50) if r.deployed
+                    and r.to_digest == str(current.digest)), None)
         if row is None:
             return None
         self.promotions.drop_waiting(f"superseded by {current.label}", keep=current.digest)
         p = self.promotions.put(Promotion(
             id=f"promote-{new_deploy_id()}", digest=str(current.digest), tag=current.tag,
-            to_tag=self.config.to_tag, due=_epoch(row["finished"]) + self.config.after,
+            to_tag=self.config.to_tag, due=_epoch(row.finished) + self.config.after,
             step=WAITING))
         log.info("promotion_scheduled", digest=p.digest, tag=p.tag, to_tag=p.to_tag,
                  due=dt.datetime.fromtimestamp(p.due, dt.timezone.utc).isoformat())
@@ -182,11 +184,10 @@ class Promoter:
         if before != digest:
             self.pusher.point(p.to_tag, digest)
         reason = f"{p.to_tag} -> {p.tag or digest.short}" + (" (forced)" if p.forced else "")
-        self.promotions.finish(p, {
-            "id": p.id, "started": started, "finished": utcnow(), "from_tag": p.to_tag,
-            "from_digest": str(before) if before else None, "to_tag": p.tag,
-            "to_digest": p.digest, "outcome": rules.OUTCOME, "phase": rules.PHASE,
-            "reason": reason, "trigger": trigger})
+        self.promotions.finish(p, HistoryRow(
+            id=p.id, started=started, finished=utcnow(), from_tag=p.to_tag,
+            from_digest=str(before) if before else None, to_tag=p.tag, to_digest=p.digest,
+            outcome=Outcome.PROMOTED, phase=rules.PHASE, reason=reason, trigger=trigger))
         self._emit(p, PROMOTED, str(before) if before else None, trigger, reason)
         return replace(p, step=PROMOTED, reason=reason)
 

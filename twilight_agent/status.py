@@ -10,7 +10,7 @@ from typing import Any
 
 from twilight_agent.core.events import Totals
 from twilight_agent.core.models import Release
-from twilight_agent.core.outcomes import release_dict
+from twilight_agent.core.outcomes import Outcome, release_dict
 from twilight_agent.core.ports import JournalEntry, StorePort
 from twilight_agent.settings import Settings
 
@@ -24,7 +24,7 @@ def totals(store: StorePort) -> Totals:
     hold = store.get_meta("hold")
     hold = hold if isinstance(hold, dict) else {}
     return Totals(deploys={k: n for k, (n, _) in counts.items()},
-                  last_success=counts.get("deployed", (0, ""))[1] or None,
+                  last_success=counts.get(Outcome.DEPLOYED.value, (0, ""))[1] or None,
                   current=meta.current, halted=meta.halted is not None,
                   phase=journal.phase if journal else ("HALTED" if meta.halted else "IDLE"),
                   phase_since=journal.at if journal else None,

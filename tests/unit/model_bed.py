@@ -234,12 +234,12 @@ class ModelStore(Store):
         self.killer.tick(f"after journal {phase}/{step}")
 
     def finish(self, row: Any, meta: Any = None, clear_halt: bool = False) -> None:
-        self.killer.tick(f"before history {row.get('outcome')}")
+        self.killer.tick(f"before history {row.outcome}")
         if meta is None:
             super().finish(row, clear_halt=clear_halt)
         else:
             super().finish(row, meta, clear_halt)
-        self.killer.tick(f"after history {row.get('outcome')}")
+        self.killer.tick(f"after history {row.outcome}")
 
 
 @dataclass(frozen=True)

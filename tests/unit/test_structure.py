@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from twilight_agent.core import events, machine
+from twilight_agent.core.outcomes import Outcome
 from twilight_agent.core.tunables import Tunables
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,6 +87,29 @@ def test_the_guide_names_no_state_or_step_the_machine_lacks() -> None:
     known = {s.value for s in machine.State} | set(_union_names(machine.Command))
     for phase, step in re.findall(r"^\| ([A-Z_]+)/([A-Za-z]+)", DOC, re.M):
         assert phase in known and step in known, (phase, step)
+
+
+# Strings that equal an outcome's value but name something else, compared where they are.
+NOT_OUTCOMES = {
+    "adapters/message.py",  # the message's ``event`` kind (``deployed``, ``halted``, ...)
+}
+
+
+def test_no_outcome_string_is_compared_outside_core() -> None:
+    """Outside core an outcome is ``Outcome`` (or a ``HistoryRow`` property), never its
+    string: a comparison with a literal such as ``"rolled_back"`` is a typo waiting."""
+    values = {o.value for o in Outcome}
+    for path, tree in modules():
+        rel = path.relative_to(PKG).as_posix()
+        if rel.startswith("core/") or rel in NOT_OUTCOMES:
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Compare):
+                continue
+            for side in [node.left, *node.comparators]:
+                found = [c.value for c in ast.walk(side) if isinstance(c, ast.Constant)
+                         and c.value in values]
+                assert not found, f"{rel}:{node.lineno} compares {found}"
 
 
 def test_stop_grace_ends_before_systemd_kills_the_unit() -> None:

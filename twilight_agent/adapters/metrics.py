@@ -73,6 +73,7 @@ from twilight_agent.core.events import (
     Totals,
 )
 from twilight_agent.core.outcomes import Outcome
+from twilight_agent.core.promotion import DROPPED, PROMOTED
 from twilight_agent.logs import get_logger
 
 log = get_logger("twilight.metrics")
@@ -81,7 +82,9 @@ POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _SEEN_ROLLBACKS = 64  # deploy ids remembered so one rollback is counted once
 _POLL_FAILED = (Outcome.REGISTRY_ERROR, Outcome.DOCKER_ERROR)
 _LAST_POLL = "twilight_last_poll_success_timestamp_seconds"
-_PROMOTION_STEPS = ("promoted", "dropped")
+_PROMOTION_STEPS = (PROMOTED, DROPPED)
+# Each rolled-back or halted deploy went through ROLLBACK once.
+_ROLLED_BACK = frozenset({Outcome.ROLLED_BACK.value, Outcome.HALTED.value})
 
 
 def _epoch(value: str | None) -> float | None:
@@ -237,8 +240,7 @@ class MetricsFile:
             if missing > 0:
                 self.deploys.labels(outcome=outcome).inc(missing)
                 self._counted[outcome] = n
-        # Each rolled-back or halted deploy went through ROLLBACK once.
-        started = sum(n for o, n in totals.deploys.items() if o in ("rolled_back", "halted"))
+        started = sum(n for o, n in totals.deploys.items() if o in _ROLLED_BACK)
         if started > self._rollbacks_counted:
             self.rollbacks.inc(started - self._rollbacks_counted)
             self._rollbacks_counted = started
