@@ -87,7 +87,7 @@ class AgentModel(RuleBasedStateMachine):
             p.start()
         STATS.examples += 1
 
-    def _stamp(self) -> str:
+    def _stamp(self, *_: object) -> str:
         """History and promotion timestamps on the model's time (history is read newest
         first, and a promotion is due PROMOTE_AFTER after its deploy's row)."""
         if self.w is None:

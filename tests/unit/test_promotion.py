@@ -20,6 +20,7 @@ from tests.unit.fakes import (
     FakeRegistry,
     FakeRuntime,
     Sink,
+    WallClock,
     digest,
     release,
 )
@@ -100,7 +101,8 @@ class Bed:
 
     def promoter(self, gate: Any = None) -> Promoter:  # what a restarted agent builds
         return Promoter(PromoteConfig("stable", 60.0), self.store, self.target,
-                        EventBus([self.sink]), lambda: self.pusher, lambda: self.now, gate)
+                        EventBus([self.sink]), lambda: self.pusher, WallClock(lambda: self.now),
+                        gate)
 
 
 @pytest.fixture
@@ -309,7 +311,8 @@ def test_the_agent_promotes_after_its_polls_and_status_shows_the_wait(tmp_path: 
                         health=FakeHealth(runtime), store=store)
     offset = [0.0]
     agent.promoter = Promoter(PromoteConfig("stable", 60.0), store, agent.target,
-                              EventBus([sink]), lambda: pusher, lambda: time.time() + offset[0])
+                              EventBus([sink]), lambda: pusher,
+                              WallClock(lambda: time.time() + offset[0]))
     assert agent.poll_once().outcome == "deployed"
     assert agent.poll_once().outcome == "up_to_date"
     shown = agent.status()["promotion"]

@@ -473,12 +473,12 @@ class FlipVerifier(FixedVerifier):
 
 
 def _agent(tmp_path: Path, verifier: Any, registry: FakeRegistry, runtime: FakeRuntime,
-           sink: Sink, wall: Any = None, **extra: Any) -> Any:
+           sink: Sink, **extra: Any) -> Any:
     s = Settings(image="ghcr.io/acme/app", container="app", state_dir=tmp_path / "st",
                  watch=0, **extra)
     return build_agent(s, [sink], registry=registry, runtime=runtime,
                        health=FakeHealth(runtime), store=Store(s.state_dir),
-                       signatures=verifier, **({"wall": wall} if wall else {}))
+                       signatures=verifier)
 
 
 def test_agent_waits_for_a_late_signature_once_per_build_then_deploys(tmp_path: Path) -> None:

@@ -112,6 +112,36 @@ def test_no_outcome_string_is_compared_outside_core() -> None:
                 assert not found, f"{rel}:{node.lineno} compares {found}"
 
 
+# Reading the system's clocks is core/clock.py's job; each exception says why it cannot be.
+CLOCK_READS = {"time.time", "time.monotonic", "time.sleep", "time.gmtime", "time.localtime",
+               "time.perf_counter", "time.clock_gettime", "time.clock_gettime_ns",
+               "datetime.now", "datetime.utcnow", "dt.datetime.now", "dt.datetime.utcnow"}
+CLOCK_OK = {
+    "core/clock.py",  # the one clock
+    # APScheduler compares ``next_run_time`` with its own (real) clock: "run now" must be
+    # the real now, whatever clock the daemon's loop is given.
+    "daemon.py",
+    # systemd's RELOADING=1 wants MONOTONIC_USEC: the kernel's CLOCK_MONOTONIC in µs at
+    # the moment of the message, which an injected clock cannot give.
+    "adapters/notify.py",
+}
+
+
+def test_time_is_read_only_through_the_clock() -> None:
+    """``time.time()``, ``time.monotonic()``, ``time.sleep`` and friends only in
+    ``core/clock.py``: everything else gets a ``Clock`` (structlog's ``TimeStamper`` stamps
+    log lines itself and is not ours to inject)."""
+    for path, tree in modules():
+        rel = path.relative_to(PKG).as_posix()
+        if rel in CLOCK_OK:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and ast.unparse(node) in CLOCK_READS:
+                raise AssertionError(f"{rel}:{node.lineno} reads {ast.unparse(node)}")
+            if isinstance(node, ast.ImportFrom) and node.module == "time":
+                raise AssertionError(f"{rel}:{node.lineno} imports from time")
+
+
 def test_stop_grace_ends_before_systemd_kills_the_unit() -> None:
     unit = (ROOT / "systemd" / "twilight-agent.service").read_text()
     timeout = re.search(r"^TimeoutStopSec=(\d+)s?$", unit, re.M)

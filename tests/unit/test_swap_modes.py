@@ -84,6 +84,9 @@ class RecordingClock:
     def now(self) -> float:
         return time.monotonic()
 
+    def wall(self) -> float:
+        return time.time()
+
     def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
 

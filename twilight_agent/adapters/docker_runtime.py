@@ -39,11 +39,11 @@ from twilight_agent.core.ports import (
     Snapshot,
     TaskResult,
 )
+from twilight_agent.core.tunables import DEFAULT
 from twilight_agent.errors import PullFailed, RuntimeError_, TargetNotFound
 
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
-DEFAULT_STOP_TIMEOUT = 10
 
 
 class Listed(NamedTuple):
@@ -244,7 +244,7 @@ class DockerRuntime:
         if not (info.get("State") or {}).get("Running"):
             return
         stop_timeout = (info.get("Config") or {}).get("StopTimeout")
-        timeout = DEFAULT_STOP_TIMEOUT if stop_timeout is None else int(stop_timeout)
+        timeout = DEFAULT.stop_timeout_s if stop_timeout is None else int(stop_timeout)
         with engine_errors(f"stopping {str(info['Name']).lstrip('/')}"):
             self.api.stop(str(info["Id"]), timeout=timeout)
 

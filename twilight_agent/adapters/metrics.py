@@ -48,16 +48,16 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import threading
-import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from twilight_agent.adapters.atomicfile import atomic_write
+from twilight_agent.core.clock import SYSTEM
 from twilight_agent.core.events import (
     HELD_DOWNGRADE,
     HELD_SIGNATURE,
@@ -113,7 +113,7 @@ def _gauge(name: str, doc: str, r: CollectorRegistry, labels: tuple[str, ...] = 
 class MetricsFile:
     """``EventSink`` keeping Prometheus metrics in its own registry, written to ``path``."""
 
-    def __init__(self, path: Path, clock: Any = time.time,
+    def __init__(self, path: Path, clock: Callable[[], float] = SYSTEM.wall,
                  schedule: Schedule | None = None) -> None:
         self.path = Path(path)
         self._clock = clock

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
 import json
 import os
 import sqlite3
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from twilight_agent.adapters.lock import ensure_state_dir
-from twilight_agent.core.clock import utcnow
+from twilight_agent.core.clock import stamp, utcnow
 from twilight_agent.core.history import HISTORY_COLUMNS, HistoryRow
 from twilight_agent.core.models import Digest, Release
 from twilight_agent.core.outcomes import release_dict
@@ -161,8 +160,7 @@ class Store:
 
     def _set_aside(self) -> Path:
         """Move a damaged database (and its WAL files) out of the way, for the operator."""
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp()}")
         for suffix in ("", "-wal", "-shm"):
             side = Path(str(self.path) + suffix)
             if side.exists():
