@@ -239,9 +239,9 @@ class Agent:
         except ValueError as exc:
             raise InvalidTag(str(exc)) from None
 
-    def _candidate(self, tag: str | None, current: str | None,
+    def _candidate(self, tag: Tag | None, current: str | None,
                    known: Release | None) -> Release:
-        track = self.settings.track
+        track, digest = self.settings.track, None
         if tag is not None and tag not in (track, "latest"):
             return self.registry.resolve_tag(tag)
         if tag is None:
@@ -254,7 +254,7 @@ class Agent:
             last = self._track_release  # a held build: the HEAD is all a poll asks again
             if last is not None and last.digest == digest:
                 return last
-        release = self.registry.resolve_track(tag or track, known)
+        release = self.registry.resolve_track(tag or track, known, digest)
         self._track_release = release if tag is None else self._track_release
         return release
 
@@ -264,8 +264,8 @@ class Agent:
                 if row else self.store.meta().previous)
         if prev is None or str(prev.digest) == current:
             raise InvalidInput("no previous good version recorded to roll back to")
-        if prev.tag:
-            self._gate(prev.tag)
+        if prev.tag:  # read from the store: parsed here, once
+            prev = dataclasses.replace(prev, tag=self._gate(prev.tag))
         if self.store.is_quarantined(str(prev.digest)):
             raise InvalidInput(f"{prev.label} is quarantined; unquarantine it first")
         return prev

@@ -40,7 +40,8 @@ class FakeRegistry:
         self._check()
         return self.track.digest
 
-    def resolve_track(self, track: str, known: Release | None = None) -> Release:
+    def resolve_track(self, track: str, known: Release | None = None,
+                      digest: Digest | None = None) -> Release:
         self.calls.append("resolve_track")
         self._check()
         return self.track

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from twilight_agent.core.events import Event
-from twilight_agent.core.models import Digest, Release
+from twilight_agent.core.models import Digest, Release, Tag
 from twilight_agent.core.progress import Progress
 from twilight_agent.core.store_port import Halt as Halt  # the store's port, re-exported
 from twilight_agent.core.store_port import JournalEntry as JournalEntry
@@ -37,16 +37,19 @@ class RegistryPort(Protocol):
         """One HEAD on ``track`` (full Accept list): the digest it points at now."""
         ...
 
-    def resolve_track(self, track: str, known: Release | None = None) -> Release:
-        """Newest build on ``track`` as ``Release(sha-tag, digest, revision, created)``.
+    def resolve_track(self, track: str, known: Release | None = None,
+                      digest: Digest | None = None) -> Release:
+        """Newest build on ``track`` as ``Release(sha-tag, digest, revision, created)``, its
+        tag a ``Tag``.
 
         ``known`` is the last result; when the track digest equals ``known.digest`` the
-        implementation returns it after that single HEAD.
+        implementation returns it after that single HEAD. ``digest``: the caller's
+        ``track_digest`` answer, so a new build costs one HEAD of the track, not two.
         """
         ...
 
-    def resolve_tag(self, tag: str) -> Release:
-        """A pinned or operator-given tag resolved to its digest (tag gate already passed)."""
+    def resolve_tag(self, tag: Tag) -> Release:
+        """A pinned or operator-given tag (parsed at its edge) resolved to its digest."""
         ...
 
     def created(self, digest: Digest) -> str | None:
