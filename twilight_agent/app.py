@@ -31,7 +31,6 @@ if TYPE_CHECKING:
         EventSink,
         HealthPort,
         RegistryPort,
-        RuntimePort,
         TargetPort,
     )
     from twilight_agent.core.signatures import SignaturePort
@@ -66,7 +65,6 @@ def build_runtime(settings: Settings) -> DockerRuntime:
     from twilight_agent.adapters.docker_runtime import DockerRuntime
 
     return DockerRuntime(settings.docker_host, container=settings.container,
-                         compose_project=settings.compose_project, service=settings.service,
                          repository=str(settings.image_ref))
 
 
@@ -91,7 +89,7 @@ def build_health(settings: Settings, runtime: StateSource, clock: Clock = SYSTEM
 
 
 def build_agent(settings: Settings, sinks: list[EventSink] | None = None, *,
-                registry: RegistryPort | None = None, runtime: RuntimePort | None = None,
+                registry: RegistryPort | None = None, runtime: DockerRuntime | None = None,
                 health: HealthPort | None = None, store: Any = None,
                 lock: AbstractContextManager[Any] | None = None, clock: Clock = SYSTEM,
                 tunables: Tunables = DEFAULT,

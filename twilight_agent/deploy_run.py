@@ -106,11 +106,6 @@ class DeployRun:
             return None
         return _release(s.tag or "", s.digest)
 
-    @property
-    def new_cid(self) -> str | None:
-        """The first unit's new container (the only one for a single container)."""
-        return self.new_ids.get(0)
-
     def units(self) -> tuple[Snapshot, ...]:
         return self.snapshot.units() if self.snapshot else ()
 

@@ -18,7 +18,7 @@ MAX_PROBE_BODY = 64 * 1024  # the status decides; the body is read only to reuse
 
 
 class StateSource(Protocol):
-    """The part of RuntimePort the gate needs."""
+    """The part of the engine (``DockerRuntime``, or a target) the gate needs."""
 
     def state(self, container_id: str) -> ContainerState: ...
 

@@ -1,12 +1,11 @@
 """Ports: the Protocols the agent talks to. Adapters implement them; unit tests use fakes.
 
 Who implements: RegistryPort -> adapters/registry.py; TargetPort -> adapters/
-container_target.py (one container, by name or compose service; swarm_target.py: a swarm
-service) over RuntimePort ->
-adapters/docker_runtime.py, which is also the ImagePort; HealthPort -> adapters/health.py;
-StorePort (core/store_port.py) -> adapters/store.py; EventSink -> adapters/sinks.py (the
-audit log), metrics, webhook. docs/architecture.md says where to add a target kind, a sink
-or a registry.
+container_target.py (one container, or a compose service group; swarm_target.py: a swarm
+service) over adapters/docker_runtime.py, which is also the ImagePort; HealthPort ->
+adapters/health.py; StorePort (core/store_port.py) -> adapters/store.py; EventSink ->
+adapters/sinks.py (the audit log), metrics, webhook. docs/architecture.md says where to add
+a target kind, a sink or a registry.
 """
 
 from __future__ import annotations
@@ -118,76 +117,6 @@ class Snapshot:
                    restart_policy=d.get("restart_policy") or {},
                    service=str(d.get("service") or ""),
                    members=tuple(cls.from_dict(m) for m in d.get("members") or ()))
-
-
-class RuntimePort(Protocol):
-    """What the agent needs from the Docker engine. Errors: errors.RuntimeError_ subclasses."""
-
-    def find_target(self) -> str:
-        """Id of the target container (by name, or compose project+service labels).
-        Also finds it parked as ``<name>.twilight-prev``? No: raises TargetNotFound."""
-        ...
-
-    def find_by_name(self, name: str) -> str | None:
-        """Id of the container with exactly this name, or None."""
-        ...
-
-    def snapshot(self, container_id: str) -> Snapshot: ...
-
-    def pull(self, repository: str, digest: Digest, auth: Mapping[str, str] | None,
-             progress: Callable[[str], None] | None = None,
-             moved: Callable[[str], None] | None = None) -> str:
-        """Pull ``repository@digest``; return the local image id. In-band stream errors raise
-        PullFailed. Never touches containers. ``progress``: status lines for a terminal;
-        ``moved``: called each time the pull moves (bytes grew, a layer changed status)."""
-        ...
-
-    def park(self, snap: Snapshot) -> None:
-        """Restart policy ``no``, rename to ``snap.parked_name``; it keeps running."""
-        ...
-
-    def stop(self, container_id: str) -> None:
-        """Stop gracefully, within the container's own stop timeout."""
-        ...
-
-    def rename(self, container_id: str, name: str) -> None: ...
-
-    def create_from(self, snap: Snapshot, image: str, name: str | None = None) -> str:
-        """Create (not start) the new container under ``name`` (default ``snap.name``) from
-        the old one's config rebuilt for ``image`` (docs/architecture.md). Its id."""
-        ...
-
-    def start(self, container_id: str) -> None: ...
-
-    def state(self, container_id: str) -> ContainerState:
-        """Current state; ``status == "missing"`` when it no longer exists."""
-        ...
-
-    def logs_tail(self, container_id: str, lines: int = 50) -> str: ...
-
-    def remove(self, container_id: str) -> None:
-        """Force-remove a container, keeping named and anonymous volumes."""
-        ...
-
-    def unpark(self, snap: Snapshot) -> str:
-        """Rename the parked container back to ``snap.name``, restore its restart policy,
-        start it. Returns its id."""
-        ...
-
-    def tag_image(self, image: str, repository: str, tag: str) -> None: ...
-
-    def prune_images(self, repository: str, keep: set[str], older_than_s: float) -> list[str]:
-        """Remove images of ``repository`` created before the cutoff, except ids in ``keep``
-        and images used by any container. Returns removed ids."""
-        ...
-
-    def published_url(self, container_id: str, path: str = "/healthz") -> str | None:
-        """``http://127.0.0.1:<first published tcp port><path>``, or None."""
-        ...
-
-    def platform(self) -> tuple[str, ...]:
-        """The engine's ``(os, architecture[, variant])``: which manifest of an index to use."""
-        ...
 
 
 class ImagePort(Protocol):
