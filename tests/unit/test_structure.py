@@ -151,3 +151,19 @@ def test_stop_grace_ends_before_systemd_kills_the_unit() -> None:
 
 def _union_names(union: object) -> list[str]:
     return [t.__name__ for t in getattr(union, "__args__", ())]
+
+
+def test_each_target_kind_implements_the_port_and_only_the_capabilities_it_has() -> None:
+    """The swap port in full for every kind; a capability only where the kind has it (no
+    ``publishes_ports() -> True`` to steer the run, no refusing ``run_task``)."""
+    from twilight_agent.adapters.container_target import ComposeGroupTarget, ContainerTarget
+    from twilight_agent.adapters.swarm_target import SwarmTarget
+    from twilight_agent.core.ports import RollsOutItself, RunsTasks, StartsBeside, TargetPort
+
+    port = {n for n in vars(TargetPort) if not n.startswith("_")}
+    kinds = {ContainerTarget: {StartsBeside, RunsTasks}, ComposeGroupTarget: {StartsBeside,
+             RunsTasks}, SwarmTarget: {RollsOutItself}}
+    for kind, capabilities in kinds.items():
+        assert port <= set(dir(kind)), (kind, port - set(dir(kind)))
+        has = {c for c in (StartsBeside, RunsTasks, RollsOutItself) if issubclass(kind, c)}
+        assert has == capabilities, kind

@@ -29,7 +29,7 @@ from twilight_agent.adapters.docker_logs import LOG_CAP, capped_text, frame_payl
 from twilight_agent.adapters.docker_refs import tag_of
 from twilight_agent.adapters.docker_runtime import DockerRuntime
 from twilight_agent.core.clock import SYSTEM, Clock
-from twilight_agent.core.ports import ContainerState, Snapshot, TaskResult
+from twilight_agent.core.ports import ContainerState, Snapshot
 from twilight_agent.core.progress import Progress
 from twilight_agent.core.tunables import DEFAULT
 from twilight_agent.errors import RuntimeError_, TargetNotFound
@@ -218,28 +218,11 @@ class SwarmTarget:
     def stop_parked(self, snap: Snapshot) -> None:
         """Swarm stops the old tasks (in the service's update order)."""
 
-    def publishes_ports(self, snap: Snapshot) -> bool:
-        """True: the machine takes its one-step path; start-first is swarm's own order."""
-        return True
-
     def start(self, instance: str) -> None:
         """Swarm starts the new tasks itself."""
-
-    def expose(self, snap: Snapshot, instance: str) -> None:
-        """Never called: the swarm target takes the stop-first path."""
-
-    def promote(self, snap: Snapshot, instance: str) -> None:
-        """Never called: the swarm target takes the stop-first path."""
 
     def remove_parked(self, snap: Snapshot) -> None:
         """Swarm removed the old tasks; its task history keeps their record."""
 
     def orphan(self) -> str | None:
         return None
-
-    def run_task(self, unit: Snapshot, image: str, argv: tuple[str, ...],
-                 timeout: float) -> TaskResult:
-        raise RuntimeError_("TWILIGHT_PRE_DEPLOY is not supported for a swarm service")
-
-    def remove_task(self, unit: Snapshot) -> bool:
-        return False

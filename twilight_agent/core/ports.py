@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from twilight_agent.core.events import Event
 from twilight_agent.core.models import Digest, Release, Tag
@@ -147,7 +147,9 @@ class TaskResult:
 
 class TargetPort(Protocol):
     """One kind of deploy target (container, compose group, swarm service): every step of a
-    swap, its undo and its commit. The runner never asks which kind; "instance": a new unit."""
+    stop-first swap, its undo and its commit, implemented in full by every kind. The runner
+    never asks which kind; it asks for a capability by type (``StartsBeside``, ``RunsTasks``,
+    ``RollsOutItself``) where a step needs one. "instance": a new unit."""
 
     def snapshot(self) -> Snapshot:
         """Find the running target and describe it (raises TargetNotFound)."""
@@ -161,21 +163,9 @@ class TargetPort(Protocol):
         """Stop the parked old version: out of service, ready to come back."""
         ...
 
-    def publishes_ports(self, snap: Snapshot) -> bool:
-        """Whether any unit publishes a host port (then two cannot run side by side)."""
-        ...
-
     def create(self, snap: Snapshot, image: str, beside: bool = False, tag: str = "") -> str:
         """Create (not start) the new version from the old one's config; its id. ``beside``:
         next to the running old one (start-first); ``tag``: the one ``.env`` will name."""
-        ...
-
-    def expose(self, snap: Snapshot, instance: str) -> None:
-        """Start-first, gate passed: the new version becomes reachable as the old one is."""
-        ...
-
-    def promote(self, snap: Snapshot, instance: str) -> None:
-        """Start-first cutover: the new version takes the target's name."""
         ...
 
     def start(self, instance: str) -> None: ...
@@ -188,12 +178,6 @@ class TargetPort(Protocol):
         """The id that serves under the target's name now (after an unpark)."""
         ...
 
-    def settle(self, instance: str, should_stop: Callable[[], bool] | None = None,
-               moved: Progress | None = None) -> None:
-        """Wait until the target's own rollout of ``instance`` ended (a swarm update);
-        ``moved`` is called each time the rollout changes (its state, a task's state),
-        with the quiet the rollout's own pace allows before its next change."""
-
     def state(self, instance: str) -> ContainerState: ...
 
     def logs_tail(self, instance: str, lines: int) -> str: ...
@@ -201,16 +185,6 @@ class TargetPort(Protocol):
     def health_url(self, unit: Snapshot, instance: str) -> str | None:
         """The URL the health gate probes for ``instance`` of ``unit`` (None: state checks
         only, plus the image's HEALTHCHECK)."""
-        ...
-
-    def run_task(self, unit: Snapshot, image: str, argv: tuple[str, ...],
-                 timeout: float) -> TaskResult:
-        """Run a one-off container of ``image`` with ``unit``'s env, networks and volumes
-        (no published ports, no aliases, no restart), wait up to ``timeout``, remove it."""
-        ...
-
-    def remove_task(self, unit: Snapshot) -> bool:
-        """Remove a one-off task container left behind; True when there was one."""
         ...
 
     def remove(self, instance: str, moved: Progress | None = None) -> None:
@@ -229,6 +203,50 @@ class TargetPort(Protocol):
     def orphan(self) -> str | None:
         """Name of a parked old version that no journal row explains, if any."""
         ...
+
+
+@runtime_checkable
+class StartsBeside(Protocol):
+    """Capability: the new version can start next to the running old one (start-first)."""
+
+    def publishes_ports(self, snap: Snapshot) -> bool:
+        """Whether any unit publishes a host port (then two cannot run side by side)."""
+        ...
+
+    def expose(self, snap: Snapshot, instance: str) -> None:
+        """Start-first, gate passed: the new version becomes reachable as the old one is."""
+        ...
+
+    def promote(self, snap: Snapshot, instance: str) -> None:
+        """Start-first cutover: the new version takes the target's name."""
+        ...
+
+
+@runtime_checkable
+class RunsTasks(Protocol):
+    """Capability: one-off task containers (``TWILIGHT_PRE_DEPLOY``)."""
+
+    def run_task(self, unit: Snapshot, image: str, argv: tuple[str, ...],
+                 timeout: float) -> TaskResult:
+        """Run a one-off container of ``image`` with ``unit``'s env, networks and volumes
+        (no published ports, no aliases, no restart), wait up to ``timeout``, remove it."""
+        ...
+
+    def remove_task(self, unit: Snapshot) -> bool:
+        """Remove a one-off task container left behind; True when there was one."""
+        ...
+
+
+@runtime_checkable
+class RollsOutItself(Protocol):
+    """Capability: the engine replaces the units itself (a swarm update); the gate waits
+    for that rollout first."""
+
+    def settle(self, instance: str, should_stop: Callable[[], bool] | None = None,
+               moved: Progress | None = None) -> None:
+        """Wait until the target's own rollout of ``instance`` ended; ``moved`` is called
+        each time the rollout changes (its state, a task's state), with the quiet the
+        rollout's own pace allows before its next change."""
 
 
 # --------------------------------------------------------------------------- health
