@@ -16,7 +16,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import threading
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -24,7 +23,7 @@ from twilight_agent import status as status_view
 from twilight_agent.adapters.sinks import EventBus
 from twilight_agent.core import machine as m
 from twilight_agent.core import policy
-from twilight_agent.core.clock import SYSTEM, Clock
+from twilight_agent.core.clock import SYSTEM, Clock, utc
 from twilight_agent.core.events import Polled, RegistryFailed, Started
 from twilight_agent.core.models import Digest, Release, Tag
 from twilight_agent.core.outcomes import CycleReport, Outcome
@@ -57,10 +56,6 @@ log = get_logger("twilight.agent")
 Lock = contextlib.AbstractContextManager[Any]
 
 
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
 class Agent:
     """One deploy target, one registry repository. Built by ``app.build_agent``."""
 
@@ -69,7 +64,6 @@ class Agent:
                  lock: Lock, clock: Clock = SYSTEM, tunables: Tunables = DEFAULT,
                  auth: Callable[[], Mapping[str, str] | None] | None = None,
                  closers: tuple[Callable[[], None], ...] = (),
-                 wall: Callable[[], dt.datetime] = utc_now,
                  signatures: SignaturePort | None = None,
                  promoter: Promoter | None = None) -> None:
         self.settings = settings
@@ -83,7 +77,6 @@ class Agent:
         self._lock = lock
         self._stop = threading.Event()
         self._closers = closers
-        self._wall = wall  # wall-clock time: deploy windows, a build's age
         self._ctx = DeployContext(
             target=target, images=images, health=health, store=store, events=events,
             clock=clock, tunables=tunables, config=run_config(settings),
@@ -91,7 +84,7 @@ class Agent:
         self.trust = Trust(registry, store, events, signatures,
                            grace=settings.verify_grace,
                            allow_downgrade=settings.allow_downgrade,
-                           wall=lambda: self._wall().timestamp())
+                           clock=clock)
         self._track_release: Release | None = None  # the last build the track resolved to
         self._registry_s: float | None = None  # the registry part of the current poll
         self._registry_failing: str | None = None  # the error of the last poll, if any
@@ -171,7 +164,8 @@ class Agent:
 
     def status(self) -> dict[str, Any]:
         """Current/previous release, pin, quarantine, phase, last result, halted flag."""
-        return {**status_view.status(self.store, self.settings, self._live_current),
+        return {**status_view.status(self.store, self.settings, self._live_current,
+                                      self.clock),
                 "next_window": self.next_window(),
                 "promotion": self.promoter.pending() if self.promoter else None}
 
@@ -203,7 +197,7 @@ class Agent:
         current = (running.digest if running else None) or (
             str(meta.current.digest) if meta.current else None)
         candidate = self._candidate(tag, current, meta.current)
-        wall = self._wall()
+        wall = utc(self.clock)  # deploy windows, a build's age
         facts = Facts(
             candidate=candidate, running=current,
             quarantined=frozenset(q.digest for q in self.store.quarantined()),
@@ -225,7 +219,7 @@ class Agent:
 
     def next_window(self, wall: dt.datetime | None = None) -> str | None:
         """Outside every deploy window: when the next one opens (ISO 8601); else None."""
-        windows, wall = self.settings.windows, wall or self._wall()
+        windows, wall = self.settings.windows, wall or utc(self.clock)
         if is_open(windows, wall):
             return None
         nxt = next_opening(windows, wall)
@@ -245,9 +239,9 @@ class Agent:
         except ValueError as exc:
             raise InvalidTag(str(exc)) from None
 
-    def _candidate(self, tag: str | None, current: str | None,
+    def _candidate(self, tag: Tag | None, current: str | None,
                    known: Release | None) -> Release:
-        track = self.settings.track
+        track, digest = self.settings.track, None
         if tag is not None and tag not in (track, "latest"):
             return self.registry.resolve_tag(tag)
         if tag is None:
@@ -260,18 +254,18 @@ class Agent:
             last = self._track_release  # a held build: the HEAD is all a poll asks again
             if last is not None and last.digest == digest:
                 return last
-        release = self.registry.resolve_track(tag or track, known)
+        release = self.registry.resolve_track(tag or track, known, digest)
         self._track_release = release if tag is None else self._track_release
         return release
 
     def _previous_good(self, current: str | None) -> Release:
         row = policy.previous_good(self.store.history(500), current)
-        prev = (Release(str(row["from_tag"] or ""), Digest(str(row["from_digest"])))
+        prev = (Release(row.from_tag or "", Digest(str(row.from_digest)))
                 if row else self.store.meta().previous)
         if prev is None or str(prev.digest) == current:
             raise InvalidInput("no previous good version recorded to roll back to")
-        if prev.tag:
-            self._gate(prev.tag)
+        if prev.tag:  # read from the store: parsed here, once
+            prev = dataclasses.replace(prev, tag=self._gate(prev.tag))
         if self.store.is_quarantined(str(prev.digest)):
             raise InvalidInput(f"{prev.label} is quarantined; unquarantine it first")
         return prev
@@ -325,7 +319,7 @@ class Agent:
         if raise_error and run.error is not None and run.outcome is Outcome.FAILED:
             raise run.error
         if run.outcome is None and run.watch_until is not None:  # a stop ended the watch
-            left = max(run.watch_until - time.time(), 0.0)
+            left = max(run.watch_until - self.clock.wall(), 0.0)
             why = (f"healthy; the daemon watches it for the {left:.0f}s left"
                    if self._ctx.hand_off_watch else f"watch interrupted with {left:.0f}s "
                    "left; the next poll or start of the agent resumes it")

@@ -7,9 +7,7 @@ what its settings turn on; never to dodge an import cycle.
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
-from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +31,6 @@ if TYPE_CHECKING:
         EventSink,
         HealthPort,
         RegistryPort,
-        RuntimePort,
         TargetPort,
     )
     from twilight_agent.core.signatures import SignaturePort
@@ -68,7 +65,6 @@ def build_runtime(settings: Settings) -> DockerRuntime:
     from twilight_agent.adapters.docker_runtime import DockerRuntime
 
     return DockerRuntime(settings.docker_host, container=settings.container,
-                         compose_project=settings.compose_project, service=settings.service,
                          repository=str(settings.image_ref))
 
 
@@ -93,11 +89,10 @@ def build_health(settings: Settings, runtime: StateSource, clock: Clock = SYSTEM
 
 
 def build_agent(settings: Settings, sinks: list[EventSink] | None = None, *,
-                registry: RegistryPort | None = None, runtime: RuntimePort | None = None,
+                registry: RegistryPort | None = None, runtime: DockerRuntime | None = None,
                 health: HealthPort | None = None, store: Any = None,
                 lock: AbstractContextManager[Any] | None = None, clock: Clock = SYSTEM,
                 tunables: Tunables = DEFAULT,
-                wall: Callable[[], dt.datetime] | None = None,
                 signatures: SignaturePort | None = None) -> Agent:
     """The deploy agent with every adapter wired from ``settings``; nothing connects yet.
 
@@ -109,18 +104,17 @@ def build_agent(settings: Settings, sinks: list[EventSink] | None = None, *,
     target, events = build_target(settings, rt, clock), EventBus(sinks or [])
     st = store if store is not None else build_store(settings)
     gate = health or build_health(settings, target, clock, tunables)
-    promoter = build_promoter(settings, st, target, events, rt.platform, wall, gate)
+    promoter = build_promoter(settings, st, target, events, rt.platform, clock, gate)
     return Agent(
         settings, reg, target, rt, gate,
         st, events, lock=lock or DeployLock(settings.state_dir), clock=clock,
         tunables=tunables, auth=lambda: registry_auth(settings),
         closers=_closers(reg, rt, gate, promoter),
-        signatures=signatures or build_verifier(settings, reg), promoter=promoter,
-        **({"wall": wall} if wall is not None else {}))
+        signatures=signatures or build_verifier(settings, reg), promoter=promoter)
 
 
 def build_promoter(settings: Settings, store: Any, target: Any, events: EventBus,
-                   platform: Any, wall: Callable[[], dt.datetime] | None = None,
+                   platform: Any, clock: Clock = SYSTEM,
                    gate: HealthPort | None = None) -> Promoter | None:
     """The canary's promoter (``TWILIGHT_PROMOTE_TO``); None when this host promotes
     nothing. Its registry client, with the push token, is built on first use; ``gate``
@@ -142,12 +136,11 @@ def build_promoter(settings: Settings, store: Any, target: Any, events: EventBus
         return TagPusher(settings.registry_base, settings.image_ref.repository, creds,
                          tag_pattern=settings.tag_pattern, platform=platform)
 
-    clock = wall or (lambda: dt.datetime.now(dt.timezone.utc))
     healthy = None if gate is None else functools.partial(
         gate.verify, timeout=settings.health_timeout, interval=settings.health_interval,
         soak=0, failures=settings.health_failures)
     return Promoter(PromoteConfig(settings.promote_to, settings.promote_after), store,
-                    target, events, pusher, lambda: clock().timestamp(), healthy)
+                    target, events, pusher, clock, healthy)
 
 
 def build_verifier(settings: Settings, registry: Any) -> SignaturePort | None:

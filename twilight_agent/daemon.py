@@ -2,7 +2,7 @@
 
 Threads: the main thread runs ``Daemon.run``'s loop; APScheduler runs the poll job in its
 single worker. Signal handlers only set flags (uvicorn's ``handle_exit``); the loop acts
-on them every ``TICK`` seconds:
+on them every ``Tunables.loop_tick_s`` seconds:
 
 - SIGHUP: re-read the config file. Invalid -> one ``reload_refused`` line, old settings
   keep running. Changed -> a new agent from the new settings and a poll right away (a new
@@ -40,8 +40,6 @@ from twilight_agent.settings import Settings
 log = get_logger("twilight.daemon")
 
 JOB_ID = "poll"
-TICK = 0.2  # how often the loop looks at the signal flags
-JITTER = 0.1  # share of the poll interval added at random, so hosts do not poll in step
 # A cycle is logged when its outcome differs from the last one (not once per poll while
 # the registry is down), and always when it changed what runs.
 LOUD_OUTCOMES = frozenset(o for o in Outcome if o.changed_service)
@@ -69,7 +67,7 @@ class Daemon:
     def __init__(self, settings: Settings, *, agent_factory: AgentFactory,
                  load: SettingsLoader, notifier: Notifier | None = None,
                  scheduler: BackgroundScheduler | None = None, clock: Clock = SYSTEM,
-                 tunables: Tunables = DEFAULT, tick: float = TICK) -> None:
+                 tunables: Tunables = DEFAULT, tick: float = DEFAULT.loop_tick_s) -> None:
         self.settings = settings
         self.agent: AgentLike | None = None
         self.last_report: Any = None
@@ -256,7 +254,7 @@ class Daemon:
 
     def _trigger(self) -> IntervalTrigger:
         interval = self.settings.poll_interval
-        return IntervalTrigger(seconds=interval, jitter=interval * JITTER,
+        return IntervalTrigger(seconds=interval, jitter=interval * self._tunables.poll_jitter,
                                timezone=dt.timezone.utc)
 
     def _watchdog(self) -> None:

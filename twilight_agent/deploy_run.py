@@ -6,13 +6,12 @@ needs is in its context, and it reports by what it leaves in ``DeployRun``.
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from twilight_agent.core.clock import Clock, utcnow
+from twilight_agent.core.clock import Clock, stamp, utcnow
 from twilight_agent.core.events import DeployRef, Event
 from twilight_agent.core.models import Digest, ImageRef, Release
 from twilight_agent.core.outcomes import Outcome, release_dict
@@ -73,7 +72,7 @@ class DeployContext:
 
 
 def new_deploy_id() -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+    return stamp() + "-" + secrets.token_hex(3)
 
 
 @dataclass
@@ -108,11 +107,6 @@ class DeployRun:
         if s is None or not s.digest:
             return None
         return _release(s.tag or "", s.digest)
-
-    @property
-    def new_cid(self) -> str | None:
-        """The first unit's new container (the only one for a single container)."""
-        return self.new_ids.get(0)
 
     def units(self) -> tuple[Snapshot, ...]:
         return self.snapshot.units() if self.snapshot else ()

@@ -24,9 +24,11 @@ from typing import Any, Protocol
 from twilight_agent.adapters.promotion_store import PromotionStore
 from twilight_agent.adapters.sinks import EventBus
 from twilight_agent.core import promotion as rules
-from twilight_agent.core.clock import utcnow
+from twilight_agent.core.clock import Clock, utcnow
 from twilight_agent.core.events import Promoted
+from twilight_agent.core.history import HistoryRow
 from twilight_agent.core.models import Digest, Release
+from twilight_agent.core.outcomes import Outcome
 from twilight_agent.core.ports import HealthVerdict, TargetPort
 from twilight_agent.core.promotion import DROPPED, PROMOTED, PROMOTING, WAITING, Order, Promotion
 from twilight_agent.deploy_run import new_deploy_id
@@ -67,7 +69,7 @@ class Promoter:
 
     def __init__(self, config: PromoteConfig, store: Any, target: TargetPort,
                  events: EventBus, pusher: Callable[[], PusherPort],
-                 wall: Callable[[], float], healthy: HealthCheck | None = None) -> None:
+                 clock: Clock, healthy: HealthCheck | None = None) -> None:
         self.config = config
         self._healthy = healthy
         self.store = store
@@ -76,7 +78,7 @@ class Promoter:
         self.events = events
         self._make_pusher = pusher
         self._pusher: PusherPort | None = None
-        self._wall = wall
+        self.clock = clock
         self._failing: str | None = None
 
     def close(self) -> None:
@@ -98,7 +100,7 @@ class Promoter:
         and retried at the next poll; it never fails the poll."""
         try:
             p = self.promotions.in_flight() or self._scheduled()
-            if p is not None and (p.step == PROMOTING or rules.is_due(p, self._wall())):
+            if p is not None and (p.step == PROMOTING or rules.is_due(p, self.clock.wall())):
                 p = self._promote(p, trigger="poll",
                                   verified=verified is None or verified(p.digest))
         except TwilightError as exc:
@@ -121,14 +123,14 @@ class Promoter:
         known = self.promotions.for_digest(str(current.digest))
         if known is not None:
             return known
-        row = next((r for r in self.store.history(50) if r["outcome"] == "deployed"
-                    and r["to_digest"] == str(current.digest)), None)
+        row = next((r for r in self.store.history(50) if r.deployed
+                    and r.to_digest == str(current.digest)), None)
         if row is None:
             return None
         self.promotions.drop_waiting(f"superseded by {current.label}", keep=current.digest)
         p = self.promotions.put(Promotion(
             id=f"promote-{new_deploy_id()}", digest=str(current.digest), tag=current.tag,
-            to_tag=self.config.to_tag, due=_epoch(row["finished"]) + self.config.after,
+            to_tag=self.config.to_tag, due=_epoch(row.finished) + self.config.after,
             step=WAITING))
         log.info("promotion_scheduled", digest=p.digest, tag=p.tag, to_tag=p.to_tag,
                  due=dt.datetime.fromtimestamp(p.due, dt.timezone.utc).isoformat())
@@ -143,7 +145,7 @@ class Promoter:
                                      keep=release.digest, in_flight=True)
         p = self.promotions.put(Promotion(
             id=f"promote-{new_deploy_id()}", digest=str(release.digest), tag=release.tag,
-            to_tag=self.config.to_tag, due=self._wall(), step=WAITING, forced=True))
+            to_tag=self.config.to_tag, due=self.clock.wall(), step=WAITING, forced=True))
         return self._promote(p, trigger="cli")
 
     def pending(self) -> dict[str, Any] | None:
@@ -154,7 +156,7 @@ class Promoter:
         return {"tag": p.to_tag, "build": {"tag": p.tag, "digest": p.digest}, "step": p.step,
                 "due": dt.datetime.fromtimestamp(p.due, dt.timezone.utc).isoformat(
                     timespec="seconds").replace("+00:00", "Z"),
-                "left_s": round(max(p.due - self._wall(), 0.0), 1) if p.step == WAITING
+                "left_s": round(max(p.due - self.clock.wall(), 0.0), 1) if p.step == WAITING
                 else None, "reason": p.reason or None}
 
     # -- the promotion ----------------------------------------------------------------
@@ -162,7 +164,7 @@ class Promoter:
         """``promoting`` is written before the registry is asked anything; the PUT of the
         same bytes is idempotent, so a promotion interrupted anywhere is done again."""
         self.promotions.mark(p, PROMOTING)
-        started = utcnow()
+        started = utcnow(self.clock)
         digest = Digest(p.digest)
         before = self.pusher.tag_digest(p.to_tag)
         why = None
@@ -182,11 +184,10 @@ class Promoter:
         if before != digest:
             self.pusher.point(p.to_tag, digest)
         reason = f"{p.to_tag} -> {p.tag or digest.short}" + (" (forced)" if p.forced else "")
-        self.promotions.finish(p, {
-            "id": p.id, "started": started, "finished": utcnow(), "from_tag": p.to_tag,
-            "from_digest": str(before) if before else None, "to_tag": p.tag,
-            "to_digest": p.digest, "outcome": rules.OUTCOME, "phase": rules.PHASE,
-            "reason": reason, "trigger": trigger})
+        self.promotions.finish(p, HistoryRow(
+            id=p.id, started=started, finished=utcnow(self.clock), from_tag=p.to_tag,
+            from_digest=str(before) if before else None, to_tag=p.tag, to_digest=p.digest,
+            outcome=Outcome.PROMOTED, phase=rules.PHASE, reason=reason, trigger=trigger))
         self._emit(p, PROMOTED, str(before) if before else None, trigger, reason)
         return replace(p, step=PROMOTED, reason=reason)
 

@@ -3,10 +3,9 @@ halted, last result) and its ``DeployFinished`` event, in that order, once."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from twilight_agent.core.clock import utcnow
 from twilight_agent.core.events import DeployFinished, Event
+from twilight_agent.core.history import HistoryRow
 from twilight_agent.core.outcomes import Outcome
 from twilight_agent.core.ports import Halt, LastResult, Meta, StorePort
 from twilight_agent.deploy_run import DeployRun, EventBus
@@ -24,10 +23,10 @@ class Recorder:
         outcome = run.outcome or Outcome.FAILED
         reason = _full_reason(run, reason)
         finished = utcnow()
-        row = {"id": run.deploy_id, "started": run.started, "finished": finished,
-               "outcome": outcome.value, "phase": run.phase, "reason": reason,
-               "timings": run.timings, "log_tail": run.log_tail, "trigger": run.trigger,
-               "verified": run.verified, **_sides(run)}
+        row = HistoryRow(id=run.deploy_id, started=run.started, finished=finished,
+                         outcome=outcome, phase=run.phase, reason=reason, timings=run.timings,
+                         log_tail=run.log_tail, trigger=run.trigger, verified=run.verified,
+                         **_sides(run))
         last = LastResult(run.deploy_id, outcome.value, reason, finished)
         meta, clear_halt = _meta_after(run, outcome, reason, last)
         self.store.finish(row, meta, clear_halt)
@@ -47,7 +46,7 @@ def _full_reason(run: DeployRun, reason: str) -> str:
     return reason
 
 
-def _sides(run: DeployRun) -> dict[str, Any]:
+def _sides(run: DeployRun) -> dict[str, str | None]:
     f, t = run.from_, run.to
     return {"from_tag": f.tag if f else None, "from_digest": str(f.digest) if f else None,
             "to_tag": t.tag if t else None, "to_digest": str(t.digest) if t else None}

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import time
 from collections.abc import Callable
 from typing import Any
 
+from twilight_agent.core.clock import SYSTEM, Clock
 from twilight_agent.core.events import Totals
 from twilight_agent.core.models import Release
-from twilight_agent.core.outcomes import release_dict
+from twilight_agent.core.outcomes import Outcome, release_dict
 from twilight_agent.core.ports import JournalEntry, StorePort
 from twilight_agent.settings import Settings
 
@@ -24,7 +24,7 @@ def totals(store: StorePort) -> Totals:
     hold = store.get_meta("hold")
     hold = hold if isinstance(hold, dict) else {}
     return Totals(deploys={k: n for k, (n, _) in counts.items()},
-                  last_success=counts.get("deployed", (0, ""))[1] or None,
+                  last_success=counts.get(Outcome.DEPLOYED.value, (0, ""))[1] or None,
                   current=meta.current, halted=meta.halted is not None,
                   phase=journal.phase if journal else ("HALTED" if meta.halted else "IDLE"),
                   phase_since=journal.at if journal else None,
@@ -33,13 +33,13 @@ def totals(store: StorePort) -> Totals:
 
 
 def status(store: StorePort, settings: Settings,
-           live_current: Callable[[], Release | None]) -> dict[str, Any]:
+           live_current: Callable[[], Release | None], clock: Clock = SYSTEM) -> dict[str, Any]:
     """``status --json``: current/previous, pin, track, quarantine, phase, last result."""
     journal = store.open_journal()
     meta = store.meta()
     phase = journal.phase if journal else ("HALTED" if meta.halted else "IDLE")
     last = meta.last_result
-    watch = _watch(journal) if journal and phase == "WATCH" else None
+    watch = _watch(journal, clock) if journal and phase == "WATCH" else None
     return {
         "current": watch["to"] if watch else release_dict(meta.current or live_current()),
         "previous": watch["from"] if watch else release_dict(meta.previous),
@@ -65,14 +65,14 @@ def _held(store: StorePort) -> dict[str, Any] | None:
     return {k: hold.get(k) for k in ("kind", "tag", "digest", "reason", "since")}
 
 
-def _watch(journal: JournalEntry) -> dict[str, Any] | None:
+def _watch(journal: JournalEntry, clock: Clock) -> dict[str, Any] | None:
     """The watch in progress: the committed release, the parked one, the time left."""
     p = journal.payload
     until = p.get("watch_until")
     snap = p.get("snapshot") or {}
     if not isinstance(until, (int, float)):
         return None
-    left = max(until - time.time(), 0.0)
+    left = max(until - clock.wall(), 0.0)
     prev = {"tag": snap.get("tag"), "digest": snap.get("digest")} if snap.get("digest") else None
     return {"deploy_id": journal.deploy_id, "to": p.get("to"), "from": prev,
             "by": p.get("watcher") or None,

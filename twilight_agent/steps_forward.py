@@ -9,9 +9,9 @@ from typing import Any
 from twilight_agent.core import machine as m
 from twilight_agent.core.events import TaskFinished
 from twilight_agent.core.outcomes import Outcome
-from twilight_agent.core.ports import Snapshot
+from twilight_agent.core.ports import RollsOutItself, RunsTasks, Snapshot, StartsBeside
 from twilight_agent.deploy_run import Step
-from twilight_agent.errors import DockerUnavailable, InvalidInput, TwilightError
+from twilight_agent.errors import DockerUnavailable, InvalidInput, RuntimeError_, TwilightError
 from twilight_agent.observe import observe_target
 
 # Start failures the host causes, not the build: quarantining a good build for them would
@@ -63,10 +63,10 @@ def take_snapshot(s: Step, _: m.TakeSnapshot) -> m.Event:
 def start_first(s: Step) -> bool:
     """``TWILIGHT_SWAP``: auto starts the new units beside the old ones when none publishes
     a host port (two would fight for it); start-first on one that does is refused."""
-    mode = s.ctx.config.swap
-    if mode == "stop-first":
+    mode, target = s.ctx.config.swap, s.ctx.target
+    if mode == "stop-first" or not isinstance(target, StartsBeside):  # swarm: its own order
         return False
-    ports = s.ctx.target.publishes_ports(s.snap)
+    ports = target.publishes_ports(s.snap)
     if mode == "start-first" and ports:
         raise InvalidInput(f"TWILIGHT_SWAP=start-first: {s.snap.name} publishes a host port, "
                            "so a second container could not start beside it (use auto or "
@@ -80,6 +80,8 @@ def run_pre_deploy(s: Step, _: m.RunPreDeploy) -> m.Event:
     assert to is not None
     image = c.config.image_ref.with_digest(to.digest)
     try:
+        if not isinstance(c.target, RunsTasks):  # settings refuse it for such a target
+            raise RuntimeError_("TWILIGHT_PRE_DEPLOY: this target runs no one-off task")
         c.progress("pre-deploy task", quiet_s=c.config.pre_deploy_timeout)  # its own bound
         result = c.target.run_task(s.unit(0), image, c.config.pre_deploy,
                                    c.config.pre_deploy_timeout)
@@ -97,7 +99,9 @@ def run_pre_deploy(s: Step, _: m.RunPreDeploy) -> m.Event:
 
 
 def remove_task(s: Step, _: m.RemoveTask) -> m.Event:
-    removed = s.engine("remove_task", lambda: s.ctx.target.remove_task(s.unit(0)))
+    target = s.ctx.target
+    removed = isinstance(target, RunsTasks) and s.engine(
+        "remove_task", lambda: target.remove_task(s.unit(0)))
     what = "its container removed" if removed else "no container left"
     return m.Aborted(f"pre-deploy task interrupted; {what}; nothing swapped",
                      Outcome.ABORTED)
@@ -125,15 +129,24 @@ def stop_parked(s: Step, cmd: m.StopParked) -> m.Event | None:
 
 def expose(s: Step, cmd: m.Expose) -> m.Event | None:
     """The aliases, then a pause: proxies cache what an alias resolves to for a moment."""
-    failed = _cutover(s, cmd.unit, "giving the new {} its network aliases", s.ctx.target.expose)
+    failed = _cutover(s, cmd.unit, "giving the new {} its network aliases",
+                      lambda unit, cid: _beside(s).expose(unit, cid))
     if failed is None:
         s.ctx.clock.sleep(s.ctx.tunables.alias_settle_s)
     return failed
 
 
 def promote(s: Step, cmd: m.Promote) -> m.Event:
-    failed = _cutover(s, cmd.unit, "renaming the new {}", s.ctx.target.promote)
+    failed = _cutover(s, cmd.unit, "renaming the new {}",
+                      lambda unit, cid: _beside(s).promote(unit, cid))
     return failed or m.CutOver(cmd.unit, len(s.snap.units()))
+
+
+def _beside(s: Step) -> StartsBeside:
+    """The target's start-first capability (a run is start-first only with it)."""
+    if not isinstance(s.ctx.target, StartsBeside):
+        raise InvalidInput("a start-first cutover on a target that cannot start beside")
+    return s.ctx.target
 
 
 def _cutover(s: Step, index: int, what: str,
@@ -180,7 +193,8 @@ def verify(s: Step, cmd: m.Verify) -> m.Event:
     watch = [s.run.new_ids[i] for i in range(u) if i in s.run.new_ids]
     cfg = c.config
     try:
-        c.target.settle(cid, c.should_stop, c.progress)  # a swarm update runs its course
+        if isinstance(c.target, RollsOutItself):  # a swarm update runs its course
+            c.target.settle(cid, c.should_stop, c.progress)
         url = s.engine("verify", lambda: c.target.health_url(unit, cid))  # dockerd away
         verdict = c.health.verify(cid, url, timeout=cfg.health_timeout,
                                   interval=cfg.health_interval, soak=cfg.health_soak,

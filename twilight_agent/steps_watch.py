@@ -9,7 +9,7 @@ whoever takes the deploy lock next resumes it.
 
 from __future__ import annotations
 
-import time
+import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
@@ -28,12 +28,12 @@ def watch(s: Step, _: m.Watch) -> m.Event | None:
         return None
     watcher = "daemon" if c.hand_off_watch else c.watcher
     if run.watch_until is None or run.watcher != watcher:  # status says who watches
-        run.watch_until = run.watch_until or time.time() + c.config.watch
+        run.watch_until = run.watch_until or c.clock.wall() + c.config.watch
         run.watcher = watcher
         c.store.journal(run.deploy_id, m.State.WATCH.value, "Watch", run.payload("Watch"))
     if c.hand_off_watch:
         log.info("watch_handed_off", deploy_id=run.deploy_id, to="daemon",
-                 left_s=round(max(run.watch_until - time.time(), 0.0), 1))
+                 left_s=round(max(run.watch_until - c.clock.wall(), 0.0), 1))
         return m.WatchSuspended()
     units = s.snap.units()
     watched: list[tuple[str, str | None]] = []
@@ -59,9 +59,10 @@ def _watch(s: Step, watched: list[tuple[str, str | None]],
            units: tuple[Snapshot, ...]) -> m.Event | None:
     c, run, cfg = s.ctx, s.run, s.ctx.config
     assert run.watch_until is not None
-    left = max(run.watch_until - time.time(), 0.0)
+    left = max(run.watch_until - c.clock.wall(), 0.0)
     log.info("watching", deploy_id=run.deploy_id, left_s=round(left, 1), units=len(watched),
-             until=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.watch_until)))
+             until=dt.datetime.fromtimestamp(run.watch_until, dt.timezone.utc).strftime(
+                 "%Y-%m-%dT%H:%M:%SZ"))
     if c.notice is not None and run.to is not None:
         c.notice(f"healthy: watching {run.to.tag} for {left:.0f}s more, the previous version "
                  "kept parked (Ctrl-C leaves the watch to the next poll or start)")
@@ -72,11 +73,11 @@ def _watch(s: Step, watched: list[tuple[str, str | None]],
         return None
     if verdict.detail.get("interrupted"):
         log.info("watch_suspended", deploy_id=run.deploy_id,
-                 left_s=round(max(run.watch_until - time.time(), 0.0), 1),
+                 left_s=round(max(run.watch_until - c.clock.wall(), 0.0), 1),
                  resumed_by="the next deploy-lock holder (poll, CLI command, start-up)")
         return m.WatchSuspended()
     index = int(verdict.detail.get("unit", 0))
-    into = cfg.watch - max(run.watch_until - time.time(), 0.0)
+    into = cfg.watch - max(run.watch_until - c.clock.wall(), 0.0)
     return m.WatchFailed(f"{units[index].name}: {verdict.reason} ({into:.0f}s into the "
                          f"{cfg.watch:g}s watch)", index, len(units))
 

@@ -18,11 +18,10 @@ and the store's meta ``hold`` for ``status``; a poll that decides anything else 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any
 
 from twilight_agent.core import promotion as order_rules
-from twilight_agent.core.clock import utcnow
+from twilight_agent.core.clock import Clock, utcnow
 from twilight_agent.core.events import HELD_DOWNGRADE, HELD_SIGNATURE, Held
 from twilight_agent.core.models import Digest, Release
 from twilight_agent.core.policy import Decision, Verdict
@@ -41,14 +40,14 @@ class Trust:
 
     def __init__(self, registry: RegistryPort, store: Any, events: EventBus,
                  signatures: SignaturePort | None, *, grace: float, allow_downgrade: bool,
-                 wall: Callable[[], float]) -> None:
+                 clock: Clock) -> None:
         self.registry = registry
         self.store = store
         self.events = events
         self.signatures = signatures  # None: verification is off
         self.grace = grace
         self.allow_downgrade = allow_downgrade
-        self._wall = wall
+        self.clock = clock
         self._older: tuple[str, str, bool] | None = None  # (candidate, running, older)
         self._told: tuple[str, str] | str | None = _UNKNOWN  # the hold told: (digest, kind)
 
@@ -92,7 +91,7 @@ class Trust:
             self.store.mark_verified(str(candidate.digest), candidate.tag, check.key)
         if check.status != MISSING:
             return check, 0.0
-        now = self._wall()
+        now = self.clock.wall()
         seen = self.store.first_seen(str(candidate.digest), candidate.tag, now)
         return check, age_left(seen, now, self.grace)
 
@@ -132,7 +131,7 @@ class Trust:
         self._told = (digest, kind)
         self.store.set_meta(hold={**dataclasses.asdict(decision.candidate), "kind": kind,
                                   "digest": digest, "reason": decision.reason,
-                                  "since": utcnow()})
+                                  "since": utcnow(self.clock)})
         self.events.emit(Held(decision.candidate, running, kind, decision.reason))
 
     def _recorded(self) -> tuple[str, str] | None:

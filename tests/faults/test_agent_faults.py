@@ -100,7 +100,7 @@ def held(site: Site, figures: Figures, bad: AppImage) -> None:
 
 
 def history(site: Site) -> list[dict[str, Any]]:
-    return Store(site.state_dir).history()
+    return [r.as_dict() for r in Store(site.state_dir).history()]
 
 
 def settled(site: Site, figures: Figures, versions: dict[str, AppImage]) -> str:
@@ -251,7 +251,7 @@ def test_state_database_deleted_under_a_running_agent(site: Site, figures: Figur
         assert site.inspect()["Id"] != old_id
         figures.service_ok(site, "v3")
         figures.nothing_lost(site)
-        assert [r["to_digest"] for r in agent.store.history()] == [v3.digest]
+        assert [r.to_digest for r in agent.store.history()] == [v3.digest]
     finally:
         agent.close()
 

@@ -144,25 +144,6 @@ def test_swap_keeps_operator_config_and_data_and_unpark_restores(bed, repo, clea
     assert _exec(bed, old, "cat /data/f /cache/f") == "named\nanon"
 
 
-def test_find_target_by_compose_labels_ignores_parked(bed, repo, cleanup, tmp_path):
-    img = bed.push(repo, version="v1")
-    bed.docker.images.pull(img.ref, tag=img.sha_tag, auth_config=bed.auth)
-    old = _operator_container(bed, cleanup, f"{img.ref}:{img.sha_tag}", tmp_path)
-    with DockerRuntime(compose_project=cleanup, service="app") as rt:
-        assert rt.find_target() == old
-        snap = rt.snapshot(old)
-        rt.park(snap)
-        rt.stop(old)
-        with pytest.raises(TargetNotFound, match="no container for compose project"):
-            rt.find_target()
-        new = rt.create_from(snap, f"{img.ref}:{img.sha_tag}")
-        assert rt.find_target() == new
-        bed.docker.api.rename(new, f"{cleanup}-app-2")
-        rt.unpark(snap)
-        with pytest.raises(TargetNotFound, match="2 containers"):
-            rt.find_target()
-
-
 def test_missing_target_and_unreachable_engine():
     with DockerRuntime(container="twilight-no-such-container") as rt:
         with pytest.raises(TargetNotFound, match="no container named"):

@@ -24,6 +24,7 @@ from tests.integration.deploybed import Site, push
 from tests.integration.test_promotion import canary_config, stable
 from tests.integration.test_signatures import MAIN, Keys, engine_has, keys, verify_cfg
 from twilight_agent import app
+from twilight_agent.core.clock import SYSTEM
 from twilight_agent.core.events import Held, Quarantined
 
 pytestmark = [pytest.mark.integration, pytest.mark.one_engine]
@@ -44,13 +45,20 @@ class Recorder:
 
 
 class Wall:
-    """The agent's wall clock, moved by the test (the grace is counted on it)."""
+    """The agent's clock with a wall-clock time moved by the test (the grace is counted
+    on it); monotonic time and sleeps are the system's."""
 
     def __init__(self) -> None:
-        self.now = dt.datetime.now(dt.timezone.utc)
+        self.at = dt.datetime.now(dt.timezone.utc)
 
-    def __call__(self) -> dt.datetime:
-        return self.now
+    def now(self) -> float:
+        return SYSTEM.now()
+
+    def wall(self) -> float:
+        return self.at.timestamp()
+
+    def sleep(self, seconds: float) -> None:
+        SYSTEM.sleep(seconds)
 
 
 def signed(keys: Keys, img: AppImage) -> AppImage:
@@ -110,12 +118,12 @@ def test_no_signature_by_the_end_of_the_grace_is_quarantined_once(site: Site,
     v2 = push(site, "v2")
     wall, sink = Wall(), Recorder()
     agent = app.build_agent(site.settings(VERIFY_GRACE="20s", **verify_cfg(keys)),
-                            sinks=[sink], wall=wall)
+                            sinks=[sink], clock=wall)
     try:
         waiting = agent.poll_once()
-        wall.now += dt.timedelta(seconds=19)
+        wall.at += dt.timedelta(seconds=19)
         still = agent.poll_once()
-        wall.now += dt.timedelta(seconds=2)
+        wall.at += dt.timedelta(seconds=2)
         refused, after = agent.poll_once(), agent.poll_once()
     finally:
         agent.close()

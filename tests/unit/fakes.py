@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twilight_agent.adapters.docker_runtime import Listed
+from twilight_agent.core.clock import SYSTEM
 from twilight_agent.core.models import Digest, Release
 from twilight_agent.core.ports import ContainerState, HealthVerdict, Snapshot, TaskResult
 from twilight_agent.errors import ManifestNotFound, RegistryUnavailable
@@ -39,7 +40,8 @@ class FakeRegistry:
         self._check()
         return self.track.digest
 
-    def resolve_track(self, track: str, known: Release | None = None) -> Release:
+    def resolve_track(self, track: str, known: Release | None = None,
+                      digest: Digest | None = None) -> Release:
         self.calls.append("resolve_track")
         self._check()
         return self.track
@@ -289,3 +291,19 @@ class Sink:
 
     def named(self, event: str) -> list[dict[str, Any]]:
         return [f for e, f in self.events if e == event]
+
+
+class WallClock:
+    """The system's monotonic time and sleep, with the wall-clock time a test sets."""
+
+    def __init__(self, wall: Callable[[], float]) -> None:
+        self._wall = wall
+
+    def now(self) -> float:
+        return SYSTEM.now()
+
+    def wall(self) -> float:
+        return self._wall()
+
+    def sleep(self, seconds: float) -> None:
+        SYSTEM.sleep(seconds)

@@ -111,6 +111,9 @@ class ModelClock:
     def now(self) -> float:
         return self.world.t
 
+    def wall(self) -> float:
+        return self.world.wall().timestamp()
+
     def sleep(self, seconds: float) -> None:
         self.world.t += max(seconds, 0.001)
 
@@ -234,12 +237,12 @@ class ModelStore(Store):
         self.killer.tick(f"after journal {phase}/{step}")
 
     def finish(self, row: Any, meta: Any = None, clear_halt: bool = False) -> None:
-        self.killer.tick(f"before history {row.get('outcome')}")
+        self.killer.tick(f"before history {row.outcome}")
         if meta is None:
             super().finish(row, clear_halt=clear_halt)
         else:
             super().finish(row, meta, clear_halt)
-        self.killer.tick(f"after history {row.get('outcome')}")
+        self.killer.tick(f"after history {row.outcome}")
 
 
 @dataclass(frozen=True)
@@ -316,13 +319,13 @@ class World:
         s = self.settings()
         agent = build_agent(s, [self.sink], registry=self.registry, runtime=self.runtime,
                             health=self.health, store=self.store, clock=self.clock,
-                            wall=self.wall, signatures=self.signer if self.cfg.verify else None)
+                            signatures=self.signer if self.cfg.verify else None)
         if self.cfg.promote:
             healthy = functools.partial(self.health.verify, timeout=s.health_timeout,
                                         interval=s.health_interval, soak=0, failures=0)
             agent.promoter = Promoter(PromoteConfig(STABLE, PROMOTE_AFTER), self.store,
                                       agent.target, EventBus([self.sink]),
-                                      lambda: self.pusher, lambda: self.wall().timestamp(),
+                                      lambda: self.pusher, self.clock,
                                       healthy)
         return agent
 

@@ -87,7 +87,7 @@ class AgentModel(RuleBasedStateMachine):
             p.start()
         STATS.examples += 1
 
-    def _stamp(self) -> str:
+    def _stamp(self, *_: object) -> str:
         """History and promotion timestamps on the model's time (history is read newest
         first, and a promotion is due PROMOTE_AFTER after its deploy's row)."""
         if self.w is None:
@@ -387,10 +387,10 @@ class AgentModel(RuleBasedStateMachine):
             assert str(meta.current.digest) == d, \
                 f"agree: current {meta.current.tag} while {w.tag_of(d or '')} runs"
         runs = [r for r in w.store.history(500)
-                if r["outcome"] in ("deployed", "rolled_back", "halted")]
-        if runs and runs[0]["outcome"] != "halted":
-            key = "to_digest" if runs[0]["outcome"] == "deployed" else "from_digest"
-            assert runs[0][key] == d, f"agree: last run {runs[0]['outcome']} " \
+                if r.outcome in ("deployed", "rolled_back", "halted")]
+        if runs and runs[0].outcome != "halted":
+            key = "to_digest" if runs[0].outcome == "deployed" else "from_digest"
+            assert getattr(runs[0], key) == d, f"agree: last run {runs[0].outcome} " \
                 f"{runs[0]['to_tag']} while {w.tag_of(d or '')} runs"
 
     def check_parked(self) -> None:

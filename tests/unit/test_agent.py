@@ -63,7 +63,7 @@ def test_good_image_is_deployed_and_committed(w: World) -> None:
     assert read_image_digest(w.env) == NEW.digest
     assert w.runtime.tags[f"img-{NEW.digest[-6:]}"] == NEW.tag
     (row,) = w.store.history()
-    assert (row["outcome"], row["from_digest"], row["to_digest"]) == (
+    assert (row.outcome, row.from_digest, row.to_digest) == (
         "deployed", OLD.digest, NEW.digest)
     st = w.agent.status()
     assert st["current"]["digest"] == NEW.digest and st["previous"]["digest"] == OLD.digest
@@ -90,8 +90,8 @@ def test_bad_image_rolls_back_quarantines_and_is_not_retried(w: World) -> None:
     assert w.store.is_quarantined(NEW.digest)
     assert read_image_tag(w.env) == OLD.tag
     (row,) = w.store.history()
-    assert row["outcome"] == "rolled_back" and "exited with code 3" in row["reason"]
-    assert "cannot open database" in row["log_tail"]
+    assert row.outcome == "rolled_back" and "exited with code 3" in row.reason
+    assert "cannot open database" in row.log_tail
     # quarantine happened before the new container was removed
     assert w.runtime.calls.index("remove") > w.runtime.calls.index("start")
     again = w.agent.deploy()
@@ -165,7 +165,7 @@ def test_pull_failure_records_and_leaves_the_service(w: World) -> None:
         w.agent.deploy()
     assert w.running == OLD.digest and "park" not in w.runtime.calls
     (row,) = w.store.history()
-    assert (row["outcome"], row["phase"]) == ("failed", "PULL")
+    assert (row.outcome, row.phase) == ("failed", "PULL")
 
 
 def test_second_deploy_is_refused_while_another_thread_holds_the_lock(w: World) -> None:
@@ -196,7 +196,7 @@ def test_rollback_goes_to_the_previous_good_digest(w: World) -> None:
     w.registry.tags[OLD.tag] = OLD
     report = w.agent.rollback()
     assert report.outcome == "deployed" and w.running == OLD.digest
-    assert w.store.history()[0]["trigger"] == "rollback"
+    assert w.store.history()[0].trigger == "rollback"
     assert (read_image_tag(w.env), read_image_digest(w.env)) == (OLD.tag, OLD.digest)
 
 
@@ -241,7 +241,7 @@ def test_recovery_after_a_crash_in_each_step(w: World, step: str, expect_digest:
     assert w.running == expect_digest
     assert w.runtime.by_name("app.twilight-prev") is None or outcome == "aborted"
     (row,) = w.store.history()
-    assert row["outcome"] == outcome and "recovered at start-up" in row["reason"]
+    assert row.outcome == outcome and "recovered at start-up" in row.reason
     assert w.store.open_journal() is None
     assert len([c for c in w.runtime.containers.values() if c.name.startswith("app")]) == 1
 
@@ -256,7 +256,7 @@ def test_recovery_after_a_crash_during_verify_verifies_again(w: World) -> None:
     w.health.hook = None
     w.make().recover()
     assert w.running == NEW.digest
-    assert w.store.history()[0]["outcome"] == "deployed"
+    assert w.store.history()[0].outcome == "deployed"
 
 
 def test_recovery_after_a_crash_during_rollback_finishes_it(w: World) -> None:
@@ -267,7 +267,7 @@ def test_recovery_after_a_crash_during_rollback_finishes_it(w: World) -> None:
     w.runtime.on.clear()
     w.make().recover()
     assert w.running == OLD.digest and w.store.is_quarantined(NEW.digest)
-    assert w.store.history()[0]["outcome"] == "rolled_back"
+    assert w.store.history()[0].outcome == "rolled_back"
 
 
 def test_recovery_waits_for_docker_instead_of_halting(w: World) -> None:
@@ -288,7 +288,7 @@ def test_recovery_waits_for_docker_instead_of_halting(w: World) -> None:
     assert w.store.open_journal() is not None and w.store.history() == []
     w.runtime.find_by_name = real  # type: ignore[method-assign]
     w.make().recover()
-    assert w.running == OLD.digest and w.store.history()[0]["outcome"] == "rolled_back"
+    assert w.running == OLD.digest and w.store.history()[0].outcome == "rolled_back"
 
 
 def test_pin_deploys_that_tag_then_reports_pinned_current(tmp_path: Path) -> None:
@@ -305,7 +305,7 @@ def test_stop_requested_before_the_swap_leaves_the_service_alone(w: World) -> No
     report = w.agent.deploy()
     assert (report.outcome, report.exit_code) == ("nothing_to_do", 0)
     assert "park" not in w.runtime.calls and w.running == OLD.digest
-    assert w.store.history()[0]["outcome"] == "aborted"
+    assert w.store.history()[0].outcome == "aborted"
 
 
 @pytest.mark.parametrize("swap", ["stop-first", "start-first"])

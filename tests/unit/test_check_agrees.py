@@ -16,6 +16,7 @@ from twilight_agent import app
 from twilight_agent.adapters.store import Store
 from twilight_agent.agent import Agent
 from twilight_agent.commands import check
+from twilight_agent.core.history import HistoryRow
 from twilight_agent.core.outcomes import Outcome
 from twilight_agent.core.ports import Halt, Meta
 from twilight_agent.settings import Settings
@@ -58,8 +59,8 @@ def quarantined(h: Host) -> None:
 
 
 def halted(h: Host) -> None:
-    h.store.finish({"id": "d0", "started": "s", "finished": "f", "outcome": "halted",
-                    "phase": "HALTED"},
+    h.store.finish(HistoryRow(id="d0", started="s", finished="f", outcome=Outcome.HALTED,
+                              phase="HALTED"),
                    Meta(halted=Halt(NEW.digest, "previous version unhealthy too", "d0")))
 
 

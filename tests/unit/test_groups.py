@@ -58,7 +58,7 @@ def test_every_unit_is_swapped_in_order_and_gated_watching_the_earlier_ones(g: G
     assert g.runtime.calls.count("park") == 3 and g.runtime.calls.count("remove") == 3
     assert [len(w) for w in g.health.watched] == [0, 1, 2]  # each gate watches the earlier
     (row,) = g.store.history()
-    assert row["outcome"] == "deployed" and row["to_digest"] == NEW.digest
+    assert row.outcome == "deployed" and row.to_digest == NEW.digest
 
 
 def test_a_failing_worker_rolls_every_unit_back_last_first_and_quarantines_once(
@@ -72,7 +72,7 @@ def test_a_failing_worker_rolls_every_unit_back_last_first_and_quarantines_once(
     assert g.store.is_quarantined(NEW.digest)
     assert len(g.sink.named("quarantined")) == 1
     (row,) = g.store.history()
-    assert "shop-worker-1" in row["reason"] and row["outcome"] == "rolled_back"
+    assert "shop-worker-1" in row.reason and row.outcome == "rolled_back"
     assert {c.policy["Name"] for c in g.runtime.containers.values()} == {"unless-stopped"}
 
 
@@ -111,7 +111,7 @@ def test_killed_during_the_second_units_swap_recovery_undoes_every_unit(g: Group
     g.agent().recover()
     assert g.running() == {"shop-web-1": "1", "shop-web-2": "1", "shop-worker-1": "1"}
     (row,) = g.store.history()
-    assert row["outcome"] == "rolled_back" and "recovered at start-up" in row["reason"]
+    assert row.outcome == "rolled_back" and "recovered at start-up" in row.reason
 
 
 def test_pre_deploy_runs_once_in_the_new_image_before_any_swap(tmp_path: Path) -> None:
@@ -137,7 +137,7 @@ def test_a_failed_pre_deploy_touches_nothing_and_quarantines(
     (q,) = g.store.quarantined()
     assert q.digest == NEW.digest and why in q.reason
     (row,) = g.store.history()
-    assert row["phase"] == "PRE_DEPLOY" and row["log_tail"] == task[1]
+    assert row.phase == "PRE_DEPLOY" and row.log_tail == task[1]
     assert g.agent().deploy().outcome == "quarantined"  # not tried again
 
 
@@ -154,4 +154,4 @@ def test_killed_during_the_task_recovery_removes_it_and_touches_nothing(tmp_path
     g.agent().recover()
     assert "remove_task" in g.runtime.calls and "park" not in g.runtime.calls
     (row,) = g.store.history()
-    assert row["outcome"] == "aborted" and row["phase"] == "PRE_DEPLOY"
+    assert row.outcome == "aborted" and row.phase == "PRE_DEPLOY"

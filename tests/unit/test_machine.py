@@ -8,6 +8,7 @@ import pytest
 
 from twilight_agent.core import machine as m
 from twilight_agent.core import policy
+from twilight_agent.core.history import HistoryRow
 from twilight_agent.core.machine import State
 from twilight_agent.core.models import Digest, Release
 from twilight_agent.core.outcomes import Outcome
@@ -146,11 +147,13 @@ def test_each_verdict_reports_its_outcome_and_exit_code() -> None:
 
 def test_previous_good_is_the_from_side_of_the_deploy_that_brought_current() -> None:
     rows = [
-        {"outcome": "rolled_back", "to_digest": D3, "from_digest": D2},
-        {"outcome": "deployed", "to_digest": D2, "from_digest": D1, "from_tag": "sha-1111111"},
-        {"outcome": "deployed", "to_digest": D1, "from_digest": D3},
+        HistoryRow("1", "s", "f", Outcome.ROLLED_BACK, "VERIFY", to_digest=D3, from_digest=D2),
+        HistoryRow("2", "s", "f", Outcome.DEPLOYED, "WATCH", to_digest=D2, from_digest=D1,
+                   from_tag="sha-1111111"),
+        HistoryRow("3", "s", "f", Outcome.DEPLOYED, "WATCH", to_digest=D1, from_digest=D3),
     ]
-    assert policy.previous_good(rows, D2)["from_tag"] == "sha-1111111"
+    good = policy.previous_good(rows, D2)
+    assert good is not None and good.from_tag == "sha-1111111"
     assert policy.previous_good(rows, D3) is None
 
 

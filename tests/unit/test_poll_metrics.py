@@ -6,6 +6,7 @@ host's totals instead of zero."""
 from __future__ import annotations
 
 import itertools
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,9 @@ class TickingClock:
     def now(self) -> float:
         self.t = next(self._ticks) * 0.25
         return self.t
+
+    def wall(self) -> float:
+        return time.time()
 
     def sleep(self, seconds: float) -> None:
         pass

@@ -20,6 +20,7 @@ from tests.unit.fakes import (
     FakeRegistry,
     FakeRuntime,
     Sink,
+    WallClock,
     digest,
     release,
 )
@@ -29,7 +30,9 @@ from twilight_agent.adapters.sinks import EventBus
 from twilight_agent.adapters.store import Store
 from twilight_agent.app import build_agent
 from twilight_agent.core import promotion as rules
+from twilight_agent.core.history import HistoryRow
 from twilight_agent.core.models import Digest, Release
+from twilight_agent.core.outcomes import Outcome
 from twilight_agent.core.ports import ContainerState, HealthVerdict, Meta, Snapshot
 from twilight_agent.core.promotion import Order
 from twilight_agent.errors import ConfigError, RegistryUnavailable
@@ -81,10 +84,10 @@ class Target:
 
 def deployed(store: Store, n: int, finished: str = ISO, prev: int | None = None) -> None:
     to, frm = release(n), release(prev) if prev else None
-    store.finish({"id": f"d{n}", "started": finished, "finished": finished,
-                  "from_tag": frm.tag if frm else None,
-                  "from_digest": str(frm.digest) if frm else None, "to_tag": to.tag,
-                  "to_digest": str(to.digest), "outcome": "deployed", "phase": "WATCH"},
+    store.finish(HistoryRow(id=f"d{n}", started=finished, finished=finished,
+                            from_tag=frm.tag if frm else None,
+                            from_digest=str(frm.digest) if frm else None, to_tag=to.tag,
+                            to_digest=str(to.digest), outcome=Outcome.DEPLOYED, phase="WATCH"),
                  Meta(current=to))
 
 
@@ -98,7 +101,8 @@ class Bed:
 
     def promoter(self, gate: Any = None) -> Promoter:  # what a restarted agent builds
         return Promoter(PromoteConfig("stable", 60.0), self.store, self.target,
-                        EventBus([self.sink]), lambda: self.pusher, lambda: self.now, gate)
+                        EventBus([self.sink]), lambda: self.pusher, WallClock(lambda: self.now),
+                        gate)
 
 
 @pytest.fixture
@@ -120,7 +124,7 @@ def test_the_wait_is_recorded_once_and_survives_a_restart(bed: Bed) -> None:
     assert done is not None and done.step == "promoted"
     assert bed.pusher.puts == [("stable", digest(2))]
     row = bed.store.history(1)[0]
-    assert (row["outcome"], row["phase"], row["to_digest"], row["from_digest"]) == (
+    assert (row.outcome, row.phase, row.to_digest, row.from_digest) == (
         "promoted", "PROMOTE", str(digest(2)), str(digest(1)))
     assert bed.sink.named("promotion")[0]["outcome"] == "promoted"
     bed.now += 3600
@@ -139,7 +143,7 @@ def test_a_killed_promotion_is_done_again_and_a_put_that_landed_is_not_repeated(
     bed.pusher.stable = digest(2)  # the PUT landed before the agent died
     assert bed.promoter().tick().step == "promoted"  # type: ignore[union-attr]
     assert bed.pusher.puts == []
-    assert bed.store.history(1)[0]["outcome"] == "promoted"
+    assert bed.store.history(1)[0].outcome == "promoted"
 
 
 def test_never_a_quarantined_digest_unless_an_operator_says_so(bed: Bed) -> None:
@@ -158,14 +162,14 @@ def test_never_a_quarantined_digest_unless_an_operator_says_so(bed: Bed) -> None
     forced = bed.promoter(gate).force(release(2))
     assert asked == []  # an operator's promotion skips every rule, the gate too
     assert forced.step == "promoted" and bed.pusher.puts == [("stable", digest(2))]
-    assert bed.store.history(1)[0]["trigger"] == "cli"
+    assert bed.store.history(1)[0].trigger == "cli"
 
 
 def test_never_a_build_older_than_the_one_the_tag_points_at(bed: Bed) -> None:
     deployed(bed.store, 3, prev=2)
     bed.pusher.stable = digest(3)
-    bed.store.finish({"id": "d2b", "started": ISO, "finished": ISO, "to_digest": str(
-        digest(2)), "to_tag": "sha-0000002", "outcome": "deployed", "phase": "WATCH"},
+    bed.store.finish(HistoryRow(id="d2b", started=ISO, finished=ISO, to_digest=str(
+        digest(2)), to_tag="sha-0000002", outcome=Outcome.DEPLOYED, phase="WATCH"),
         Meta(current=release(2)))  # a rollback to 2 is recorded as a deploy of 2
     bed.promoter().tick()
     bed.now = T0 + 61
@@ -209,9 +213,10 @@ def test_nothing_is_scheduled_for_a_build_this_host_did_not_deploy(tmp_path: Pat
 
 
 def test_order_by_history_uses_the_first_deploy_of_each_digest() -> None:
-    rows = [{"outcome": "deployed", "to_digest": "b"}, {"outcome": "deployed", "to_digest": "a"},
-            {"outcome": "rolled_back", "to_digest": "c"}, {"outcome": "deployed",
-                                                           "to_digest": "b"}]
+    rows = [HistoryRow("1", "s", "f", Outcome.DEPLOYED, "WATCH", to_digest="b"),
+            HistoryRow("2", "s", "f", Outcome.DEPLOYED, "WATCH", to_digest="a"),
+            HistoryRow("3", "s", "f", Outcome.ROLLED_BACK, "VERIFY", to_digest="c"),
+            HistoryRow("4", "s", "f", Outcome.DEPLOYED, "WATCH", to_digest="b")]
     assert rules.order_by_history(rows, "a", "b") is Order.NEWER
     assert rules.order_by_history(rows, "b", "a") is Order.OLDER
     assert rules.order_by_history(rows, "c", "a") is Order.UNKNOWN
@@ -306,7 +311,8 @@ def test_the_agent_promotes_after_its_polls_and_status_shows_the_wait(tmp_path: 
                         health=FakeHealth(runtime), store=store)
     offset = [0.0]
     agent.promoter = Promoter(PromoteConfig("stable", 60.0), store, agent.target,
-                              EventBus([sink]), lambda: pusher, lambda: time.time() + offset[0])
+                              EventBus([sink]), lambda: pusher,
+                              WallClock(lambda: time.time() + offset[0]))
     assert agent.poll_once().outcome == "deployed"
     assert agent.poll_once().outcome == "up_to_date"
     shown = agent.status()["promotion"]
@@ -323,7 +329,7 @@ def test_promotions_are_not_counted_as_deploys(bed: Bed) -> None:
     bed.promoter().tick()
     bed.now = T0 + 61
     bed.promoter().tick()
-    assert bed.store.history(1)[0]["outcome"] == "promoted"
+    assert bed.store.history(1)[0].outcome == "promoted"
     assert set(bed.store.outcome_counts()) == {"deployed"}
 
 

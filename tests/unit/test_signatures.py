@@ -347,7 +347,7 @@ def test_agent_refuses_quarantines_records_and_pulls_nothing(tmp_path: Path) -> 
     (q,) = store.quarantined()
     assert q.digest == new.digest and q.reason.startswith("signature: invalid")
     (row,) = store.history()
-    assert (row["outcome"], row["to_digest"]) == ("untrusted", new.digest)
+    assert (row.outcome, row.to_digest) == ("untrusted", new.digest)
     (done,) = sink.named("deploy_finished")
     assert done["outcome"] == "untrusted" and "signature" in done["reason"]
     finished = [e for e in sink.typed if e.name == "deploy_finished"]
@@ -473,12 +473,12 @@ class FlipVerifier(FixedVerifier):
 
 
 def _agent(tmp_path: Path, verifier: Any, registry: FakeRegistry, runtime: FakeRuntime,
-           sink: Sink, wall: Any = None, **extra: Any) -> Any:
+           sink: Sink, **extra: Any) -> Any:
     s = Settings(image="ghcr.io/acme/app", container="app", state_dir=tmp_path / "st",
                  watch=0, **extra)
     return build_agent(s, [sink], registry=registry, runtime=runtime,
                        health=FakeHealth(runtime), store=Store(s.state_dir),
-                       signatures=verifier, **({"wall": wall} if wall else {}))
+                       signatures=verifier)
 
 
 def test_agent_waits_for_a_late_signature_once_per_build_then_deploys(tmp_path: Path) -> None:
@@ -494,7 +494,7 @@ def test_agent_waits_for_a_late_signature_once_per_build_then_deploys(tmp_path: 
     verifier.sign()
     assert agent.poll_once().outcome == "deployed"
     assert runtime.running_digest() == new.digest and agent.status()["held"] is None
-    assert agent.store.history()[0]["verified"] is True
+    assert agent.store.history()[0].verified is True
     assert agent.store.is_verified(str(new.digest))
 
 

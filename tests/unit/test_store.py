@@ -8,16 +8,27 @@ import sqlite3
 import stat
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from twilight_agent.adapters.store import Store
+from twilight_agent.core.history import HistoryRow
 from twilight_agent.core.models import Digest, Release
+from twilight_agent.core.outcomes import Outcome
 from twilight_agent.core.ports import Halt, Meta
 from twilight_agent.errors import InvalidInput
 
 D1 = "sha256:" + "a" * 64
 D2 = "sha256:" + "b" * 64
+
+
+def hrow(**kw: Any) -> HistoryRow:
+    """A history row for a test: what it does not name is empty."""
+    base: dict[str, Any] = {"id": "d", "started": "s", "finished": "f", "phase": "COMMIT"}
+    base.update(kw)
+    base["outcome"] = Outcome(base["outcome"])
+    return HistoryRow(**base)
 
 
 def mode(p: Path) -> int:
@@ -42,23 +53,23 @@ def test_journal_is_open_until_the_history_row_closes_it(tmp_path: Path) -> None
     open_ = store.open_journal()
     assert open_ is not None
     assert open_.phase == "VERIFY" and open_.payload["new_cid"] == "c2"
-    store.finish({"id": "d1", "started": "t0", "finished": "t1", "outcome": "deployed",
-                  "phase": "COMMIT", "to_digest": D2, "from_digest": D1,
-                  "timings": {"VERIFY": 1.5}}, Meta(current=Release("x", Digest(D2))))
+    store.finish(hrow(id="d1", started="t0", finished="t1", outcome="deployed",
+                       phase="COMMIT", to_digest=D2, from_digest=D1,
+                       timings={"VERIFY": 1.5}), Meta(current=Release("x", Digest(D2))))
     assert store.open_journal() is None
     (row,) = store.history()
-    assert row["outcome"] == "deployed" and row["timings"] == {"VERIFY": 1.5}
+    assert row.outcome == "deployed" and row.timings == {"VERIFY": 1.5}
     assert store.meta().current == Release("x", Digest(D2))
 
 
 def test_meta_is_typed_and_a_halt_is_cleared_only_when_asked(tmp_path: Path) -> None:
     store = Store(tmp_path)
     row = {"started": "s", "finished": "f", "outcome": "halted", "phase": "HALTED"}
-    store.finish({"id": "d1", **row}, Meta(halted=Halt(D2, "previous exited", "d1")))
+    store.finish(hrow(id="d1", **row), Meta(halted=Halt(D2, "previous exited", "d1")))
     assert store.meta().halted == Halt(D2, "previous exited", "d1")
-    store.finish({"id": "d2", **row, "outcome": "failed"}, Meta())
+    store.finish(hrow(**{**row, "id": "d2", "outcome": "failed"}), Meta())
     assert store.meta().halted is not None  # a failed pull does not end a halt
-    store.finish({"id": "d3", **row, "outcome": "deployed"}, Meta(), clear_halt=True)
+    store.finish(hrow(**{**row, "id": "d3", "outcome": "deployed"}), Meta(), clear_halt=True)
     assert store.meta().halted is None
 
 
@@ -71,9 +82,8 @@ def test_a_read_only_store_creates_nothing(tmp_path: Path) -> None:
 def test_history_is_newest_first_and_limited(tmp_path: Path) -> None:
     store = Store(tmp_path)
     for i in range(5):
-        store.finish({"id": f"d{i}", "started": "s", "finished": f"2026-01-0{i + 1}",
-                      "outcome": "deployed", "phase": "COMMIT"})
-    assert [r["id"] for r in store.history(3)] == ["d4", "d3", "d2"]
+        store.finish(hrow(id=f"d{i}", finished=f"2026-01-0{i + 1}", outcome="deployed"))
+    assert [r.id for r in store.history(3)] == ["d4", "d3", "d2"]
 
 
 def test_quarantine_by_digest_short_digest_or_tag(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from twilight_agent.core import events, machine
+from twilight_agent.core.outcomes import Outcome
 from twilight_agent.core.tunables import Tunables
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,6 +89,59 @@ def test_the_guide_names_no_state_or_step_the_machine_lacks() -> None:
         assert phase in known and step in known, (phase, step)
 
 
+# Strings that equal an outcome's value but name something else, compared where they are.
+NOT_OUTCOMES = {
+    "adapters/message.py",  # the message's ``event`` kind (``deployed``, ``halted``, ...)
+}
+
+
+def test_no_outcome_string_is_compared_outside_core() -> None:
+    """Outside core an outcome is ``Outcome`` (or a ``HistoryRow`` property), never its
+    string: a comparison with a literal such as ``"rolled_back"`` is a typo waiting."""
+    values = {o.value for o in Outcome}
+    for path, tree in modules():
+        rel = path.relative_to(PKG).as_posix()
+        if rel.startswith("core/") or rel in NOT_OUTCOMES:
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Compare):
+                continue
+            for side in [node.left, *node.comparators]:
+                found = [c.value for c in ast.walk(side) if isinstance(c, ast.Constant)
+                         and c.value in values]
+                assert not found, f"{rel}:{node.lineno} compares {found}"
+
+
+# Reading the system's clocks is core/clock.py's job; each exception says why it cannot be.
+CLOCK_READS = {"time.time", "time.monotonic", "time.sleep", "time.gmtime", "time.localtime",
+               "time.perf_counter", "time.clock_gettime", "time.clock_gettime_ns",
+               "datetime.now", "datetime.utcnow", "dt.datetime.now", "dt.datetime.utcnow"}
+CLOCK_OK = {
+    "core/clock.py",  # the one clock
+    # APScheduler compares ``next_run_time`` with its own (real) clock: "run now" must be
+    # the real now, whatever clock the daemon's loop is given.
+    "daemon.py",
+    # systemd's RELOADING=1 wants MONOTONIC_USEC: the kernel's CLOCK_MONOTONIC in µs at
+    # the moment of the message, which an injected clock cannot give.
+    "adapters/notify.py",
+}
+
+
+def test_time_is_read_only_through_the_clock() -> None:
+    """``time.time()``, ``time.monotonic()``, ``time.sleep`` and friends only in
+    ``core/clock.py``: everything else gets a ``Clock`` (structlog's ``TimeStamper`` stamps
+    log lines itself and is not ours to inject)."""
+    for path, tree in modules():
+        rel = path.relative_to(PKG).as_posix()
+        if rel in CLOCK_OK:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and ast.unparse(node) in CLOCK_READS:
+                raise AssertionError(f"{rel}:{node.lineno} reads {ast.unparse(node)}")
+            if isinstance(node, ast.ImportFrom) and node.module == "time":
+                raise AssertionError(f"{rel}:{node.lineno} imports from time")
+
+
 def test_stop_grace_ends_before_systemd_kills_the_unit() -> None:
     unit = (ROOT / "systemd" / "twilight-agent.service").read_text()
     timeout = re.search(r"^TimeoutStopSec=(\d+)s?$", unit, re.M)
@@ -97,3 +151,19 @@ def test_stop_grace_ends_before_systemd_kills_the_unit() -> None:
 
 def _union_names(union: object) -> list[str]:
     return [t.__name__ for t in getattr(union, "__args__", ())]
+
+
+def test_each_target_kind_implements_the_port_and_only_the_capabilities_it_has() -> None:
+    """The swap port in full for every kind; a capability only where the kind has it (no
+    ``publishes_ports() -> True`` to steer the run, no refusing ``run_task``)."""
+    from twilight_agent.adapters.container_target import ComposeGroupTarget, ContainerTarget
+    from twilight_agent.adapters.swarm_target import SwarmTarget
+    from twilight_agent.core.ports import RollsOutItself, RunsTasks, StartsBeside, TargetPort
+
+    port = {n for n in vars(TargetPort) if not n.startswith("_")}
+    kinds = {ContainerTarget: {StartsBeside, RunsTasks}, ComposeGroupTarget: {StartsBeside,
+             RunsTasks}, SwarmTarget: {RollsOutItself}}
+    for kind, capabilities in kinds.items():
+        assert port <= set(dir(kind)), (kind, port - set(dir(kind)))
+        has = {c for c in (StartsBeside, RunsTasks, RollsOutItself) if issubclass(kind, c)}
+        assert has == capabilities, kind

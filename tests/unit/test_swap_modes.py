@@ -44,7 +44,7 @@ def test_auto_without_host_ports_starts_the_new_one_beside_the_old_one(tmp_path:
     assert old_serving and beside is not None  # both ran while the new one was gated
     assert w.running == NEW.digest and w.runtime.find_by_name("app") == beside
     assert w.runtime.by_name("app.twilight-next") is None
-    assert w.store.history()[0]["outcome"] == "deployed"
+    assert w.store.history()[0].outcome == "deployed"
 
 
 def test_start_first_health_url_names_the_new_containers_address(tmp_path: Path) -> None:
@@ -84,6 +84,9 @@ class RecordingClock:
     def now(self) -> float:
         return time.monotonic()
 
+    def wall(self) -> float:
+        return time.time()
+
     def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
 
@@ -110,7 +113,7 @@ def test_a_crash_during_the_cutover_is_finished_at_start_up(tmp_path: Path) -> N
     w.make().recover()
     assert w.running == NEW.digest
     row = w.store.history()[0]
-    assert row["outcome"] == "deployed" and "CUTOVER/StopParked" in row["reason"]
+    assert row.outcome == "deployed" and "CUTOVER/StopParked" in row.reason
     assert sorted(c.name for c in w.runtime.containers.values()) == ["app"]
 
 

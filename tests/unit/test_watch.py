@@ -35,7 +35,7 @@ def test_the_parked_container_is_kept_during_the_watch_and_removed_after(w: Worl
     assert seen == [True] and w.runtime.by_name("app.twilight-prev") is None
     (cids, seconds), = w.health.watches
     assert cids == [w.runtime.find_by_name("app")] and 299 < seconds <= 300
-    assert w.store.history()[0]["phase"] == "WATCH"
+    assert w.store.history()[0].phase == "WATCH"
 
 
 def test_status_during_the_watch_shows_it_and_the_time_left(w: World) -> None:
@@ -60,8 +60,8 @@ def test_a_death_during_the_watch_rolls_back_quarantines_and_restores_env(w: Wor
     assert w.env.read_bytes() == before and read_image_tag(w.env) == OLD.tag
     assert read_image_digest(w.env) is None
     row = w.store.history()[0]
-    assert (row["outcome"], row["phase"]) == ("rolled_back", "WATCH")
-    assert "exited with code 3" in row["reason"] and "watch" in row["reason"]
+    assert (row.outcome, row.phase) == ("rolled_back", "WATCH")
+    assert "exited with code 3" in row.reason and "watch" in row.reason
     assert [c.name for c in w.runtime.containers.values()] == ["app"]
     assert w.agent.poll_once().outcome == "quarantined"  # the same build is not retried
 
@@ -85,7 +85,7 @@ def test_a_stop_suspends_the_watch_and_the_next_lock_holder_resumes_it(w: World)
     assert fresh.poll_once().outcome in ("up_to_date", "nothing_to_do")
     assert w.store.open_journal() is None and w.runtime.by_name("app.twilight-prev") is None
     row = w.store.history()[0]
-    assert row["outcome"] == "deployed" and "stopped in WATCH/Watch" in row["reason"]
+    assert row.outcome == "deployed" and "stopped in WATCH/Watch" in row.reason
     _, seconds = w.health.watches[-1]
     assert seconds < 300  # resumed with the time that was left, not a new window
 
@@ -102,7 +102,7 @@ def test_a_crash_during_the_watch_resumes_it_then_rolls_back_a_death(w: World) -
     w.make().recover()
     assert w.running == OLD.digest and w.store.is_quarantined(NEW.digest)
     row = w.store.history()[0]
-    assert (row["outcome"], row["phase"]) == ("rolled_back", "WATCH")
+    assert (row.outcome, row.phase) == ("rolled_back", "WATCH")
     assert read_image_tag(w.env) == OLD.tag
 
 
@@ -120,7 +120,7 @@ def test_a_watch_past_its_deadline_takes_one_look_then_ends(w: World) -> None:
     w.store.journal(journal.deploy_id, "WATCH", "Watch", payload)
     w.make().recover()
     assert w.health.watches[-1][1] == 0 and w.running == NEW.digest
-    assert w.store.history()[0]["outcome"] == "deployed"
+    assert w.store.history()[0].outcome == "deployed"
 
 
 # ----------------------------------------------------------------------------- the watcher

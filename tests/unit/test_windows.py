@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.fakes import WallClock
 from tests.unit.test_agent import NEW, NEWER, OLD, World
 from twilight_agent.app import build_agent
 from twilight_agent.core.windows import is_open, next_opening, parse_windows
@@ -76,7 +77,8 @@ class Wall:
 
 def agent(w: World, wall: Wall):
     return build_agent(w.settings, [w.sink], registry=w.registry, runtime=w.runtime,
-                       health=w.health, store=w.store, wall=wall)
+                       health=w.health, store=w.store,
+                       clock=WallClock(lambda: wall().timestamp()))
 
 
 def test_a_build_pushed_outside_the_window_is_deployed_when_it_opens(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from twilight_agent.adapters.envfile import read_regular, rewrite
+from twilight_agent.core.tunables import DEFAULT
 from twilight_agent.errors import InvalidInput
 from twilight_agent.logs import get_logger
 
@@ -51,7 +52,6 @@ IMAGE = "com.docker.compose.image"  # v2 only
 # What compose reads from the environment besides the .env; nothing else is passed on, so
 # a variable of the agent's own cannot change the answer.
 PASSED_ENV = ("PATH", "HOME", "DOCKER_CONFIG", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY")
-TIMEOUT_S = 60.0
 
 # (old labels, new image id) -> the labels to change
 Relabel = Callable[[Mapping[str, str], str], dict[str, str]]
@@ -132,7 +132,7 @@ def config_hash(labels: Mapping[str, str], env: bytes, docker_host: str,
                  "config", "--hash", service]
         try:
             p = run(argv, cwd=workdir, env=environ, capture_output=True, text=True,
-                    timeout=TIMEOUT_S, check=False)
+                    timeout=DEFAULT.compose_timeout_s, check=False)
         except (OSError, subprocess.SubprocessError):
             return None
     for line in p.stdout.splitlines() if p.returncode == 0 else ():

@@ -13,7 +13,7 @@ then takes the name.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from twilight_agent.adapters import compose_labels, docker_task
@@ -99,10 +99,6 @@ class ContainerTarget:
 
     def serving(self, snap: Snapshot) -> str:
         return self.runtime.find_by_name(snap.name) or snap.container_id
-
-    def settle(self, instance: str, should_stop: Callable[[], bool] | None = None,
-               moved: Progress | None = None) -> None:
-        """A container has no rollout of its own: the gate starts at once."""
 
     def state(self, instance: str) -> ContainerState:
         return self.runtime.state(instance)

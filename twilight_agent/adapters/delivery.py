@@ -14,20 +14,17 @@ import contextlib
 import queue
 import socket
 import threading
-import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from twilight_agent.adapters.message import build_body, message_kind
+from twilight_agent.core.clock import SYSTEM, Clock
 from twilight_agent.core.events import DeployFinished, Event, HaltedAlert, Held
+from twilight_agent.core.tunables import DEFAULT
 from twilight_agent.logs import get_logger
 
-ATTEMPTS = 3
-BACKOFF_S = (1.0, 2.0)
-TIMEOUT_S = 5.0
 QUEUE_SIZE = 100
-IDLE_S = 60.0  # the delivery thread ends after this long without a message
 _STOP = object()
 
 
@@ -44,11 +41,13 @@ class QueuedSink:
     """
 
     kind = "sink"  # log events are ``<kind>_sent``, ``<kind>_failed``, ``<kind>_dropped``
+    clock: Clock = SYSTEM  # ``join``'s deadline
 
     def __init__(self, image: str = "", *, host: str | None = None, log_lines: int = 50,
-                 attempts: int = ATTEMPTS, backoff: tuple[float, ...] = BACKOFF_S,
-                 timeout: float = TIMEOUT_S, queue_size: int = QUEUE_SIZE,
-                 idle: float = IDLE_S) -> None:
+                 attempts: int = DEFAULT.webhook_attempts,
+                 backoff: tuple[float, ...] = DEFAULT.webhook_backoff_s,
+                 timeout: float = DEFAULT.webhook_timeout_s, queue_size: int = QUEUE_SIZE,
+                 idle: float = DEFAULT.delivery_idle_s) -> None:
         self.image = image
         self.log_lines = log_lines
         self.host = host or socket.gethostname()
@@ -145,11 +144,11 @@ class QueuedSink:
 
     def join(self, timeout: float = 10.0) -> bool:
         """Wait until every queued message was delivered or given up on (tests, shutdown)."""
-        deadline = time.monotonic() + timeout
+        deadline = self.clock.now() + timeout
         while self._queue.unfinished_tasks:
-            if time.monotonic() > deadline:
+            if self.clock.now() > deadline:
                 return False
-            time.sleep(0.01)
+            self.clock.sleep(0.01)
         return True
 
     # -- internals --------------------------------------------------------------------

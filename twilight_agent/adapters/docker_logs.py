@@ -4,7 +4,6 @@ a byte cap, and pruning a repository's old images."""
 from __future__ import annotations
 
 import struct
-import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -12,6 +11,7 @@ import docker
 
 from twilight_agent.adapters.docker_errors import engine_errors
 from twilight_agent.adapters.docker_refs import repository_of
+from twilight_agent.core.clock import SYSTEM, Clock
 
 LOG_CAP = 64 * 1024
 
@@ -68,10 +68,11 @@ def frame_payloads(chunks: Iterable[bytes]) -> Iterator[bytes]:
             yield piece
 
 
-def prune_images(api: Any, repository: str, keep: set[str], older_than_s: float) -> list[str]:
+def prune_images(api: Any, repository: str, keep: set[str], older_than_s: float,
+                 clock: Clock = SYSTEM) -> list[str]:
     """Remove images of ``repository`` created before the cutoff, except ids (or digests)
     in ``keep`` and images any container uses. Returns the removed ids."""
-    cutoff = time.time() - older_than_s
+    cutoff = clock.wall() - older_than_s
     with engine_errors("listing images and containers for pruning"):
         images = api.images()
         used = {str(c.get("ImageID")) for c in api.containers(all=True)}

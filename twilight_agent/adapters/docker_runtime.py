@@ -1,4 +1,5 @@
-"""RuntimePort on the Docker engine, through docker-py's low-level ``APIClient``.
+"""The Docker engine (the ImagePort, and what the container targets stand on), through
+docker-py's low-level ``APIClient``.
 
 The low-level client is used throughout: it posts create bodies as they are (the high-level
 ``containers.create`` loses fields on the way) and exposes the pull stream, whose in-band
@@ -33,17 +34,16 @@ from twilight_agent.adapters.docker_refs import PullMeter, pull_line, repository
 from twilight_agent.adapters.neighbours import Neighbours
 from twilight_agent.core.models import Digest
 from twilight_agent.core.ports import (
-    NEXT_SUFFIX,
     PARKED_SUFFIX,
     ContainerState,
     Snapshot,
     TaskResult,
 )
+from twilight_agent.core.tunables import DEFAULT
 from twilight_agent.errors import PullFailed, RuntimeError_, TargetNotFound
 
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
-DEFAULT_STOP_TIMEOUT = 10
 
 
 class Listed(NamedTuple):
@@ -59,13 +59,10 @@ class DockerRuntime:
     """The Docker engine as the deploy agent sees it. Cheap to build; connects on first use."""
 
     def __init__(self, base_url: str = "unix:///var/run/docker.sock", *, container: str = "",
-                 compose_project: str = "", service: str = "", repository: str = "",
-                 timeout: int = 60) -> None:
+                 repository: str = "", timeout: int = 60) -> None:
         self._base_url = base_url
         self._timeout = timeout
         self._container = container
-        self._project = compose_project
-        self._service = service
         self._repository = repository
         self._client: docker.APIClient | None = None
         # The engine's inspect of each snapshotted container and its image: create_from
@@ -127,25 +124,8 @@ class DockerRuntime:
                 hint = f" (only a parked {self._container}{PARKED_SUFFIX})" if parked else ""
                 raise TargetNotFound(f"no container named {self._container}{hint}")
             return cid
-        if self._project and self._service:
-            return self._find_compose_target()
         raise TargetNotFound("no target: set TWILIGHT_CONTAINER or TWILIGHT_COMPOSE_PROJECT "
                              "+ TWILIGHT_SERVICE")
-
-    def _find_compose_target(self) -> str:
-        labels = [f"{COMPOSE_PROJECT}={self._project}", f"{COMPOSE_SERVICE}={self._service}"]
-        with engine_errors("looking up the compose service"):
-            found = self.api.containers(all=True, filters={"label": labels})
-        live = [c for c in found
-                if not any(n.endswith((PARKED_SUFFIX, NEXT_SUFFIX)) for n in c.get("Names") or [])]
-        where = f"compose project {self._project} service {self._service}"
-        if not live:
-            raise TargetNotFound(f"no container for {where}")
-        if len(live) > 1:
-            names = ", ".join(sorted(c["Names"][0].lstrip("/") for c in live))
-            raise TargetNotFound(f"{len(live)} containers for {where} ({names}); "
-                                 "set TWILIGHT_CONTAINER to pick one")
-        return str(live[0]["Id"])
 
     # ------------------------------------------------------------------ snapshot
     def snapshot(self, container_id: str) -> Snapshot:
@@ -244,7 +224,7 @@ class DockerRuntime:
         if not (info.get("State") or {}).get("Running"):
             return
         stop_timeout = (info.get("Config") or {}).get("StopTimeout")
-        timeout = DEFAULT_STOP_TIMEOUT if stop_timeout is None else int(stop_timeout)
+        timeout = DEFAULT.stop_timeout_s if stop_timeout is None else int(stop_timeout)
         with engine_errors(f"stopping {str(info['Name']).lstrip('/')}"):
             self.api.stop(str(info["Id"]), timeout=timeout)
 

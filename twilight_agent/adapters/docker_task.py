@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import time
 from typing import Any, Protocol
 
 import docker
@@ -20,6 +19,7 @@ import docker.errors
 
 from twilight_agent.adapters.create_config import COMPOSE_LABEL_PREFIX, CreatePlan
 from twilight_agent.adapters.docker_errors import UNREACHABLE, engine_errors
+from twilight_agent.core.clock import SYSTEM, Clock
 from twilight_agent.core.ports import Snapshot, TaskResult
 
 TASK_SUFFIX = ".twilight-pre-deploy"
@@ -65,11 +65,11 @@ def task_plan(plan: CreatePlan, argv: tuple[str, ...]) -> CreatePlan:
 
 
 def run_task(rt: Engine, unit: Snapshot, image: str, argv: tuple[str, ...],
-             timeout: float) -> TaskResult:
+             timeout: float, clock: Clock = SYSTEM) -> TaskResult:
     """Create, start and wait for the task; always remove it. Exit code None: killed at
     ``timeout``."""
     remove_task(rt, unit)  # one an interrupted run left behind
-    t0 = time.monotonic()
+    t0 = clock.now()
     cid = rt.create_planned(task_plan(rt.create_plan(unit, image), argv))
     try:
         with engine_errors(f"starting the pre-deploy task {unit.name}{TASK_SUFFIX}"):
@@ -78,7 +78,7 @@ def run_task(rt: Engine, unit: Snapshot, image: str, argv: tuple[str, ...],
         output = rt.logs_tail(cid, OUTPUT_LINES)
     finally:
         rt.remove(cid)
-    return TaskResult(code, output, time.monotonic() - t0)
+    return TaskResult(code, output, clock.now() - t0)
 
 
 def _wait(rt: Engine, cid: str, timeout: float) -> int | None:

@@ -107,7 +107,8 @@ def write_image_tag(path: Path, tag: str, pattern: str = DEFAULT_TAG_PATTERN,
     """Set ``IMAGE_TAG=tag`` (and ``IMAGE_DIGEST=@digest``) in ``path``. Returns False when
     it already said so."""
     try:
-        Tag.parse(tag, pattern)
+        if not isinstance(tag, Tag):  # a Tag passed the gate where it came in
+            Tag.parse(tag, pattern)
         if digest is not None:
             Digest(digest)
     except ValueError as exc:

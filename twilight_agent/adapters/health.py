@@ -26,8 +26,6 @@ from typing import Any
 
 from twilight_agent.adapters.probe import (
     MAX_PROBE_BODY,
-    MAX_PROBE_TIMEOUT_S,
-    SIGNAL_GRACE_S,
     HttpProbe,
     Probe,
     ProbeResult,
@@ -37,11 +35,11 @@ from twilight_agent.adapters.probe import (
 from twilight_agent.adapters.watch import Watcher
 from twilight_agent.core.clock import SYSTEM, Clock
 from twilight_agent.core.ports import ContainerState, HealthVerdict
+from twilight_agent.core.tunables import DEFAULT
 from twilight_agent.errors import RuntimeError_
 
 __all__ = ["MAX_PROBE_BODY", "NO_SIGNAL_WARNING", "HealthGate", "HttpProbe", "ProbeResult"]
 
-TICK_S = 0.25
 NO_SIGNAL_WARNING = "no health URL and no HEALTHCHECK: passed on container state alone"
 
 
@@ -84,7 +82,7 @@ class HealthGate:
     """Implements HealthPort.verify against a runtime's container state and an HTTP probe."""
 
     def __init__(self, runtime: StateSource, *, probe: Probe | None = None,
-                 clock: Clock = SYSTEM, tick: float = TICK_S) -> None:
+                 clock: Clock = SYSTEM, tick: float = DEFAULT.health_tick_s) -> None:
         self._runtime = runtime
         self._probe = probe
         self._clock_obj = clock
@@ -136,7 +134,7 @@ class HealthGate:
                 and not self._stopped_by_engine(run, st) and not self._signal_grace(run, st):
             return self._verdict(run, False, self._during_soak(run, failure))
         if run.url and self._clock() >= run.next_probe_at:
-            run.last_probe = probe(run.url, min(run.interval, MAX_PROBE_TIMEOUT_S))
+            run.last_probe = probe(run.url, min(run.interval, DEFAULT.probe_timeout_cap_s))
             run.probes += 1
             run.next_probe_at = self._clock() + run.interval
             if run.passed_at is not None and not run.last_probe.ok:
@@ -178,13 +176,13 @@ class HealthGate:
 
     def _signal_grace(self, run: _Run, st: ContainerState) -> bool:
         """A container killed by a signal (exit 137/143) may be dockerd stopping everything
-        on its way down, while its API still answers: look again for ``SIGNAL_GRACE_S``
+        on its way down, while its API still answers: look again for ``Tunables.signal_grace_s``
         before blaming the image (by then a restarting engine no longer answers)."""
         if st.status != "exited" or st.exit_code not in (137, 143) or st.oom_killed:
             return False
         if run.killed_seen_at is None:
             run.killed_seen_at = self._clock()
-        return self._clock() - run.killed_seen_at < SIGNAL_GRACE_S
+        return self._clock() - run.killed_seen_at < DEFAULT.signal_grace_s
 
     def _soak_broken(self, run: _Run, probe_text: str) -> HealthVerdict | None:
         """A probe failed during the soak: a verdict, unless the engine is what went away."""

@@ -28,11 +28,12 @@ from twilight_agent.core.events import (
     Held,
 )
 from twilight_agent.core.models import Release
+from twilight_agent.core.outcomes import Outcome
 from twilight_agent.core.scrub import scrub
 
 LOG_TAIL_CHARS = 4000
-_KINDS = {"deployed": "deployed", "rolled_back": "rollback", "halted": "halted",
-          "untrusted": "untrusted"}
+_KINDS = {Outcome.DEPLOYED: "deployed", Outcome.ROLLED_BACK: "rollback",
+          Outcome.HALTED: "halted", Outcome.UNTRUSTED: "untrusted"}
 # Apprise's message types: how a chat colours or marks the message.
 _LEVEL = {"deployed": "success", "rollback": "failure", "halted": "failure",
           "untrusted": "failure", "downgrade": "warning", "test": "info"}
@@ -41,7 +42,7 @@ _LEVEL = {"deployed": "success", "rollback": "failure", "halted": "failure",
 def message_kind(event: Event) -> str | None:
     """The ``event`` of the message for an agent event, or None when none is sent."""
     if isinstance(event, DeployFinished):
-        return _KINDS.get(event.outcome.value)
+        return _KINDS.get(event.outcome)
     if isinstance(event, HaltedAlert):
         return "halted"
     if isinstance(event, Held) and event.kind == HELD_DOWNGRADE:

@@ -48,16 +48,16 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import threading
-import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from twilight_agent.adapters.atomicfile import atomic_write
+from twilight_agent.core.clock import SYSTEM
 from twilight_agent.core.events import (
     HELD_DOWNGRADE,
     HELD_SIGNATURE,
@@ -73,6 +73,7 @@ from twilight_agent.core.events import (
     Totals,
 )
 from twilight_agent.core.outcomes import Outcome
+from twilight_agent.core.promotion import DROPPED, PROMOTED
 from twilight_agent.logs import get_logger
 
 log = get_logger("twilight.metrics")
@@ -81,7 +82,9 @@ POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _SEEN_ROLLBACKS = 64  # deploy ids remembered so one rollback is counted once
 _POLL_FAILED = (Outcome.REGISTRY_ERROR, Outcome.DOCKER_ERROR)
 _LAST_POLL = "twilight_last_poll_success_timestamp_seconds"
-_PROMOTION_STEPS = ("promoted", "dropped")
+_PROMOTION_STEPS = (PROMOTED, DROPPED)
+# Each rolled-back or halted deploy went through ROLLBACK once.
+_ROLLED_BACK = frozenset({Outcome.ROLLED_BACK.value, Outcome.HALTED.value})
 
 
 def _epoch(value: str | None) -> float | None:
@@ -110,7 +113,7 @@ def _gauge(name: str, doc: str, r: CollectorRegistry, labels: tuple[str, ...] = 
 class MetricsFile:
     """``EventSink`` keeping Prometheus metrics in its own registry, written to ``path``."""
 
-    def __init__(self, path: Path, clock: Any = time.time,
+    def __init__(self, path: Path, clock: Callable[[], float] = SYSTEM.wall,
                  schedule: Schedule | None = None) -> None:
         self.path = Path(path)
         self._clock = clock
@@ -237,8 +240,7 @@ class MetricsFile:
             if missing > 0:
                 self.deploys.labels(outcome=outcome).inc(missing)
                 self._counted[outcome] = n
-        # Each rolled-back or halted deploy went through ROLLBACK once.
-        started = sum(n for o, n in totals.deploys.items() if o in ("rolled_back", "halted"))
+        started = sum(n for o, n in totals.deploys.items() if o in _ROLLED_BACK)
         if started > self._rollbacks_counted:
             self.rollbacks.inc(started - self._rollbacks_counted)
             self._rollbacks_counted = started

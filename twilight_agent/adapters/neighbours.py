@@ -36,13 +36,13 @@ from typing import Any, NamedTuple, Protocol
 
 from twilight_agent.adapters.create_config import binds_host_ports
 from twilight_agent.adapters.docker_errors import engine_errors
+from twilight_agent.core.tunables import DEFAULT
 from twilight_agent.errors import TwilightError
 from twilight_agent.logs import get_logger
 
 log = get_logger("twilight.neighbours")
 
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
-IP_TIMEOUT_S = 2.0
 SBIN = "/usr/sbin:/sbin"  # where iproute2 puts `ip`, whatever PATH the agent was given
 
 
@@ -136,7 +136,7 @@ class Neighbours:
         for entry in found:
             try:
                 done = self._run(neigh_argv(ip, entry), capture_output=True, text=True,
-                                 timeout=IP_TIMEOUT_S, check=False)
+                                 timeout=DEFAULT.ip_timeout_s, check=False)
             except (OSError, subprocess.TimeoutExpired) as exc:
                 self._warn(f"`ip` could not run: {exc}")
                 return

@@ -14,13 +14,11 @@ from twilight_agent.adapters.bounded_http import deadline_transport
 from twilight_agent.core.clock import SYSTEM, Clock
 from twilight_agent.core.ports import ContainerState
 
-MAX_PROBE_TIMEOUT_S = 5.0
-SIGNAL_GRACE_S = 2.0  # how long a signal-killed container is looked at before a verdict
 MAX_PROBE_BODY = 64 * 1024  # the status decides; the body is read only to reuse the socket
 
 
 class StateSource(Protocol):
-    """The part of RuntimePort the gate needs."""
+    """The part of the engine (``DockerRuntime``, or a target) the gate needs."""
 
     def state(self, container_id: str) -> ContainerState: ...
 

@@ -3,12 +3,12 @@ promote tag, its step (``core/promotion.py``) written before what it stands for.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from typing import Any
 
-from twilight_agent.adapters.store import HISTORY_COLUMNS, Store
+from twilight_agent.adapters.store import Store, write_history
 from twilight_agent.core.clock import utcnow
+from twilight_agent.core.history import HistoryRow
 from twilight_agent.core.promotion import DROPPED, PROMOTED, PROMOTING, WAITING, Promotion
 
 _COLUMNS = "id, digest, tag, to_tag, due, step, forced, reason"
@@ -74,18 +74,12 @@ class PromotionStore:
                        "WHERE step IN (?, ?) AND digest != ?",
                        (DROPPED, reason[:300], utcnow(), *steps, keep or ""))
 
-    def finish(self, p: Promotion, row: dict[str, Any]) -> None:
+    def finish(self, p: Promotion, row: HistoryRow) -> None:
         """The history row and the ``promoted`` step, in one transaction."""
-        values = {k: row.get(k) for k in HISTORY_COLUMNS}
-        values["timings"] = json.dumps(row.get("timings") or {})
-        for key in ("reason", "log_tail", "trigger"):
-            values[key] = values[key] or ""
         with self.store.transaction() as db:
-            db.execute(f"INSERT OR REPLACE INTO history ({', '.join(HISTORY_COLUMNS)}) "  # noqa: S608
-                       f"VALUES ({', '.join('?' * len(HISTORY_COLUMNS))})",
-                       [values[k] for k in HISTORY_COLUMNS])
+            write_history(db, row)
             db.execute("UPDATE promotion SET step = ?, reason = ?, at = ? WHERE id = ?",
-                       (PROMOTED, str(row.get("reason") or "")[:300], utcnow(), p.id))
+                       (PROMOTED, row.reason[:300], utcnow(), p.id))
 
 
 __all__ = ["PROMOTING", "PromotionStore"]

@@ -22,7 +22,6 @@ tags, digests and revisions are checked with ``re.fullmatch``, and registry text
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -31,7 +30,7 @@ import httpx
 from twilight_agent.adapters.credentials import Credentials
 from twilight_agent.adapters.registry_auth import RegistrySession, Reply
 from twilight_agent.core.destinations import destination_refusal, printable
-from twilight_agent.core.models import Digest, Release
+from twilight_agent.core.models import Digest, Release, Tag
 from twilight_agent.core.policy import DEFAULT_TAG_PATTERN, check_tag, sha_tag
 from twilight_agent.core.registry_rules import (
     ACCEPT,
@@ -114,23 +113,25 @@ class HttpRegistry:
         with self._http.operation():
             return self._head(tag)
 
-    def resolve_track(self, track: str, known: Release | None = None) -> Release:
+    def resolve_track(self, track: str, known: Release | None = None,
+                      digest: Digest | None = None) -> Release:
         tag = self._gate(track)
         with self._http.operation():
-            return self._resolve_track(tag, known)
+            return self._resolve_track(tag, known, digest)
 
     def resolve_tag(self, tag: str, known: Release | None = None) -> Release:
-        tag = self._gate(tag)
+        checked = tag if isinstance(tag, Tag) else self._gate(tag)  # a Tag passed the gate
         with self._http.operation():
-            return self._resolve_tag(tag, known)
+            return self._resolve_tag(checked, known)
 
     def created(self, digest: Digest) -> str | None:
         """The build's ``org.opencontainers.image.created`` label, if it has one."""
         with self._http.operation():
             return self._labels(digest, str(digest))[1]
 
-    def _resolve_track(self, track: str, known: Release | None) -> Release:
-        digest = self._head(track)
+    def _resolve_track(self, track: str, known: Release | None,
+                       digest: Digest | None) -> Release:
+        digest = digest or self._head(track)  # the caller's HEAD of the track, if it made one
         if known is not None and known.digest == digest:
             return known
         revision, created = self._labels(digest, track)
@@ -138,7 +139,7 @@ class HttpRegistry:
         log.info("registry_resolved", track=track, tag=tag, digest=str(digest))
         return Release(tag=tag, digest=digest, revision=revision, created=created)
 
-    def _resolve_tag(self, tag: str, known: Release | None) -> Release:
+    def _resolve_tag(self, tag: Tag, known: Release | None) -> Release:
         digest = self._head(tag)
         if known is not None and known.digest == digest and known.tag == tag:
             return known
@@ -146,22 +147,19 @@ class HttpRegistry:
         return Release(tag=tag, digest=digest, revision=revision, created=created)
 
     # ----------------------------------------------------------------------- steps
-    def _gate(self, tag: str) -> str:
+    def _gate(self, tag: str) -> Tag:
+        """The tag gate (``Tag.parse`` matches the pattern as a whole: ``$`` in a pattern
+        does not let ``"tag\n"`` through)."""
         try:
-            check_tag(tag, self._pattern)
+            return check_tag(tag, self._pattern)
         except ValueError as exc:
             raise InvalidTag(printable(exc)) from exc
-        if not re.fullmatch(self._pattern, tag):  # `$` in a pattern lets "tag\n" through
-            raise InvalidTag(f"tag {printable(tag, 40)!r} does not match the tag pattern "
-                             f"{self._pattern} as a whole")
-        return tag
 
-    def _passes(self, tag: str) -> bool:
+    def _passes(self, tag: str) -> Tag | None:
         try:
-            self._gate(tag)
+            return self._gate(tag)
         except InvalidTag:
-            return False
-        return True
+            return None
 
     def _labels(self, digest: Digest, ref: str) -> tuple[str | None, str | None]:
         """``(revision, created)`` from the config of our platform's image under ``digest``."""
@@ -186,20 +184,21 @@ class HttpRegistry:
         config = self._json_blob(_digest(config_digest, "config"))
         return labels_of(config)
 
-    def _confirmed_tag(self, digest: Digest, revision: str | None, track: str) -> str:
+    def _confirmed_tag(self, digest: Digest, revision: str | None, track: str) -> Tag:
         if revision:
             tag = sha_tag(revision)
-            if SHA_TAG_RE.fullmatch(tag) and self._passes(tag) \
-                    and self._head_or_none(tag) == digest:
-                return tag
+            checked = self._passes(tag) if SHA_TAG_RE.fullmatch(tag) else None
+            if checked is not None and self._head_or_none(checked) == digest:
+                return checked
             log.info("registry_label_unconfirmed", track=track, tag=tag, digest=str(digest))
         return self._scan(digest, track)
 
-    def _scan(self, digest: Digest, track: str) -> str:
+    def _scan(self, digest: Digest, track: str) -> Tag:
         """HEAD the ``sha-*`` tags (in listing order) until one answers ``digest``."""
         tried = 0
-        for tag in self.tags():
-            if not SHA_TAG_RE.fullmatch(tag) or not self._passes(tag):
+        for listed in self.tags():
+            tag = self._passes(listed) if SHA_TAG_RE.fullmatch(listed) else None
+            if tag is None:
                 continue
             if tried >= self._max_candidates:
                 raise RegistryProtocolError(

@@ -29,7 +29,6 @@ import base64
 import datetime as dt
 import json
 import random
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ import httpx
 from twilight_agent import __version__
 from twilight_agent.adapters.bounded_http import deadline_transport
 from twilight_agent.adapters.credentials import Credentials
+from twilight_agent.core.clock import SYSTEM
 from twilight_agent.core.destinations import (
     credential_host_allowed,
     destination_refusal,
@@ -58,13 +58,13 @@ from twilight_agent.core.registry_rules import (
     parse_challenge,
     retry_hint,
 )
+from twilight_agent.core.tunables import DEFAULT
 from twilight_agent.errors import RegistryAuthError, RegistryProtocolError, RegistryUnavailable
 from twilight_agent.logs import get_logger
 
 log = get_logger("twilight.registry")
 
 MAX_BODY = 8 * 1024 * 1024  # manifests and tag pages are far smaller; garbage is not
-OPERATION_TIMEOUT = 120.0  # one resolve/check, all requests, retries and reads included
 
 
 @dataclass(frozen=True)
@@ -117,12 +117,12 @@ class RegistrySession:
 
     def __init__(self, base_url: str, scope: str, credentials: Credentials | None = None, *,
                  timeout: float = 10.0, attempts: int = 4, backoff_base: float = 0.5,
-                 backoff_cap: float = 30.0, sleep: Callable[[float], None] = time.sleep,
+                 backoff_cap: float = 30.0, sleep: Callable[[float], None] = SYSTEM.sleep,
                  rand: Callable[[], float] = random.random,
-                 clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time,
+                 clock: Callable[[], float] = SYSTEM.now,
+                 wall: Callable[[], float] = SYSTEM.wall,
                  transport: httpx.BaseTransport | None = None,
-                 operation_timeout: float = OPERATION_TIMEOUT) -> None:
+                 operation_timeout: float = DEFAULT.registry_operation_s) -> None:
         self.base = base_url.rstrip("/")
         self.scope = scope
         self.requests = 0

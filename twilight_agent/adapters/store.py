@@ -25,17 +25,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
 import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from twilight_agent.adapters.lock import ensure_state_dir
-from twilight_agent.core.clock import utcnow
+from twilight_agent.core.clock import stamp, utcnow
+from twilight_agent.core.history import HISTORY_COLUMNS, HistoryRow
 from twilight_agent.core.models import Digest, Release
 from twilight_agent.core.outcomes import release_dict
 from twilight_agent.core.ports import Halt, JournalEntry, LastResult, Meta, QuarantineEntry
@@ -90,11 +90,15 @@ def _meta_values(meta: Meta, clear_halt: bool) -> dict[str, Any]:
     return values
 
 
-HISTORY_COLUMNS = ("id", "started", "finished", "from_tag", "from_digest", "to_tag",
-                   "to_digest", "outcome", "phase", "reason", "timings", "log_tail", "trigger",
-                   "verified")
 # Columns added after the first release, added to an older store when it is opened.
 ADDED_COLUMNS = {"history": (("verified", "INTEGER"),)}
+
+
+def write_history(db: sqlite3.Connection, row: HistoryRow) -> None:
+    """The one writer of a history row (a deploy's or a promotion's), inside ``db``'s
+    transaction."""
+    db.execute(f"INSERT OR REPLACE INTO history ({', '.join(HISTORY_COLUMNS)}) "  # noqa: S608
+               f"VALUES ({', '.join('?' * len(HISTORY_COLUMNS))})", row.columns())
 
 
 def release_from(d: Any) -> Release | None:
@@ -156,8 +160,7 @@ class Store:
 
     def _set_aside(self) -> Path:
         """Move a damaged database (and its WAL files) out of the way, for the operator."""
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp()}")
         for suffix in ("", "-wal", "-shm"):
             side = Path(str(self.path) + suffix)
             if side.exists():
@@ -273,21 +276,15 @@ class Store:
                             json.loads(row["payload"]), row["at"])
 
     # -- history ----------------------------------------------------------------------
-    def finish(self, row: Mapping[str, Any], meta: Meta = _NO_META,
+    def finish(self, row: HistoryRow, meta: Meta = _NO_META,
                clear_halt: bool = False) -> None:
         """Write the deploy's history row, update meta, close its journal: one transaction.
         Fields of ``meta`` that are None are left as they are; ``clear_halt`` clears it."""
-        values = {k: row.get(k) for k in HISTORY_COLUMNS}
-        values["timings"] = json.dumps(row.get("timings") or {})
-        for key in ("reason", "log_tail", "trigger"):
-            values[key] = values[key] or ""
         with self._db() as db:
-            db.execute(f"INSERT OR REPLACE INTO history ({', '.join(HISTORY_COLUMNS)}) "  # noqa: S608
-                       f"VALUES ({', '.join('?' * len(HISTORY_COLUMNS))})",
-                       [values[k] for k in HISTORY_COLUMNS])
+            write_history(db, row)
             for key, value in _meta_values(meta, clear_halt).items():
                 self._set(db, key, value)
-            db.execute("DELETE FROM journal WHERE deploy_id = ?", (row["id"],))
+            db.execute("DELETE FROM journal WHERE deploy_id = ?", (row.id,))
 
     def outcome_counts(self) -> dict[str, tuple[int, str]]:
         """``{outcome: (finished deploys, when the last one finished)}`` over all history
@@ -297,17 +294,12 @@ class Store:
                               "WHERE phase != 'PROMOTE' GROUP BY outcome").fetchall()
         return {str(r[0]): (int(r[1]), str(r[2] or "")) for r in rows}
 
-    def history(self, n: int = 20) -> list[dict[str, Any]]:
+    def history(self, n: int = 20) -> list[HistoryRow]:
         """Finished deploys, newest first."""
         with self._db() as db:  # `*`: a read-only store may predate a column
             rows = db.execute("SELECT * FROM history ORDER BY finished DESC, rowid DESC "
                               "LIMIT ?", (max(n, 0),))
-            out = [{k: dict(r).get(k) for k in HISTORY_COLUMNS} for r in rows]
-        for r in out:
-            r["timings"] = json.loads(r["timings"] or "{}")
-            if r["verified"] is not None:
-                r["verified"] = bool(r["verified"])
-        return out
+            return [HistoryRow.from_columns(dict(r)) for r in rows]
 
     # -- meta -------------------------------------------------------------------------
     @staticmethod

@@ -29,12 +29,10 @@ from twilight_agent.adapters.docker_logs import LOG_CAP, capped_text, frame_payl
 from twilight_agent.adapters.docker_refs import tag_of
 from twilight_agent.adapters.docker_runtime import DockerRuntime
 from twilight_agent.core.clock import SYSTEM, Clock
-from twilight_agent.core.ports import ContainerState, Snapshot, TaskResult
+from twilight_agent.core.ports import ContainerState, Snapshot
 from twilight_agent.core.progress import Progress
+from twilight_agent.core.tunables import DEFAULT
 from twilight_agent.errors import RuntimeError_, TargetNotFound
-
-SETTLE_TICK_S = 0.5
-BOOT_ALLOWANCE_S = 120.0  # per batch of tasks: pull, start, stop grace, beyond the monitor
 
 
 class SwarmTarget:
@@ -180,7 +178,7 @@ class SwarmTarget:
                 moved(ss.rollout_line(svc, tasks), quiet_s=ss.batch_pause(svc))
             if ended(svc, tasks) or (should_stop and should_stop()):
                 return
-            self._clock.sleep(SETTLE_TICK_S)
+            self._clock.sleep(DEFAULT.swarm_settle_tick_s)
 
     def _settle_bound(self, service_id: str) -> float:
         svc = self._inspect(service_id) or {}
@@ -188,7 +186,7 @@ class SwarmTarget:
         uc = spec.get("UpdateConfig") or {}
         tasks = max(ss.wanted_tasks(svc, []), 1) if svc else 1
         batch = int(uc.get("Parallelism", 1) or tasks)
-        per = (uc.get("Monitor", 0) + uc.get("Delay", 0)) / ss.NS + BOOT_ALLOWANCE_S
+        per = (uc.get("Monitor", 0) + uc.get("Delay", 0)) / ss.NS + DEFAULT.swarm_boot_allowance_s
         return float(per * -(-tasks // batch) * 2)  # the rollout, then swarm's rollback
 
     def _quiet(self, service_id: str, moved: Progress | None) -> None:
@@ -220,28 +218,11 @@ class SwarmTarget:
     def stop_parked(self, snap: Snapshot) -> None:
         """Swarm stops the old tasks (in the service's update order)."""
 
-    def publishes_ports(self, snap: Snapshot) -> bool:
-        """True: the machine takes its one-step path; start-first is swarm's own order."""
-        return True
-
     def start(self, instance: str) -> None:
         """Swarm starts the new tasks itself."""
-
-    def expose(self, snap: Snapshot, instance: str) -> None:
-        """Never called: the swarm target takes the stop-first path."""
-
-    def promote(self, snap: Snapshot, instance: str) -> None:
-        """Never called: the swarm target takes the stop-first path."""
 
     def remove_parked(self, snap: Snapshot) -> None:
         """Swarm removed the old tasks; its task history keeps their record."""
 
     def orphan(self) -> str | None:
         return None
-
-    def run_task(self, unit: Snapshot, image: str, argv: tuple[str, ...],
-                 timeout: float) -> TaskResult:
-        raise RuntimeError_("TWILIGHT_PRE_DEPLOY is not supported for a swarm service")
-
-    def remove_task(self, unit: Snapshot) -> bool:
-        return False

@@ -3,7 +3,7 @@ health URL, until the watch's deadline.
 
 Every tick (~0.25 s) it reads each unit's container state and fails at once on exit, death,
 disappearance, a restart, an OOM kill or a Docker HEALTHCHECK saying ``unhealthy`` (a
-signal-killed container gets ``SIGNAL_GRACE_S`` first, as in the gate: that may be dockerd
+signal-killed container gets ``Tunables.signal_grace_s`` first, as in the gate: that may be dockerd
 stopping everything). Every ``interval`` it probes each URL; a URL that has failed without
 a break for ``timeout`` seconds fails the watch (a blip shorter than that does not).
 
@@ -19,8 +19,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from twilight_agent.adapters.probe import (
-    MAX_PROBE_TIMEOUT_S,
-    SIGNAL_GRACE_S,
     Probe,
     ProbeResult,
     StateSource,
@@ -28,6 +26,7 @@ from twilight_agent.adapters.probe import (
 )
 from twilight_agent.core.clock import Clock
 from twilight_agent.core.ports import ContainerState, HealthVerdict
+from twilight_agent.core.tunables import DEFAULT
 from twilight_agent.errors import RuntimeError_
 
 
@@ -114,13 +113,13 @@ class Watcher:
             return f"not running again {self._timeout:g}s after the engine came back"
         if st.status == "exited" and st.exit_code in (137, 143) and not st.oom_killed:
             unit.killed_seen_at = unit.killed_seen_at or now
-            if now - unit.killed_seen_at < SIGNAL_GRACE_S:
+            if now - unit.killed_seen_at < DEFAULT.signal_grace_s:
                 return None
         return failure
 
     def _probe_once(self, unit: _Unit) -> str | None:
         assert unit.url is not None
-        result = self._probe(unit.url, min(self._interval, MAX_PROBE_TIMEOUT_S))
+        result = self._probe(unit.url, min(self._interval, DEFAULT.probe_timeout_cap_s))
         now = self._now()
         unit.last_probe, unit.next_probe_at = result, now + self._interval
         if result.ok:

@@ -33,15 +33,12 @@ import httpx
 
 from twilight_agent import __version__
 from twilight_agent.adapters.delivery import (
-    ATTEMPTS,
-    BACKOFF_S,
-    IDLE_S,
     QUEUE_SIZE,
-    TIMEOUT_S,
     QueuedSink,
     Refused,
 )
 from twilight_agent.adapters.message import build_body, message_kind, tail_lines
+from twilight_agent.core.tunables import DEFAULT
 
 __all__ = ["REPLY_CAP", "Webhook", "build_body", "message_kind", "tail_lines"]
 REPLY_CAP = 4 * 1024  # bytes of a reply read (and dropped): the status is the answer
@@ -66,8 +63,10 @@ class Webhook(QueuedSink):
 
     def __init__(self, url: str, image: str = "", *, host: str | None = None,
                  log_lines: int = 50,
-                 attempts: int = ATTEMPTS, backoff: tuple[float, ...] = BACKOFF_S,
-                 timeout: float = TIMEOUT_S, queue_size: int = QUEUE_SIZE, idle: float = IDLE_S,
+                 attempts: int = DEFAULT.webhook_attempts,
+                 backoff: tuple[float, ...] = DEFAULT.webhook_backoff_s,
+                 timeout: float = DEFAULT.webhook_timeout_s, queue_size: int = QUEUE_SIZE,
+                 idle: float = DEFAULT.delivery_idle_s,
                  transport: httpx.BaseTransport | None = None) -> None:
         super().__init__(image, host=host, log_lines=log_lines, attempts=attempts,
                          backoff=backoff, timeout=timeout, queue_size=queue_size, idle=idle)

@@ -18,6 +18,7 @@ from typing import Any
 from twilight_agent.adapters.lock import DeployLock, Held
 from twilight_agent.adapters.store import Store
 from twilight_agent.core.models import Tag
+from twilight_agent.core.outcomes import Outcome
 from twilight_agent.errors import InvalidTag
 from twilight_agent.settings import Settings
 
@@ -38,10 +39,10 @@ def _say(report: Any) -> int:
     prev = report.from_.label if report.from_ else "the previous version"
     if report.exit_code == 0:
         print(f"{report.outcome}: {to}" + (f" ({report.reason})" if report.reason else ""))
-    elif report.outcome == "rolled_back":
+    elif report.outcome is Outcome.ROLLED_BACK:
         print(f"twilight-agent: rolled_back: {to} failed ({report.reason}); {prev} is "
               "serving again", file=sys.stderr)
-    elif report.outcome == "halted":
+    elif report.outcome is Outcome.HALTED:
         print(f"twilight-agent: halted: {to} failed and so did the rollback to {prev} "
               f"({report.reason}); an operator is needed", file=sys.stderr)
     else:
@@ -179,16 +180,15 @@ def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
     _configure_logs(settings)
     rows = Store(settings.state_dir).history(getattr(args, "n", 20))
     if getattr(args, "json", False):
-        print(json.dumps(rows, indent=2, sort_keys=True))
+        print(json.dumps([r.as_dict() for r in rows], indent=2, sort_keys=True))
         return 0
     if not rows:
         print("no deploys recorded yet")
     for r in rows:
-        signed = "" if r.get("verified") is None else (
-            ", verified" if r["verified"] else ", unverified")
-        print(f"{r['finished']}  {r['outcome']:<12} {r['from_tag'] or '-'} -> "
-              f"{r['to_tag'] or '-'}  [{r['trigger']}, {r['phase']}{signed}]"
-              + (f"  {r['reason']}" if r["reason"] else ""))
+        signed = "" if r.verified is None else (", verified" if r.verified else ", unverified")
+        print(f"{r.finished}  {r.outcome.value:<12} {r.from_tag or '-'} -> "
+              f"{r.to_tag or '-'}  [{r.trigger}, {r.phase}{signed}]"
+              + (f"  {r.reason}" if r.reason else ""))
     return 0
 
 

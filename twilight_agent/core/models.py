@@ -81,9 +81,6 @@ class ImageRef:
     def __str__(self) -> str:
         return f"{self.host}/{self.repository}"
 
-    def with_tag(self, tag: str) -> str:
-        return f"{self}:{tag}"
-
     def with_digest(self, digest: str) -> str:
         return f"{self}@{digest}"
 

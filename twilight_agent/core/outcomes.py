@@ -31,6 +31,7 @@ class Outcome(str, enum.Enum):
     ABORTED = "aborted"  # history only: stopped before the swap, the service untouched
     FAILED = "failed"  # history only: a step before the swap failed, the service untouched
     UNTRUSTED = "untrusted"  # its signature did not verify: quarantined, nothing pulled
+    PROMOTED = "promoted"  # history only: the promote tag now points at this build
 
     def __str__(self) -> str:
         return str(self.value)
@@ -49,7 +50,7 @@ _EXIT_CODES = {
     Outcome.DEPLOYED: 0, Outcome.UP_TO_DATE: 0, Outcome.PINNED_CURRENT: 0,
     Outcome.QUARANTINED: 0, Outcome.WAITING: 0, Outcome.NOTHING_TO_DO: 0, Outcome.ROLLED_BACK: 1,
     Outcome.HALTED: 4, Outcome.BUSY: 3, Outcome.REGISTRY_ERROR: 5, Outcome.DOCKER_ERROR: 5,
-    Outcome.ABORTED: 0, Outcome.FAILED: 1, Outcome.UNTRUSTED: 1,
+    Outcome.ABORTED: 0, Outcome.FAILED: 1, Outcome.UNTRUSTED: 1, Outcome.PROMOTED: 0,
 }
 
 

@@ -7,9 +7,10 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from twilight_agent.core.history import HistoryRow
 from twilight_agent.core.models import DEFAULT_TAG_PATTERN, Release, Tag
 from twilight_agent.core.outcomes import Outcome
 from twilight_agent.core.signatures import MISSING, SignatureCheck
@@ -162,13 +163,12 @@ def quarantine_reason(reason: str, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def previous_good(history: Sequence[Mapping[str, object]],
-                  current: str | None) -> Mapping[str, object] | None:
+def previous_good(history: Sequence[HistoryRow], current: str | None) -> HistoryRow | None:
     """The release to go back to: the ``from`` side of the newest successful deploy that
     brought in ``current``; rows are newest first. None when history does not know one."""
     for row in history:
-        if row.get("outcome") == "deployed" and row.get("to_digest") == current \
-                and row.get("from_digest") and row.get("from_digest") != current:
+        if row.deployed and row.to_digest == current \
+                and row.from_digest and row.from_digest != current:
             return row
     return None
 

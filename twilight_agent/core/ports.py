@@ -1,22 +1,21 @@
 """Ports: the Protocols the agent talks to. Adapters implement them; unit tests use fakes.
 
 Who implements: RegistryPort -> adapters/registry.py; TargetPort -> adapters/
-container_target.py (one container, by name or compose service; swarm_target.py: a swarm
-service) over RuntimePort ->
-adapters/docker_runtime.py, which is also the ImagePort; HealthPort -> adapters/health.py;
-StorePort (core/store_port.py) -> adapters/store.py; EventSink -> adapters/sinks.py (the
-audit log), metrics, webhook. docs/architecture.md says where to add a target kind, a sink
-or a registry.
+container_target.py (one container, or a compose service group; swarm_target.py: a swarm
+service) over adapters/docker_runtime.py, which is also the ImagePort; HealthPort ->
+adapters/health.py; StorePort (core/store_port.py) -> adapters/store.py; EventSink ->
+adapters/sinks.py (the audit log), metrics, webhook. docs/architecture.md says where to add
+a target kind, a sink or a registry.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from twilight_agent.core.events import Event
-from twilight_agent.core.models import Digest, Release
+from twilight_agent.core.models import Digest, Release, Tag
 from twilight_agent.core.progress import Progress
 from twilight_agent.core.store_port import Halt as Halt  # the store's port, re-exported
 from twilight_agent.core.store_port import JournalEntry as JournalEntry
@@ -37,16 +36,19 @@ class RegistryPort(Protocol):
         """One HEAD on ``track`` (full Accept list): the digest it points at now."""
         ...
 
-    def resolve_track(self, track: str, known: Release | None = None) -> Release:
-        """Newest build on ``track`` as ``Release(sha-tag, digest, revision, created)``.
+    def resolve_track(self, track: str, known: Release | None = None,
+                      digest: Digest | None = None) -> Release:
+        """Newest build on ``track`` as ``Release(sha-tag, digest, revision, created)``, its
+        tag a ``Tag``.
 
         ``known`` is the last result; when the track digest equals ``known.digest`` the
-        implementation returns it after that single HEAD.
+        implementation returns it after that single HEAD. ``digest``: the caller's
+        ``track_digest`` answer, so a new build costs one HEAD of the track, not two.
         """
         ...
 
-    def resolve_tag(self, tag: str) -> Release:
-        """A pinned or operator-given tag resolved to its digest (tag gate already passed)."""
+    def resolve_tag(self, tag: Tag) -> Release:
+        """A pinned or operator-given tag (parsed at its edge) resolved to its digest."""
         ...
 
     def created(self, digest: Digest) -> str | None:
@@ -117,76 +119,6 @@ class Snapshot:
                    members=tuple(cls.from_dict(m) for m in d.get("members") or ()))
 
 
-class RuntimePort(Protocol):
-    """What the agent needs from the Docker engine. Errors: errors.RuntimeError_ subclasses."""
-
-    def find_target(self) -> str:
-        """Id of the target container (by name, or compose project+service labels).
-        Also finds it parked as ``<name>.twilight-prev``? No: raises TargetNotFound."""
-        ...
-
-    def find_by_name(self, name: str) -> str | None:
-        """Id of the container with exactly this name, or None."""
-        ...
-
-    def snapshot(self, container_id: str) -> Snapshot: ...
-
-    def pull(self, repository: str, digest: Digest, auth: Mapping[str, str] | None,
-             progress: Callable[[str], None] | None = None,
-             moved: Callable[[str], None] | None = None) -> str:
-        """Pull ``repository@digest``; return the local image id. In-band stream errors raise
-        PullFailed. Never touches containers. ``progress``: status lines for a terminal;
-        ``moved``: called each time the pull moves (bytes grew, a layer changed status)."""
-        ...
-
-    def park(self, snap: Snapshot) -> None:
-        """Restart policy ``no``, rename to ``snap.parked_name``; it keeps running."""
-        ...
-
-    def stop(self, container_id: str) -> None:
-        """Stop gracefully, within the container's own stop timeout."""
-        ...
-
-    def rename(self, container_id: str, name: str) -> None: ...
-
-    def create_from(self, snap: Snapshot, image: str, name: str | None = None) -> str:
-        """Create (not start) the new container under ``name`` (default ``snap.name``) from
-        the old one's config rebuilt for ``image`` (docs/architecture.md). Its id."""
-        ...
-
-    def start(self, container_id: str) -> None: ...
-
-    def state(self, container_id: str) -> ContainerState:
-        """Current state; ``status == "missing"`` when it no longer exists."""
-        ...
-
-    def logs_tail(self, container_id: str, lines: int = 50) -> str: ...
-
-    def remove(self, container_id: str) -> None:
-        """Force-remove a container, keeping named and anonymous volumes."""
-        ...
-
-    def unpark(self, snap: Snapshot) -> str:
-        """Rename the parked container back to ``snap.name``, restore its restart policy,
-        start it. Returns its id."""
-        ...
-
-    def tag_image(self, image: str, repository: str, tag: str) -> None: ...
-
-    def prune_images(self, repository: str, keep: set[str], older_than_s: float) -> list[str]:
-        """Remove images of ``repository`` created before the cutoff, except ids in ``keep``
-        and images used by any container. Returns removed ids."""
-        ...
-
-    def published_url(self, container_id: str, path: str = "/healthz") -> str | None:
-        """``http://127.0.0.1:<first published tcp port><path>``, or None."""
-        ...
-
-    def platform(self) -> tuple[str, ...]:
-        """The engine's ``(os, architecture[, variant])``: which manifest of an index to use."""
-        ...
-
-
 class ImagePort(Protocol):
     """Images on the host: the engine-wide part of a deploy, whatever the target kind."""
 
@@ -215,7 +147,9 @@ class TaskResult:
 
 class TargetPort(Protocol):
     """One kind of deploy target (container, compose group, swarm service): every step of a
-    swap, its undo and its commit. The runner never asks which kind; "instance": a new unit."""
+    stop-first swap, its undo and its commit, implemented in full by every kind. The runner
+    never asks which kind; it asks for a capability by type (``StartsBeside``, ``RunsTasks``,
+    ``RollsOutItself``) where a step needs one. "instance": a new unit."""
 
     def snapshot(self) -> Snapshot:
         """Find the running target and describe it (raises TargetNotFound)."""
@@ -229,21 +163,9 @@ class TargetPort(Protocol):
         """Stop the parked old version: out of service, ready to come back."""
         ...
 
-    def publishes_ports(self, snap: Snapshot) -> bool:
-        """Whether any unit publishes a host port (then two cannot run side by side)."""
-        ...
-
     def create(self, snap: Snapshot, image: str, beside: bool = False, tag: str = "") -> str:
         """Create (not start) the new version from the old one's config; its id. ``beside``:
         next to the running old one (start-first); ``tag``: the one ``.env`` will name."""
-        ...
-
-    def expose(self, snap: Snapshot, instance: str) -> None:
-        """Start-first, gate passed: the new version becomes reachable as the old one is."""
-        ...
-
-    def promote(self, snap: Snapshot, instance: str) -> None:
-        """Start-first cutover: the new version takes the target's name."""
         ...
 
     def start(self, instance: str) -> None: ...
@@ -256,12 +178,6 @@ class TargetPort(Protocol):
         """The id that serves under the target's name now (after an unpark)."""
         ...
 
-    def settle(self, instance: str, should_stop: Callable[[], bool] | None = None,
-               moved: Progress | None = None) -> None:
-        """Wait until the target's own rollout of ``instance`` ended (a swarm update);
-        ``moved`` is called each time the rollout changes (its state, a task's state),
-        with the quiet the rollout's own pace allows before its next change."""
-
     def state(self, instance: str) -> ContainerState: ...
 
     def logs_tail(self, instance: str, lines: int) -> str: ...
@@ -269,16 +185,6 @@ class TargetPort(Protocol):
     def health_url(self, unit: Snapshot, instance: str) -> str | None:
         """The URL the health gate probes for ``instance`` of ``unit`` (None: state checks
         only, plus the image's HEALTHCHECK)."""
-        ...
-
-    def run_task(self, unit: Snapshot, image: str, argv: tuple[str, ...],
-                 timeout: float) -> TaskResult:
-        """Run a one-off container of ``image`` with ``unit``'s env, networks and volumes
-        (no published ports, no aliases, no restart), wait up to ``timeout``, remove it."""
-        ...
-
-    def remove_task(self, unit: Snapshot) -> bool:
-        """Remove a one-off task container left behind; True when there was one."""
         ...
 
     def remove(self, instance: str, moved: Progress | None = None) -> None:
@@ -297,6 +203,50 @@ class TargetPort(Protocol):
     def orphan(self) -> str | None:
         """Name of a parked old version that no journal row explains, if any."""
         ...
+
+
+@runtime_checkable
+class StartsBeside(Protocol):
+    """Capability: the new version can start next to the running old one (start-first)."""
+
+    def publishes_ports(self, snap: Snapshot) -> bool:
+        """Whether any unit publishes a host port (then two cannot run side by side)."""
+        ...
+
+    def expose(self, snap: Snapshot, instance: str) -> None:
+        """Start-first, gate passed: the new version becomes reachable as the old one is."""
+        ...
+
+    def promote(self, snap: Snapshot, instance: str) -> None:
+        """Start-first cutover: the new version takes the target's name."""
+        ...
+
+
+@runtime_checkable
+class RunsTasks(Protocol):
+    """Capability: one-off task containers (``TWILIGHT_PRE_DEPLOY``)."""
+
+    def run_task(self, unit: Snapshot, image: str, argv: tuple[str, ...],
+                 timeout: float) -> TaskResult:
+        """Run a one-off container of ``image`` with ``unit``'s env, networks and volumes
+        (no published ports, no aliases, no restart), wait up to ``timeout``, remove it."""
+        ...
+
+    def remove_task(self, unit: Snapshot) -> bool:
+        """Remove a one-off task container left behind; True when there was one."""
+        ...
+
+
+@runtime_checkable
+class RollsOutItself(Protocol):
+    """Capability: the engine replaces the units itself (a swarm update); the gate waits
+    for that rollout first."""
+
+    def settle(self, instance: str, should_stop: Callable[[], bool] | None = None,
+               moved: Progress | None = None) -> None:
+        """Wait until the target's own rollout of ``instance`` ended; ``moved`` is called
+        each time the rollout changes (its state, a task's state), with the quiet the
+        rollout's own pace allows before its next change."""
 
 
 # --------------------------------------------------------------------------- health

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+
+from twilight_agent.core.history import HistoryRow
 
 WAITING, PROMOTING, PROMOTED, DROPPED = "waiting", "promoting", "promoted", "dropped"
 STEPS = (WAITING, PROMOTING, PROMOTED, DROPPED)
 PHASE = "PROMOTE"  # the history row's phase
-OUTCOME = "promoted"  # the history row's outcome
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class Order(enum.Enum):
     UNKNOWN = "unknown"
 
 
-def order_by_history(history: Sequence[Mapping[str, object]], candidate: str,
+def order_by_history(history: Sequence[HistoryRow], candidate: str,
                      current: str) -> Order:
     """``candidate`` against ``current`` by when each first ran on this host (rows newest
     first, as the store returns them): the oldest ``deployed`` row that brought it in, or
@@ -66,11 +67,10 @@ def order_by_history(history: Sequence[Mapping[str, object]], candidate: str,
         return Order.SAME
     first: dict[str, float] = {}  # digest -> age (larger is older)
     for i, row in enumerate(history):
-        if row.get("outcome") != "deployed":
+        if not row.deployed:
             continue
-        for key, age in (("to_digest", float(i)), ("from_digest", i + 0.5)):
-            digest = row.get(key)
-            if isinstance(digest, str):
+        for digest, age in ((row.to_digest, float(i)), (row.from_digest, i + 0.5)):
+            if digest is not None:
                 first[digest] = max(first.get(digest, -1.0), age)
     if candidate not in first or current not in first:
         return Order.UNKNOWN

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from twilight_agent.core.history import HistoryRow
 from twilight_agent.core.models import Release
 
 
@@ -85,11 +86,11 @@ class StorePort(Protocol):
 
     def open_journal(self) -> JournalEntry | None: ...
 
-    def finish(self, row: Mapping[str, Any], meta: Meta, clear_halt: bool) -> None:
+    def finish(self, row: HistoryRow, meta: Meta, clear_halt: bool) -> None:
         """History row + meta + journal closed, in one transaction."""
         ...
 
-    def history(self, n: int = 20) -> list[dict[str, Any]]: ...
+    def history(self, n: int = 20) -> list[HistoryRow]: ...
 
     def outcome_counts(self) -> dict[str, tuple[int, str]]: ...
 

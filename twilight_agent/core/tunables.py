@@ -28,6 +28,26 @@ class Tunables:
     alias_settle_s: float = 2.0
     # How often the health gate reads the container state.
     health_tick_s: float = 0.25
+    # The longest one health probe may take (a shorter TWILIGHT_HEALTH_INTERVAL wins), and
+    # how long a signal-killed container is looked at before a verdict (it may be dockerd
+    # stopping it, not the app failing).
+    probe_timeout_cap_s: float = 5.0
+    signal_grace_s: float = 2.0
+    # The daemon's loop: how often it looks at the signal flags; the share of the poll
+    # interval added at random, so hosts do not poll in step.
+    loop_tick_s: float = 0.2
+    poll_jitter: float = 0.1
+    # Swarm: how often ``settle`` reads the update status, and the time allowed per batch
+    # of tasks beyond swarm's monitor and delay (pull, start, stop grace).
+    swarm_settle_tick_s: float = 0.5
+    swarm_boot_allowance_s: float = 120.0
+    # One registry operation (resolve or check: all requests, retries and reads).
+    registry_operation_s: float = 120.0
+    # The engine's stop timeout when the container names none (docker's own default).
+    stop_timeout_s: int = 10
+    # ``ip neigh replace`` and ``docker compose config --hash``: how long each may run.
+    ip_timeout_s: float = 2.0
+    compose_timeout_s: float = 60.0
     # Failed container's log lines kept in the history row, and their size cap.
     log_lines: int = 50
     log_tail_chars: int = 8000
@@ -35,6 +55,8 @@ class Tunables:
     webhook_attempts: int = 3
     webhook_backoff_s: tuple[float, ...] = (1.0, 2.0)
     webhook_timeout_s: float = 5.0
+    # A delivery thread (webhook, Apprise) ends after this long without a message.
+    delivery_idle_s: float = 60.0
 
 
 DEFAULT = Tunables()
