@@ -2,9 +2,9 @@
 
 Each subcommand is a function ``(settings, args) -> int`` in ``twilight_agent.commands``,
 imported only when used so ``--help`` and ``status`` start fast. A ``TwilightError`` becomes
-one line on stderr and its exit code (README, "Exit codes"; ``core/outcomes.py``): 0 done,
-1 deploy failed and the previous version serves, 2 invalid input or config, 3 locked,
-4 halted, 5 registry/Docker unreachable.
+one line on stderr and its exit code (docs/architecture.md, outcomes and exit codes;
+``core/outcomes.py``): 0 done, 1 deploy failed and the previous version serves, 2 invalid
+input or config, 3 locked, 4 halted, 5 registry/Docker unreachable.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """RegistryPort over the OCI distribution API as ghcr.io serves it (httpx).
 
-Finding the newest build on the track (README, "Checking what would be deployed"):
+Finding the newest build on the track (docs/operations.md, "Checking what would be deployed"):
 
 1. ``HEAD manifests/<track>`` with the full Accept list -> digest D. When D is the digest
    of the last result, that is all: one request per idle poll, whatever the tag count.
