@@ -21,6 +21,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from testbed import sigstore_standin as ss
 from testbed.sigstore_standin import Proof, SigstoreStandin, WorkflowIdentity
@@ -34,7 +36,7 @@ from twilight_agent.core import keyless as kl
 from twilight_agent.core import registry_rules as rr
 from twilight_agent.core.models import Digest, Release
 from twilight_agent.core.signatures import referrers_tag
-from twilight_agent.errors import RegistryUnavailable
+from twilight_agent.errors import RegistryError, RegistryUnavailable
 from twilight_agent.settings import Settings
 
 REFERENCE = f"ghcr.io/{REPO}"
@@ -95,7 +97,8 @@ def candidate(fake: FakeGhcr, revision: str | None = None, labels: bool = True) 
 
 
 def attach(fake: FakeGhcr, digest: str, bundle: dict[str, Any] | bytes, *,
-           api: bool = False, payload: bytes | None = None, size: int | None = None) -> None:
+           api: bool = False, payload: bytes | None = None, size: int | None = None,
+           predicate: str | None = None) -> None:
     """Attach ``bundle`` to ``digest`` as ``actions/attest-build-provenance`` pushes it: an
     OCI manifest with the bundle as its layer and the image as its subject, listed by the
     referrers API (``api``) or the ``sha256-<hex>`` tag schema."""
@@ -117,7 +120,9 @@ def attach(fake: FakeGhcr, digest: str, bundle: dict[str, Any] | bytes, *,
             "artifactType": "application/spdx+json"}
     index = json.dumps({"schemaVersion": 2, "mediaType": rr.OCI_INDEX, "manifests": [
         sbom, {"mediaType": rr.OCI_MANIFEST, "digest": sha(manifest), "size": len(manifest),
-               "artifactType": kl.BUNDLE_V03}]}).encode()
+               "artifactType": kl.BUNDLE_V03, "annotations": {
+                   "dev.sigstore.bundle.content": "dsse-envelope",
+                   kl.PREDICATE_ANNOTATION: predicate or kl.SLSA_V1}}]}).encode()
     if api:
         fake.hook = lambda r: httpx.Response(200, headers={"content-type": rr.OCI_INDEX},
                                              content=index) if "/referrers/" in r.url.path \
@@ -264,6 +269,16 @@ def test_another_predicate_type_is_refused(
         f"not '{kl.SLSA_V1}'")
 
 
+def test_an_attestation_annotated_as_another_kind_is_not_read(
+        fake: FakeGhcr, standin: SigstoreStandin,
+        verifier: Callable[..., KeylessVerifier]) -> None:
+    """An SBOM attested before the provenance: the build waits, it is not refused."""
+    rel = candidate(fake)
+    attach(fake, rel.digest, standin.provenance_bundle(rel.digest, MAIN),
+           predicate="https://spdx.dev/Document")
+    assert verifier().verify(rel).status == "missing"
+
+
 def test_a_message_signature_over_another_digest_is_refused(
         fake: FakeGhcr, standin: SigstoreStandin,
         verifier: Callable[..., KeylessVerifier]) -> None:
@@ -357,7 +372,7 @@ def test_a_trusted_root_file_that_goes_bad_decides_nothing(tmp_path: Path) -> No
 
 
 # ------------------------------------------------------------------------ settings, wiring
-def settings(**env: Any) -> Settings:
+def agent_settings(**env: Any) -> Settings:
     return Settings(image=REFERENCE, container="app", **env)
 
 
@@ -377,7 +392,7 @@ def test_settings_refuse_with_one_line(tmp_path: Path, root_file: Path) -> None:
     }
     for reason, env in cases.items():
         with pytest.raises(ValueError, match=reason) as info:
-            settings(**env)
+            agent_settings(**env)
         assert len(str(info.value).splitlines()) <= 4  # pydantic's frame around one line
 
 
@@ -387,12 +402,12 @@ def test_without_sigstore_installed_an_identity_is_a_config_error(
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "sigstore" else real(name, *a))
     with pytest.raises(ValueError, match=r"pip install 'twilight-agent\[keyless\]'"):
-        settings(verify_identity=IDENTITY)
+        agent_settings(verify_identity=IDENTITY)
 
 
 def test_build_verifier_wires_keyless_and_loads_no_sigstore(tmp_path: Path,
                                                            root_file: Path) -> None:
-    good = settings(verify_identity=IDENTITY, verify_trusted_root=str(root_file),
+    good = agent_settings(verify_identity=IDENTITY, verify_trusted_root=str(root_file),
                     state_dir=tmp_path)
     assert good.verifies and good.verify_issuer == kl.GITHUB_ISSUER
     assert isinstance(build_verifier(good, object()), KeylessVerifier)
@@ -410,3 +425,71 @@ def test_loading_the_checker_brings_sigstore() -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          timeout=60, check=True).stdout.split()
     assert out == ["False", "True"]
+
+
+# ------------------------------------------------------------------------ any garbage
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                    lambda kids: st.lists(kids, max_size=3)
+                    | st.dictionaries(st.text(max_size=8), kids, max_size=3), max_leaves=8)
+ZERO = "sha256:" + "0" * 64
+LAYER = st.fixed_dictionaries({}, optional={
+    "mediaType": st.sampled_from([*kl.BUNDLE_TYPES, kl.SIMPLE_SIGNING]) | st.text(max_size=5),
+    "digest": st.just(ZERO) | st.text(max_size=70) | JSON,
+    "size": st.integers(-5, 10**6) | st.booleans() | JSON})
+REFERRER = st.fixed_dictionaries({}, optional={
+    "artifactType": st.sampled_from(kl.BUNDLE_TYPES) | st.text(max_size=10),
+    "digest": st.just(ZERO) | st.text(max_size=70) | JSON})
+
+
+@settings(max_examples=120, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(entries=st.lists(REFERRER | JSON, max_size=3) | JSON,
+       layers=st.lists(LAYER | JSON, max_size=3) | JSON,
+       body=st.binary(max_size=200) | JSON.map(lambda d: json.dumps(d).encode()))
+def test_any_referrer_ends_in_a_verdict_or_a_typed_error(
+        root_file: Path, tmp_path: Path, entries: Any, layers: Any, body: bytes) -> None:
+    fake = FakeGhcr()
+    rel = candidate(fake)
+    referred = json.dumps({"schemaVersion": 2, "mediaType": rr.OCI_MANIFEST,
+                           "layers": layers}).encode()
+    fake.manifests[ZERO] = (referred, rr.OCI_MANIFEST)
+    fake.blobs[ZERO] = body  # served under the zero digest: a digest mismatch, garbage
+    fake.blobs[sha(body)] = body
+    index = json.dumps({"schemaVersion": 2, "mediaType": rr.OCI_INDEX,
+                        "manifests": entries}).encode()
+    fake.put(referrers_tag(rel.digest), index, rr.OCI_INDEX)
+    with HttpRegistry(BASE, REPO, transport=httpx.MockTransport(fake),
+                      sleep=lambda s: None) as reg:
+        try:
+            check = KeylessVerifier(reg, kl.IdentityRule(IDENTITY), kl.GITHUB_ISSUER,
+                                    REFERENCE, trusted_root=root_file,
+                                    state_dir=tmp_path).verify(rel)
+        except RegistryError:
+            return
+    assert check.status in ("missing", "invalid")
+    assert "\n" not in check.detail
+
+
+@pytest.fixture(scope="module")
+def one_bundle(standin: SigstoreStandin) -> bytes:
+    """One bundle for the candidate ``candidate()`` publishes (its digest is fixed)."""
+    rel = candidate(FakeGhcr())
+    return json.dumps(standin.provenance_bundle(rel.digest, MAIN)).encode()
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(where=st.floats(0, 1), byte=st.integers(0, 255))
+def test_any_damaged_bundle_is_judged_in_one_line(
+        one_bundle: bytes, root_file: Path, tmp_path: Path, where: float, byte: int) -> None:
+    fake = FakeGhcr()
+    rel = candidate(fake)
+    raw = bytearray(one_bundle)
+    raw[int(where * (len(raw) - 1))] = byte
+    attach(fake, rel.digest, bytes(raw))
+    with HttpRegistry(BASE, REPO, transport=httpx.MockTransport(fake),
+                      sleep=lambda s: None) as reg:
+        check = KeylessVerifier(reg, kl.IdentityRule(IDENTITY), kl.GITHUB_ISSUER, REFERENCE,
+                                trusted_root=root_file, state_dir=tmp_path).verify(rel)
+    assert check.status in ("valid", "invalid")  # valid: the byte changed nothing signed
+    assert "\n" not in check.detail and len(check.detail) < 400

@@ -23,6 +23,7 @@ SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 INTOTO = "application/vnd.in-toto+json"
 STATEMENT_V1 = "https://in-toto.io/Statement/v1"
 SLSA_V1 = "https://slsa.dev/provenance/v1"
+PREDICATE_ANNOTATION = "dev.sigstore.bundle.predicateType"  # on GitHub's referrers
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 MAX_BUNDLE = 256 * 1024  # GitHub's provenance bundles are 5-20 KiB
 MAX_BUNDLES = 8  # bundle manifests read from one referrers index
@@ -88,11 +89,21 @@ def workflow_claims(identity: str) -> WorkflowClaims:
 
 
 def bundle_referrers(index: Any) -> list[str]:
-    """The digests of the Sigstore bundle manifests an OCI 1.1 referrers index lists."""
+    """The digests of the Sigstore bundle manifests an OCI 1.1 referrers index lists, but
+    not those it annotates as attestations of another kind (an SBOM attested before the
+    provenance would otherwise be refused before the provenance comes). The annotation is
+    unsigned: it can only make a bundle skipped, never accepted."""
     entries = index.get("manifests") if isinstance(index, dict) else None
     found = [e.get("digest") for e in entries if isinstance(e, dict)
-             and e.get("artifactType") in BUNDLE_TYPES] if isinstance(entries, list) else []
+             and e.get("artifactType") in BUNDLE_TYPES and not _other_kind(e)] \
+        if isinstance(entries, list) else []
     return [d for d in found if isinstance(d, str) and _DIGEST.fullmatch(d)][:MAX_BUNDLES]
+
+
+def _other_kind(entry: dict[str, Any]) -> bool:
+    notes = entry.get("annotations")
+    kind = notes.get(PREDICATE_ANNOTATION) if isinstance(notes, dict) else None
+    return kind is not None and kind != SLSA_V1
 
 
 def bundle_layer(manifest: Any) -> tuple[str, int]:
