@@ -15,6 +15,8 @@ import json
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from testbed import sigstore_standin as ss
 from testbed.sigstore_standin import Proof, SigstoreStandin, WorkflowIdentity
 from tests.unit.test_idle_imports import imports_with
 from tests.unit.test_registry import BASE, REPO, FakeGhcr, sha
+from twilight_agent.adapters import keyless_root
 from twilight_agent.adapters.keyless import KeylessVerifier
 from twilight_agent.adapters.keyless_root import FileRoot, PublicGoodRoot
 from twilight_agent.adapters.registry import HttpRegistry
@@ -362,6 +365,53 @@ def test_the_public_good_root_keeps_its_last_good_copy(
     assert again.load() is not None and again.cache.read_text() == text  # not loosened
     with pytest.raises(RegistryUnavailable, match="TUF unreachable and no copy"):
         PublicGoodRoot(tmp_path / "fresh", fetch).load()
+
+
+def test_a_hung_tuf_is_given_up_on_in_time(standin: SigstoreStandin, tmp_path: Path) -> None:
+    text = json.dumps(standin.trusted_root())
+    PublicGoodRoot(tmp_path, lambda: text).load()  # a first copy kept
+    release = threading.Event()
+
+    def hang() -> str:
+        release.wait(10)
+        return text
+    start = time.monotonic()
+    assert PublicGoodRoot(tmp_path, hang, deadline=0.2).load() is not None  # the kept copy
+    assert time.monotonic() - start < 5
+    release.set()
+
+
+def test_the_tuf_client_keeps_its_metadata_under_the_state_dir(
+        standin: SigstoreStandin, tmp_path: Path) -> None:
+    """python-tuf's Updater (faked: no test reaches the internet) is started from the
+    root.json sigstore-python ships and keeps everything under the given directory."""
+    seen: dict[str, Any] = {}
+    target = tmp_path / "served.json"
+    target.write_text(json.dumps(standin.trusted_root()))
+
+    class Updater:
+        def __init__(self, **kw: Any) -> None:
+            seen.update(kw)
+
+        def refresh(self) -> None:
+            seen["refreshed"] = True
+
+        def get_targetinfo(self, name: str) -> str:
+            return name
+
+        def find_cached_target(self, info: str) -> str | None:
+            return None
+
+        def download_target(self, info: str) -> str:
+            return str(target)
+    fetch = keyless_root.tuf_fetch(tmp_path / "sigstore" / "tuf", Updater)
+    root = PublicGoodRoot(tmp_path, fetch)
+    assert root.load() is not None and seen["refreshed"]
+    assert seen["metadata_dir"] == str(tmp_path / "sigstore" / "tuf" / "metadata")
+    assert seen["target_dir"] == str(tmp_path / "sigstore" / "tuf" / "targets")
+    assert seen["metadata_base_url"] == "https://tuf-repo-cdn.sigstore.dev"
+    assert json.loads(seen["bootstrap"])["signed"]["_type"] == "root"
+    assert root.cache.read_text() == target.read_text()
 
 
 def test_a_trusted_root_file_that_goes_bad_decides_nothing(tmp_path: Path) -> None:
