@@ -140,11 +140,21 @@ def test_provenance_from_the_main_workflow_is_valid(
         fake: FakeGhcr, standin: SigstoreStandin, verifier: Callable[..., KeylessVerifier],
         api: bool) -> None:
     rel = candidate(fake)
-    attach(fake, rel.digest, standin.provenance_bundle(rel.digest, MAIN, image=REFERENCE),
-           api=api)
+    bundle = standin.provenance_bundle(rel.digest, MAIN, image=REFERENCE)
+    attach(fake, rel.digest, bundle, api=api)
+    fake.requests.clear()
     check = verifier().verify(rel)
     assert check.valid, check.describe()
     assert check.describe() == f"valid (identity {IDENTITY})"
+    # The referrers (API, else tag schema), the bundle's manifest, its blob: nothing of
+    # the image itself is fetched.
+    paths = [r.url.path.removeprefix(f"/v2/{REPO}/") for r in fake.requests
+             if r.url.host == "ghcr.io" and r.url.path != "/token"]
+    asked = list(dict.fromkeys(paths))  # the first try of each was answered 401
+    assert asked[0] == f"referrers/{rel.digest}"
+    assert asked[1:-2] == ([] if api else [f"manifests/{referrers_tag(rel.digest)}"])
+    assert asked[-1] == f"blobs/{sha(json.dumps(bundle).encode())}"
+    assert [p for p in asked if p.startswith("blobs/")] == asked[-1:]
 
 
 @pytest.mark.parametrize("proof", [Proof(log="v2", timestamp=True),

@@ -15,6 +15,7 @@ import json
 from typing import Any, Protocol
 
 from cryptography.x509 import SubjectAlternativeName, UniformResourceIdentifier
+from sigstore.errors import Error as SigstoreError
 from sigstore.models import Bundle, TrustedRoot
 from sigstore.verify import Verifier, policy
 
@@ -131,5 +132,9 @@ def _san(bundle: Bundle) -> str:
 
 
 def _line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    """sigstore's own message; anything else (a crafted bundle tripping a parser, or a bug)
+    keeps its class name, so it is not mistaken for a verdict."""
+    text = " ".join(str(exc).split())
+    if not isinstance(exc, SigstoreError):
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return shown(text, 240)
