@@ -28,13 +28,16 @@ from hypothesis import strategies as st
 
 from testbed import sigstore_standin as ss
 from testbed.sigstore_standin import Proof, SigstoreStandin, WorkflowIdentity
+from tests.unit.fakes import FakeHealth, FakeRegistry, FakeRuntime, Sink, release
+from tests.unit.fakes import digest as numbered
 from tests.unit.test_idle_imports import imports_with
 from tests.unit.test_registry import BASE, REPO, FakeGhcr, sha
 from twilight_agent.adapters import keyless_root
 from twilight_agent.adapters.keyless import KeylessVerifier
 from twilight_agent.adapters.keyless_root import FileRoot, PublicGoodRoot
 from twilight_agent.adapters.registry import HttpRegistry
-from twilight_agent.app import build_verifier
+from twilight_agent.adapters.store import Store
+from twilight_agent.app import build_agent, build_verifier
 from twilight_agent.core import keyless as kl
 from twilight_agent.core import registry_rules as rr
 from twilight_agent.core.models import Digest, Release
@@ -553,3 +556,33 @@ def test_any_damaged_bundle_is_judged_in_one_line(
                                 trusted_root=root_file, state_dir=tmp_path).verify(rel)
     assert check.status in ("valid", "invalid")  # valid: the byte changed nothing signed
     assert "\n" not in check.detail and len(check.detail) < 400
+
+
+# ------------------------------------------------------------------------ the agent
+def test_the_agent_quarantines_a_feature_build_and_deploys_mains(
+        tmp_path: Path, fake: FakeGhcr, standin: SigstoreStandin,
+        verifier: Callable[..., KeylessVerifier]) -> None:
+    """The whole path with the real verifier: refused before any pull with the claim named,
+    then the next build, attested by main, deployed and recorded as verified by it."""
+    old = release(1)
+    feature = Release("sha-0123456", numbered(2), MAIN.sha)
+    attach(fake, feature.digest, standin.provenance_bundle(
+        feature.digest, other(ref="refs/heads/feature")))
+    s = Settings(image=REFERENCE, container="app", state_dir=tmp_path / "st", watch=0)
+    runtime, store, reg = FakeRuntime("app", old), Store(s.state_dir), FakeRegistry(feature)
+    agent = build_agent(s, [Sink()], registry=reg, runtime=runtime,
+                        health=FakeHealth(runtime), store=store, signatures=verifier())
+    report = agent.deploy()
+    assert (report.outcome, report.exit_code) == ("untrusted", 1)
+    assert report.reason == ("signature: invalid (GitHubWorkflowRef does not match (got "
+                             "'refs/heads/feature', expected 'refs/heads/main'))")
+    assert "pull" not in runtime.calls and runtime.running_digest() == old.digest
+    (q,) = store.quarantined()
+    assert q.digest == feature.digest
+    main = Release("sha-0123456", numbered(3), MAIN.sha)
+    attach(fake, main.digest, standin.provenance_bundle(main.digest, MAIN))
+    reg.track = main
+    reg.tags[main.tag] = main
+    assert agent.poll_once().outcome == "deployed"
+    assert runtime.running_digest() == main.digest
+    assert store.is_verified(str(main.digest))
