@@ -101,7 +101,8 @@ class EngineEvents(threading.Thread):
     def run(self) -> None:
         since, end = time.time(), time.monotonic() + self.limit_s
         while not self._halt.is_set() and time.monotonic() < end:
-            try:
+            client: Any = None
+            try:  # the client asks the engine its version: inside, the engine may be away
                 client = docker.APIClient(timeout=None)
                 self._stream = client.events(since=int(since), decode=True,
                                              filters={"type": ["image", "container"]})
@@ -111,6 +112,10 @@ class EngineEvents(threading.Thread):
             except Exception:  # the engine went away: reconnect when it is back
                 self.reconnects += 1
                 self._halt.wait(1)
+            finally:
+                for part in (self._stream, client):
+                    with contextlib.suppress(Exception):
+                        part.close()
 
     def _take(self, ev: dict[str, Any]) -> None:
         attrs = (ev.get("Actor") or {}).get("Attributes") or {}

@@ -114,7 +114,7 @@ class Chaos:
     def _close(self) -> None:
         """Everything the run made goes, whatever failed before (each step on its own)."""
         steps = [self.site.stop_agent, *(o.stop for o in (self.prober, self.watch) if o),
-                 self.proxy.stop, self.site.close, self.raw.close]
+                 self.proxy.stop, self.site.close, self.raw.close, self.client.close]
         for step in steps:
             with contextlib.suppress(Exception):
                 step()

@@ -31,6 +31,9 @@ def seed() -> int:
     return CI_SEED if os.environ.get("CI") else random.SystemRandom().randrange(10**6)
 
 
+# The harness's own engine clients lose their sockets when dockerd restarts under them;
+# the agent's are checked by the rest of the suite with warnings as errors.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_chaos_slice_breaks_no_invariant(bed: Any, tmp_path: Path, figures: Figures) -> None:
     chaos = Chaos(seed(), float(os.environ.get("TWILIGHT_CHAOS_SECONDS", "120")), tmp_path)
     report = chaos.run()
