@@ -135,8 +135,8 @@ def test_tag_deleted_between_check_and_pull(site: Site, figures: Figures) -> Non
         def __getattr__(self, name: str) -> Any:
             return getattr(real, name)
 
-        def resolve_track(self, track: str, known: Any = None) -> Any:
-            release = real.resolve_track(track, known)
+        def resolve_track(self, track: str, known: Any = None, digest: Any = None) -> Any:
+            release = real.resolve_track(track, known, digest)
             site.bed.raw.delete_manifest(site.repo, str(release.digest))
             return release
 

@@ -45,6 +45,7 @@ def test_a_build_that_dies_after_the_gate_is_rolled_back_within_interval_plus_2s
         site: Site) -> None:
     v1 = push(site, "v1")
     old_id = site.run_app(v1)
+    env_before = site.env_file.read_bytes()  # the operator's: IMAGE_TAG, no IMAGE_DIGEST
     bad = push(site, "v2", mode="die-later", die_after=20)
     t0 = time.time()
 
@@ -53,7 +54,8 @@ def test_a_build_that_dies_after_the_gate_is_rolled_back_within_interval_plus_2s
     assert p.returncode == 1, (p.stdout, p.stderr)
     assert site.inspect()["Id"] == old_id and site.running_digest() == v1.digest
     assert site.serving() == "ok v1" and site.data_intact()
-    assert (site.env_tag(), site.env_digest()) == (v1.sha_tag, v1.digest)  # .env put back
+    assert site.env_file.read_bytes() == env_before  # .env put back as the commit found it
+    assert (site.env_tag(), site.env_digest()) == (v1.sha_tag, "")
     assert site.containers() == [site.name]
     row = site.history()[0]
     assert (row["outcome"], row["phase"], row["to_digest"]) == (
