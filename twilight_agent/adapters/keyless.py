@@ -32,13 +32,18 @@ from twilight_agent.core.keyless import (
     payload_layer,
 )
 from twilight_agent.core.models import Digest, Release
-from twilight_agent.core.signatures import INVALID, MISSING, SignatureCheck, referrers_tag
+from twilight_agent.core.signatures import (
+    INVALID,
+    MISSING,
+    FirstSaid,
+    SignatureCheck,
+    referrers_tag,
+)
 from twilight_agent.errors import ManifestNotFound, RegistryProtocolError
 from twilight_agent.lazy import lazy_module
 from twilight_agent.logs import get_logger
 
 log = get_logger("twilight.keyless")
-SAID = 64  # digests whose last logged answer is remembered
 
 
 class KeylessVerifier:
@@ -50,14 +55,11 @@ class KeylessVerifier:
         self._rule, self._issuer, self._reference = rule, issuer, reference
         self._trusted_root, self._state_dir = trusted_root, state_dir
         self._checker: Any = None  # keyless_check.BundleChecker, built at the first bundle
-        self._said: dict[str, SignatureCheck] = {}  # the last answer logged, per digest
+        self._said = FirstSaid()  # one log line per digest and answer
 
     def verify(self, release: Release) -> SignatureCheck:
         check = self._verify(release)
-        if self._said.get(str(release.digest)) != check:  # one line per digest and answer
-            self._said[str(release.digest)] = check
-            while len(self._said) > SAID:
-                del self._said[next(iter(self._said))]
+        if self._said.new(str(release.digest), check):
             log.info("signature_checked", digest=str(release.digest), tag=release.tag,
                      signature=check.status, detail=check.detail or None,
                      identity=check.key or None)

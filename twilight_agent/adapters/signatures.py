@@ -24,6 +24,7 @@ from twilight_agent.core.signatures import (
     MAX_LAYERS,
     MISSING,
     VALID,
+    FirstSaid,
     SignatureCheck,
     SignatureLayer,
     payload_mismatch,
@@ -36,7 +37,6 @@ from twilight_agent.errors import ManifestNotFound
 from twilight_agent.logs import get_logger
 
 log = get_logger("twilight.signatures")
-SAID = 64  # digests whose last logged answer is remembered
 
 
 class CosignVerifier:
@@ -48,14 +48,11 @@ class CosignVerifier:
         self._keys = tuple(keys)
         self._reference = reference  # host/path, what cosign writes as docker-reference
         self._annotations = dict(annotations or {})
-        self._said: dict[str, SignatureCheck] = {}  # the last answer logged, per digest
+        self._said = FirstSaid()  # one log line per digest and answer
 
     def verify(self, release: Release) -> SignatureCheck:
         check = self._verify(release)
-        if self._said.get(str(release.digest)) != check:  # one line per digest and answer
-            self._said[str(release.digest)] = check
-            while len(self._said) > SAID:
-                del self._said[next(iter(self._said))]
+        if self._said.new(str(release.digest), check):
             log.info("signature_checked", digest=str(release.digest), tag=release.tag,
                      signature=check.status, detail=check.detail or None,
                      key=check.key or None)

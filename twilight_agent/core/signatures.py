@@ -58,6 +58,24 @@ class SignatureCheck:
         return f"{self.status} ({self.detail})" if self.detail else self.status
 
 
+class FirstSaid:
+    """Whether an answer for a digest is new: the last answer per digest is remembered
+    (the ``size`` most recent digests), so a verifier logs one line per digest and
+    answer, not one per poll."""
+
+    def __init__(self, size: int = 64) -> None:
+        self._size = size
+        self._said: dict[str, SignatureCheck] = {}
+
+    def new(self, digest: str, check: SignatureCheck) -> bool:
+        if self._said.get(digest) == check:
+            return False
+        self._said[digest] = check
+        while len(self._said) > self._size:
+            del self._said[next(iter(self._said))]
+        return True
+
+
 class SignaturePort(Protocol):
     """Verifies a candidate's cosign signature before anything is pulled."""
 
