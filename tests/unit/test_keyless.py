@@ -12,7 +12,6 @@ import dataclasses
 import datetime as dt
 import importlib.util
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -45,34 +44,13 @@ from twilight_agent.core.signatures import referrers_tag
 from twilight_agent.errors import RegistryError, RegistryUnavailable
 from twilight_agent.settings import Settings
 
+pytestmark = pytest.mark.usefixtures("offline")  # no socket leaves: tests/unit/conftest.py
+
 REFERENCE = f"ghcr.io/{REPO}"
 MAIN = WorkflowIdentity()
 IDENTITY = MAIN.san
 HOURS_AGO = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(hours=2)
 EMPTY = b"{}"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def offline() -> Iterator[None]:
-    """No connection leaves this process: a verifier that reached for TUF, Rekor or a TSA
-    would fail here rather than pass on the network's say."""
-    def refuse(self: socket.socket, address: object) -> None:
-        raise AssertionError(f"a connection to {address} during an offline test")
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(socket.socket, "connect", refuse)
-        patch.setattr(socket.socket, "connect_ex", refuse)
-        yield
-
-
-@pytest.fixture(scope="module")
-def standin(offline: None, tmp_path_factory: pytest.TempPathFactory) -> SigstoreStandin:
-    return SigstoreStandin(tmp_path_factory.mktemp("sigstore"))
-
-
-@pytest.fixture(scope="module")
-def stranger(offline: None, tmp_path_factory: pytest.TempPathFactory) -> SigstoreStandin:
-    return SigstoreStandin(tmp_path_factory.mktemp("stranger"))
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,6 @@ import dataclasses
 import datetime as dt
 import json
 import re
-import socket
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,33 +27,11 @@ from testbed.sigstore_standin import (
     simple_signing_payload,
 )
 
+pytestmark = pytest.mark.usefixtures("offline")  # no socket leaves: tests/unit/conftest.py
+
 DIGEST = "sha256:" + "5e" * 32
 MAIN = WorkflowIdentity()
 HOURS_AGO = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(hours=2)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def offline() -> Iterator[None]:
-    """No connection leaves this process, from the trust root's loading on: a verifier that
-    tried to reach Rekor, a TSA or TUF would fail here rather than pass on the network's say."""
-    def refuse(self: socket.socket, address: object) -> None:
-        raise AssertionError(f"a connection to {address} during an offline test")
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(socket.socket, "connect", refuse)
-        patch.setattr(socket.socket, "connect_ex", refuse)
-        yield
-
-
-@pytest.fixture(scope="module")
-def standin(offline: None, tmp_path_factory: pytest.TempPathFactory) -> SigstoreStandin:
-    return SigstoreStandin(tmp_path_factory.mktemp("sigstore"))
-
-
-@pytest.fixture(scope="module")
-def stranger(offline: None, tmp_path_factory: pytest.TempPathFactory) -> SigstoreStandin:
-    """Another Sigstore altogether: its CA, logs and TSA are in no trust root here."""
-    return SigstoreStandin(tmp_path_factory.mktemp("stranger"))
 
 
 @pytest.fixture(scope="module")
