@@ -3,6 +3,11 @@ the test bed's local Sigstore (testbed/sigstore_standin.py) attached to the imag
 ``actions/attest-build-provenance`` pushes it (an OCI manifest whose subject is the image,
 listed under the ``sha256-<hex>`` referrers tag: the bed's registry has no referrers API),
 checked by the real sigstore-python against the stand-in's trusted root.
+
+Each refusal the issue names (another ref, repository, issuer or commit, a tampered payload,
+a timestamp from a TSA outside the root, an expired certificate without proof it signed in
+time) happens before any layer is fetched and quarantines the build with the verifier's
+reason; ``rollback``, a named tag and a pin go through the same verification.
 """
 
 from __future__ import annotations
