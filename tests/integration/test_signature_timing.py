@@ -22,7 +22,14 @@ from testbed.accesslog import AccessLog
 from testbed.images import AppImage
 from tests.integration.deploybed import Site, push
 from tests.integration.test_promotion import canary_config, stable
-from tests.integration.test_signatures import MAIN, Keys, engine_has, keys, verify_cfg
+from tests.integration.test_signatures import (
+    MAIN,
+    Keys,
+    engine_has,
+    keys,
+    layers_fetched,
+    verify_cfg,
+)
 from twilight_agent import app
 from twilight_agent.core.clock import SYSTEM
 from twilight_agent.core.events import Held, Quarantined
@@ -144,15 +151,12 @@ def test_a_signed_commit_that_is_not_the_builds_revision_is_refused_before_pull(
     site.run_app(v1)
     v2 = push(site, "v2")
     keys.sign(v2, annotations={**MAIN, "commit": "f" * 40})  # the right key, another commit
-    layers = {d["digest"] for d in json.loads(site.bed.raw.get_manifest(
-        site.repo, v2.digest)[0])["layers"]}
     log = AccessLog()
     p = site.cli("deploy", **verify_cfg(keys))
     assert p.returncode == 1, (p.stdout, p.stderr)
     assert "it signs commit ffffffffffff, the image's revision label is " \
         f"{v2.revision[:12]}" in p.stderr, p.stderr
-    blobs = [u for m, u, _ in log.served(site.repo) if m == "GET" and "/blobs/" in u]
-    assert not [u for u in blobs if u.rsplit("/", 1)[-1] in layers], blobs
+    assert layers_fetched(site, v2, log) == []
     assert site.running_digest() == v1.digest and not engine_has(site, v2)
     assert site.history()[0]["verified"] is False
 

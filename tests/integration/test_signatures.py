@@ -68,6 +68,15 @@ def engine_has(site: Site, img: AppImage) -> bool:
     return True
 
 
+def layers_fetched(site: Site, img: AppImage, log: AccessLog) -> list[str]:
+    """The GETs of ``img``'s layer blobs the registry served since ``log``'s mark: what a
+    pull fetches (the config blob is not one: the agent reads the revision label there)."""
+    body = site.bed.raw.get_manifest(site.repo, img.digest)[0]
+    layers = {d["digest"] for d in json.loads(body)["layers"]}
+    return [u for m, u, _ in log.served(site.repo)
+            if m == "GET" and "/blobs/" in u and u.rsplit("/", 1)[-1] in layers]
+
+
 def assert_refused(site: Site, img: AppImage, running: AppImage, p, why: str,
                    retry: tuple[str, ...] = ("deploy",)) -> None:
     assert p.returncode == 1, (p.stdout, p.stderr)

@@ -297,6 +297,19 @@ def test_another_ca_and_an_image_without_its_revision_are_refused(
                                               "against")
 
 
+def test_a_rollback_known_by_its_digest_alone_is_matched_against_its_label(
+        fake: FakeGhcr, standin: SigstoreStandin,
+        verifier: Callable[..., KeylessVerifier]) -> None:
+    """``rollback`` takes its target from the history, without a revision: the image's
+    label is read, so the signed commit is still checked against it."""
+    rel = candidate(fake)
+    attach(fake, rel.digest, standin.provenance_bundle(rel.digest, MAIN))
+    by_digest = Release("sha-0123456", rel.digest)
+    assert verifier().verify(by_digest).valid
+    attach(fake, rel.digest, standin.provenance_bundle(rel.digest, other(sha="f" * 40)))
+    assert "GitHubWorkflowSHA does not match" in verifier().verify(by_digest).detail
+
+
 # ------------------------------------------------------------------------ missing, garbage
 def test_no_bundle_is_missing(fake: FakeGhcr, verifier: Callable[..., KeylessVerifier]) -> None:
     rel = candidate(fake)

@@ -7,9 +7,11 @@ For a new candidate: the OCI 1.1 referrers API filtered by the bundle artifact t
 then v0.2 when none), else its ``sha256-<hex>`` tag schema; then per bundle manifest (at
 most ``MAX_BUNDLES``) one ``GET`` of the manifest and one of the bundle blob (size-capped,
 hashed against its digest), until one verifies. No bundle: ``missing`` (the grace applies).
-A bundle that does not verify, or registry garbage where a bundle should be: ``invalid``
-with a one-line reason. A registry that does not answer, or no trust root to be had,
-raises (``RegistryError``: nothing is decided, the next poll tries again).
+A candidate known by its digest alone (a rollback's, from the history) has its revision
+label read then: the signed commit is matched against it. A bundle that does not verify,
+or registry garbage where a bundle should be: ``invalid`` with a one-line reason. A
+registry that does not answer, or no trust root to be had, raises (``RegistryError``:
+nothing is decided, the next poll tries again).
 
 sigstore itself is imported only at the first bundle checked (``lazy.py``): an idle daemon
 with keyless verification configured does not carry it.
@@ -17,6 +19,7 @@ with keyless verification configured does not carry it.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +73,9 @@ class KeylessVerifier:
         if not manifests:
             return KeylessCheck(MISSING, f"no Sigstore bundle refers to "
                                 f"{release.digest.short} in {self._reference}")
+        if release.revision is None:  # a rollback's, from the history: the label tells
+            release = dataclasses.replace(release,
+                                          revision=self._registry.labels(release.digest)[0])
         checks = [self._one(doc, release) for doc in manifests]
         return next((c for c in checks if c.valid), None) or _worst(checks)
 

@@ -21,6 +21,7 @@ tags, digests and revisions are checked with ``re.fullmatch``, and registry text
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -76,8 +77,7 @@ class HttpRegistry:
                  max_tags: int = 50_000, scope: str = "", **session: Any) -> None:
         self.repository = repository
         self.name = f"{httpx.URL(base_url).netloc.decode()}/{repository}"
-        # The engine's os/arch; a callable asks the engine on first use (cheap constructor).
-        self._platform_source = platform
+        self._platform_source = platform  # os/arch, or a callable asking the engine once
         self._platform: Platform | None = None
         self._pattern = tag_pattern
         self._page_size, self._max_pages = page_size, max_pages
@@ -126,8 +126,12 @@ class HttpRegistry:
 
     def created(self, digest: Digest) -> str | None:
         """The build's ``org.opencontainers.image.created`` label, if it has one."""
+        return self.labels(digest)[1]
+
+    def labels(self, digest: Digest) -> tuple[str | None, str | None]:
+        """``(revision, created)``: the labels of the build under ``digest``."""
         with self._http.operation():
-            return self._labels(digest, str(digest))[1]
+            return self._labels(digest, str(digest))
 
     def _resolve_track(self, track: str, known: Release | None,
                        digest: Digest | None) -> Release:
@@ -156,10 +160,9 @@ class HttpRegistry:
             raise InvalidTag(printable(exc)) from exc
 
     def _passes(self, tag: str) -> Tag | None:
-        try:
+        with contextlib.suppress(InvalidTag):
             return self._gate(tag)
-        except InvalidTag:
-            return None
+        return None
 
     def _labels(self, digest: Digest, ref: str) -> tuple[str | None, str | None]:
         """``(revision, created)`` from the config of our platform's image under ``digest``."""
@@ -213,10 +216,9 @@ class HttpRegistry:
 
     # ----------------------------------------------------------------------- HTTP reads
     def _head_or_none(self, tag: str) -> Digest | None:
-        try:
+        with contextlib.suppress(ManifestNotFound):
             return self._head(tag)
-        except ManifestNotFound:
-            return None
+        return None
 
     def _head(self, ref: str) -> Digest:
         reply = self._http.request("HEAD", f"{self._v2}/manifests/{ref}",
@@ -313,11 +315,9 @@ class HttpRegistry:
     # ----------------------------------------------------------------------- signatures
     def manifest_or_none(self, ref: str) -> tuple[dict[str, Any], str] | None:
         """(doc, media type) of a manifest by tag or digest (a signature's); None if none."""
-        with self._http.operation():
-            try:
-                return self._manifest(ref)[:2]
-            except ManifestNotFound:
-                return None
+        with self._http.operation(), contextlib.suppress(ManifestNotFound):
+            return self._manifest(ref)[:2]
+        return None
 
     def referrers(self, digest: Digest, artifact_type: str) -> dict[str, Any] | None:
         """The OCI 1.1 referrers index of ``digest``; None when the registry has no such API."""
