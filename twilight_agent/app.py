@@ -11,7 +11,7 @@ import functools
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from twilight_agent.adapters.container_target import ComposeGroupTarget, ContainerTarget
+from twilight_agent import target_kinds
 from twilight_agent.adapters.lock import DeployLock
 from twilight_agent.adapters.sinks import EventBus
 from twilight_agent.agent import Agent
@@ -164,29 +164,10 @@ def build_verifier(settings: Settings, registry: Any) -> SignaturePort | None:
 
 
 def build_target(settings: Settings, runtime: Any, clock: Clock = SYSTEM) -> TargetPort:
-    """The target kind the settings name: one container, a compose service group
-    (``TWILIGHT_SERVICE`` with its replicas, ``TWILIGHT_SERVICES``, or every service of
-    the project running the image), or a swarm service."""
-    if settings.swarm_service:
-        from twilight_agent.adapters.swarm_target import SwarmTarget
-
-        return SwarmTarget(runtime, service=settings.swarm_service,
-                           health_url=settings.health_url,
-                           auth=lambda: registry_auth(settings),
-                           registry_host=settings.image_ref.host,
-                           order=settings.swarm_order, parallelism=settings.swarm_parallelism,
-                           monitor_s=settings.swarm_monitor,
-                           gate_s=settings.health_timeout + settings.health_soak,
-                           clock=clock)
-    if settings.compose_project:
-        return ComposeGroupTarget(runtime, project=settings.compose_project,
-                                  services=settings.service_list,
-                                  image=str(settings.image_ref),
-                                  health_url=settings.health_url,
-                                  env_file=settings.env_file,
-                                  docker_host=settings.docker_host)
-    return ContainerTarget(runtime, name=settings.container, health_url=settings.health_url,
-                           env_file=settings.env_file, docker_host=settings.docker_host)
+    """The target kind the settings select (``target_kinds.KINDS``): one container, a
+    compose service group (``TWILIGHT_SERVICE`` with its replicas, ``TWILIGHT_SERVICES``,
+    or every service of the project running the image), or a swarm service."""
+    return target_kinds.build_target(settings, runtime, clock)
 
 
 def _closers(*parts: object) -> tuple[Any, ...]:
