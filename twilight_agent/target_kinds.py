@@ -27,12 +27,13 @@ if TYPE_CHECKING:
 
 container_target = lazy_module("twilight_agent.adapters.container_target")
 swarm_target = lazy_module("twilight_agent.adapters.swarm_target")
-credentials = lazy_module("twilight_agent.adapters.credentials")
 
 SERVICE_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")  # compose's own rule
 # A config file's settings, ``TWILIGHT_`` dropped, upper case (``CONTAINER``, ...).
 Values = Mapping[str, str]
-Builder = Callable[[Any, Any, Clock], "TargetPort"]
+# The engine's pull credentials, asked when needed (None: anonymous).
+PullAuth = Callable[[], "Mapping[str, str] | None"]
+Builder = Callable[[Any, Any, Clock, PullAuth], "TargetPort"]
 
 
 def _no_rules(settings: Any) -> None:
@@ -47,7 +48,7 @@ class TargetKind:
     label: str  # what ``check`` calls what runs (the JSON ``kind``)
     selects: tuple[str, ...]  # the settings fields that select it (any one set)
     fields: tuple[str, ...]  # every setting naming its target (read from other configs)
-    build: Builder  # (settings, runtime, clock) -> its TargetPort
+    build: Builder  # (settings, runtime, clock, pull auth) -> its TargetPort
     key: Callable[[Values], tuple[str, frozenset[str]]]  # name and services in a config
     excludes: tuple[str, ...] = ()  # settings it cannot be combined with
     clash: str = ""  # the error when one is set: ``{env}`` names it
@@ -69,7 +70,8 @@ class TargetKind:
 
 
 # -- a single container ---------------------------------------------------------------
-def _build_container(settings: Any, runtime: Any, clock: Clock) -> TargetPort:
+def _build_container(settings: Any, runtime: Any, clock: Clock,
+                     auth: PullAuth) -> TargetPort:
     target: TargetPort = container_target.ContainerTarget(
         runtime, name=settings.container, health_url=settings.health_url,
         env_file=settings.env_file, docker_host=settings.docker_host)
@@ -85,7 +87,8 @@ CONTAINER = TargetKind(
 
 
 # -- a compose service group ------------------------------------------------------------
-def _build_compose(settings: Any, runtime: Any, clock: Clock) -> TargetPort:
+def _build_compose(settings: Any, runtime: Any, clock: Clock,
+                   auth: PullAuth) -> TargetPort:
     target: TargetPort = container_target.ComposeGroupTarget(
         runtime, project=settings.compose_project, services=settings.service_list,
         image=str(settings.image_ref), health_url=settings.health_url,
@@ -117,15 +120,11 @@ COMPOSE = TargetKind(
 
 
 # -- a swarm service ---------------------------------------------------------------------
-def _pull_auth(settings: Any) -> dict[str, str] | None:
-    creds = credentials.find_credentials(settings)
-    return creds.auth_config() if creds else None
-
-
-def _build_swarm(settings: Any, runtime: Any, clock: Clock) -> TargetPort:
+def _build_swarm(settings: Any, runtime: Any, clock: Clock,
+                 auth: PullAuth) -> TargetPort:
     target: TargetPort = swarm_target.SwarmTarget(
         runtime, service=settings.swarm_service, health_url=settings.health_url,
-        auth=lambda: _pull_auth(settings), registry_host=settings.image_ref.host,
+        auth=auth, registry_host=settings.image_ref.host,
         order=settings.swarm_order, parallelism=settings.swarm_parallelism,
         monitor_s=settings.swarm_monitor,
         gate_s=settings.health_timeout + settings.health_soak, clock=clock)
@@ -178,8 +177,8 @@ def check_settings(settings: Any) -> None:
         kind.check(settings)
 
 
-def build_target(settings: Any, runtime: Any, clock: Clock) -> TargetPort:
-    return kind_of(settings).build(settings, runtime, clock)
+def build_target(settings: Any, runtime: Any, clock: Clock, auth: PullAuth) -> TargetPort:
+    return kind_of(settings).build(settings, runtime, clock, auth)
 
 
 def instance_key(values: Values) -> tuple[str, str, frozenset[str]] | None:

@@ -91,7 +91,7 @@ class ToySettings(Settings):
     toy_box: str = ""
 
 
-def _build_toy(settings: Any, runtime: Any, clock: Clock) -> TargetPort:
+def _build_toy(settings: Any, runtime: Any, clock: Clock, auth: Any) -> TargetPort:
     """A box is a container by another name: the container adapter serves as the toy's."""
     return ContainerTarget(runtime, name=settings.toy_box, env_file=settings.env_file)
 
