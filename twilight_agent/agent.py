@@ -34,7 +34,7 @@ from twilight_agent.core.promotion import Promotion
 from twilight_agent.core.signatures import SignaturePort
 from twilight_agent.core.tunables import DEFAULT, Tunables
 from twilight_agent.core.windows import age_left, is_open, next_opening
-from twilight_agent.deploy_run import DeployContext, DeployRun, RunConfig, new_deploy_id
+from twilight_agent.deploy_run import AgentConfig, DeployContext, DeployRun, new_deploy_id
 from twilight_agent.errors import (
     InvalidInput,
     InvalidTag,
@@ -49,7 +49,6 @@ from twilight_agent.promotion import Promoter
 from twilight_agent.recovery import recover
 from twilight_agent.refusal import refuse_untrusted
 from twilight_agent.runner import Runner
-from twilight_agent.settings import Settings
 from twilight_agent.trust import Trust
 
 log = get_logger("twilight.agent")
@@ -59,14 +58,14 @@ Lock = contextlib.AbstractContextManager[Any]
 class Agent:
     """One deploy target, one registry repository. Built by ``app.build_agent``."""
 
-    def __init__(self, settings: Settings, registry: RegistryPort, target: TargetPort,
+    def __init__(self, config: AgentConfig, registry: RegistryPort, target: TargetPort,
                  images: ImagePort, health: HealthPort, store: Any, events: EventBus, *,
                  lock: Lock, clock: Clock = SYSTEM, tunables: Tunables = DEFAULT,
                  auth: Callable[[], Mapping[str, str] | None] | None = None,
                  closers: tuple[Callable[[], None], ...] = (),
                  signatures: SignaturePort | None = None,
                  promoter: Promoter | None = None) -> None:
-        self.settings = settings
+        self.config = config
         self.registry = registry
         self.target = target
         self.store = store
@@ -79,11 +78,11 @@ class Agent:
         self._closers = closers
         self._ctx = DeployContext(
             target=target, images=images, health=health, store=store, events=events,
-            clock=clock, tunables=tunables, config=run_config(settings),
+            clock=clock, tunables=tunables, config=config.run,
             should_stop=self._stop.is_set, pull_auth=auth or (lambda: None))
         self.trust = Trust(registry, store, events, signatures,
-                           grace=settings.verify_grace,
-                           allow_downgrade=settings.allow_downgrade,
+                           grace=config.verify_grace,
+                           allow_downgrade=config.allow_downgrade,
                            clock=clock)
         self._track_release: Release | None = None  # the last build the track resolved to
         self._registry_s: float | None = None  # the registry part of the current poll
@@ -164,7 +163,7 @@ class Agent:
 
     def status(self) -> dict[str, Any]:
         """Current/previous release, pin, quarantine, phase, last result, halted flag."""
-        return {**status_view.status(self.store, self.settings, self._live_current,
+        return {**status_view.status(self.store, self.config, self._live_current,
                                       self.clock),
                 "next_window": self.next_window(),
                 "promotion": self.promoter.pending() if self.promoter else None}
@@ -180,13 +179,13 @@ class Agent:
             return self.promoter.force(release)
 
     def status_line(self) -> str:
-        return status_view.status_line(self.store, self.settings)
+        return status_view.status_line(self.store, self.config)
 
     # -- deciding ---------------------------------------------------------------------
     def observe(self) -> Snapshot:
         """The running target with the tag it runs as."""
-        s = self.settings
-        return observe_target(self.target, self.store, s.env_file, s.tag_pattern)
+        run = self.config.run
+        return observe_target(self.target, self.store, run.env_file, run.tag_pattern)
 
     def decide(self, tag: Tag | None = None, *, explicit: bool = False,
                running: Snapshot | None = None, now: bool = False) -> Decision:
@@ -202,8 +201,8 @@ class Agent:
             candidate=candidate, running=current,
             quarantined=frozenset(q.digest for q in self.store.quarantined()),
             halted_on=meta.halted.digest if meta.halted else None,
-            pin=self.settings.pin or None, explicit=explicit,
-            source=f"pin {tag}" if tag and not explicit else (tag or self.settings.track),
+            pin=self.config.pin or None, explicit=explicit,
+            source=f"pin {tag}" if tag and not explicit else (tag or self.config.track),
             age_left_s=self._age_left(candidate, current, wall) if tag is None else 0.0,
             window=self.next_window(wall), now=now)
         decision = policy.decide(facts)
@@ -219,7 +218,7 @@ class Agent:
 
     def next_window(self, wall: dt.datetime | None = None) -> str | None:
         """Outside every deploy window: when the next one opens (ISO 8601); else None."""
-        windows, wall = self.settings.windows, wall or utc(self.clock)
+        windows, wall = self.config.windows, wall or utc(self.clock)
         if is_open(windows, wall):
             return None
         nxt = next_opening(windows, wall)
@@ -227,21 +226,21 @@ class Agent:
 
     def _age_left(self, candidate: Release, current: str | None, wall: dt.datetime) -> float:
         """TWILIGHT_MIN_AGE: how long the track's new build still has to wait."""
-        if self.settings.min_age <= 0 or str(candidate.digest) == current:
+        if self.config.min_age <= 0 or str(candidate.digest) == current:
             return 0.0
         t = wall.timestamp()
         seen = self.store.first_seen(str(candidate.digest), candidate.tag, t)
-        return age_left(seen, t, self.settings.min_age)
+        return age_left(seen, t, self.config.min_age)
 
     def _gate(self, tag: str) -> Tag:
         try:
-            return Tag.parse(tag, self.settings.tag_pattern)
+            return Tag.parse(tag, self.config.run.tag_pattern)
         except ValueError as exc:
             raise InvalidTag(str(exc)) from None
 
     def _candidate(self, tag: Tag | None, current: str | None,
                    known: Release | None) -> Release:
-        track, digest = self.settings.track, None
+        track, digest = self.config.track, None
         if tag is not None and tag not in (track, "latest"):
             return self.registry.resolve_tag(tag)
         if tag is None:
@@ -342,7 +341,7 @@ class Agent:
         try:
             with self._lock:
                 self._recover_locked()
-                pin = self._gate(self.settings.pin) if self.settings.pin else None
+                pin = self._gate(self.config.pin) if self.config.pin else None
                 report = self._deploy_locked(pin, "poll", explicit=False)
                 if self.promoter is not None:
                     self.promoter.tick(verified=self.trust.verified)
@@ -376,12 +375,3 @@ class Agent:
         except TwilightError:
             return None
         return Release(snap.tag or "", Digest(snap.digest)) if snap.digest else None
-
-
-def run_config(s: Settings) -> RunConfig:
-    return RunConfig(image_ref=s.image_ref, env_file=s.env_file, tag_pattern=s.tag_pattern,
-                     health_timeout=s.health_timeout, health_interval=s.health_interval,
-                     health_soak=s.health_soak, prune_after=s.prune_after,
-                     pre_deploy=s.pre_deploy_argv, pre_deploy_timeout=s.pre_deploy_timeout,
-                     watch=s.watch, health_failures=s.health_failures, swap=s.swap,
-                     drain=s.drain)

@@ -11,16 +11,18 @@ import functools
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from twilight_agent.adapters.container_target import ComposeGroupTarget, ContainerTarget
+from twilight_agent import target_kinds
 from twilight_agent.adapters.lock import DeployLock
 from twilight_agent.adapters.sinks import EventBus
 from twilight_agent.agent import Agent
 from twilight_agent.core.clock import SYSTEM, Clock
 from twilight_agent.core.tunables import DEFAULT, Tunables
+from twilight_agent.deploy_run import AgentConfig, RunConfig
 from twilight_agent.errors import ConfigError
 from twilight_agent.settings import Settings
 
 if TYPE_CHECKING:
+    from twilight_agent.adapters.credentials import CredentialSource
     from twilight_agent.adapters.delivery import QueuedSink
     from twilight_agent.adapters.docker_runtime import DockerRuntime
     from twilight_agent.adapters.health import HealthGate
@@ -48,7 +50,7 @@ def build_registry(settings: Settings, platform: Any = ("linux", "amd64"),
     from twilight_agent.adapters.registry import HttpRegistry
 
     return HttpRegistry(settings.registry_base, settings.image_ref.repository,
-                        credentials=find_credentials(settings),
+                        credentials=find_credentials(credential_source(settings)),
                         tag_pattern=settings.tag_pattern, platform=platform, **options)
 
 
@@ -56,8 +58,17 @@ def registry_auth(settings: Settings) -> dict[str, str] | None:
     """Docker-style ``auth_config`` ``{username, password}`` for engine pulls; None = anonymous."""
     from twilight_agent.adapters.credentials import find_credentials
 
-    creds = find_credentials(settings)
+    creds = find_credentials(credential_source(settings))
     return creds.auth_config() if creds else None
+
+
+def credential_source(settings: Settings) -> CredentialSource:
+    """Where the registry credentials come from: the token file or systemd credential
+    (read when asked) with the user, else docker's config.json for the image's host."""
+    from twilight_agent.adapters.credentials import CredentialSource
+
+    return CredentialSource(settings.image_ref.host, settings.registry_username,
+                            settings.registry_password, settings.auth_hosts)
 
 
 def build_runtime(settings: Settings) -> DockerRuntime:
@@ -106,11 +117,27 @@ def build_agent(settings: Settings, sinks: list[EventSink] | None = None, *,
     gate = health or build_health(settings, target, clock, tunables)
     promoter = build_promoter(settings, st, target, events, rt.platform, clock, gate)
     return Agent(
-        settings, reg, target, rt, gate,
+        agent_config(settings), reg, target, rt, gate,
         st, events, lock=lock or DeployLock(settings.state_dir), clock=clock,
         tunables=tunables, auth=lambda: registry_auth(settings),
         closers=_closers(reg, rt, gate, promoter),
         signatures=signatures or build_verifier(settings, reg), promoter=promoter)
+
+
+def agent_config(s: Settings) -> AgentConfig:
+    """What the Agent needs of the settings (and its runs, ``RunConfig``)."""
+    return AgentConfig(run=run_config(s), track=s.track, pin=s.pin, windows=s.windows,
+                       min_age=s.min_age, verify_grace=s.verify_grace,
+                       allow_downgrade=s.allow_downgrade)
+
+
+def run_config(s: Settings) -> RunConfig:
+    return RunConfig(image_ref=s.image_ref, env_file=s.env_file, tag_pattern=s.tag_pattern,
+                     health_timeout=s.health_timeout, health_interval=s.health_interval,
+                     health_soak=s.health_soak, prune_after=s.prune_after,
+                     pre_deploy=s.pre_deploy_argv, pre_deploy_timeout=s.pre_deploy_timeout,
+                     watch=s.watch, health_failures=s.health_failures, swap=s.swap,
+                     drain=s.drain)
 
 
 def build_promoter(settings: Settings, store: Any, target: Any, events: EventBus,
@@ -164,29 +191,11 @@ def build_verifier(settings: Settings, registry: Any) -> SignaturePort | None:
 
 
 def build_target(settings: Settings, runtime: Any, clock: Clock = SYSTEM) -> TargetPort:
-    """The target kind the settings name: one container, a compose service group
-    (``TWILIGHT_SERVICE`` with its replicas, ``TWILIGHT_SERVICES``, or every service of
-    the project running the image), or a swarm service."""
-    if settings.swarm_service:
-        from twilight_agent.adapters.swarm_target import SwarmTarget
-
-        return SwarmTarget(runtime, service=settings.swarm_service,
-                           health_url=settings.health_url,
-                           auth=lambda: registry_auth(settings),
-                           registry_host=settings.image_ref.host,
-                           order=settings.swarm_order, parallelism=settings.swarm_parallelism,
-                           monitor_s=settings.swarm_monitor,
-                           gate_s=settings.health_timeout + settings.health_soak,
-                           clock=clock)
-    if settings.compose_project:
-        return ComposeGroupTarget(runtime, project=settings.compose_project,
-                                  services=settings.service_list,
-                                  image=str(settings.image_ref),
-                                  health_url=settings.health_url,
-                                  env_file=settings.env_file,
-                                  docker_host=settings.docker_host)
-    return ContainerTarget(runtime, name=settings.container, health_url=settings.health_url,
-                           env_file=settings.env_file, docker_host=settings.docker_host)
+    """The target kind the settings select (``target_kinds.KINDS``): one container, a
+    compose service group (``TWILIGHT_SERVICE`` with its replicas, ``TWILIGHT_SERVICES``,
+    or every service of the project running the image), or a swarm service."""
+    return target_kinds.build_target(settings, runtime, clock,
+                                     lambda: registry_auth(settings))
 
 
 def _closers(*parts: object) -> tuple[Any, ...]:

@@ -18,6 +18,7 @@ from twilight_agent.core.outcomes import Outcome, release_dict
 from twilight_agent.core.ports import HealthPort, ImagePort, Snapshot, StorePort, TargetPort
 from twilight_agent.core.progress import Progress, no_progress
 from twilight_agent.core.tunables import Tunables
+from twilight_agent.core.windows import Window
 from twilight_agent.errors import DockerUnavailable, TwilightError
 from twilight_agent.logs import get_logger
 
@@ -48,6 +49,19 @@ class RunConfig:
     health_failures: int = 0  # 5xx answers in a row that fail the gate at once; 0 = never
     swap: str = "auto"  # auto | start-first | stop-first (TWILIGHT_SWAP)
     drain: float = 0.0  # start-first: seconds between the new unit's gate and the old's stop
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """What the Agent needs of the settings, and nothing else (built by ``app.py``)."""
+
+    run: RunConfig
+    track: str = "main"
+    pin: str = ""  # the tag the daemon follows instead of the track; "" = the track
+    windows: tuple[Window, ...] = ()  # the deploy windows; () = anytime
+    min_age: float = 0.0  # how long a new track build waits (TWILIGHT_MIN_AGE)
+    verify_grace: float = 900.0  # how long a build may wait for its signature
+    allow_downgrade: bool = False
 
 
 @dataclass(frozen=True)

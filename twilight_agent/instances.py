@@ -12,6 +12,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from twilight_agent import target_kinds
 from twilight_agent.errors import ConfigError
 from twilight_agent.settings import Settings
 
@@ -19,34 +20,27 @@ Target = tuple[str, str, str, frozenset[str]]  # engine, kind, name, compose ser
 
 
 def target_key(values: dict[str, str]) -> Target | None:
-    """What a config deploys into: ``(engine, "container", name, {})``, ``(engine, "swarm
-    service", name, {})`` or ``(engine, "compose", project, services)`` (no services: all
-    of the project's running the image); None when it names no target."""
+    """What a config deploys into: ``(engine, kind, name, services)``, the kind and its
+    key as its record says (``target_kinds.KINDS``): ``(engine, "container", name, {})``,
+    ``(engine, "swarm service", name, {})`` or ``(engine, "compose", project, services)``
+    (no services: all of the project's running the image); None when it names no
+    target."""
     engine = values.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    if values.get("CONTAINER"):
-        return (engine, "container", values["CONTAINER"], frozenset())
-    if values.get("SWARM_SERVICE"):
-        return (engine, "swarm service", values["SWARM_SERVICE"], frozenset())
-    if values.get("COMPOSE_PROJECT"):
-        listed = values.get("SERVICES") or values.get("SERVICE") or ""
-        services = frozenset(s.strip() for s in listed.split(",") if s.strip())
-        return (engine, "compose", values["COMPOSE_PROJECT"], services)
-    return None
+    found = target_kinds.instance_key(values)
+    return None if found is None else (engine, *found)
 
 
 def overlaps(a: Target, b: Target) -> bool:
-    """Same container, or the same compose project with a service in common (a project
-    followed as a whole overlaps any of its services)."""
+    """Same kind and name, and a service in common when both list services (a compose
+    project followed as a whole overlaps any of its services; other kinds list none)."""
     if a[:3] != b[:3]:
         return False
-    return a[1] != "compose" or not a[3] or not b[3] or bool(a[3] & b[3])
+    return not a[3] or not b[3] or bool(a[3] & b[3])
 
 
 def _own_key(settings: Settings) -> Target | None:
-    return target_key({"DOCKER_HOST": settings.docker_host, "CONTAINER": settings.container,
-                       "SWARM_SERVICE": settings.swarm_service,
-                       "COMPOSE_PROJECT": settings.compose_project,
-                       "SERVICES": ",".join(settings.service_list)})
+    return target_key({"DOCKER_HOST": settings.docker_host,
+                       **target_kinds.target_values(settings)})
 
 
 def _file_values(path: Path) -> dict[str, str]:

@@ -37,6 +37,7 @@ from twilight_agent.settings_promote import PromoteFields
 from twilight_agent.settings_swarm import SwarmFields
 from twilight_agent.settings_urls import check_http_url, check_registry_transport
 from twilight_agent.settings_verify import VerifyFields
+from twilight_agent.target_kinds import check_settings, has_target
 
 DEFAULT_CONFIG = Path("/etc/twilight-agent/agent.env")
 CONFIG_DIR = DEFAULT_CONFIG.parent
@@ -44,7 +45,6 @@ STATE_BASE = Path("/var/lib/twilight-agent")
 RUNTIME_BASE = Path("/run/twilight-agent")
 # An instance name is a file name and a systemd instance: no path, no escaping needed.
 INSTANCE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
-SERVICE_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")  # compose's own rule
 MAX_DURATION = 30 * 86400.0
 CREDENTIAL_NAME = "registry-token"
 
@@ -208,17 +208,7 @@ class Settings(BaseSettings, SwarmFields, PromoteFields, VerifyFields, NotifyFie
                     check_tag(value, self.tag_pattern)
                 except ValueError as exc:
                     raise ValueError(f"TWILIGHT_{name.upper()}: {exc}") from None
-        if self.container and (self.compose_project or self.service or self.services):
-            raise ValueError("set TWILIGHT_CONTAINER or TWILIGHT_COMPOSE_PROJECT (+ "
-                             "TWILIGHT_SERVICE or TWILIGHT_SERVICES), not both")
-        if (self.service or self.services) and not self.compose_project:
-            raise ValueError("TWILIGHT_SERVICE and TWILIGHT_SERVICES need "
-                             "TWILIGHT_COMPOSE_PROJECT")
-        if self.service and self.services:
-            raise ValueError("set TWILIGHT_SERVICE or TWILIGHT_SERVICES, not both")
-        for name in self.service_list:
-            if not SERVICE_RE.fullmatch(name):
-                raise ValueError(f"TWILIGHT_SERVICES: {name[:40]!r} is not a service name")
+        check_settings(self)  # each target kind's exclusivity and rules
         try:
             self.pre_deploy_argv  # noqa: B018 (parsed once here: a bad quote fails at load)
         except ValueError as exc:
@@ -267,7 +257,7 @@ class Settings(BaseSettings, SwarmFields, PromoteFields, VerifyFields, NotifyFie
 
     @property
     def has_target(self) -> bool:
-        return bool(self.container or self.compose_project or self.swarm_service)
+        return has_target(self)
 
     @property
     def service_list(self) -> tuple[str, ...]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, Field, SecretStr, model_validator
 
@@ -25,6 +25,9 @@ OptionalPath = Annotated[Path | None, BeforeValidator(lambda v: v if v != "" els
 
 class NotifyFields(BaseModel):
     """Notifications through Apprise: chat, e-mail, push and MQTT, one URL per target."""
+
+    if TYPE_CHECKING:  # Settings' own field, which these read
+        credentials_directory: Path | None
 
     notify: SecretStr = Field(SecretStr(""), description="Apprise URLs that get a message on "
                               "deploy, rollback, halt, an untrusted build and a held "
@@ -53,12 +56,12 @@ class NotifyFields(BaseModel):
         return self
 
     def _notify_credential_exists(self) -> bool:
-        directory = getattr(self, "credentials_directory", None)
+        directory = self.credentials_directory
         return directory is not None and (Path(directory) / NOTIFY_CREDENTIAL).exists()
 
     def notify_urls(self) -> list[str]:
         """``TWILIGHT_NOTIFY``, then the credential ``notify-urls`` or the file's URLs."""
         urls = split_urls(self.notify.get_secret_value())
-        more = read_token(getattr(self, "credentials_directory", None), NOTIFY_CREDENTIAL,
+        more = read_token(self.credentials_directory, NOTIFY_CREDENTIAL,
                           self.notify_file, "notify URLs")
         return urls + (split_urls(more.get_secret_value()) if more else [])

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, Field, SecretStr, model_validator
 
 from twilight_agent.adapters.secret_file import read_token
 from twilight_agent.core.durations import parse_duration
-from twilight_agent.core.policy import DEFAULT_TAG_PATTERN, check_tag
+from twilight_agent.core.policy import check_tag
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 PROMOTE_CREDENTIAL = "promote-token"
@@ -18,6 +18,12 @@ MAX_PROMOTE_AFTER = 30 * 86400.0
 
 class PromoteFields(BaseModel):
     """Promotion: once a deployed build stayed healthy long enough, tag it for the fleet."""
+
+    if TYPE_CHECKING:  # Settings' own fields, which these rules read
+        tag_pattern: str
+        track: str
+        registry_username: str
+        credentials_directory: Path | None
 
     promote_to: str = Field("", description="Tag this host points at a deployed build once it "
                             "stayed healthy for `TWILIGHT_PROMOTE_AFTER` (e.g. `stable`; the "
@@ -40,12 +46,12 @@ class PromoteFields(BaseModel):
         if not self.promote_to:
             return self
         try:
-            check_tag(self.promote_to, getattr(self, "tag_pattern", DEFAULT_TAG_PATTERN))
+            check_tag(self.promote_to, self.tag_pattern)
         except ValueError as exc:
             raise ValueError(f"TWILIGHT_PROMOTE_TO: {exc}") from None
-        if self.promote_to == getattr(self, "track", None):
+        if self.promote_to == self.track:
             raise ValueError("TWILIGHT_PROMOTE_TO must differ from TWILIGHT_TRACK")
-        if not getattr(self, "registry_username", ""):
+        if not self.registry_username:
             raise ValueError("TWILIGHT_PROMOTE_TO needs TWILIGHT_REGISTRY_USERNAME (the user "
                              "of the push token)")
         if self.promote_password() is None:
@@ -56,5 +62,5 @@ class PromoteFields(BaseModel):
 
     def promote_password(self) -> SecretStr | None:
         """The push token: the systemd credential first, then the password file."""
-        return read_token(getattr(self, "credentials_directory", None), PROMOTE_CREDENTIAL,
+        return read_token(self.credentials_directory, PROMOTE_CREDENTIAL,
                           self.promote_password_file, "promote token")

@@ -5,14 +5,23 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from twilight_agent.core.clock import SYSTEM, Clock
 from twilight_agent.core.events import Totals
 from twilight_agent.core.models import Release
 from twilight_agent.core.outcomes import Outcome, release_dict
 from twilight_agent.core.ports import JournalEntry, StorePort
-from twilight_agent.settings import Settings
+
+
+class Follows(Protocol):
+    """What the agent follows: a pin, else the track (the Agent's ``AgentConfig``)."""
+
+    @property
+    def pin(self) -> str: ...
+
+    @property
+    def track(self) -> str: ...
 
 
 def totals(store: StorePort) -> Totals:
@@ -32,7 +41,7 @@ def totals(store: StorePort) -> Totals:
                   hold_since=str(hold["since"]) if hold.get("since") else None)
 
 
-def status(store: StorePort, settings: Settings,
+def status(store: StorePort, follows: Follows,
            live_current: Callable[[], Release | None], clock: Clock = SYSTEM) -> dict[str, Any]:
     """``status --json``: current/previous, pin, track, quarantine, phase, last result."""
     journal = store.open_journal()
@@ -44,8 +53,8 @@ def status(store: StorePort, settings: Settings,
         "current": watch["to"] if watch else release_dict(meta.current or live_current()),
         "previous": watch["from"] if watch else release_dict(meta.previous),
         "watch": watch,
-        "pinned": settings.pin or None,
-        "track": settings.track,
+        "pinned": follows.pin or None,
+        "track": follows.track,
         "quarantined": [{"digest": q.digest, "tag": q.tag, "reason": q.reason, "at": q.at}
                         for q in store.quarantined()],
         "phase": phase,
@@ -81,13 +90,13 @@ def _watch(journal: JournalEntry, clock: Clock) -> dict[str, Any] | None:
             "left_s": round(left, 1)}
 
 
-def status_line(store: StorePort, settings: Settings) -> str:
+def status_line(store: StorePort, follows: Follows) -> str:
     """The one-line summary (systemd STATUS=, CLI reports)."""
     meta = store.meta()
     if meta.halted:
         return f"HALTED: {meta.halted.reason}"[:120]
     cur = meta.current
     at = f" at {cur.tag or cur.digest.short}" if cur else ""
-    if settings.pin:
-        return f"pinned to {settings.pin}{at}"
-    return f"following {settings.track}{at}"
+    if follows.pin:
+        return f"pinned to {follows.pin}{at}"
+    return f"following {follows.track}{at}"

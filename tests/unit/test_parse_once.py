@@ -79,7 +79,7 @@ def test_an_operators_tag_is_parsed_once(tmp_path: Path, parses: list[str],
     fake.image("main", SHA_TAG, revision=REVISION)
     agent = _agent(tmp_path, fake)
     parses.clear()
-    tag = Tag.parse(SHA_TAG, agent.settings.tag_pattern)  # cmd_deploy, from argv
+    tag = Tag.parse(SHA_TAG, agent.config.run.tag_pattern)  # cmd_deploy, from argv
     assert agent.deploy(tag).outcome == "deployed"
     counts = (parses.count(SHA_TAG), heads.count(SHA_TAG))
     assert counts == (1, 1), counts

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from twilight_agent.adapters.credentials import find_credentials, from_docker_config
-from twilight_agent.app import registry_auth
+from twilight_agent.app import credential_source, registry_auth
 from twilight_agent.errors import ConfigError
 from twilight_agent.settings import Settings, load_settings
 
@@ -30,8 +30,8 @@ def _auth(user: str, password: str) -> str:
 def test_token_file_with_username(tmp_path: Path) -> None:
     token = tmp_path / "pat"
     token.write_text(PAT + "\n")
-    creds = find_credentials(Settings(image=IMAGE, registry_username="octo",
-                                      registry_password_file=token))
+    creds = find_credentials(credential_source(Settings(image=IMAGE, registry_username="octo",
+                                                        registry_password_file=token)))
     assert creds is not None
     assert (creds.username, creds.password.get_secret_value(), creds.source) == (
         "octo", PAT, "token file")
@@ -50,14 +50,14 @@ def test_token_without_username_is_a_config_error(tmp_path: Path) -> None:
     token = tmp_path / "pat"
     token.write_text(PAT)
     with pytest.raises(ConfigError, match="TWILIGHT_REGISTRY_USERNAME is required"):
-        find_credentials(Settings(image=IMAGE, registry_password_file=token))
+        find_credentials(credential_source(Settings(image=IMAGE, registry_password_file=token)))
 
 
 def test_docker_config_entry_for_the_registry_host(tmp_path: Path) -> None:
     path = _docker_config(tmp_path, {"auths": {
         "ghcr.io": {"auth": _auth("octo", PAT)},
         "https://127.0.0.1:5000": {"auth": _auth("bed", "pw")}}})
-    creds = find_credentials(Settings(image=IMAGE), docker_config=path)
+    creds = find_credentials(credential_source(Settings(image=IMAGE)), docker_config=path)
     assert creds is not None and creds.source == "docker config"
     assert creds.auth_config() == {"username": "octo", "password": PAT}
     bed = from_docker_config("127.0.0.1:5000", path)

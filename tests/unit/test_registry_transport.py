@@ -248,12 +248,13 @@ def test_auth_hosts_setting(tmp_path) -> None:
 
 def test_auth_hosts_reach_the_credentials(tmp_path) -> None:
     from twilight_agent.adapters.credentials import find_credentials
+    from twilight_agent.app import credential_source
 
     token = tmp_path / "pat"
     token.write_text(SECRET)
-    found = find_credentials(Settings(image=IMAGE, registry_username="octo",
-                                      registry_password_file=token,
-                                      registry_auth_hosts="auth.example"))
+    found = find_credentials(credential_source(Settings(
+        image=IMAGE, registry_username="octo", registry_password_file=token,
+        registry_auth_hosts="auth.example")))
     assert found is not None and found.auth_hosts == {"auth.example"}
     assert SECRET not in repr(found)
 

@@ -167,3 +167,34 @@ def test_each_target_kind_implements_the_port_and_only_the_capabilities_it_has()
         assert port <= set(dir(kind)), (kind, port - set(dir(kind)))
         has = {c for c in (StartsBeside, RunsTasks, RollsOutItself) if issubclass(kind, c)}
         assert has == capabilities, kind
+
+
+# The run layer and the adapters get small config records from app.py, never Settings.
+RUN_LAYER = {"agent.py", "runner.py", "deploy_run.py", "recording.py", "recovery.py",
+             "refusal.py", "trust.py", "promotion.py", "status.py"}
+
+
+def _imports_settings(tree: ast.Module) -> list[str]:
+    """Every import of the settings (``Settings`` and its mixins), TYPE_CHECKING too."""
+    found = []
+    for node in ast.walk(tree):
+        names = imported(node)
+        if isinstance(node, ast.ImportFrom) and node.module == "twilight_agent":
+            names = [f"twilight_agent.{a.name}" for a in node.names]
+        found += [n for n in names if n == "twilight_agent.settings"
+                  or n.startswith(("twilight_agent.settings.", "twilight_agent.settings_"))]
+    return found
+
+
+def test_settings_stop_at_the_composition_root() -> None:
+    """No adapter and nothing of the run layer imports the settings: each is handed its
+    config record (``AgentConfig``, ``RunConfig``, ``CredentialSource``, ...) by app.py."""
+    checked = 0
+    for path, tree in modules():
+        rel = path.relative_to(PKG)
+        if not (rel.parts[0] == "adapters" or rel.name in RUN_LAYER
+                or rel.name.startswith("steps_")):
+            continue
+        checked += 1
+        assert not _imports_settings(tree), (path, _imports_settings(tree))
+    assert checked > 30  # the adapters and the run layer were found

@@ -1,7 +1,8 @@
 """Where the registry credentials come from, strongest first.
 
 1. The systemd credential ``registry-token`` or ``TWILIGHT_REGISTRY_PASSWORD_FILE``, with
-   ``TWILIGHT_REGISTRY_USERNAME`` (``Settings.registry_password()`` reads the files).
+   ``TWILIGHT_REGISTRY_USERNAME`` (the ``CredentialSource`` that ``app.py`` builds reads
+   the files when asked).
 2. The docker ``config.json`` entry for the registry host (docker-py's ``docker.auth``).
 3. Nothing: anonymous.
 
@@ -12,7 +13,8 @@ credentials carry the other hostnames they may be sent to as a token realm
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,6 @@ from pydantic import SecretStr
 
 from twilight_agent.errors import ConfigError
 from twilight_agent.logs import get_logger
-from twilight_agent.settings import Settings
 
 log = get_logger("twilight.credentials")
 
@@ -44,16 +45,30 @@ class Credentials:
         return {"username": self.username, "password": self.password.get_secret_value()}
 
 
-def find_credentials(settings: Settings, docker_config: Path | None = None) -> Credentials | None:
-    """Credentials for ``settings.image``'s registry, or None for anonymous."""
-    password = settings.registry_password()
+def _no_token() -> SecretStr | None:
+    return None
+
+
+@dataclass(frozen=True)
+class CredentialSource:
+    """Where the credentials for one registry come from (``app.credential_source``)."""
+
+    host: str  # the registry's host, as docker's config.json names it
+    username: str = ""
+    token: Callable[[], SecretStr | None] = field(default=_no_token, repr=False)
+    auth_hosts: frozenset[str] = frozenset()  # realm hosts besides the registry's own
+
+
+def find_credentials(source: CredentialSource,
+                     docker_config: Path | None = None) -> Credentials | None:
+    """Credentials for the source's registry, or None for anonymous."""
+    password = source.token()
     if password is not None:
-        if not settings.registry_username:
+        if not source.username:
             raise ConfigError("TWILIGHT_REGISTRY_USERNAME is required with a registry token")
-        return Credentials(settings.registry_username, password, "token file",
-                           settings.auth_hosts)
-    found = from_docker_config(settings.image_ref.host, docker_config)
-    return replace(found, auth_hosts=settings.auth_hosts) if found else None
+        return Credentials(source.username, password, "token file", source.auth_hosts)
+    found = from_docker_config(source.host, docker_config)
+    return replace(found, auth_hosts=source.auth_hosts) if found else None
 
 
 def from_docker_config(host: str, config_path: Path | None = None) -> Credentials | None:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from twilight_agent import app, logs
+from twilight_agent import app, logs, target_kinds
 from twilight_agent.agent import Agent
 from twilight_agent.core.models import Tag
 from twilight_agent.core.policy import Decision
@@ -119,7 +119,7 @@ def _running_dict(snap: Snapshot | None, settings: Settings) -> dict[str, Any] |
     contract), ``kind`` says which."""
     if snap is None:
         return None
-    kind = "service" if settings.swarm_service else "container"
+    kind = target_kinds.kind_of(settings).label
     return {"container": snap.name, "kind": kind, "tag": snap.tag, "digest": snap.digest}
 
 
