@@ -87,7 +87,9 @@ class VerifyFields(BaseModel):
                 raise ValueError("TWILIGHT_VERIFY_TRUSTED_ROOT needs TWILIGHT_VERIFY_IDENTITY")
             return
         if importlib.util.find_spec("sigstore") is None:  # found, not imported
-            raise ValueError("TWILIGHT_VERIFY_IDENTITY needs sigstore-python: pip install "
+            raise ValueError("TWILIGHT_VERIFY_IDENTITY needs sigstore-python, which is not "
+                             "installed: run deploy/install.sh --keyless (it adds the hashed "
+                             "lock deploy/requirements-keyless.txt), or pip install "
                              "'twilight-agent[keyless]'")
         try:
             IdentityRule(identity).check()
