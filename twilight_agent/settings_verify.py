@@ -38,7 +38,8 @@ class VerifyFields(BaseModel):
                                  "FILE@refs/heads/main` (exact), or a full-match regular "
                                  "expression written `^...$`. The repository and ref it names "
                                  "and the image's revision label (the commit) are checked too. "
-                                 "Not together with TWILIGHT_VERIFY_KEY.")
+                                 "Not together with TWILIGHT_VERIFY_KEY. Needs sigstore: "
+                                 "`deploy/install.sh --keyless` installs it.")
     verify_issuer: str = Field(GITHUB_ISSUER, description="The OIDC issuer the keyless "
                                "certificate must name (GitHub Actions' by default).")
     verify_trusted_root: str = Field("", description="A Sigstore `trusted_root.json` for "
