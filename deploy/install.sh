@@ -31,11 +31,13 @@ REPO=$(dirname "$HERE")
 UNIT_SRC=$REPO/systemd/$NAME.service
 ENV_EXAMPLE=$HERE/agent.env.example
 REQUIREMENTS=$HERE/requirements.txt  # every dependency pinned with its sha256 hashes
+KEYLESS_REQUIREMENTS=$HERE/requirements-keyless.txt  # sigstore and what it adds, hashed
+KEYLESS=0  # 1: install the keyless lock too (--keyless, the config, or an earlier run)
 
 usage() {
   cat <<EOF
 Usage: install.sh [SOURCE] [--instance NAME] [--token-file FILE] [--env-file PATH]
-                  [--promote-token-file FILE] [--notify-file FILE]
+                  [--promote-token-file FILE] [--notify-file FILE] [--keyless]
        install.sh --uninstall [--instance NAME]
        install.sh --help
 
@@ -77,6 +79,10 @@ Options:
   --notify-file FILE Apprise notification URLs, one a line (they often hold a token or
                      a password), as $NOTIFY_URLS (root, 0600), handed to the agent
                      as the credential 'notify-urls' by a unit drop-in LoadCredential=
+  --keyless          keyless verification (TWILIGHT_VERIFY_IDENTITY): also install
+                     sigstore and its dependencies from deploy/requirements-keyless.txt,
+                     hashed like the main lock. Implied when the config already sets
+                     TWILIGHT_VERIFY_IDENTITY, and kept by later runs once installed
   --uninstall        stop and disable the service; remove the unit, $PREFIX, $LINK
                      and the user. Keeps $CONF_DIR (config and token) and
                      $STATE_DIR (history, quarantine). With --instance: stop and
@@ -87,6 +93,7 @@ Examples:
   sudo deploy/install.sh --token-file ~/ghcr-token
   sudo deploy/install.sh dist/twilight_agent-0.1.0-py3-none-any.whl
   sudo deploy/install.sh --instance api --token-file ~/ghcr-token
+  sudo deploy/install.sh --keyless
   sudo deploy/install.sh --uninstall
 EOF
 }
@@ -136,6 +143,10 @@ fingerprint() {
   local src=$1 sum files=() reqs
   reqs=$(sha256sum "$REQUIREMENTS")
   printf 'requirements:%s ' "${reqs%% *}"  # a new lock file reinstalls too
+  if [ "$KEYLESS" = 1 ]; then
+    reqs=$(sha256sum "$KEYLESS_REQUIREMENTS")
+    printf 'keyless:%s ' "${reqs%% *}"
+  fi
   if [ -d "$src" ]; then
     [ -f "$src/pyproject.toml" ] || die "$src has no pyproject.toml"
     mapfile -t files < <(source_files "$src")
@@ -233,10 +244,32 @@ install_wheel() {
   "${PIP[@]}" --no-deps --force-reinstall "$1"  # this build, even at the same version
 }
 
-# The dependencies exactly as pinned, each file checked against its hashes.
+# The dependencies exactly as pinned, each file checked against its hashes; with
+# keyless verification, the keyless lock in the same run (it pins only what the main
+# lock does not).
 install_requirements() {
-  "${PIP[@]}" --require-hashes --only-binary=:all: -r "$REQUIREMENTS" \
-    || die "installing the pinned dependencies from $REQUIREMENTS failed (see above)"
+  local locks=(-r "$REQUIREMENTS")
+  if [ "$KEYLESS" = 1 ]; then
+    locks+=(-r "$KEYLESS_REQUIREMENTS")
+  fi
+  "${PIP[@]}" --require-hashes --only-binary=:all: "${locks[@]}" \
+    || die "installing the pinned dependencies from ${locks[*]} failed (see above)"
+}
+
+# want_keyless: sigstore goes in with --keyless, when the config already asks for keyless
+# verification (the agent refuses to start without it), or when an earlier run put it in.
+want_keyless() {
+  local set="^[[:space:]]*(export[[:space:]]+)?TWILIGHT_VERIFY_IDENTITY=[\"']?[^\"'[:space:]#]"
+  if [ "$KEYLESS" != 1 ] && [ -f "$CONF" ] && grep -Eq "$set" "$CONF"; then
+    KEYLESS=1
+    say "keyless verification" "TWILIGHT_VERIFY_IDENTITY is set in $CONF"
+  fi
+  if [ "$KEYLESS" != 1 ] && [ -f "$STAMP" ] && grep -q 'keyless:' "$STAMP"; then
+    KEYLESS=1
+  fi
+  if [ "$KEYLESS" = 1 ] && [ ! -f "$KEYLESS_REQUIREMENTS" ]; then
+    die "$KEYLESS_REQUIREMENTS not found (run install.sh from a clone)"
+  fi
 }
 
 step_link() {
@@ -489,6 +522,7 @@ main() {
         [ $# -ge 2 ] || die "--notify-file needs a FILE"
         NOTIFY_FILE=$2; shift ;;
       --notify-file=*) NOTIFY_FILE=${1#*=} ;;
+      --keyless) KEYLESS=1 ;;
       -*) die "unknown option $1 (see --help)" ;;
       *) [ -z "$source" ] || die "one SOURCE only (see --help)"; source=$1 ;;
     esac
@@ -517,6 +551,7 @@ main() {
     step_user
     step_docker_group
     step_venv
+    want_keyless
     step_package "$source"
     step_link
     step_config

@@ -1,5 +1,10 @@
 """Composition root: settings -> adapters -> agent. The only place adapters are wired.
 
+Every builder takes the one ``Clock`` (the system's unless a test hands in a fake) and
+passes it to each part that reads or waits on time: the registry session, the engine
+adapter (prune cutoff, the pre-deploy task), the targets, the health gate, the keyless
+root, the promoter, the metrics file and the notification sinks.
+
 Adapters that pull in a heavy library (the docker SDK, httpx, prometheus-client) are
 imported inside their builders so ``--help`` starts fast and the idle daemon loads only
 what its settings turn on; never to dodge an import cycle.
@@ -40,18 +45,19 @@ if TYPE_CHECKING:
 
 
 def build_registry(settings: Settings, platform: Any = ("linux", "amd64"),
-                   **options: Any) -> HttpRegistry:
+                   clock: Clock = SYSTEM, **options: Any) -> HttpRegistry:
     """The registry client for ``settings.image``, with the credentials found for it.
 
     ``platform`` is the engine's os/arch, or a callable that asks the engine on first use;
-    ``options`` go to ``HttpRegistry`` (timeouts, retry counts, ``sleep``, ``transport``).
+    ``options`` go to ``HttpRegistry`` (timeouts, retry counts, ``transport``).
     """
     from twilight_agent.adapters.credentials import find_credentials
     from twilight_agent.adapters.registry import HttpRegistry
 
     return HttpRegistry(settings.registry_base, settings.image_ref.repository,
                         credentials=find_credentials(credential_source(settings)),
-                        tag_pattern=settings.tag_pattern, platform=platform, **options)
+                        tag_pattern=settings.tag_pattern, platform=platform, clock=clock,
+                        **options)
 
 
 def registry_auth(settings: Settings) -> dict[str, str] | None:
@@ -71,12 +77,12 @@ def credential_source(settings: Settings) -> CredentialSource:
                             settings.registry_password, settings.auth_hosts)
 
 
-def build_runtime(settings: Settings) -> DockerRuntime:
+def build_runtime(settings: Settings, clock: Clock = SYSTEM) -> DockerRuntime:
     """The Docker engine adapter for the target container; connects on first use."""
     from twilight_agent.adapters.docker_runtime import DockerRuntime
 
     return DockerRuntime(settings.docker_host, container=settings.container,
-                         repository=str(settings.image_ref))
+                         repository=str(settings.image_ref), clock=clock)
 
 
 def build_store(settings: Settings, *, readonly: bool = False) -> Store:
@@ -110,8 +116,8 @@ def build_agent(settings: Settings, sinks: list[EventSink] | None = None, *,
     Tests hand in fakes or instrumented adapters for any part; ``lock`` is a held lock
     when the caller (the CLI) took it already.
     """
-    rt: Any = runtime if runtime is not None else build_runtime(settings)
-    reg = registry if registry is not None else build_registry(settings, platform=rt.platform)
+    rt: Any = runtime if runtime is not None else build_runtime(settings, clock)
+    reg = registry if registry is not None else build_registry(settings, rt.platform, clock)
     target, events = build_target(settings, rt, clock), EventBus(sinks or [])
     st = store if store is not None else build_store(settings)
     gate = health or build_health(settings, target, clock, tunables)
@@ -121,7 +127,7 @@ def build_agent(settings: Settings, sinks: list[EventSink] | None = None, *,
         st, events, lock=lock or DeployLock(settings.state_dir), clock=clock,
         tunables=tunables, auth=lambda: registry_auth(settings),
         closers=_closers(reg, rt, gate, promoter),
-        signatures=signatures or build_verifier(settings, reg), promoter=promoter)
+        signatures=signatures or build_verifier(settings, reg, clock), promoter=promoter)
 
 
 def agent_config(s: Settings) -> AgentConfig:
@@ -161,7 +167,7 @@ def build_promoter(settings: Settings, store: Any, target: Any, events: EventBus
         creds = Credentials(settings.registry_username, token, "promote token",
                             settings.auth_hosts)
         return TagPusher(settings.registry_base, settings.image_ref.repository, creds,
-                         tag_pattern=settings.tag_pattern, platform=platform)
+                         tag_pattern=settings.tag_pattern, platform=platform, clock=clock)
 
     healthy = None if gate is None else functools.partial(
         gate.verify, timeout=settings.health_timeout, interval=settings.health_interval,
@@ -170,7 +176,8 @@ def build_promoter(settings: Settings, store: Any, target: Any, events: EventBus
                     target, events, pusher, clock, healthy)
 
 
-def build_verifier(settings: Settings, registry: Any) -> SignaturePort | None:
+def build_verifier(settings: Settings, registry: Any,
+                   clock: Clock = SYSTEM) -> SignaturePort | None:
     """The cosign check of ``TWILIGHT_VERIFY_KEY``, or the keyless one of
     ``TWILIGHT_VERIFY_IDENTITY`` (never both: settings refuse it), over ``registry``; None
     when neither is set. sigstore itself loads only when a candidate is checked."""
@@ -180,7 +187,7 @@ def build_verifier(settings: Settings, registry: Any) -> SignaturePort | None:
 
         return KeylessVerifier(registry, rule, settings.verify_issuer, str(settings.image_ref),
                                trusted_root=settings.trusted_root_path,
-                               state_dir=settings.state_dir)
+                               state_dir=settings.state_dir, clock=clock)
     if not settings.verify_key_paths:
         return None
     from twilight_agent.adapters.signatures import CosignVerifier
@@ -204,7 +211,8 @@ def _closers(*parts: object) -> tuple[Any, ...]:
     return tuple(c for c in (getattr(p, "close", None) for p in parts) if callable(c))
 
 
-def build_sinks(settings: Settings, tunables: Tunables = DEFAULT) -> list[EventSink]:
+def build_sinks(settings: Settings, tunables: Tunables = DEFAULT,
+                clock: Clock = SYSTEM) -> list[EventSink]:
     """Optional event sinks: the metrics textfile, the webhook and the Apprise targets
     (``TWILIGHT_NOTIFY``), each when configured.
 
@@ -216,18 +224,19 @@ def build_sinks(settings: Settings, tunables: Tunables = DEFAULT) -> list[EventS
     if settings.metrics_file is not None:
         from twilight_agent.adapters.metrics import MetricsFile, Schedule
 
-        sinks.append(MetricsFile(settings.metrics_file, schedule=Schedule(
+        sinks.append(MetricsFile(settings.metrics_file, clock, schedule=Schedule(
             settings.poll_interval, settings.watch, settings.verify_grace)))
-    return sinks + list(build_notifiers(settings, tunables))
+    return sinks + list(build_notifiers(settings, tunables, clock))
 
 
-def build_notifiers(settings: Settings, tunables: Tunables = DEFAULT) -> list[QueuedSink]:
+def build_notifiers(settings: Settings, tunables: Tunables = DEFAULT,
+                    clock: Clock = SYSTEM) -> list[QueuedSink]:
     """The notification sinks: the webhook and the Apprise targets, each when set
     (``notify-test`` sends to exactly these)."""
     common: dict[str, Any] = {"log_lines": settings.webhook_log_lines,
                               "attempts": tunables.webhook_attempts,
                               "backoff": tunables.webhook_backoff_s,
-                              "timeout": tunables.webhook_timeout_s}
+                              "timeout": tunables.webhook_timeout_s, "clock": clock}
     out: list[QueuedSink] = []
     if settings.webhook_url:
         from twilight_agent.adapters.webhook import Webhook

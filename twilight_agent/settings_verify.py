@@ -38,7 +38,8 @@ class VerifyFields(BaseModel):
                                  "FILE@refs/heads/main` (exact), or a full-match regular "
                                  "expression written `^...$`. The repository and ref it names "
                                  "and the image's revision label (the commit) are checked too. "
-                                 "Not together with TWILIGHT_VERIFY_KEY.")
+                                 "Not together with TWILIGHT_VERIFY_KEY. Needs sigstore: "
+                                 "`deploy/install.sh --keyless` installs it.")
     verify_issuer: str = Field(GITHUB_ISSUER, description="The OIDC issuer the keyless "
                                "certificate must name (GitHub Actions' by default).")
     verify_trusted_root: str = Field("", description="A Sigstore `trusted_root.json` for "
@@ -87,7 +88,9 @@ class VerifyFields(BaseModel):
                 raise ValueError("TWILIGHT_VERIFY_TRUSTED_ROOT needs TWILIGHT_VERIFY_IDENTITY")
             return
         if importlib.util.find_spec("sigstore") is None:  # found, not imported
-            raise ValueError("TWILIGHT_VERIFY_IDENTITY needs sigstore-python: pip install "
+            raise ValueError("TWILIGHT_VERIFY_IDENTITY needs sigstore-python, which is not "
+                             "installed: run deploy/install.sh --keyless (it adds the hashed "
+                             "lock deploy/requirements-keyless.txt), or pip install "
                              "'twilight-agent[keyless]'")
         try:
             IdentityRule(identity).check()

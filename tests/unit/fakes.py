@@ -307,3 +307,23 @@ class WallClock:
 
     def sleep(self, seconds: float) -> None:
         SYSTEM.sleep(seconds)
+
+
+class StepClock:
+    """A ``Clock`` that only moves when slept on: ``sleep`` adds to both times at once and
+    is recorded (``slept``), so a backoff costs no real time and its waits can be read."""
+
+    def __init__(self, t: float = 1000.0, wall: float = 1_700_000_000.0) -> None:
+        self.t, self.epoch = t, wall
+        self.slept: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    def wall(self) -> float:
+        return self.epoch
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.t += seconds
+        self.epoch += seconds

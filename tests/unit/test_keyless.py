@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from testbed import sigstore_standin as ss
 from testbed.sigstore_standin import Proof, SigstoreStandin, WorkflowIdentity
-from tests.unit.fakes import FakeHealth, FakeRegistry, FakeRuntime, Sink, release
+from tests.unit.fakes import FakeHealth, FakeRegistry, FakeRuntime, Sink, StepClock, release
 from tests.unit.fakes import digest as numbered
 from tests.unit.test_idle_imports import imports_with
 from tests.unit.test_registry import BASE, REPO, FakeGhcr, sha
@@ -66,7 +66,7 @@ def fake() -> FakeGhcr:
 @pytest.fixture
 def verifier(fake: FakeGhcr, root_file: Path, tmp_path: Path,
              ) -> Iterator[Callable[..., KeylessVerifier]]:
-    reg = HttpRegistry(BASE, REPO, transport=httpx.MockTransport(fake), sleep=lambda s: None)
+    reg = HttpRegistry(BASE, REPO, transport=httpx.MockTransport(fake), clock=StepClock())
 
     def build(identity: str = IDENTITY, issuer: str = kl.GITHUB_ISSUER) -> KeylessVerifier:
         return KeylessVerifier(reg, kl.IdentityRule(identity).check(), issuer, REFERENCE,
@@ -353,16 +353,16 @@ def test_a_bundle_blob_that_is_not_its_digest_is_invalid(
 def test_the_public_good_root_keeps_its_last_good_copy(
         standin: SigstoreStandin, tmp_path: Path) -> None:
     text = json.dumps(standin.trusted_root())
-    now = [0.0]
+    now = StepClock(0.0)
     answers: list[Callable[[], str]] = [lambda: text]
 
     def fetch() -> str:
         return answers[-1]()
 
-    root = PublicGoodRoot(tmp_path, fetch, clock=lambda: now[0])
+    root = PublicGoodRoot(tmp_path, fetch, clock=now)
     assert root.load() is not None and root.cache.read_text() == text
     answers.append(lambda: (_ for _ in ()).throw(OSError("tuf unreachable")))
-    now[0] += 2 * 86400
+    now.sleep(2 * 86400)
     assert root.load() is not None  # TUF down: the last good copy, not a refusal
     answers.append(lambda: '{"mediaType": "garbage"}')
     again = PublicGoodRoot(tmp_path, fetch)
@@ -455,8 +455,11 @@ def test_without_sigstore_installed_an_identity_is_a_config_error(
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "sigstore" else real(name, *a))
-    with pytest.raises(ValueError, match=r"pip install 'twilight-agent\[keyless\]'"):
+    with pytest.raises(ValueError) as info:
         agent_settings(verify_identity=IDENTITY)
+    said = str(info.value)
+    assert "deploy/install.sh --keyless" in said and "requirements-keyless.txt" in said
+    assert "pip install 'twilight-agent[keyless]'" in said  # a host not installed by it
 
 
 def test_build_verifier_wires_keyless_and_loads_no_sigstore(tmp_path: Path,
@@ -513,7 +516,7 @@ def test_any_referrer_ends_in_a_verdict_or_a_typed_error(
                         "manifests": entries}).encode()
     fake.put(referrers_tag(rel.digest), index, rr.OCI_INDEX)
     with HttpRegistry(BASE, REPO, transport=httpx.MockTransport(fake),
-                      sleep=lambda s: None) as reg:
+                      clock=StepClock()) as reg:
         try:
             check = KeylessVerifier(reg, kl.IdentityRule(IDENTITY), kl.GITHUB_ISSUER,
                                     REFERENCE, trusted_root=root_file,
@@ -542,7 +545,7 @@ def test_any_damaged_bundle_is_judged_in_one_line(
     raw[int(where * (len(raw) - 1))] = byte
     attach(fake, rel.digest, bytes(raw))
     with HttpRegistry(BASE, REPO, transport=httpx.MockTransport(fake),
-                      sleep=lambda s: None) as reg:
+                      clock=StepClock()) as reg:
         check = KeylessVerifier(reg, kl.IdentityRule(IDENTITY), kl.GITHUB_ISSUER, REFERENCE,
                                 trusted_root=root_file, state_dir=tmp_path).verify(rel)
     assert check.status in ("valid", "invalid")  # valid: the byte changed nothing signed

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.unit.fakes import StepClock
 from twilight_agent.adapters.metrics import MetricsFile
 from twilight_agent.core.events import (
     DeployFinished,
@@ -74,7 +75,7 @@ def test_write_at_start_shows_zeros(prom: Path) -> None:
 
 def test_a_deploy_a_rollback_and_polls(prom: Path) -> None:
     prom.parent.mkdir()
-    sink = MetricsFile(prom, clock=lambda: 1_700_000_000.0)
+    sink = MetricsFile(prom, clock=StepClock(wall=1_700_000_000.0))
     deployed(sink, "d1", "sha-2222222", NEW, "2" * 40)
 
     assert value(prom, "twilight_deploys_total", outcome="deployed") == 1

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.fakes import StepClock
 from tests.unit.test_metrics import FIRST, NEW, ref, samples, value
 from twilight_agent.adapters.metrics import MetricsFile, Schedule
 from twilight_agent.adapters.store import Store
@@ -28,33 +29,25 @@ from twilight_agent.status import totals
 BUILD = Release("sha-2222222", Digest(NEW))
 
 
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def prom(tmp_path: Path) -> Path:
     return tmp_path / "twilight.prom"
 
 
 def test_the_phase_and_since_when(prom: Path) -> None:
-    clock = Clock(1000.0)
+    clock = StepClock(wall=1000.0)
     sink = MetricsFile(prom, clock=clock)
     sink.write()
     assert value(prom, "twilight_phase", phase="IDLE") == 1
     r = ref("d1", FIRST, BUILD)
     for phase in ("PULL", "SWAP", "VERIFY", "COMMIT", "WATCH"):
-        clock.now += 10
+        clock.epoch += 10
         sink.emit(PhaseChanged(r, phase, "", "", 1.0))
     got = samples(prom)
     assert [k for k in got if k[0] == "twilight_phase"] == [
         ("twilight_phase", (("phase", "WATCH"),))]  # one series: the phase now
     assert got[("twilight_phase_since_timestamp_seconds", ())] == 1050.0
-    clock.now = 1400.0
+    clock.epoch = 1400.0
     sink.emit(DeployFinished(r, Outcome.DEPLOYED, "WATCH", "", 400.0))
     assert value(prom, "twilight_phase", phase="IDLE") == 1
     assert value(prom, "twilight_phase_since_timestamp_seconds") == 1400.0
@@ -88,21 +81,21 @@ def test_the_held_build_comes_and_goes_with_the_stores_hold(prom: Path) -> None:
 
 
 def test_the_last_successful_poll_survives_a_restart_and_a_cli_write(prom: Path) -> None:
-    clock = Clock(5000.0)
+    clock = StepClock(wall=5000.0)
     sink = MetricsFile(prom, clock=clock)
     sink.emit(Started(Totals()))
     assert value(prom, "twilight_last_poll_success_timestamp_seconds") == 5000.0  # start
-    clock.now = 5060.0
+    clock.epoch = 5060.0
     sink.emit(Polled(Outcome.UP_TO_DATE, Totals(), 0.1))
-    clock.now = 5120.0
+    clock.epoch = 5120.0
     sink.emit(Polled(Outcome.REGISTRY_ERROR, Totals(), None))
     sink.emit(Polled(Outcome.DOCKER_ERROR, Totals(), 0.1))
     assert value(prom, "twilight_last_poll_success_timestamp_seconds") == 5060.0
-    clock.now = 5180.0
+    clock.epoch = 5180.0
     sink.emit(Polled(Outcome.BUSY, Totals(), None))  # a CLI deploy holds the lock: alive
     assert value(prom, "twilight_last_poll_success_timestamp_seconds") == 5180.0
     # Another process (a restart, or a CLI deploy) writes the same file.
-    MetricsFile(prom, clock=Clock(9999.0)).emit(Started(Totals()))
+    MetricsFile(prom, clock=StepClock(wall=9999.0)).emit(Started(Totals()))
     assert value(prom, "twilight_last_poll_success_timestamp_seconds") == 5180.0
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.unit.fakes import FakeHealth, FakeRuntime, Sink, release
+from tests.unit.fakes import FakeHealth, FakeRuntime, Sink, StepClock, release
 from tests.unit.test_registry import BASE, REPO, FakeGhcr
 from twilight_agent.adapters.registry import HttpRegistry
 from twilight_agent.adapters.store import Store
@@ -43,7 +43,7 @@ def _agent(tmp_path: Path, fake: FakeGhcr) -> Any:
                         env_file=env, watch=0)
     runtime = FakeRuntime("app", release(1))
     registry = HttpRegistry(BASE, REPO, transport=httpx.MockTransport(fake),
-                            sleep=lambda _: None, tag_pattern=settings.tag_pattern)
+                            clock=StepClock(), tag_pattern=settings.tag_pattern)
     return build_agent(settings, [Sink()], registry=registry, runtime=runtime,
                        health=FakeHealth(runtime), store=Store(settings.state_dir))
 

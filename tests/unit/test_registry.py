@@ -19,6 +19,7 @@ import pytest
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
+from tests.unit.fakes import StepClock
 from twilight_agent.adapters.credentials import Credentials
 from twilight_agent.adapters.registry import HttpRegistry
 from twilight_agent.core import registry_rules as rr
@@ -161,16 +162,21 @@ def fake() -> FakeGhcr:
 
 
 @pytest.fixture
-def sleeps() -> list[float]:
-    return []
+def clock() -> StepClock:
+    return StepClock()
 
 
 @pytest.fixture
-def make(fake: FakeGhcr, sleeps: list[float]) -> Callable[..., HttpRegistry]:
+def sleeps(clock: StepClock) -> list[float]:
+    return clock.slept
+
+
+@pytest.fixture
+def make(fake: FakeGhcr, clock: StepClock) -> Callable[..., HttpRegistry]:
     clients: list[HttpRegistry] = []
 
     def build(**kw: Any) -> HttpRegistry:
-        kw.setdefault("sleep", sleeps.append)
+        kw.setdefault("clock", clock)
         kw.setdefault("rand", lambda: 0.5)
         client = HttpRegistry(BASE, REPO, transport=httpx.MockTransport(fake), **kw)
         clients.append(client)
@@ -298,22 +304,22 @@ def test_token_is_cached_and_fetched_once_more_on_401(fake, make) -> None:
 
 def test_a_jwt_about_to_expire_is_renewed_before_the_registry_refuses_it(fake, make) -> None:
     fake.image("v1.0.0")
-    now = {"t": 1000.0}
+    now = StepClock(1000.0, 1000.0)
 
     def issue(request: httpx.Request) -> httpx.Response:
-        payload = base64.urlsafe_b64encode(json.dumps({"exp": now["t"] + 60}).encode())
+        payload = base64.urlsafe_b64encode(json.dumps({"exp": now.wall() + 60}).encode())
         token = f"h.{payload.decode().rstrip('=')}.{secrets.token_hex(2)}"
         fake.valid_tokens.add(token)
         return httpx.Response(200, json={"token": token})
 
     fake.token_answer = issue
-    reg = make(clock=lambda: now["t"], wall=lambda: now["t"])
+    reg = make(clock=now)
     reg.track_digest("v1.0.0")
-    now["t"] += 30
+    now.sleep(30)
     before = len(fake.requests)
     reg.track_digest("v1.0.0")
     assert len(fake.requests) - before == 1  # still fresh
-    now["t"] += 25  # within 10 s of expiry
+    now.sleep(25)  # within 10 s of expiry
     before = len(fake.requests)
     reg.track_digest("v1.0.0")
     renewal = fake.requests[before:]

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.unit.fakes import StepClock
 from tests.unit.test_registry import REPO, FakeGhcr, sha
 from twilight_agent.adapters.registry import HttpRegistry
 from twilight_agent.core import destinations
@@ -29,32 +30,21 @@ from twilight_agent.errors import (
 BASE = "https://ghcr.io"
 
 
-class Clock:
-    """A fake monotonic clock that the fake registry moves forward."""
-
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 @pytest.fixture
 def fake() -> FakeGhcr:
     return FakeGhcr()
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> StepClock:
+    return StepClock()  # the fake registry moves it forward too
 
 
 @pytest.fixture
-def make(fake: FakeGhcr, clock: Clock) -> Iterator[Callable[..., HttpRegistry]]:
+def make(fake: FakeGhcr, clock: StepClock) -> Iterator[Callable[..., HttpRegistry]]:
     clients: list[HttpRegistry] = []
 
     def build(**kw: Any) -> HttpRegistry:
-        kw.setdefault("sleep", lambda s: setattr(clock, "t", clock.t + s))
         kw.setdefault("rand", lambda: 0.5)
         client = HttpRegistry(BASE, REPO, transport=httpx.MockTransport(fake), clock=clock,
                               **kw)
@@ -84,7 +74,7 @@ def test_one_huge_page_is_capped_too(fake, make) -> None:
 class Drip(httpx.SyncByteStream):
     """A body that sends one byte per chunk and lets ``step`` seconds pass for each."""
 
-    def __init__(self, clock: Clock, body: bytes, step: float) -> None:
+    def __init__(self, clock: StepClock, body: bytes, step: float) -> None:
         self.clock, self.body, self.step = clock, body, step
         self.sent = 0
 
@@ -317,7 +307,7 @@ def test_any_answer_ends_in_a_typed_registry_error(where, body, content_type, he
     fake = FakeGhcr()
     hostile = Hostile(fake, where, body, content_type, header)
     fake.hook = hostile
-    reg = HttpRegistry(BASE, REPO, transport=httpx.MockTransport(fake), sleep=lambda s: None,
+    reg = HttpRegistry(BASE, REPO, transport=httpx.MockTransport(fake), clock=StepClock(),
                        rand=lambda: 0.5, attempts=2, page_size=10)
     with reg:
         try:

@@ -16,6 +16,7 @@ import pytest
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
+from tests.unit.fakes import StepClock
 from tests.unit.test_registry import BASE, REPO, SECRET, FakeGhcr, sha
 from twilight_agent.adapters.credentials import Credentials
 from twilight_agent.adapters.registry import HttpRegistry
@@ -39,7 +40,7 @@ def make(fake: FakeGhcr) -> Iterator[Callable[..., HttpRegistry]]:
     clients: list[HttpRegistry] = []
 
     def build(base: str = BASE, **kw: Any) -> HttpRegistry:
-        kw.setdefault("sleep", lambda s: None)
+        kw.setdefault("clock", StepClock())
         client = HttpRegistry(base, REPO, transport=httpx.MockTransport(fake), **kw)
         clients.append(client)
         return client

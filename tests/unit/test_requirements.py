@@ -15,9 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 LOCK = ROOT / "deploy" / "requirements.txt"
 
 
-def pinned() -> dict[str, tuple[str, list[str]]]:
-    """name -> (version, hashes) from the lock file (pip-compile's format)."""
-    text = LOCK.read_text().replace("\\\n", " ")
+def pinned(lock: Path = LOCK) -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, hashes) from a lock file (pip-compile's format)."""
+    text = lock.read_text().replace("\\\n", " ")
     out: dict[str, tuple[str, list[str]]] = {}
     for line in text.splitlines():
         line = line.split("#", 1)[0].strip()
@@ -44,6 +44,7 @@ def test_every_runtime_dependency_is_pinned_with_hashes_and_meets_pyproject() ->
 
 def test_install_sh_installs_the_lock_with_hash_checking() -> None:
     script = (ROOT / "deploy" / "install.sh").read_text()
-    assert re.search(r'--require-hashes .*-r "\$REQUIREMENTS"', script)
+    assert 'locks=(-r "$REQUIREMENTS")' in script  # (+ the keyless lock: test_install_sh)
+    assert re.search(r'--require-hashes .*"\$\{locks\[@\]\}"', script)
     assert '--no-deps --force-reinstall "$1"' in script  # our wheel adds no other package
     assert "REQUIREMENTS=$HERE/requirements.txt" in script

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.unit.fakes import FakeHealth, FakeRegistry, FakeRuntime, Sink, release
+from tests.unit.fakes import FakeHealth, FakeRegistry, FakeRuntime, Sink, StepClock, release
 from tests.unit.test_registry import BASE, REPO, FakeGhcr, sha
 from twilight_agent.adapters.registry import HttpRegistry
 from twilight_agent.adapters.signatures import CosignVerifier
@@ -99,7 +99,7 @@ def fake() -> FakeGhcr:
 
 @pytest.fixture
 def registry(fake: FakeGhcr) -> Iterator[HttpRegistry]:
-    reg = HttpRegistry(BASE, REPO, transport=httpx.MockTransport(fake), sleep=lambda s: None)
+    reg = HttpRegistry(BASE, REPO, transport=httpx.MockTransport(fake), clock=StepClock())
     yield reg
     reg.close()
 
@@ -401,7 +401,7 @@ def test_any_signature_manifest_ends_in_a_verdict_or_a_typed_error(doc: Any,
     raw = json.dumps(doc).encode()
     fake.put(sg.sig_tag(rel.digest), raw, rr.OCI_MANIFEST)
     with HttpRegistry(BASE, REPO, transport=httpx.MockTransport(fake),
-                      sleep=lambda s: None) as reg:
+                      clock=StepClock()) as reg:
         try:
             check = CosignVerifier(reg, [VerifyKey("k", CI.public_key())], REFERENCE,
                                    {"ref": "x"}).verify(rel)
@@ -456,7 +456,7 @@ def test_any_referrers_index_ends_in_a_verdict_or_a_typed_error(entries: Any,
                         "manifests": entries}).encode()
     fake.put(sg.referrers_tag(rel.digest), index, rr.OCI_INDEX)
     with HttpRegistry(BASE, REPO, transport=httpx.MockTransport(fake),
-                      sleep=lambda s: None) as reg:
+                      clock=StepClock()) as reg:
         try:
             check = CosignVerifier(reg, [VerifyKey("k", CI.public_key())], REFERENCE,
                                    {}).verify(rel)

@@ -3,9 +3,11 @@
 ``QueuedSink.emit`` turns an agent event into one message (``message.py``), puts one item
 per target on a bounded queue and returns; one background thread delivers them with up to
 ``attempts`` tries per target (backoff between them), so a receiver that is down or slow
-never delays or fails a deploy. One message per ``(deploy_id, event)``: the first of the
-events that name it wins. A subclass says how to reach one target (``_open``, ``_send``)
-and how to name it in a log line without its secret (``where``).
+never delays or fails a deploy. The backoff and ``join`` wait on the injected ``Clock``
+(the backoff in steps of ``delivery_stop_tick_s``, so that ``close()`` cuts it short). One
+message per ``(deploy_id, event)``: the first of the events that name it wins. A subclass
+says how to reach one target (``_open``, ``_send``) and how to name it in a log line
+without its secret (``where``).
 """
 
 from __future__ import annotations
@@ -41,14 +43,14 @@ class QueuedSink:
     """
 
     kind = "sink"  # log events are ``<kind>_sent``, ``<kind>_failed``, ``<kind>_dropped``
-    clock: Clock = SYSTEM  # ``join``'s deadline
 
     def __init__(self, image: str = "", *, host: str | None = None, log_lines: int = 50,
                  attempts: int = DEFAULT.webhook_attempts,
                  backoff: tuple[float, ...] = DEFAULT.webhook_backoff_s,
                  timeout: float = DEFAULT.webhook_timeout_s, queue_size: int = QUEUE_SIZE,
-                 idle: float = DEFAULT.delivery_idle_s) -> None:
+                 idle: float = DEFAULT.delivery_idle_s, clock: Clock = SYSTEM) -> None:
         self.image = image
+        self.clock = clock  # the backoff between attempts, ``join``'s deadline
         self.log_lines = log_lines
         self.host = host or socket.gethostname()
         self.attempts = max(1, attempts)
@@ -162,6 +164,17 @@ class QueuedSink:
             self._sent_keys.append(key)
         return True
 
+    def _pause(self, seconds: float) -> bool:
+        """Wait ``seconds`` on the clock, in steps short enough for ``close()`` to cut the
+        wait short; True when it did (stopping)."""
+        end = self.clock.now() + seconds
+        while not self._stopping.is_set():
+            left = end - self.clock.now()
+            if left <= 0:
+                return False
+            self.clock.sleep(min(left, DEFAULT.delivery_stop_tick_s))
+        return True
+
     def _drain(self) -> None:
         while True:
             try:
@@ -217,7 +230,7 @@ class QueuedSink:
                 return
             if attempt < self.attempts:
                 delay = self.backoff[min(attempt - 1, len(self.backoff) - 1)]
-                if self._stopping.wait(delay):
+                if self._pause(delay):
                     error = "shutting down"
                     break
         self.dropped += 1

@@ -11,7 +11,7 @@ import docker
 
 from twilight_agent.adapters.docker_errors import engine_errors
 from twilight_agent.adapters.docker_refs import repository_of
-from twilight_agent.core.clock import SYSTEM, Clock
+from twilight_agent.core.clock import Clock
 
 LOG_CAP = 64 * 1024
 
@@ -69,7 +69,7 @@ def frame_payloads(chunks: Iterable[bytes]) -> Iterator[bytes]:
 
 
 def prune_images(api: Any, repository: str, keep: set[str], older_than_s: float,
-                 clock: Clock = SYSTEM) -> list[str]:
+                 clock: Clock) -> list[str]:
     """Remove images of ``repository`` created before the cutoff, except ids (or digests)
     in ``keep`` and images any container uses. Returns the removed ids."""
     cutoff = clock.wall() - older_than_s

@@ -32,6 +32,7 @@ from twilight_agent.adapters.docker_errors import UNREACHABLE, engine_errors, ex
 from twilight_agent.adapters.docker_logs import prune_images, read_log_tail
 from twilight_agent.adapters.docker_refs import PullMeter, pull_line, repository_of, tag_of
 from twilight_agent.adapters.neighbours import Neighbours
+from twilight_agent.core.clock import SYSTEM, Clock
 from twilight_agent.core.models import Digest
 from twilight_agent.core.ports import (
     PARKED_SUFFIX,
@@ -59,8 +60,9 @@ class DockerRuntime:
     """The Docker engine as the deploy agent sees it. Cheap to build; connects on first use."""
 
     def __init__(self, base_url: str = "unix:///var/run/docker.sock", *, container: str = "",
-                 repository: str = "", timeout: int = 60) -> None:
+                 repository: str = "", timeout: int = 60, clock: Clock = SYSTEM) -> None:
         self._base_url = base_url
+        self._clock = clock  # the prune cutoff, the pre-deploy task's duration
         self._timeout = timeout
         self._container = container
         self._repository = repository
@@ -205,7 +207,7 @@ class DockerRuntime:
             self.api.tag(image, repository, tag, force=True)
 
     def prune_images(self, repository: str, keep: set[str], older_than_s: float) -> list[str]:
-        return prune_images(self.api, repository, keep, older_than_s)
+        return prune_images(self.api, repository, keep, older_than_s, self._clock)
 
     # ------------------------------------------------------------------ swap
     def park(self, snap: Snapshot) -> None:
@@ -299,7 +301,7 @@ class DockerRuntime:
     def run_task(self, unit: Snapshot, image: str, argv: tuple[str, ...],
                  timeout: float) -> TaskResult:
         """The one-off pre-deploy task (``docker_task.py``)."""
-        return docker_task.run_task(self, unit, image, argv, timeout)
+        return docker_task.run_task(self, unit, image, argv, timeout, self._clock)
 
     def remove_task(self, unit: Snapshot) -> bool:
         return docker_task.remove_task(self, unit)

@@ -19,7 +19,7 @@ import docker.errors
 
 from twilight_agent.adapters.create_config import COMPOSE_LABEL_PREFIX, CreatePlan
 from twilight_agent.adapters.docker_errors import UNREACHABLE, engine_errors
-from twilight_agent.core.clock import SYSTEM, Clock
+from twilight_agent.core.clock import Clock
 from twilight_agent.core.ports import Snapshot, TaskResult
 
 TASK_SUFFIX = ".twilight-pre-deploy"
@@ -65,7 +65,7 @@ def task_plan(plan: CreatePlan, argv: tuple[str, ...]) -> CreatePlan:
 
 
 def run_task(rt: Engine, unit: Snapshot, image: str, argv: tuple[str, ...],
-             timeout: float, clock: Clock = SYSTEM) -> TaskResult:
+             timeout: float, clock: Clock) -> TaskResult:
     """Create, start and wait for the task; always remove it. Exit code None: killed at
     ``timeout``."""
     remove_task(rt, unit)  # one an interrupted run left behind

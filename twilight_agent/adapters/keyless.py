@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from twilight_agent.adapters.registry import HttpRegistry
+from twilight_agent.core.clock import SYSTEM, Clock
 from twilight_agent.core.keyless import (
     BUNDLE_V02,
     BUNDLE_V03,
@@ -53,8 +54,10 @@ class KeylessVerifier:
     """Checks a candidate's Sigstore bundles against a workflow identity and issuer."""
 
     def __init__(self, registry: HttpRegistry, rule: IdentityRule, issuer: str,
-                 reference: str, *, trusted_root: Path | None, state_dir: Path) -> None:
+                 reference: str, *, trusted_root: Path | None, state_dir: Path,
+                 clock: Clock = SYSTEM) -> None:
         self._registry = registry
+        self._clock = clock  # when the public-good root is due a refresh
         self._rule, self._issuer, self._reference = rule, issuer, reference
         self._trusted_root, self._state_dir = trusted_root, state_dir
         self._checker: Any = None  # keyless_check.BundleChecker, built at the first bundle
@@ -133,7 +136,7 @@ class KeylessVerifier:
             check = lazy_module("twilight_agent.adapters.keyless_check")
             root = lazy_module("twilight_agent.adapters.keyless_root")
             source = root.FileRoot(self._trusted_root) if self._trusted_root is not None \
-                else root.PublicGoodRoot(self._state_dir)
+                else root.PublicGoodRoot(self._state_dir, clock=self._clock)
             self._checker = check.BundleChecker(source, self._rule, self._issuer,
                                                 self._reference)
         return self._checker

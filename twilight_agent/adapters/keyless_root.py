@@ -30,7 +30,7 @@ from tuf.ngclient.updater import Updater
 from tuf.ngclient.urllib3_fetcher import Urllib3Fetcher
 
 from twilight_agent.adapters.atomicfile import atomic_write
-from twilight_agent.core.clock import SYSTEM
+from twilight_agent.core.clock import SYSTEM, Clock
 from twilight_agent.errors import RegistryUnavailable
 from twilight_agent.logs import get_logger
 
@@ -104,7 +104,7 @@ class PublicGoodRoot:
     """Sigstore's public-good root over TUF, with the last good copy in ``state_dir``."""
 
     def __init__(self, state_dir: Path, fetch: Callable[[], str] | None = None,
-                 clock: Callable[[], float] = SYSTEM.now,
+                 clock: Clock = SYSTEM,
                  deadline: float = TUF_DEADLINE_S) -> None:
         self.cache = state_dir / CACHE_NAME
         self._fetch = fetch or tuf_fetch(state_dir / "sigstore" / "tuf")
@@ -113,7 +113,7 @@ class PublicGoodRoot:
         self._loaded: TrustedRoot | None = None
 
     def load(self) -> TrustedRoot:
-        now = self._clock()
+        now = self._clock.now()
         if self._loaded is None or now - self._asked >= REFRESH_S:
             self._asked = now
             self._loaded = self._refreshed() or self._kept()

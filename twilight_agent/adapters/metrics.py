@@ -49,7 +49,6 @@ import contextlib
 import datetime as dt
 import threading
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +56,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.parser import text_string_to_metric_families
 
 from twilight_agent.adapters.atomicfile import atomic_write
-from twilight_agent.core.clock import SYSTEM
+from twilight_agent.core.clock import SYSTEM, Clock
 from twilight_agent.core.events import (
     HELD_DOWNGRADE,
     HELD_SIGNATURE,
@@ -113,7 +112,7 @@ def _gauge(name: str, doc: str, r: CollectorRegistry, labels: tuple[str, ...] = 
 class MetricsFile:
     """``EventSink`` keeping Prometheus metrics in its own registry, written to ``path``."""
 
-    def __init__(self, path: Path, clock: Callable[[], float] = SYSTEM.wall,
+    def __init__(self, path: Path, clock: Clock = SYSTEM,
                  schedule: Schedule | None = None) -> None:
         self.path = Path(path)
         self._clock = clock
@@ -220,7 +219,7 @@ class MetricsFile:
         elif isinstance(event, Polled):
             self._polled(event)
         elif isinstance(event, Started):
-            self.last_poll.set(self._previous(_LAST_POLL) or float(self._clock()))
+            self.last_poll.set(self._previous(_LAST_POLL) or float(self._clock.wall()))
             self._catch_up(event.totals)
         else:
             return False
@@ -231,7 +230,7 @@ class MetricsFile:
             self.poll_duration.observe(event.duration_s)
         self._catch_up(event.totals)
         if event.outcome not in _POLL_FAILED:
-            self.last_poll.set(float(self._clock()))
+            self.last_poll.set(float(self._clock.wall()))
 
     def _catch_up(self, totals: Totals) -> None:
         """Bring the counters and gauges up to what the state store says."""
@@ -262,7 +261,7 @@ class MetricsFile:
         self._phase = phase
         self.phase.clear()
         self.phase.labels(phase=phase).set(1)
-        self.phase_since.set(since if since is not None else float(self._clock()))
+        self.phase_since.set(since if since is not None else float(self._clock.wall()))
 
     def _set_held(self, kind: str | None, since: str | None) -> None:
         if (kind, since) == self._held:
@@ -274,7 +273,7 @@ class MetricsFile:
         if kind is not None:
             when = _epoch(since)
             self.held_since.labels(kind=kind).set(
-                when if when is not None else float(self._clock()))
+                when if when is not None else float(self._clock.wall()))
 
     def _previous(self, name: str) -> float | None:
         """What the file on disk says for ``name`` (written by an earlier process)."""
@@ -292,7 +291,7 @@ class MetricsFile:
         self._counted[outcome] = self._counted.get(outcome, 0) + 1
         to, from_ = event.ref.to, event.ref.from_
         if event.outcome is Outcome.DEPLOYED:
-            self._last_success = float(self._clock())
+            self._last_success = float(self._clock.wall())
             self.last_success.set(self._last_success)
             if to is not None:
                 self._serving(to.tag, str(to.digest), to.revision or "")

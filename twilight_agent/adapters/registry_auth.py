@@ -26,7 +26,6 @@
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
 import random
 from collections.abc import Callable, Iterator, Mapping
@@ -39,7 +38,7 @@ import httpx
 from twilight_agent import __version__
 from twilight_agent.adapters.bounded_http import deadline_transport
 from twilight_agent.adapters.credentials import Credentials
-from twilight_agent.core.clock import SYSTEM
+from twilight_agent.core.clock import SYSTEM, Clock, utc
 from twilight_agent.core.destinations import (
     credential_host_allowed,
     destination_refusal,
@@ -117,10 +116,8 @@ class RegistrySession:
 
     def __init__(self, base_url: str, scope: str, credentials: Credentials | None = None, *,
                  timeout: float = 10.0, attempts: int = 4, backoff_base: float = 0.5,
-                 backoff_cap: float = 30.0, sleep: Callable[[float], None] = SYSTEM.sleep,
-                 rand: Callable[[], float] = random.random,
-                 clock: Callable[[], float] = SYSTEM.now,
-                 wall: Callable[[], float] = SYSTEM.wall,
+                 backoff_cap: float = 30.0, rand: Callable[[], float] = random.random,
+                 clock: Clock = SYSTEM,
                  transport: httpx.BaseTransport | None = None,
                  operation_timeout: float = DEFAULT.registry_operation_s) -> None:
         self.base = base_url.rstrip("/")
@@ -135,7 +132,7 @@ class RegistrySession:
         self._timeout = timeout
         self._attempts = max(1, attempts)
         self._base_delay, self._cap = backoff_base, backoff_cap
-        self._sleep, self._rand, self._clock, self._wall = sleep, rand, clock, wall
+        self._rand, self._clock = rand, clock  # deadlines, token expiry, backoff sleeps
         self._tokens: dict[str, _Token] = {}
         self._basic = False
         self._challenge: Challenge | None = None
@@ -160,14 +157,14 @@ class RegistrySession:
         if self._deadline is not None:
             yield
             return
-        self._deadline = self._clock() + self._op_timeout
+        self._deadline = self._clock.now() + self._op_timeout
         try:
             yield
         finally:
             self._deadline = None
 
     def _remaining(self) -> float | None:
-        return None if self._deadline is None else self._deadline - self._clock()
+        return None if self._deadline is None else self._deadline - self._clock.now()
 
     def _check_deadline(self, what: str) -> None:
         left = self._remaining()
@@ -203,7 +200,7 @@ class RegistrySession:
         token = self._tokens.get(self.scope)
         if token is None:
             return None
-        if token.expires_at is not None and self._clock() >= token.expires_at:
+        if token.expires_at is not None and self._clock.now() >= token.expires_at:
             del self._tokens[self.scope]
             return None
         return f"Bearer {token.value}"
@@ -300,8 +297,8 @@ class RegistrySession:
         expires = finite_number(doc.get("expires_in"))
         if expires is None or expires <= 0:
             exp = jwt_expiry(value)
-            expires = exp - self._wall() if exp is not None else None
-        expires_at = None if expires is None else self._clock() + max(1.0, expires - 10.0)
+            expires = exp - self._clock.wall() if exp is not None else None
+        expires_at = None if expires is None else self._clock.now() + max(1.0, expires - 10.0)
         log.debug("registry_token", scope=self.scope, anonymous=self._creds is None)
         return _Token(value.strip(), expires_at)
 
@@ -357,7 +354,7 @@ class RegistrySession:
                     return reply
                 reason = f"HTTP {reply.status}"
                 hint = retry_hint(reply.headers.get("retry-after"), reply.text,
-                                  dt.datetime.fromtimestamp(self._wall(), dt.timezone.utc))
+                                  utc(self._clock))
             if attempt + 1 >= self._attempts:
                 break
             delay = hint if hint is not None else backoff_delay(
@@ -373,5 +370,5 @@ class RegistrySession:
             # log carries one registry_error line per change of state, not per attempt.
             log.debug("registry_retry", what=what, reason=reason, attempt=attempt + 1,
                      delay_s=round(delay, 3))
-            self._sleep(delay)
+            self._clock.sleep(delay)
         raise RegistryUnavailable(f"{what}: {reason} after {self._attempts} attempts") from cause

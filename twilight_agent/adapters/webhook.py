@@ -38,6 +38,7 @@ from twilight_agent.adapters.delivery import (
     Refused,
 )
 from twilight_agent.adapters.message import build_body, message_kind, tail_lines
+from twilight_agent.core.clock import SYSTEM, Clock
 from twilight_agent.core.tunables import DEFAULT
 
 __all__ = ["REPLY_CAP", "Webhook", "build_body", "message_kind", "tail_lines"]
@@ -67,9 +68,10 @@ class Webhook(QueuedSink):
                  backoff: tuple[float, ...] = DEFAULT.webhook_backoff_s,
                  timeout: float = DEFAULT.webhook_timeout_s, queue_size: int = QUEUE_SIZE,
                  idle: float = DEFAULT.delivery_idle_s,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None, clock: Clock = SYSTEM) -> None:
         super().__init__(image, host=host, log_lines=log_lines, attempts=attempts,
-                         backoff=backoff, timeout=timeout, queue_size=queue_size, idle=idle)
+                         backoff=backoff, timeout=timeout, queue_size=queue_size, idle=idle,
+                         clock=clock)
         self.url = url
         self._transport = transport
         u = urlsplit(url)

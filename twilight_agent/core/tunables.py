@@ -55,8 +55,10 @@ class Tunables:
     webhook_attempts: int = 3
     webhook_backoff_s: tuple[float, ...] = (1.0, 2.0)
     webhook_timeout_s: float = 5.0
-    # A delivery thread (webhook, Apprise) ends after this long without a message.
+    # A delivery thread (webhook, Apprise) ends after this long without a message; it
+    # waits out a backoff in steps this long, so that closing the sink cuts it short.
     delivery_idle_s: float = 60.0
+    delivery_stop_tick_s: float = 0.1
 
 
 DEFAULT = Tunables()
