@@ -62,8 +62,8 @@ from twilight_agent.core.keyless import IdentityRule
 from twilight_agent.core.models import Digest, Release
 from twilight_agent.lazy import lazy_module
 before = rss()
-check = lazy_module("twilight_agent.adapters.keyless_check")
-root = lazy_module("twilight_agent.adapters.keyless_root")
+check = lazy_module("twilight_agent.adapters.verify.keyless_check")
+root = lazy_module("twilight_agent.adapters.verify.keyless_root")
 source, _ = root.FileRoot(Path(sys.argv[1])), check.BundleChecker  # both loaded now
 after = rss()
 raw, digest, sha, runs = open(sys.argv[2], "rb").read(), sys.argv[3], sys.argv[4], int(sys.argv[5])

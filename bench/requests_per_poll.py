@@ -29,7 +29,7 @@ from bench.report import write_section  # noqa: E402
 from testbed import services  # noqa: E402
 from testbed.images import build_and_push  # noqa: E402
 from testbed.rawclient import RawRegistry  # noqa: E402
-from twilight_agent.adapters.registry import HttpRegistry  # noqa: E402
+from twilight_agent.adapters.registry.client import HttpRegistry  # noqa: E402
 
 SECTION = "requests per idle poll"
 RESULTS = ROOT / "bench" / "results.md"

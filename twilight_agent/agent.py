@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from twilight_agent import status as status_view
-from twilight_agent.adapters.sinks import EventBus
+from twilight_agent.adapters.notify.sinks import EventBus
 from twilight_agent.core import machine as m
 from twilight_agent.core import policy
 from twilight_agent.core.clock import SYSTEM, Clock, utc
@@ -34,7 +34,6 @@ from twilight_agent.core.promotion import Promotion
 from twilight_agent.core.signatures import SignaturePort
 from twilight_agent.core.tunables import DEFAULT, Tunables
 from twilight_agent.core.windows import age_left, is_open, next_opening
-from twilight_agent.deploy_run import AgentConfig, DeployContext, DeployRun, new_deploy_id
 from twilight_agent.errors import (
     InvalidInput,
     InvalidTag,
@@ -44,11 +43,12 @@ from twilight_agent.errors import (
     TwilightError,
 )
 from twilight_agent.logs import get_logger
-from twilight_agent.observe import observe_target
 from twilight_agent.promotion import Promoter
-from twilight_agent.recovery import recover
-from twilight_agent.refusal import refuse_untrusted
-from twilight_agent.runner import Runner
+from twilight_agent.run.deploy_run import AgentConfig, DeployContext, DeployRun, new_deploy_id
+from twilight_agent.run.observe import observe_target
+from twilight_agent.run.recovery import recover
+from twilight_agent.run.refusal import refuse_untrusted
+from twilight_agent.run.runner import Runner
 from twilight_agent.trust import Trust
 
 log = get_logger("twilight.agent")

@@ -17,23 +17,23 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from twilight_agent import target_kinds
-from twilight_agent.adapters.lock import DeployLock
-from twilight_agent.adapters.sinks import EventBus
+from twilight_agent.adapters.notify.sinks import EventBus
+from twilight_agent.adapters.state.lock import DeployLock
 from twilight_agent.agent import Agent
 from twilight_agent.core.clock import SYSTEM, Clock
 from twilight_agent.core.tunables import DEFAULT, Tunables
-from twilight_agent.deploy_run import AgentConfig, RunConfig
 from twilight_agent.errors import ConfigError
+from twilight_agent.run.deploy_run import AgentConfig, RunConfig
 from twilight_agent.settings import Settings
 
 if TYPE_CHECKING:
-    from twilight_agent.adapters.credentials import CredentialSource
-    from twilight_agent.adapters.delivery import QueuedSink
-    from twilight_agent.adapters.docker_runtime import DockerRuntime
-    from twilight_agent.adapters.health import HealthGate
-    from twilight_agent.adapters.probe import StateSource
-    from twilight_agent.adapters.registry import HttpRegistry
-    from twilight_agent.adapters.store import Store
+    from twilight_agent.adapters.docker.health import HealthGate
+    from twilight_agent.adapters.docker.probe import StateSource
+    from twilight_agent.adapters.docker.runtime import DockerRuntime
+    from twilight_agent.adapters.notify.delivery import QueuedSink
+    from twilight_agent.adapters.registry.client import HttpRegistry
+    from twilight_agent.adapters.registry.credentials import CredentialSource
+    from twilight_agent.adapters.state.store import Store
     from twilight_agent.core.ports import (
         EventSink,
         HealthPort,
@@ -51,8 +51,8 @@ def build_registry(settings: Settings, platform: Any = ("linux", "amd64"),
     ``platform`` is the engine's os/arch, or a callable that asks the engine on first use;
     ``options`` go to ``HttpRegistry`` (timeouts, retry counts, ``transport``).
     """
-    from twilight_agent.adapters.credentials import find_credentials
-    from twilight_agent.adapters.registry import HttpRegistry
+    from twilight_agent.adapters.registry.client import HttpRegistry
+    from twilight_agent.adapters.registry.credentials import find_credentials
 
     return HttpRegistry(settings.registry_base, settings.image_ref.repository,
                         credentials=find_credentials(credential_source(settings)),
@@ -62,7 +62,7 @@ def build_registry(settings: Settings, platform: Any = ("linux", "amd64"),
 
 def registry_auth(settings: Settings) -> dict[str, str] | None:
     """Docker-style ``auth_config`` ``{username, password}`` for engine pulls; None = anonymous."""
-    from twilight_agent.adapters.credentials import find_credentials
+    from twilight_agent.adapters.registry.credentials import find_credentials
 
     creds = find_credentials(credential_source(settings))
     return creds.auth_config() if creds else None
@@ -71,7 +71,7 @@ def registry_auth(settings: Settings) -> dict[str, str] | None:
 def credential_source(settings: Settings) -> CredentialSource:
     """Where the registry credentials come from: the token file or systemd credential
     (read when asked) with the user, else docker's config.json for the image's host."""
-    from twilight_agent.adapters.credentials import CredentialSource
+    from twilight_agent.adapters.registry.credentials import CredentialSource
 
     return CredentialSource(settings.image_ref.host, settings.registry_username,
                             settings.registry_password, settings.auth_hosts)
@@ -79,7 +79,7 @@ def credential_source(settings: Settings) -> CredentialSource:
 
 def build_runtime(settings: Settings, clock: Clock = SYSTEM) -> DockerRuntime:
     """The Docker engine adapter for the target container; connects on first use."""
-    from twilight_agent.adapters.docker_runtime import DockerRuntime
+    from twilight_agent.adapters.docker.runtime import DockerRuntime
 
     return DockerRuntime(settings.docker_host, container=settings.container,
                          repository=str(settings.image_ref), clock=clock)
@@ -88,7 +88,7 @@ def build_runtime(settings: Settings, clock: Clock = SYSTEM) -> DockerRuntime:
 def build_store(settings: Settings, *, readonly: bool = False) -> Store:
     """The sqlite state store (journal, history, quarantine) in ``settings.state_dir``;
     ``readonly`` (``check``) reads what is there and creates nothing."""
-    from twilight_agent.adapters.store import Store
+    from twilight_agent.adapters.state.store import Store
 
     return Store(settings.state_dir, readonly=readonly)
 
@@ -100,7 +100,7 @@ def build_health(settings: Settings, runtime: StateSource, clock: Clock = SYSTEM
 
     Timeout, interval and soak are per call (``settings.health_*``), not fixed here.
     """
-    from twilight_agent.adapters.health import HealthGate
+    from twilight_agent.adapters.docker.health import HealthGate
 
     return HealthGate(runtime, clock=clock, tick=tunables.health_tick_s)
 
@@ -157,8 +157,8 @@ def build_promoter(settings: Settings, store: Any, target: Any, events: EventBus
     from twilight_agent.promotion import PromoteConfig, Promoter
 
     def pusher() -> Any:
-        from twilight_agent.adapters.credentials import Credentials
-        from twilight_agent.adapters.registry_push import TagPusher
+        from twilight_agent.adapters.registry.credentials import Credentials
+        from twilight_agent.adapters.registry.push import TagPusher
 
         token = settings.promote_password()
         if token is None:
@@ -183,15 +183,15 @@ def build_verifier(settings: Settings, registry: Any,
     when neither is set. sigstore itself loads only when a candidate is checked."""
     rule = settings.identity_rule
     if rule is not None:
-        from twilight_agent.adapters.keyless import KeylessVerifier
+        from twilight_agent.adapters.verify.keyless import KeylessVerifier
 
         return KeylessVerifier(registry, rule, settings.verify_issuer, str(settings.image_ref),
                                trusted_root=settings.trusted_root_path,
                                state_dir=settings.state_dir, clock=clock)
     if not settings.verify_key_paths:
         return None
-    from twilight_agent.adapters.signatures import CosignVerifier
-    from twilight_agent.adapters.verify_keys import load_keys
+    from twilight_agent.adapters.verify.cosign import CosignVerifier
+    from twilight_agent.adapters.verify.keys import load_keys
 
     return CosignVerifier(registry, load_keys(settings.verify_key_paths),
                           str(settings.image_ref), settings.required_annotations)
@@ -222,7 +222,7 @@ def build_sinks(settings: Settings, tunables: Tunables = DEFAULT,
     """
     sinks: list[EventSink] = []
     if settings.metrics_file is not None:
-        from twilight_agent.adapters.metrics import MetricsFile, Schedule
+        from twilight_agent.adapters.notify.metrics import MetricsFile, Schedule
 
         sinks.append(MetricsFile(settings.metrics_file, clock, schedule=Schedule(
             settings.poll_interval, settings.watch, settings.verify_grace)))
@@ -239,12 +239,12 @@ def build_notifiers(settings: Settings, tunables: Tunables = DEFAULT,
                               "timeout": tunables.webhook_timeout_s, "clock": clock}
     out: list[QueuedSink] = []
     if settings.webhook_url:
-        from twilight_agent.adapters.webhook import Webhook
+        from twilight_agent.adapters.notify.webhook import Webhook
 
         out.append(Webhook(settings.webhook_url, settings.image, **common))
     urls = settings.notify_urls()
     if urls:
-        from twilight_agent.adapters.apprise_sink import AppriseSink
+        from twilight_agent.adapters.notify.apprise_sink import AppriseSink
 
         out.append(AppriseSink(urls, settings.image, **common))
     return out

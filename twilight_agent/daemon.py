@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from twilight_agent.adapters.notify import Notifier
+from twilight_agent.adapters.notify.targets import Notifier
 from twilight_agent.core.clock import SYSTEM, Clock
 from twilight_agent.core.outcomes import Outcome
 from twilight_agent.core.progress import Heartbeat

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from twilight_agent.adapters.promotion_store import PromotionStore
-from twilight_agent.adapters.sinks import EventBus
+from twilight_agent.adapters.notify.sinks import EventBus
+from twilight_agent.adapters.state.promotion_store import PromotionStore
 from twilight_agent.core import promotion as rules
 from twilight_agent.core.clock import Clock, utcnow
 from twilight_agent.core.events import Promoted
@@ -31,9 +31,9 @@ from twilight_agent.core.models import Digest, Release
 from twilight_agent.core.outcomes import Outcome
 from twilight_agent.core.ports import HealthVerdict, TargetPort
 from twilight_agent.core.promotion import DROPPED, PROMOTED, PROMOTING, WAITING, Order, Promotion
-from twilight_agent.deploy_run import new_deploy_id
 from twilight_agent.errors import TwilightError
 from twilight_agent.logs import get_logger
+from twilight_agent.run.deploy_run import new_deploy_id
 
 log = get_logger("twilight.promotion")
 

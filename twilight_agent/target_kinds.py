@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 from twilight_agent.core.clock import Clock
 from twilight_agent.lazy import lazy_module
-from twilight_agent.settings_swarm import SWARM_SERVICE_RE
 
 if TYPE_CHECKING:
     from twilight_agent.core.ports import TargetPort
 
-container_target = lazy_module("twilight_agent.adapters.container_target")
-swarm_target = lazy_module("twilight_agent.adapters.swarm_target")
+SWARM_SERVICE_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")  # swarm's name rule
+
+container_target = lazy_module("twilight_agent.adapters.docker.container_target")
+swarm_target = lazy_module("twilight_agent.adapters.docker.swarm_target")
 
 SERVICE_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")  # compose's own rule
 # A config file's settings, ``TWILIGHT_`` dropped, upper case (``CONTAINER``, ...).

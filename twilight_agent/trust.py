@@ -28,8 +28,8 @@ from twilight_agent.core.policy import Decision, Verdict
 from twilight_agent.core.ports import RegistryPort
 from twilight_agent.core.signatures import MISSING, SignatureCheck, SignaturePort
 from twilight_agent.core.windows import age_left
-from twilight_agent.deploy_run import EventBus
 from twilight_agent.errors import InvalidInput, ManifestNotFound, RegistryProtocolError
+from twilight_agent.run.deploy_run import EventBus
 
 _UNKNOWN = "unknown"  # the hold told before this process started: not read yet
 _HELD = {Verdict.DOWNGRADE: HELD_DOWNGRADE, Verdict.UNSIGNED: HELD_SIGNATURE}

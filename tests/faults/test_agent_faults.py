@@ -23,7 +23,7 @@ from testbed.images import AppImage
 from tests.faults.conftest import Figures
 from tests.integration.deploybed import Site, push, python_child
 from twilight_agent import app
-from twilight_agent.adapters.store import Store
+from twilight_agent.adapters.state.store import Store
 
 pytestmark = pytest.mark.faults
 

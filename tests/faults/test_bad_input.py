@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from tests.faults.conftest import Figures
 from tests.integration.deploybed import CLI, Site, one_line, push
-from twilight_agent.adapters.envfile import read_image_tag, write_image_tag
+from twilight_agent.adapters.state.envfile import read_image_tag, write_image_tag
 from twilight_agent.core.registry_rules import OCI_INDEX
 from twilight_agent.errors import ConfigError, InvalidTag
 from twilight_agent.settings import load_settings

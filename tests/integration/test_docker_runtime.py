@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from testbed.util import wait_until
-from twilight_agent.adapters.docker_runtime import DockerRuntime
+from twilight_agent.adapters.docker.runtime import DockerRuntime
 from twilight_agent.core.models import Digest
 from twilight_agent.errors import DockerUnavailable, PullFailed, RuntimeError_, TargetNotFound
 

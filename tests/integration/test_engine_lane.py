@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from testbed import engines
-from twilight_agent.adapters.docker_runtime import DockerRuntime
+from twilight_agent.adapters.docker.runtime import DockerRuntime
 
 pytestmark = pytest.mark.integration
 

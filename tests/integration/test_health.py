@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from twilight_agent.adapters.docker_runtime import DockerRuntime
-from twilight_agent.adapters.health import HealthGate
+from twilight_agent.adapters.docker.health import HealthGate
+from twilight_agent.adapters.docker.runtime import DockerRuntime
 from twilight_agent.core.models import Digest
 
 pytestmark = pytest.mark.integration

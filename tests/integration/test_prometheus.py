@@ -21,13 +21,13 @@ import pytest
 
 from tests.conftest import wait_until
 from tests.integration.deploybed import free_port
-from twilight_agent.adapters.metrics import MetricsFile
-from twilight_agent.adapters.store import Store
+from twilight_agent.adapters.notify.metrics import MetricsFile
+from twilight_agent.adapters.state.store import Store
 from twilight_agent.core.events import Started
 from twilight_agent.core.models import Digest, Release
 from twilight_agent.core.outcomes import Outcome
-from twilight_agent.deploy_run import DeployRun
-from twilight_agent.recording import Recorder
+from twilight_agent.run.deploy_run import DeployRun
+from twilight_agent.run.recording import Recorder
 from twilight_agent.status import totals
 
 pytestmark = [pytest.mark.integration, pytest.mark.one_engine]

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from testbed.accesslog import AccessLog
-from twilight_agent.adapters.registry import HttpRegistry
+from twilight_agent.adapters.registry.client import HttpRegistry
 from twilight_agent.app import build_registry
 from twilight_agent.core.models import Release
 from twilight_agent.errors import InvalidTag, ManifestNotFound, RegistryAuthError

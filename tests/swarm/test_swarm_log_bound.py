@@ -21,8 +21,8 @@ RSS_LIMIT_KB = 80 * 1024
 WRITER = f"head -c {LOG_BYTES} /dev/zero | tr '\\0' x; echo; echo fatal: end of log; exit 3"
 READER = """
 import sys
-from twilight_agent.adapters.docker_runtime import DockerRuntime
-from twilight_agent.adapters.swarm_target import SwarmTarget
+from twilight_agent.adapters.docker.runtime import DockerRuntime
+from twilight_agent.adapters.docker.swarm_target import SwarmTarget
 text = SwarmTarget(DockerRuntime(), service=sys.argv[1]).logs_tail(sys.argv[2], 50)
 RESULT = {"chars": len(text), "head": text[:300], "tail": text[-200:]}
 """

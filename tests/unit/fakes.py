@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from twilight_agent.adapters.docker_runtime import Listed
+from twilight_agent.adapters.docker.runtime import Listed
 from twilight_agent.core.clock import SYSTEM
 from twilight_agent.core.models import Digest, Release
 from twilight_agent.core.ports import ContainerState, HealthVerdict, Snapshot, TaskResult

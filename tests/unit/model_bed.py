@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.unit.fakes import REPO, C, FakeHealth, FakeRegistry, FakeRuntime, Sink, digest
-from twilight_agent.adapters.sinks import EventBus
-from twilight_agent.adapters.store import Store
+from twilight_agent.adapters.notify.sinks import EventBus
+from twilight_agent.adapters.state.store import Store
 from twilight_agent.agent import Agent
 from twilight_agent.app import build_agent
 from twilight_agent.core.models import Digest, Release

@@ -37,7 +37,7 @@ from tests.unit.model_bed import (
     World,
     make_release,
 )
-from twilight_agent.adapters.envfile import read_image_tag
+from twilight_agent.adapters.state.envfile import read_image_tag
 from twilight_agent.core.clock import utcnow
 from twilight_agent.core.outcomes import CycleReport
 from twilight_agent.core.signatures import INVALID, MISSING, VALID
@@ -82,7 +82,7 @@ class AgentModel(RuleBasedStateMachine):
         self.settled = False  # the last cycle ended without a kill or an engine error
         stamp = mock.Mock(side_effect=self._stamp)
         self._patches = [mock.patch(f"twilight_agent.{m}.utcnow", stamp)
-                         for m in ("recording", "promotion", "adapters.promotion_store")]
+                         for m in ("run.recording", "promotion", "adapters.state.promotion_store")]
         for p in self._patches:
             p.start()
         STATS.examples += 1

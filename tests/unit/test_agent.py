@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.unit.fakes import REPO, FakeHealth, FakeRegistry, FakeRuntime, Sink, release
-from twilight_agent.adapters.envfile import read_image_digest, read_image_tag
-from twilight_agent.adapters.lock import DeployLock
-from twilight_agent.adapters.store import Store
+from twilight_agent.adapters.state.envfile import read_image_digest, read_image_tag
+from twilight_agent.adapters.state.lock import DeployLock
+from twilight_agent.adapters.state.store import Store
 from twilight_agent.agent import Agent
 from twilight_agent.app import build_agent
 from twilight_agent.errors import (
@@ -311,7 +311,7 @@ def test_stop_requested_before_the_swap_leaves_the_service_alone(w: World) -> No
 @pytest.mark.parametrize("swap", ["stop-first", "start-first"])
 def test_a_compose_service_s_new_container_gets_compose_s_labels_for_the_new_env(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, swap: str) -> None:
-    from twilight_agent.adapters import compose_labels as cl
+    from twilight_agent.adapters.docker import compose_labels as cl
 
     asked: list[tuple[str, str | None]] = []
 

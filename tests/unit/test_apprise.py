@@ -20,7 +20,7 @@ import pytest
 from tests.unit.receivers import MqttBroker, SmtpReceiver, broker, free_port, wait_for
 from tests.unit.test_webhook import IMAGE, Receiver, halted, rolled_back
 from twilight_agent import app
-from twilight_agent.adapters.apprise_sink import AppriseSink, split_urls, where
+from twilight_agent.adapters.notify.apprise_sink import AppriseSink, split_urls, where
 from twilight_agent.core.events import HELD_DOWNGRADE, Held
 from twilight_agent.errors import ConfigError
 from twilight_agent.settings import Settings, load_settings
@@ -158,7 +158,7 @@ def test_send_now_says_which_target_failed_without_its_secret(http: Receiver) ->
     s = AppriseSink([f"json://user:pa55word@127.0.0.1:{port}/tok3n-path",
                      f"json://127.0.0.1:{free_port()}/tok3n-down", "nosuchscheme://x/y"],
                     IMAGE, host="web-1")
-    from twilight_agent.adapters.message import notify_test_body
+    from twilight_agent.adapters.notify.message import notify_test_body
 
     results = s.send_now(notify_test_body("web-1", IMAGE))
     assert [r[1] is None for r in results] == [True, False, False]
@@ -252,7 +252,7 @@ def test_notify_test_all_good_is_exit_0_and_none_configured_is_2(tmp_path: Path,
 
 
 def test_a_reason_from_apprise_is_cleaned_of_the_url_secrets() -> None:
-    from twilight_agent.adapters.apprise_send import hide_secrets
+    from twilight_agent.adapters.notify.apprise_send import hide_secrets
 
     url = "json://bob:pa55word@hooks.example.com/tok3n-path?key=s3cr3t-value"
     said = ("Failed to send to bob:pa55word@hooks.example.com/tok3n-path?key=s3cr3t-value"

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from tests.unit.slowdrip import slow_server
-from twilight_agent.adapters.bounded_http import deadline_transport
-from twilight_agent.adapters.registry import HttpRegistry
+from twilight_agent.adapters.registry.client import HttpRegistry
+from twilight_agent.adapters.registry.deadline import deadline_transport
 from twilight_agent.errors import RegistryUnavailable
 
 

@@ -13,7 +13,7 @@ import structlog
 
 from tests.unit.fakes import REPO, FakeHealth, FakeRegistry, FakeRuntime, Sink, release
 from twilight_agent import app
-from twilight_agent.adapters.store import Store
+from twilight_agent.adapters.state.store import Store
 from twilight_agent.agent import Agent
 from twilight_agent.commands import check
 from twilight_agent.core.history import HistoryRow

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from twilight_agent.adapters import compose_labels as cl
+from twilight_agent.adapters.docker import compose_labels as cl
 
 DIGEST = "sha256:" + "d" * 64
 V2 = {cl.PROJECT: "shop", cl.SERVICE: "web", cl.VERSION: "2.26.1", cl.IMAGE: "sha256:old",

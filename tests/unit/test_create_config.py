@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from twilight_agent.adapters.create_config import (
+from twilight_agent.adapters.docker.create_config import (
     build_create_plan,
     endpoints_of,
     published_url_from,
     without_aliases,
 )
-from twilight_agent.adapters.docker_refs import repository_of, tag_of
+from twilight_agent.adapters.docker.refs import repository_of, tag_of
 
 # Recorded from dockerd 20.10 (API 1.41): the bed's v1 app image (VOLUME /cache) run by an
 # operator with a user-defined network + alias, a published port, a run-time env var and

@@ -24,7 +24,7 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from twilight_agent import cli
-from twilight_agent.adapters.notify import Notifier
+from twilight_agent.adapters.notify.targets import Notifier
 from twilight_agent.commands.service import PIDFILE
 from twilight_agent.core.tunables import Tunables
 from twilight_agent.daemon import JOB_ID, Daemon

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from twilight_agent.adapters.envfile import (
+from twilight_agent.adapters.state.envfile import (
     image_lines,
     put_back,
     read_image_digest,

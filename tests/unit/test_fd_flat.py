@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from tests.unit.fakes import REPO, FakeHealth, FakeRegistry, FakeRuntime, release
-from twilight_agent.adapters.store import Store
+from twilight_agent.adapters.state.store import Store
 from twilight_agent.app import build_agent, build_sinks
 from twilight_agent.settings import Settings
 

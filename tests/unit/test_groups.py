@@ -8,7 +8,7 @@ import pytest
 
 from tests.unit.fakes import REPO, C, FakeHealth, FakeRegistry, FakeRuntime, Sink, release
 from twilight_agent import app
-from twilight_agent.adapters.store import Store
+from twilight_agent.adapters.state.store import Store
 from twilight_agent.agent import Agent
 from twilight_agent.settings import Settings
 

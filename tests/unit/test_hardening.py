@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import structlog.testing
 
-from twilight_agent.adapters.envfile import read_image_tag, write_image_tag
-from twilight_agent.adapters.lock import DeployLock
-from twilight_agent.adapters.store import Store
-from twilight_agent.adapters.webhook import tail_lines
+from twilight_agent.adapters.notify.webhook import tail_lines
+from twilight_agent.adapters.state.envfile import read_image_tag, write_image_tag
+from twilight_agent.adapters.state.lock import DeployLock
+from twilight_agent.adapters.state.store import Store
 from twilight_agent.errors import ConfigError, InvalidInput
 from twilight_agent.settings import load_settings
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from twilight_agent.adapters.health import NO_SIGNAL_WARNING, HealthGate, ProbeResult
+from twilight_agent.adapters.docker.health import NO_SIGNAL_WARNING, HealthGate, ProbeResult
 from twilight_agent.core.ports import ContainerState
 from twilight_agent.errors import DockerUnavailable
 

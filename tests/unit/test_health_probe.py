@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.unit.slowdrip import slow_server
-from twilight_agent.adapters.health import MAX_PROBE_BODY, HttpProbe
+from twilight_agent.adapters.docker.health import MAX_PROBE_BODY, HttpProbe
 
 
 @pytest.mark.parametrize("mode", ["headers", "body"])

@@ -29,7 +29,7 @@ print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))
 """
 SEND = """
 import json, sys
-from twilight_agent.adapters.apprise_sink import AppriseSink
+from twilight_agent.adapters.notify.apprise_sink import AppriseSink
 sink = AppriseSink(["json://127.0.0.1:9/hook"], "ghcr.io/acme/app", attempts=1)
 sink.send_now({"event": "test", "host": "h", "image": "i", "deploy_id": "", "reason": "",
                "log_tail": "", "text": "t", "from": {}, "to": {}})

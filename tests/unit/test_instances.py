@@ -11,7 +11,7 @@ import pytest
 
 from tests.unit.test_journald import receive
 from twilight_agent import cli, logs, settings
-from twilight_agent.adapters.lock import DeployLock
+from twilight_agent.adapters.state.lock import DeployLock
 from twilight_agent.commands.service import unit_name
 from twilight_agent.errors import ConfigError, LockBusy
 from twilight_agent.instances import refuse_overlap

@@ -31,11 +31,11 @@ from tests.unit.fakes import FakeHealth, FakeRegistry, FakeRuntime, Sink, StepCl
 from tests.unit.fakes import digest as numbered
 from tests.unit.test_idle_imports import imports_with
 from tests.unit.test_registry import BASE, REPO, FakeGhcr, sha
-from twilight_agent.adapters import keyless_root
-from twilight_agent.adapters.keyless import KeylessVerifier
-from twilight_agent.adapters.keyless_root import FileRoot, PublicGoodRoot
-from twilight_agent.adapters.registry import HttpRegistry
-from twilight_agent.adapters.store import Store
+from twilight_agent.adapters.registry.client import HttpRegistry
+from twilight_agent.adapters.state.store import Store
+from twilight_agent.adapters.verify import keyless_root
+from twilight_agent.adapters.verify.keyless import KeylessVerifier
+from twilight_agent.adapters.verify.keyless_root import FileRoot, PublicGoodRoot
 from twilight_agent.app import build_agent, build_verifier
 from twilight_agent.core import keyless as kl
 from twilight_agent.core import registry_rules as rr
@@ -476,7 +476,7 @@ def test_build_verifier_wires_keyless_and_loads_no_sigstore(tmp_path: Path,
 
 def test_loading_the_checker_brings_sigstore() -> None:
     probe = ("import sys; from twilight_agent.lazy import lazy_module; "
-             "m = lazy_module('twilight_agent.adapters.keyless_check'); "
+             "m = lazy_module('twilight_agent.adapters.verify.keyless_check'); "
              "before = 'sigstore' in sys.modules; m.BundleChecker; "
              "print(before, 'sigstore' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from twilight_agent.adapters.lock import DeployLock
+from twilight_agent.adapters.state.lock import DeployLock
 from twilight_agent.errors import LockBusy
 
 HOLD = """

@@ -11,9 +11,9 @@ from typing import Any
 import docker.errors
 import pytest
 
-from twilight_agent.adapters.docker_logs import capped_text, frame_payloads
-from twilight_agent.adapters.docker_runtime import DockerRuntime
-from twilight_agent.adapters.swarm_target import SwarmTarget
+from twilight_agent.adapters.docker.logs import capped_text, frame_payloads
+from twilight_agent.adapters.docker.runtime import DockerRuntime
+from twilight_agent.adapters.docker.swarm_target import SwarmTarget
 
 
 class FakeLogs:

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.unit.fakes import StepClock
-from twilight_agent.adapters.metrics import MetricsFile
+from twilight_agent.adapters.notify.metrics import MetricsFile
 from twilight_agent.core.events import (
     DeployFinished,
     DeployRef,
@@ -178,7 +178,7 @@ def test_odd_events_are_ignored_without_a_write(prom: Path) -> None:
 
 
 def test_build_sinks_wires_what_is_configured(prom: Path) -> None:
-    from twilight_agent.adapters.webhook import Webhook
+    from twilight_agent.adapters.notify.webhook import Webhook
     from twilight_agent.app import build_sinks
     from twilight_agent.settings import Settings
 

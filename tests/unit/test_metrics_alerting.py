@@ -10,8 +10,8 @@ import pytest
 
 from tests.unit.fakes import StepClock
 from tests.unit.test_metrics import FIRST, NEW, ref, samples, value
-from twilight_agent.adapters.metrics import MetricsFile, Schedule
-from twilight_agent.adapters.store import Store
+from twilight_agent.adapters.notify.metrics import MetricsFile, Schedule
+from twilight_agent.adapters.state.store import Store
 from twilight_agent.core.events import (
     DeployFinished,
     HaltedAlert,

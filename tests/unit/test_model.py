@@ -58,12 +58,12 @@ from hypothesis.stateful import run_state_machine_as_test
 from tests.unit import model_machine
 from tests.unit.model_bed import GOOD, Config
 from tests.unit.model_machine import STATS, AgentModel
-from twilight_agent import recording, runner
 from twilight_agent.core import machine as m
 from twilight_agent.core import policy
 from twilight_agent.core.promotion import Order
 from twilight_agent.core.signatures import VALID, SignatureCheck
 from twilight_agent.promotion import Promoter
+from twilight_agent.run import recording, runner
 from twilight_agent.trust import Trust
 
 FIGURES: list[str] = []  # printed by tests/unit/conftest.py's terminal summary

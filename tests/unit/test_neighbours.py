@@ -10,7 +10,7 @@ from typing import Any
 import docker.errors
 import pytest
 
-from twilight_agent.adapters.neighbours import Entry, Neighbours, bridge_device, entries_of
+from twilight_agent.adapters.docker.neighbours import Entry, Neighbours, bridge_device, entries_of
 
 NETS: dict[str, dict[str, Any]] = {
     "n-default": {"Driver": "bridge", "Id": "n-default",
@@ -62,7 +62,7 @@ class Engine:
 
 
 LOCAL = "unix:///var/run/docker.sock"
-WHICH = "twilight_agent.adapters.neighbours.shutil.which"
+WHICH = "twilight_agent.adapters.docker.neighbours.shutil.which"
 
 
 class Ip:

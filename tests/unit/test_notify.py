@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from twilight_agent.adapters.notify import Notifier
+from twilight_agent.adapters.notify.targets import Notifier
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ import pytest
 from tests.unit.fakes import StepClock
 from tests.unit.test_webhook import Receiver, rolled_back
 from twilight_agent import app
-from twilight_agent.adapters.docker_runtime import DockerRuntime
-from twilight_agent.adapters.metrics import MetricsFile
-from twilight_agent.adapters.webhook import Webhook
+from twilight_agent.adapters.docker.runtime import DockerRuntime
+from twilight_agent.adapters.notify.metrics import MetricsFile
+from twilight_agent.adapters.notify.webhook import Webhook
 from twilight_agent.core.clock import SYSTEM
 from twilight_agent.errors import RegistryUnavailable
 from twilight_agent.settings import Settings
@@ -100,7 +100,7 @@ def test_the_engine_prunes_by_the_clock_it_is_given(tmp_path: Path) -> None:
 
 
 def test_the_keyless_root_refreshes_by_the_clock_it_is_given(tmp_path: Path) -> None:
-    from twilight_agent.adapters.keyless import KeylessVerifier
+    from twilight_agent.adapters.verify.keyless import KeylessVerifier
 
     clock = StepClock()
     config = settings(tmp_path, verify_identity="https://github.com/owner/app/"

@@ -13,8 +13,8 @@ import pytest
 
 from tests.unit.fakes import FakeHealth, FakeRuntime, Sink, StepClock, release
 from tests.unit.test_registry import BASE, REPO, FakeGhcr
-from twilight_agent.adapters.registry import HttpRegistry
-from twilight_agent.adapters.store import Store
+from twilight_agent.adapters.registry.client import HttpRegistry
+from twilight_agent.adapters.state.store import Store
 from twilight_agent.app import build_agent
 from twilight_agent.core.models import Tag
 from twilight_agent.settings import Settings

@@ -14,9 +14,9 @@ import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.unit.fakes import REPO, FakeHealth, FakeRegistry, FakeRuntime, Sink, release
-from twilight_agent.adapters.metrics import MetricsFile
-from twilight_agent.adapters.notify import Notifier
-from twilight_agent.adapters.store import Store
+from twilight_agent.adapters.notify.metrics import MetricsFile
+from twilight_agent.adapters.notify.targets import Notifier
+from twilight_agent.adapters.state.store import Store
 from twilight_agent.agent import Agent
 from twilight_agent.app import build_agent
 from twilight_agent.daemon import Daemon

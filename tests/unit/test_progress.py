@@ -9,9 +9,9 @@ from typing import Any
 
 from tests.unit.fakes import Digest
 from tests.unit.test_agent import NEW, World
-from twilight_agent.adapters import swarm_spec as ss
-from twilight_agent.adapters.docker_refs import PullMeter
-from twilight_agent.adapters.swarm_target import SwarmTarget
+from twilight_agent.adapters.docker import swarm_spec as ss
+from twilight_agent.adapters.docker.refs import PullMeter
+from twilight_agent.adapters.docker.swarm_target import SwarmTarget
 from twilight_agent.core.progress import Heartbeat, Stall
 
 REPO = "ghcr.io/lacatfly/twilight-drive"

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from twilight_agent.adapters.metrics import MetricsFile
+from twilight_agent.adapters.notify.metrics import MetricsFile
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 RULES = RULES_DIR / "twilight.rules.yml"

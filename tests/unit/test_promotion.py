@@ -24,10 +24,10 @@ from tests.unit.fakes import (
     digest,
     release,
 )
-from twilight_agent.adapters.credentials import Credentials
-from twilight_agent.adapters.registry_push import TagPusher
-from twilight_agent.adapters.sinks import EventBus
-from twilight_agent.adapters.store import Store
+from twilight_agent.adapters.notify.sinks import EventBus
+from twilight_agent.adapters.registry.credentials import Credentials
+from twilight_agent.adapters.registry.push import TagPusher
+from twilight_agent.adapters.state.store import Store
 from twilight_agent.app import build_agent
 from twilight_agent.core import promotion as rules
 from twilight_agent.core.history import HistoryRow

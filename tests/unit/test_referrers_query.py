@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from twilight_agent.adapters.registry import HttpRegistry
+from twilight_agent.adapters.registry.client import HttpRegistry
 from twilight_agent.core.models import Digest
 from twilight_agent.core.registry_rules import OCI_INDEX
 from twilight_agent.core.signatures import COSIGN_ARTIFACT

@@ -20,8 +20,8 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from tests.unit.fakes import StepClock
-from twilight_agent.adapters.credentials import Credentials
-from twilight_agent.adapters.registry import HttpRegistry
+from twilight_agent.adapters.registry.client import HttpRegistry
+from twilight_agent.adapters.registry.credentials import Credentials
 from twilight_agent.core import registry_rules as rr
 from twilight_agent.core.models import Release
 from twilight_agent.errors import (

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from tests.unit.fakes import StepClock
 from tests.unit.test_registry import REPO, FakeGhcr, sha
-from twilight_agent.adapters.registry import HttpRegistry
+from twilight_agent.adapters.registry.client import HttpRegistry
 from twilight_agent.core import destinations
 from twilight_agent.core import registry_rules as rr
 from twilight_agent.errors import (

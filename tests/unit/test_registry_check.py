@@ -13,8 +13,8 @@ import structlog
 
 from tests.unit.fakes import REPO, FakeRegistry, FakeRuntime, release
 from twilight_agent import app
-from twilight_agent.adapters.registry import HttpRegistry
-from twilight_agent.adapters.store import Store
+from twilight_agent.adapters.registry.client import HttpRegistry
+from twilight_agent.adapters.state.store import Store
 from twilight_agent.commands import check
 from twilight_agent.errors import (
     DockerUnavailable,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from twilight_agent.adapters.credentials import find_credentials, from_docker_config
+from twilight_agent.adapters.registry.credentials import find_credentials, from_docker_config
 from twilight_agent.app import credential_source, registry_auth
 from twilight_agent.errors import ConfigError
 from twilight_agent.settings import Settings, load_settings

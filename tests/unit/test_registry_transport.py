@@ -18,8 +18,8 @@ from structlog.testing import capture_logs
 
 from tests.unit.fakes import StepClock
 from tests.unit.test_registry import BASE, REPO, SECRET, FakeGhcr, sha
-from twilight_agent.adapters.credentials import Credentials
-from twilight_agent.adapters.registry import HttpRegistry
+from twilight_agent.adapters.registry.client import HttpRegistry
+from twilight_agent.adapters.registry.credentials import Credentials
 from twilight_agent.errors import ConfigError, RegistryAuthError, RegistryProtocolError
 from twilight_agent.settings import Settings, load_settings
 
@@ -248,7 +248,7 @@ def test_auth_hosts_setting(tmp_path) -> None:
 
 
 def test_auth_hosts_reach_the_credentials(tmp_path) -> None:
-    from twilight_agent.adapters.credentials import find_credentials
+    from twilight_agent.adapters.registry.credentials import find_credentials
     from twilight_agent.app import credential_source
 
     token = tmp_path / "pat"

@@ -25,11 +25,11 @@ from hypothesis import strategies as st
 
 from tests.unit.fakes import FakeHealth, FakeRegistry, FakeRuntime, Sink, StepClock, release
 from tests.unit.test_registry import BASE, REPO, FakeGhcr, sha
-from twilight_agent.adapters.registry import HttpRegistry
-from twilight_agent.adapters.signatures import CosignVerifier
-from twilight_agent.adapters.store import Store
-from twilight_agent.adapters.verify_keys import VerifyKey, load_key, load_keys
-from twilight_agent.adapters.webhook import message_kind
+from twilight_agent.adapters.notify.webhook import message_kind
+from twilight_agent.adapters.registry.client import HttpRegistry
+from twilight_agent.adapters.state.store import Store
+from twilight_agent.adapters.verify.cosign import CosignVerifier
+from twilight_agent.adapters.verify.keys import VerifyKey, load_key, load_keys
 from twilight_agent.app import build_agent
 from twilight_agent.commands.check import CheckReport, render
 from twilight_agent.core import policy

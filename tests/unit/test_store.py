@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from twilight_agent.adapters.store import Store
+from twilight_agent.adapters.state.store import Store
 from twilight_agent.core.history import HistoryRow
 from twilight_agent.core.models import Digest, Release
 from twilight_agent.core.outcomes import Outcome

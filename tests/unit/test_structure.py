@@ -91,7 +91,7 @@ def test_the_guide_names_no_state_or_step_the_machine_lacks() -> None:
 
 # Strings that equal an outcome's value but name something else, compared where they are.
 NOT_OUTCOMES = {
-    "adapters/message.py",  # the message's ``event`` kind (``deployed``, ``halted``, ...)
+    "adapters/notify/message.py",  # the message's ``event`` kind (``deployed``, ``halted``, ...)
 }
 
 
@@ -123,7 +123,7 @@ CLOCK_OK = {
     "daemon.py",
     # systemd's RELOADING=1 wants MONOTONIC_USEC: the kernel's CLOCK_MONOTONIC in µs at
     # the moment of the message, which an injected clock cannot give.
-    "adapters/notify.py",
+    "adapters/notify/targets.py",
 }
 
 
@@ -156,8 +156,8 @@ def _union_names(union: object) -> list[str]:
 def test_each_target_kind_implements_the_port_and_only_the_capabilities_it_has() -> None:
     """The swap port in full for every kind; a capability only where the kind has it (no
     ``publishes_ports() -> True`` to steer the run, no refusing ``run_task``)."""
-    from twilight_agent.adapters.container_target import ComposeGroupTarget, ContainerTarget
-    from twilight_agent.adapters.swarm_target import SwarmTarget
+    from twilight_agent.adapters.docker.container_target import ComposeGroupTarget, ContainerTarget
+    from twilight_agent.adapters.docker.swarm_target import SwarmTarget
     from twilight_agent.core.ports import RollsOutItself, RunsTasks, StartsBeside, TargetPort
 
     port = {n for n in vars(TargetPort) if not n.startswith("_")}
@@ -198,3 +198,45 @@ def test_settings_stop_at_the_composition_root() -> None:
         checked += 1
         assert not _imports_settings(tree), (path, _imports_settings(tree))
     assert checked > 30  # the adapters and the run layer were found
+
+
+# The layers of docs/architecture.md, lowest first: a module imports its own layer and the
+# ones below it, never one above. Inside adapters/, state < registry < the rest.
+LAYERS = (("core",), ("errors", "lazy", "logs", ""), ("adapters",), ("run",),
+          ("agent", "trust", "promotion", "status"),
+          ("settings", "target_kinds", "instances", "app"),
+          ("cli", "__main__", "commands", "daemon"))
+ADAPTER_ORDER = {"": 0, "state": 0, "registry": 1, "verify": 2, "docker": 2, "notify": 2}
+
+
+def _module_names() -> dict[str, Path]:
+    names = {}
+    for path in PKG.rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return names
+
+
+def _rank(module: str) -> tuple[int, int]:
+    parts = [*module.split(".")[1:], ""]
+    layer = next(i for i, heads in enumerate(LAYERS) if parts[0] in heads)
+    return layer, ADAPTER_ORDER[parts[1]] if parts[0] == "adapters" else 0
+
+
+def test_imports_run_down_the_layers_never_up() -> None:
+    names = _module_names()
+    ups, between = [], 0
+    for module, path in names.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            for name in imported(node) + [
+                    f"twilight_agent.{a.name}" for a in getattr(node, "names", [])
+                    if isinstance(node, ast.ImportFrom) and node.module == "twilight_agent"]:
+                if not name.startswith("twilight_agent"):
+                    continue
+                target = max((m for m in names if name == m or name.startswith(m + ".")),
+                             key=len)
+                if _rank(target) > _rank(module):
+                    ups.append(f"{module} -> {target}")
+                between += _rank(target)[0] != _rank(module)[0]
+    assert between > 200  # the graph was read
+    assert ups == [], ups

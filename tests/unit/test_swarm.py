@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from twilight_agent.adapters import swarm_spec as ss
+from twilight_agent.adapters.docker import swarm_spec as ss
 from twilight_agent.errors import ConfigError
 from twilight_agent.settings import load_settings
 

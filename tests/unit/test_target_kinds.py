@@ -12,8 +12,8 @@ import pytest
 
 from tests.unit.fakes import REPO, FakeHealth, FakeRegistry, FakeRuntime, Sink, release
 from twilight_agent import app, target_kinds
-from twilight_agent.adapters.container_target import ContainerTarget
-from twilight_agent.adapters.store import Store
+from twilight_agent.adapters.docker.container_target import ContainerTarget
+from twilight_agent.adapters.state.store import Store
 from twilight_agent.commands.check import _running_dict
 from twilight_agent.core.clock import Clock
 from twilight_agent.core.ports import TargetPort

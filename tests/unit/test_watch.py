@@ -11,9 +11,9 @@ import pytest
 
 from tests.unit.test_agent import NEW, OLD, Crash, World
 from tests.unit.test_health_gate import RUNNING, URL, AsClock, Clock, Container, probe_from
-from twilight_agent.adapters.envfile import read_image_digest, read_image_tag
-from twilight_agent.adapters.health import ProbeResult
-from twilight_agent.adapters.watch import Watcher
+from twilight_agent.adapters.docker.health import ProbeResult
+from twilight_agent.adapters.docker.watch import Watcher
+from twilight_agent.adapters.state.envfile import read_image_digest, read_image_tag
 from twilight_agent.core.ports import ContainerState
 from twilight_agent.errors import DockerUnavailable
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from twilight_agent.adapters.webhook import Webhook
+from twilight_agent.adapters.notify.webhook import Webhook
 from twilight_agent.core.events import DeployFinished, DeployRef, HaltedAlert, PhaseChanged
 from twilight_agent.core.models import Digest, Release
 from twilight_agent.core.outcomes import Outcome

@@ -20,7 +20,7 @@ __all__ = ["closing", "receiver"]  # fixtures
 REPLY_BYTES = 400 * 1024 * 1024
 SENDER = """
 import sys, time
-from twilight_agent.adapters.webhook import Webhook
+from twilight_agent.adapters.notify.webhook import Webhook
 from twilight_agent.core.events import DeployFinished, DeployRef
 from twilight_agent.core.models import Digest, Release
 from twilight_agent.core.outcomes import Outcome

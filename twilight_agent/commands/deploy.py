@@ -15,8 +15,8 @@ import signal
 import sys
 from typing import Any
 
-from twilight_agent.adapters.lock import DeployLock, Held
-from twilight_agent.adapters.store import Store
+from twilight_agent.adapters.state.lock import DeployLock, Held
+from twilight_agent.adapters.state.store import Store
 from twilight_agent.core.models import Tag
 from twilight_agent.core.outcomes import Outcome
 from twilight_agent.errors import InvalidTag

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from twilight_agent.adapters.message import notify_test_body
+from twilight_agent.adapters.notify.message import notify_test_body
 from twilight_agent.commands.deploy import _configure_logs
 from twilight_agent.settings import Settings
 

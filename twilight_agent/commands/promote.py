@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from twilight_agent.adapters.lock import DeployLock, Held
+from twilight_agent.adapters.state.lock import DeployLock, Held
 from twilight_agent.commands.deploy import _configure_logs
 from twilight_agent.settings import Settings
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from twilight_agent import logs
-from twilight_agent.adapters.atomicfile import atomic_write, kept_attributes
+from twilight_agent.adapters.state.atomicfile import atomic_write, kept_attributes
 from twilight_agent.core.models import Tag
 from twilight_agent.errors import ConfigError, InvalidInput, InvalidTag
 from twilight_agent.instances import refuse_overlap
@@ -33,7 +33,7 @@ PIDFILE = "twilight-agent.pid"
 # --------------------------------------------------------------------------- run
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     """The daemon: polls until SIGTERM; SIGHUP re-reads ``args.config``."""
-    from twilight_agent.adapters.notify import Notifier
+    from twilight_agent.adapters.notify.targets import Notifier
     from twilight_agent.daemon import Daemon
 
     env = environ()

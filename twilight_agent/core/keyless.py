@@ -1,7 +1,7 @@
 """Pure rules of keyless (Sigstore identity) verification: which referrers are Sigstore
 bundles, the workflow identity a build must come from, and what a verified in-toto
-statement must say. No I/O, no sigstore: the adapter (``adapters/keyless.py``) reads the
-registry, ``adapters/keyless_check.py`` runs sigstore-python, and both ask these rules.
+statement must say. No I/O, no sigstore: the adapter (``adapters/verify/keyless.py``) reads the
+registry, ``adapters/verify/keyless_check.py`` runs sigstore-python, and both ask these rules.
 
 Everything read from the registry is untrusted: parsing raises ``ValueError`` with a
 one-line reason, never anything else.

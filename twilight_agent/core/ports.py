@@ -1,10 +1,10 @@
 """Ports: the Protocols the agent talks to. Adapters implement them; unit tests use fakes.
 
-Who implements: RegistryPort -> adapters/registry.py; TargetPort -> adapters/
+Who implements: RegistryPort -> adapters/registry/client.py; TargetPort -> adapters/
 container_target.py (one container, or a compose service group; swarm_target.py: a swarm
-service) over adapters/docker_runtime.py, which is also the ImagePort; HealthPort ->
-adapters/health.py; StorePort (core/store_port.py) -> adapters/store.py; EventSink ->
-adapters/sinks.py (the audit log), metrics, webhook. docs/architecture.md says where to add
+service) over adapters/docker/runtime.py, which is also the ImagePort; HealthPort ->
+adapters/docker/health.py; StorePort (core/store_port.py) -> adapters/state/store.py; EventSink ->
+adapters/notify/sinks.py (the audit log), metrics, webhook. docs/architecture.md says where to add
 a target kind, a sink or a registry.
 """
 

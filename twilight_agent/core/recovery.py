@@ -2,7 +2,7 @@
 -> the state to resume in and what to feed the machine there. No I/O.
 
 The journal's last row names the phase and step the agent was in when it stopped. The
-adapter side (``twilight_agent/recovery.py``) reads it, observes the new container, calls
+adapter side (``twilight_agent/run/recovery.py``) reads it, observes the new container, calls
 ``plan`` and hands the result to a runner. Every plan ends in a healthy recorded state,
 or HALTED:
 

@@ -7,7 +7,7 @@ cosign puts the signatures of image ``repo@sha256:H`` into the OCI manifest tagg
 ``dev.cosignproject.cosign/signature`` holds the base64 signature over those bytes.
 
 A payload is trusted when its signature verifies with one of the configured keys (the
-adapter's job, ``adapters/signatures.py``) and what it says matches: its
+adapter's job, ``adapters/verify/cosign.py``) and what it says matches: its
 ``critical.image.docker-manifest-digest`` is the candidate's digest, its
 ``critical.identity.docker-reference`` the followed repository, and every required
 annotation is in ``optional`` with that value. Everything read from the registry is

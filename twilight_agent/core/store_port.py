@@ -1,4 +1,4 @@
-"""The state store's port and the typed values it returns (``adapters/store.py`` implements
+"""The state store's port and the typed values it returns (``adapters/state/store.py`` implements
 it over sqlite; ``core/ports.py`` re-exports these names)."""
 
 from __future__ import annotations
