@@ -181,7 +181,9 @@ def test_urls_split_like_apprise_and_show_only_scheme_and_host() -> None:
 
 
 def settings_with(tmp_path: Path, **over: object) -> Settings:
-    return load_settings(None, None, image=IMAGE, container="app",
+    config = tmp_path / "agent.env"  # not the host's /etc/twilight-agent/agent.env
+    config.touch()
+    return load_settings(config, None, image=IMAGE, container="app",
                          state_dir=tmp_path / "state", **over)
 
 
