@@ -40,7 +40,7 @@ from twilight_agent.app import build_agent, build_verifier
 from twilight_agent.core import keyless as kl
 from twilight_agent.core import registry_rules as rr
 from twilight_agent.core.models import Digest, Release
-from twilight_agent.core.signatures import referrers_tag
+from twilight_agent.core.signatures import referrers_tag, sig_tag
 from twilight_agent.errors import RegistryError, RegistryUnavailable
 from twilight_agent.settings import Settings
 
@@ -317,6 +317,29 @@ def test_no_bundle_is_missing(fake: FakeGhcr, verifier: Callable[..., KeylessVer
     assert check.status == "missing"
     assert check.detail == f"no Sigstore bundle refers to {rel.digest.short} in {REFERENCE}"
 
+
+
+def test_a_cosign_2_keyless_sig_is_named_and_waits(
+        fake: FakeGhcr, verifier: Callable[..., KeylessVerifier]) -> None:
+    """cosign 2 keyless without --new-bundle-format: a ``.sig`` whose layer carries the
+    certificate (and the log entry) as annotations, no Sigstore bundle. Not a proof; the
+    build waits (a bundle may still come) and the reason says what to change in CI."""
+    rel = candidate(fake)
+    body = b'{"critical": {}}'
+    fake.blobs[sha(body)] = body
+    layer = {"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+             "digest": sha(body), "size": len(body),
+             "annotations": {"dev.cosignproject.cosign/signature": "MEUCIQ==",
+                             kl.CERTIFICATE_ANNOTATION: "-----BEGIN CERTIFICATE-----",
+                             "dev.sigstore.cosign/bundle": "{}"}}
+    doc = {"schemaVersion": 2, "mediaType": rr.OCI_MANIFEST, "layers": [layer],
+           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                      "digest": "sha256:" + "0" * 64, "size": 0}}
+    fake.put(sig_tag(str(rel.digest)), json.dumps(doc).encode(), rr.OCI_MANIFEST)
+    check = verifier().verify(rel)
+    assert check.status == "missing"
+    assert "old .sig layout" in check.detail and "--new-bundle-format" in check.detail
+    assert not kl.is_legacy_keyless({"layers": [{"annotations": {"x": "y"}}]})
 
 GARBAGE: dict[str, tuple[bytes, int | None, str]] = {
     "not JSON": (b"\x00garbage", None, "not a usable Sigstore bundle: "),

@@ -172,3 +172,19 @@ def shown(value: object, limit: int = 120) -> str:
     text = value if isinstance(value, str) else repr(value)
     text = "".join(c if c.isprintable() else "?" for c in text[:limit])
     return text or "nothing"
+
+
+CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"
+LEGACY_HINT = ("a cosign keyless signature in the old .sig layout is there, which is not "
+               "accepted: sign with `cosign sign --new-bundle-format` (cosign 3's default) or "
+               "attest with actions/attest-build-provenance")
+
+
+def is_legacy_keyless(doc: Any) -> bool:
+    """Whether a ``.sig`` manifest holds a cosign keyless signature in cosign 2's layout
+    (a certificate annotation beside the signature, the log entry in another one): it
+    carries no Sigstore bundle, so it is not read as a proof."""
+    layers = doc.get("layers") if isinstance(doc, dict) else None
+    return isinstance(layers, list) and any(
+        isinstance(layer, dict) and isinstance(layer.get("annotations"), dict)
+        and CERTIFICATE_ANNOTATION in layer["annotations"] for layer in layers[:8])

@@ -28,11 +28,13 @@ from twilight_agent.core.clock import SYSTEM, Clock
 from twilight_agent.core.keyless import (
     BUNDLE_V02,
     BUNDLE_V03,
+    LEGACY_HINT,
     MAX_BUNDLE,
     IdentityRule,
     KeylessCheck,
     bundle_layer,
     bundle_referrers,
+    is_legacy_keyless,
     payload_layer,
 )
 from twilight_agent.core.models import Digest, Release
@@ -42,6 +44,7 @@ from twilight_agent.core.signatures import (
     FirstSaid,
     SignatureCheck,
     referrers_tag,
+    sig_tag,
 )
 from twilight_agent.errors import ManifestNotFound, RegistryProtocolError
 from twilight_agent.lazy import lazy_module
@@ -74,8 +77,10 @@ class KeylessVerifier:
     def _verify(self, release: Release) -> SignatureCheck:
         manifests = self._bundle_manifests(release.digest)
         if not manifests:
+            legacy = self._registry.manifest_or_none(sig_tag(str(release.digest)))
+            hint = f"; {LEGACY_HINT}" if legacy and is_legacy_keyless(legacy[0]) else ""
             return KeylessCheck(MISSING, f"no Sigstore bundle refers to "
-                                f"{release.digest.short} in {self._reference}")
+                                f"{release.digest.short} in {self._reference}{hint}")
         if release.revision is None:  # a rollback's, from the history: the label tells
             release = dataclasses.replace(release,
                                           revision=self._registry.labels(release.digest)[0])
