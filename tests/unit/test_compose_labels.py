@@ -4,6 +4,7 @@ on a private copy of the rewritten ``.env``, and (v2) the new image's id."""
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +91,20 @@ def test_not_a_compose_container_or_no_compose_on_the_host(
     monkeypatch.setattr(cl.shutil, "which", lambda name: None)
     assert cl.relabeller(env, "sha-2222222", DIGEST, "", run=run)(V1, "sha256:new") == {}
     assert run.calls == []
+
+
+def test_a_compose_that_prints_without_end_or_hangs_is_cut_off(tmp_path: Path) -> None:
+    """``config --hash`` output is read under a byte cap and a deadline; the process and
+    what it started (a child holding the pipe) are killed, and the answer is a failure."""
+    env = {"PATH": "/usr/bin:/bin"}
+    t0 = time.monotonic()
+    endless = cl.capped_run(["sh", "-c", "yes web 0123abcd & wait"], cwd=str(tmp_path), env=env,
+                            timeout=30, cap=4096)
+    assert endless.returncode != 0 and len(endless.stdout) <= 4096
+    hung = cl.capped_run(["sh", "-c", "echo web 1; sleep 60 & wait"], cwd=str(tmp_path),
+                         env=env, timeout=0.5)
+    assert hung.returncode != 0 and hung.stdout == "web 1\n"
+    assert time.monotonic() - t0 < 10
+    good = cl.capped_run(["sh", "-c", "echo web 0123abcd"], cwd=str(tmp_path), env=env,
+                         timeout=5)
+    assert (good.returncode, good.stdout) == (0, "web 0123abcd\n")

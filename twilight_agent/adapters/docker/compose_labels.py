@@ -28,10 +28,13 @@ project whose compose file does not use ``IMAGE_DIGEST``: v1 hashes the local id
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -56,6 +59,32 @@ PASSED_ENV = ("PATH", "HOME", "DOCKER_CONFIG", "DOCKER_CERT_PATH", "DOCKER_TLS_V
 # (old labels, new image id) -> the labels to change
 Relabel = Callable[[Mapping[str, str], str], dict[str, str]]
 Run = Callable[..., "subprocess.CompletedProcess[str]"]
+OUTPUT_CAP = 64 * 1024  # what `config --hash SERVICE` may print: one line is expected
+
+
+def capped_run(argv: list[str], *, cwd: str, env: dict[str, str], timeout: float,
+               cap: int = OUTPUT_CAP, **_: object) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` and keep at most ``cap`` bytes of its stdout: a compose that prints
+    without end, or hangs, is killed (with what it started: the docker CLI runs compose
+    as its child) at ``cap`` bytes or after ``timeout`` seconds, and fails."""
+    with subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                          start_new_session=True) as proc:
+        def kill() -> None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        try:
+            assert proc.stdout is not None
+            out = proc.stdout.read(cap)
+            if len(out) >= cap:
+                kill()
+            code = proc.wait()
+        finally:
+            timer.cancel()
+    code = code if len(out) < cap else -signal.SIGKILL
+    return subprocess.CompletedProcess(argv, code, out.decode(errors="replace"), "")
 
 
 def compose_argv(version: str) -> list[str] | None:
@@ -68,7 +97,7 @@ def compose_argv(version: str) -> list[str] | None:
 
 
 def relabeller(env_file: Path | None, tag: str, digest: str, docker_host: str,
-               run: Run = subprocess.run) -> Relabel:
+               run: Run = capped_run) -> Relabel:
     """The label changes for a service's new container once ``.env`` says ``tag`` and
     ``digest``; asked once per service, however many replicas it has."""
     answers: dict[str, dict[str, str]] = {}
@@ -113,7 +142,7 @@ def _kept(old: Mapping[str, str], why: str) -> dict[str, str]:
 
 
 def config_hash(labels: Mapping[str, str], env: bytes, docker_host: str,
-                run: Run = subprocess.run) -> str | None:
+                run: Run = capped_run) -> str | None:
     """``config --hash`` of the service ``labels`` describe, with ``env`` as its ``.env``
     (a private copy); None when it cannot be had."""
     argv = compose_argv(labels.get(VERSION, ""))
@@ -131,8 +160,7 @@ def config_hash(labels: Mapping[str, str], env: bytes, docker_host: str,
                  "-p", labels[PROJECT], *(a for f in files for a in ("-f", f)),
                  "config", "--hash", service]
         try:
-            p = run(argv, cwd=workdir, env=environ, capture_output=True, text=True,
-                    timeout=DEFAULT.compose_timeout_s, check=False)
+            p = run(argv, cwd=workdir, env=environ, timeout=DEFAULT.compose_timeout_s)
         except (OSError, subprocess.SubprocessError):
             return None
     for line in p.stdout.splitlines() if p.returncode == 0 else ():
