@@ -39,7 +39,11 @@ terminal summary, one line: ``model: N examples, M steps, S s (outcomes seen)``.
 
 Found by it and kept as a regression (``test_a_pinned_older_build_is_not_promoted``): a
 canary pinned back to a build older than the one ``stable`` pointed at promoted it, as
-the build first ran there last (``promotion.Promoter._order``).
+the build first ran there last (``promotion.Promoter._order``). And
+(``test_a_commit_recovered_after_an_engine_outage_still_puts_the_env_back``): a commit
+whose engine went away at TagImage was run again by recovery, whose WriteEnv took the
+lines it had itself written for the ones before it, so the watch's rollback left ``.env``
+naming the bad build (``steps_finish.write_env``).
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from tests.unit import model_machine
-from tests.unit.model_bed import GOOD, Config
+from tests.unit.model_bed import CRASH_LATER, GOOD, Config
 from tests.unit.model_machine import STATS, AgentModel
 from twilight_agent.core import machine as m
 from twilight_agent.core import policy
@@ -159,6 +163,27 @@ def replay_pinned_back() -> None:
         lambda: model.promote(2),  # the operator promotes sha-0000003, which runs
         lambda: model.pin(1, 1, True),  # the canary is pinned to sha-0000002
         lambda: model.push(GOOD, 1, 0, 601)]  # its promotion is due
+    try:
+        for step in steps:
+            step()
+            model.check()
+    finally:
+        model.teardown()
+
+
+def test_a_commit_recovered_after_an_engine_outage_still_puts_the_env_back() -> None:
+    """Found by this model: the engine went away at the commit's TagImage for longer than
+    the run waits; recovery ran the commit again, and its WriteEnv recorded the new lines
+    as "before". The build then crashed in the watch, was rolled back, and ``.env`` went
+    on naming it while the previous build ran."""
+    model = AgentModel()
+    steps: list[Callable[[], None]] = [
+        lambda: model.start(Config(verify=False, promote=False, min_age=600.0)),
+        lambda: model.push(GOOD, 1, 1, 601),
+        lambda: model.engine_blip(2, 5, 0),
+        lambda: model.push(CRASH_LATER, 1, 1, 601),  # its commit meets the outage
+        lambda: model.engine_blip(8, 90, 0),
+        lambda: model.advance(5, 2)]
     try:
         for step in steps:
             step()

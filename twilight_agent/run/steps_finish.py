@@ -19,6 +19,7 @@ from twilight_agent.adapters.state.envfile import (
 )
 from twilight_agent.core import machine as m
 from twilight_agent.core.events import HaltedAlert, Quarantined
+from twilight_agent.core.models import Release
 from twilight_agent.core.policy import quarantine_reason
 from twilight_agent.core.ports import HealthVerdict, Snapshot
 from twilight_agent.errors import DockerUnavailable, TwilightError
@@ -31,11 +32,23 @@ def write_env(s: Step, _: m.WriteEnv) -> None:
     cfg = s.ctx.config
     if cfg.env_file is None or s.run.to is None:
         return
-    s.run.env_before = image_lines(cfg.env_file)
+    if s.run.env_before is None:
+        before = image_lines(cfg.env_file)
+        # A commit run again by recovery finds its own lines (the journal kept what was
+        # there first): what the operator had is then unknown, and a rollback from the
+        # watch writes the previous build's lines instead of putting these back.
+        if before is None or not _names(before, s.run.to):
+            s.run.env_before = before
     try:
         write_image_tag(cfg.env_file, s.run.to.tag, cfg.tag_pattern, str(s.run.to.digest))
     except TwilightError as exc:
         s.warn("env_file", exc)
+
+
+def _names(lines: dict[str, str | None], to: Release) -> bool:
+    """Whether ``.env`` lines (as ``image_lines`` read them) already name the build ``to``."""
+    tag, digest = lines.get("tag") or "", lines.get("digest") or ""
+    return tag.strip("\"' ") == to.tag or str(to.digest) in digest
 
 
 def _kept(s: Step, step: str, call: Callable[[], object]) -> None:
