@@ -202,6 +202,21 @@ def test_the_other_key_kinds_cosign_signs_with(tmp_path: Path, private: Any,
     assert v.verify(rel).valid
 
 
+
+def test_a_rollback_known_by_its_digest_alone_is_matched_against_its_label(
+        fake: FakeGhcr, verifier: Callable[..., CosignVerifier]) -> None:
+    """``rollback`` builds its candidate from the history: no revision. A signature that
+    carries ``commit=`` is then held against the image's revision label, read for it."""
+    built = "ab" * 20
+    digest, *_ = fake.image("old", revision=built)
+    Signer(fake).sign(CI, digest, commit=built)
+    assert not verifier().verify(Release("sha-1234567", Digest(digest))).valid  # other tag
+    assert verifier().verify(Release("sha-ababab", Digest(digest))).valid
+    other, *_ = fake.image("other", revision="cd" * 20)
+    Signer(fake).sign(CI, other, commit=built)  # signed for another build's commit
+    check = verifier().verify(Release("sha-ababab", Digest(other)))
+    assert check.status == "invalid" and "revision label is cdcdcdcdcdcd" in check.detail
+
 def test_the_payload_must_be_the_blob_it_claims(fake: FakeGhcr,
                                                 verifier: Callable[..., CosignVerifier]) -> None:
     rel, signer = candidate(fake), Signer(fake)

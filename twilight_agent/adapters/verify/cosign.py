@@ -103,6 +103,12 @@ class CosignVerifier:
             return SignatureCheck(INVALID, "no configured key verifies the signature")
         why = payload_mismatch(payload, str(release.digest), self._reference,
                                self._annotations, release.revision, release.tag)
+        if why is None and release.revision is None and b'"commit"' in payload:
+            # a rollback's, known by its digest alone: the signed commit still has to be
+            # the one the image says it was built from
+            revision = self._registry.labels(release.digest)[0]
+            why = payload_mismatch(payload, str(release.digest), self._reference,
+                                   self._annotations, revision, release.tag)
         if why is not None:
             return SignatureCheck(INVALID, f"signed by {key.path}, but {why}")
         return SignatureCheck(VALID, key=key.path)
