@@ -156,19 +156,12 @@ def test_a_pinned_older_build_is_not_promoted() -> None:
 
 
 def replay_pinned_back() -> None:
-    model = AgentModel()
-    steps: list[Callable[[], None]] = [
+    replay(lambda model: [
         lambda: model.start(Config(verify=False, promote=True)),
         lambda: model.push(GOOD, 1, 0, 0), lambda: model.push(GOOD, 1, 2, 0),
         lambda: model.promote(2),  # the operator promotes sha-0000003, which runs
         lambda: model.pin(1, 1, True),  # the canary is pinned to sha-0000002
-        lambda: model.push(GOOD, 1, 0, 601)]  # its promotion is due
-    try:
-        for step in steps:
-            step()
-            model.check()
-    finally:
-        model.teardown()
+        lambda: model.push(GOOD, 1, 0, 601)])  # its promotion is due
 
 
 def test_a_commit_recovered_after_an_engine_outage_still_puts_the_env_back() -> None:
@@ -176,16 +169,20 @@ def test_a_commit_recovered_after_an_engine_outage_still_puts_the_env_back() -> 
     the run waits; recovery ran the commit again, and its WriteEnv recorded the new lines
     as "before". The build then crashed in the watch, was rolled back, and ``.env`` went
     on naming it while the previous build ran."""
-    model = AgentModel()
-    steps: list[Callable[[], None]] = [
+    replay(lambda model: [
         lambda: model.start(Config(verify=False, promote=False, min_age=600.0)),
         lambda: model.push(GOOD, 1, 1, 601),
         lambda: model.engine_blip(2, 5, 0),
         lambda: model.push(CRASH_LATER, 1, 1, 601),  # its commit meets the outage
         lambda: model.engine_blip(8, 90, 0),
-        lambda: model.advance(5, 2)]
+        lambda: model.advance(5, 2)])
+
+
+def replay(steps: Callable[[AgentModel], list[Callable[[], None]]]) -> None:
+    """A kept sequence: each step, then every invariant."""
+    model = AgentModel()
     try:
-        for step in steps:
+        for step in steps(model):
             step()
             model.check()
     finally:
