@@ -232,11 +232,11 @@ def sweep_images(client: docker.DockerClient, uids: list[str]) -> None:
         for v in client.volumes.list(filters={"name": uid}):
             with contextlib.suppress(docker.errors.APIError):
                 v.remove(force=True)
-    for img in client.images.list(all=True):
-        refs = (img.attrs.get("RepoTags") or []) + (img.attrs.get("RepoDigests") or [])
+    for img in client.api.images(all=True):  # no per-image inspect racing a removal
+        refs = (img.get("RepoTags") or []) + (img.get("RepoDigests") or [])
         if any(uid in r for uid in uids for r in refs):
             with contextlib.suppress(docker.errors.APIError):
-                client.images.remove(img.id, force=True)
+                client.api.remove_image(img["Id"], force=True)
 
 
 def _clean_env() -> dict[str, str]:

@@ -58,8 +58,10 @@ def verify_cfg(keys: Keys, *pubs: Path, annotations: str = "ref=refs/heads/main"
 
 
 def engine_has(site: Site, img: AppImage) -> bool:
-    for image in site.bed.docker.images.list(all=True):
-        if any(rd.endswith(img.digest) for rd in image.attrs.get("RepoDigests") or []):
+    # The low-level list carries the digests itself: no per-image inspect that races with
+    # images a neighbouring test removes meanwhile.
+    for image in site.bed.docker.api.images(all=True):
+        if any(rd.endswith(img.digest) for rd in image.get("RepoDigests") or []):
             return True
     try:
         site.bed.docker.images.get(f"{img.ref}@{img.digest}")

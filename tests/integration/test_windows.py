@@ -20,8 +20,8 @@ FAST = {"HEALTH_INTERVAL": "0.3", "HEALTH_SOAK": "0.5", "HEALTH_TIMEOUT": "8"}
 
 def held(site: Site, img: AppImage) -> bool:
     """The engine holds an image of ``img``'s digest."""
-    return any(d == f"{img.ref}@{img.digest}" for i in site.bed.docker.images.list()
-               for d in i.attrs.get("RepoDigests") or [])
+    return any(d == f"{img.ref}@{img.digest}" for i in site.bed.docker.api.images()
+               for d in i.get("RepoDigests") or [])
 
 
 def test_min_age_holds_a_new_build_and_skips_one_replaced_in_time(site: Site) -> None:
