@@ -89,7 +89,7 @@ class ComposeSite(Site):
     def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         p = subprocess.run([*engines.compose_argv(self.flavour), *args], cwd=self.project_dir,
                            env=engines.compose_env(self.flavour), capture_output=True,
-                           text=True, timeout=180)
+                           stdin=subprocess.DEVNULL, text=True, timeout=180)
         if check:
             assert p.returncode == 0, f"{self.flavour} compose {args}: {p.stderr[-2000:]}"
         return p
@@ -117,15 +117,18 @@ class ComposeSite(Site):
                 [json.loads(line) for line in text.splitlines() if line.strip()]
             return [{"service": r["Service"], "name": r["Name"], "state": r["State"],
                      "id": r["ID"]} for r in rows]
+        # v1 has no JSON: its own filter says which services run (its table wraps at the
+        # width it guesses for a pipe, so it is not parsed)
         ids = self.compose("-f", "compose.yml", "ps", "-q").stdout.split()
-        table = self.compose("-f", "compose.yml", "ps").stdout
+        running = set(self.compose("-f", "compose.yml", "ps", "--services", "--filter",
+                                   "status=running").stdout.split())
         rows = []
         for cid in ids:
             info = self.bed.docker.api.inspect_container(cid)
-            name = info["Name"].lstrip("/")
-            line = next((ln for ln in table.splitlines() if ln.startswith(name + " ")), "")
-            rows.append({"service": info["Config"]["Labels"]["com.docker.compose.service"],
-                         "name": name, "state": "running" if " Up " in f" {line} " else line,
+            service = info["Config"]["Labels"]["com.docker.compose.service"]
+            rows.append({"service": service, "name": info["Name"].lstrip("/"),
+                         "state": info["State"]["Status"] if service in running
+                                  else "not running",
                          "id": cid})
         return rows
 
