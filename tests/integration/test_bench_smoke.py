@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.one_engine, pytest.mark.alone]
+pytestmark = [pytest.mark.integration, pytest.mark.one_engine]
 
 ROOT = Path(__file__).resolve().parents[2]
 

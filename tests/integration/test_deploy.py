@@ -11,7 +11,7 @@ import pytest
 
 from tests.integration.deploybed import Site, one_line, push
 
-pytestmark = [pytest.mark.integration, pytest.mark.alone]
+pytestmark = pytest.mark.integration
 
 
 def test_good_image_is_swapped_in_with_the_same_config_and_data(site: Site) -> None:

@@ -16,7 +16,7 @@ from twilight_agent.adapters.docker.runtime import DockerRuntime
 from twilight_agent.core.models import Digest
 from twilight_agent.errors import DockerUnavailable, PullFailed, RuntimeError_, TargetNotFound
 
-pytestmark = [pytest.mark.integration, pytest.mark.alone]
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture

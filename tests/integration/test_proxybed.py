@@ -17,7 +17,7 @@ from bench.probe import Prober
 from tests.integration.deploybed import push
 from tests.integration.proxybed import ProxySite, failed, summary
 
-pytestmark = [pytest.mark.integration, pytest.mark.alone]
+pytestmark = pytest.mark.integration
 
 
 def _steady(probe: Prober, body: str, hold: float) -> float:

@@ -15,7 +15,7 @@ from bench.probe import Prober, longest_outage
 from tests.integration.deploybed import Site, push
 from tests.integration.test_watch import engine_events
 
-pytestmark = [pytest.mark.integration, pytest.mark.alone]
+pytestmark = pytest.mark.integration
 
 BESIDE = {"HEALTH_URL": "http://{address}:8080/healthz", "HEALTH_INTERVAL": "0.3",
           "HEALTH_SOAK": "1", "HEALTH_TIMEOUT": "8"}

@@ -14,7 +14,7 @@ import pytest
 from tests.integration.deploybed import push
 from tests.integration.proxybed import ProxySite, failed, summary
 
-pytestmark = [pytest.mark.integration, pytest.mark.alone]
+pytestmark = pytest.mark.integration
 
 GATE = {"HEALTH_URL": "http://{address}:8080/healthz", "HEALTH_INTERVAL": "0.3",
         "HEALTH_SOAK": "1", "HEALTH_TIMEOUT": "8"}

@@ -12,7 +12,7 @@ import pytest
 from testbed.util import wait_until
 from tests.integration.deploybed import Site, push
 
-pytestmark = [pytest.mark.integration, pytest.mark.alone]
+pytestmark = pytest.mark.integration
 
 INTERVAL = 0.5
 WATCHED = {"HEALTH_INTERVAL": str(INTERVAL), "HEALTH_SOAK": "2", "HEALTH_TIMEOUT": "8"}

@@ -13,7 +13,7 @@ import pytest
 from testbed.images import AppImage
 from tests.integration.deploybed import Site, push
 
-pytestmark = [pytest.mark.integration, pytest.mark.one_engine, pytest.mark.alone]
+pytestmark = [pytest.mark.integration, pytest.mark.one_engine]
 
 FAST = {"HEALTH_INTERVAL": "0.3", "HEALTH_SOAK": "0.5", "HEALTH_TIMEOUT": "8"}
 
