@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 import sqlite3
 import stat
 import threading
@@ -121,3 +122,36 @@ def test_threads_share_one_store(tmp_path: Path) -> None:
     assert len(rows) == 4 * 20
     written = {f"d{n}": [json.loads(p)["i"] for d, p in rows if d == f"d{n}"] for n in range(4)}
     assert written == {f"d{n}": list(range(20)) for n in range(4)}
+
+
+def _open_and_read(path: str, start: Any, errors: Any) -> None:
+    try:
+        start.wait(5)
+        Store(Path(path)).history(1)
+    except BaseException as exc:  # pragma: no cover - reported by the parent
+        errors.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_processes_that_open_a_new_store_at_once_all_get_it(tmp_path: Path) -> None:
+    """``deploy`` and ``status`` started together both create the file: neither fails.
+
+    Before the fix about one round in twenty-five had one process answered "database is
+    locked" at once (both held a shared lock and wanted the exclusive one for WAL).
+    """
+    ctx = multiprocessing.get_context("fork")
+    errors = ctx.Queue()
+    for n in range(60):
+        start = ctx.Barrier(4)
+        procs = [ctx.Process(target=_open_and_read, args=(str(tmp_path / str(n)), start, errors))
+                 for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(30)
+        assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    found = []
+    while not errors.empty():
+        found.append(errors.get(timeout=1))
+    assert found == []
+    with contextlib.closing(sqlite3.connect(tmp_path / "0" / "state.db")) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -26,6 +26,9 @@ def ensure_state_dir(path: Path) -> None:
         try:
             path.mkdir(parents=True, mode=0o700)
             os.chmod(path, 0o700)
+        except FileExistsError:
+            if not path.is_dir():  # another process made it meanwhile: fine if a directory
+                raise ConfigError(f"TWILIGHT_STATE_DIR {path} is not a directory") from None
         except OSError as exc:
             raise ConfigError(f"TWILIGHT_STATE_DIR {path} cannot be created: "
                               f"{exc.strerror or exc}") from exc

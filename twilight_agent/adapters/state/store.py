@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from twilight_agent.adapters.state.lock import ensure_state_dir
-from twilight_agent.core.clock import stamp, utcnow
+from twilight_agent.core.clock import SYSTEM, stamp, utcnow
 from twilight_agent.core.history import HISTORY_COLUMNS, HistoryRow
 from twilight_agent.core.models import Digest, Release
 from twilight_agent.core.outcomes import release_dict
@@ -111,6 +111,10 @@ def release_from(d: Any) -> Release | None:
         return None
 
 
+CREATE_TRIES = 40  # x CREATE_PAUSE_S: a creation race lasts milliseconds
+CREATE_PAUSE_S = 0.05
+
+
 class Store:
     """The StorePort implementation plus what the agent journals and records."""
 
@@ -132,7 +136,7 @@ class Store:
                             reason="the database file was deleted", effect=RECREATED)
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         try:
-            self._create()
+            self._create_when_free()
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.OperationalError):  # locked, I/O: not damage
                 raise
@@ -147,9 +151,27 @@ class Store:
                 os.chmod(side, 0o600)
         self._ready = True
 
+    def _create_when_free(self) -> None:
+        """``_create``, tried again while another process is creating the same file.
+
+        Two processes that open a new database at once (``deploy`` and ``status``) both
+        hold a shared lock and want the exclusive one to switch it to WAL; sqlite answers
+        one of them "database is locked" at once, without waiting its busy timeout.
+        """
+        for _ in range(CREATE_TRIES - 1):
+            try:
+                self._create()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc):
+                    raise
+                SYSTEM.sleep(CREATE_PAUSE_S)
+        self._create()
+
     def _create(self) -> None:
         with contextlib.closing(sqlite3.connect(self.path, timeout=10)) as db:
-            db.execute("PRAGMA journal_mode=WAL")
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
             for table, columns in ADDED_COLUMNS.items():
                 have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
