@@ -178,7 +178,7 @@ def figures(request: pytest.FixtureRequest) -> Iterator[Figures]:
 def site(bed: Any, repo: str, cleanup: str, tmp_path: Path) -> Iterator[Site]:
     s = Site(bed=bed, uid=cleanup, repo=repo, tmp=tmp_path)
     yield s
-    s.remove_anonymous_volumes()
+    s.teardown()
 
 
 @pytest.fixture

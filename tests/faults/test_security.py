@@ -47,7 +47,7 @@ def private_site(bed: Any, private_repo: str, cleanup: str, tmp_path: Path,
     s = private_site_of(bed, private_repo, cleanup, tmp_path, WEBHOOK_URL=hook[0],
                         METRICS_FILE=str(tmp_path / "twilight.prom"), **FAST)
     yield s
-    s.remove_anonymous_volumes()
+    s.teardown()
 
 
 def files_under(*dirs: Path) -> dict[str, str]:

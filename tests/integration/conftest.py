@@ -14,7 +14,7 @@ from tests.integration.proxybed import ProxySite
 def site(bed, repo, cleanup, tmp_path) -> Iterator[Site]:
     s = Site(bed=bed, uid=cleanup, repo=repo, tmp=tmp_path)
     yield s
-    s.remove_anonymous_volumes()
+    s.teardown()
 
 
 @pytest.fixture
@@ -22,4 +22,4 @@ def proxy_site(bed, repo, cleanup, tmp_path) -> Iterator[ProxySite]:
     """A ``site`` whose app has no host port and sits behind nginx on its network."""
     s = ProxySite(bed=bed, uid=cleanup, repo=repo, tmp=tmp_path)
     yield s
-    s.remove_anonymous_volumes()
+    s.teardown()

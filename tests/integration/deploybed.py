@@ -52,6 +52,7 @@ class Site:
     port: int = field(default_factory=free_port)
     config: dict[str, str] = field(default_factory=dict)
     published: bool = True  # False: no host port, reached on its network (behind a proxy)
+    procs: list[subprocess.Popen[str]] = field(default_factory=list, repr=False)
 
     @property
     def name(self) -> str:
@@ -172,8 +173,10 @@ class Site:
 
     def popen(self, *args: str, **over: object) -> subprocess.Popen[str]:
         cfg = self.write_config(**over)
-        return subprocess.Popen([str(CLI), "--config", str(cfg), *args], text=True,
+        proc = subprocess.Popen([str(CLI), "--config", str(cfg), *args], text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=self.tmp)
+        self.procs.append(proc)  # ended by teardown() if a test stops before it does
+        return proc
 
     def history(self) -> list[dict[str, Any]]:
         p = self.cli("history", "--json")
@@ -221,6 +224,14 @@ class Site:
     def env_digest(self) -> str:
         m = re.search(r"^IMAGE_DIGEST=@(.*)$", self.env_file.read_text(), re.M)
         return m.group(1) if m else ""
+
+    def teardown(self) -> None:
+        """End what the test started and left: agent processes, then the containers."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate(timeout=30)  # reaps it and closes its pipes
+        self.remove_anonymous_volumes()
 
     def remove_anonymous_volumes(self) -> None:
         for c in self.bed.docker.containers.list(all=True, filters={"name": self.uid}):

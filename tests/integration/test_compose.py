@@ -32,7 +32,7 @@ def csite(request: pytest.FixtureRequest, bed: Any, repo: str, cleanup: str,
     s = ComposeSite(bed=bed, uid=cleanup, repo=repo, tmp=tmp_path, flavour=request.param)
     yield s
     s.down()
-    s.remove_anonymous_volumes()
+    s.teardown()
 
 
 def test_compose_ps_lists_the_swapped_container_as_the_service(csite: ComposeSite) -> None:

@@ -40,7 +40,7 @@ def chat() -> Iterator[tuple[str, list[dict]]]:
 def site(bed, private_repo, cleanup, tmp_path) -> Iterator[Site]:
     s = private_site(bed, private_repo, cleanup, tmp_path)
     yield s
-    s.remove_anonymous_volumes()
+    s.teardown()
 
 
 def _metrics(site: Site) -> dict[tuple[str, tuple], float]:

@@ -161,7 +161,7 @@ def test_a_good_build_is_promoted_and_followed_a_bad_one_never_leaves_the_canary
         for p in proxies:
             p.stop()
         for f in followers:
-            f.remove_anonymous_volumes()
+            f.teardown()
 
 
 def test_kill_9_during_promotion_leaves_the_old_or_new_digest_and_a_restart_finishes(

@@ -27,7 +27,7 @@ def hidden(bed: Any, repo: str, cleanup: str, tmp_path: Any) -> Any:
     s = Site(bed=bed, uid=cleanup, repo=repo, tmp=tmp_path, published=False)
     s.config.update(BESIDE)
     yield s
-    s.remove_anonymous_volumes()
+    s.teardown()
 
 
 def started_at(site: Site, cid: str) -> str:

@@ -25,7 +25,7 @@ def proxied(bed: Any, repo: str, cleanup: str, tmp_path: Path) -> Iterator[Proxy
     s = ProxySite(bed=bed, uid=cleanup, repo=repo, tmp=tmp_path)
     s.config.update(GATE)
     yield s
-    s.remove_anonymous_volumes()
+    s.teardown()
 
 
 def started_at(site: ProxySite, cid: str) -> str:
