@@ -21,6 +21,7 @@ import shutil
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import docker
 
@@ -145,6 +146,21 @@ def build_context(*, version: str, mode: str, boot_delay: float, healthcheck: bo
     return buf.getvalue()
 
 
+def _build(client: docker.DockerClient, ctx: bytes, tag: str, mode: str) -> Any:
+    """Build the context; once more without the build cache if the engine lost a cached
+    parent meanwhile ("failed to get digest ...: open .../imagedb/content/...": the
+    previous image's removal pruned it while the classic builder still pointed at it)."""
+    for nocache in (False, True):
+        try:
+            image, _ = client.images.build(fileobj=io.BytesIO(ctx), custom_context=True,
+                                           tag=tag, rm=True, forcerm=True, nocache=nocache)
+            return image
+        except (docker.errors.BuildError, docker.errors.APIError) as exc:
+            if nocache or "failed to get digest" not in str(exc):
+                raise BedError(f"building the {mode} test image failed: {exc}") from exc
+    raise AssertionError("unreachable")
+
+
 def build_and_push(client: docker.DockerClient, repo: str, *, version: str = "v1",
                    mode: str = "good", boot_delay: float = 0, healthcheck: bool = False,
                    labels: bool = True, branch: str = "main", volume: str | None = None,
@@ -170,11 +186,7 @@ def build_and_push(client: docker.DockerClient, repo: str, *, version: str = "v1
     if branch == "main":
         tags += ["main", "latest"]
     tags += list(extra_tags)
-    try:
-        image, _ = client.images.build(fileobj=io.BytesIO(ctx), custom_context=True,
-                                       tag=f"{ref}:{tags[0]}", rm=True, forcerm=True)
-    except docker.errors.BuildError as exc:
-        raise BedError(f"building the {mode} test image failed: {exc}") from exc
+    image = _build(client, ctx, f"{ref}:{tags[0]}", mode)
     auth = {"username": USERNAME, "password": PASSWORD}
     digest = ""
     for tag in tags:
