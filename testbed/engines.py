@@ -124,9 +124,18 @@ def running_key() -> str | None:
     return key_of(str(v["Version"])) if v else None
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
 def dockerd_pids() -> list[int]:
+    """The bed's own dockerd (the one on ``/var/run/docker.sock``), never a fleet node's."""
     found = subprocess.run(["pidof", "dockerd"], capture_output=True, text=True, check=False)
-    return [int(p) for p in found.stdout.split()]
+    return [int(p) for p in found.stdout.split()
+            if f"unix://{SOCKET}" in _cmdline(int(p)) or "--host" not in _cmdline(int(p))]
 
 
 # ----------------------------------------------------------------------- fetching 26
@@ -282,7 +291,8 @@ def _stop_managed_containerd() -> None:
     for _ in range(50):
         found = subprocess.run(["pgrep", "-f", r"^containerd --config .*/containerd\.toml"],
                                capture_output=True, text=True, check=False)
-        pids = [int(p) for p in found.stdout.split()]
+        pids = [int(p) for p in found.stdout.split()  # a fleet node's is its own business
+                if f"{RUN}/fleet/" not in _cmdline(int(p))]
         if not pids:
             return
         time.sleep(0.2)

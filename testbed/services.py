@@ -137,8 +137,7 @@ def engine_pings(sock_path: str = "/var/run/docker.sock") -> bool:
 def stop_engine(timeout: float = 90) -> list[str]:
     """Stop the running dockerd (SIGTERM, wait for it to exit) and return its command line,
     for ``start_engine_again``. Without live-restore its containers stop with it."""
-    found = subprocess.run(["pidof", "dockerd"], capture_output=True, text=True, check=False)
-    pids = [int(p) for p in found.stdout.split()]
+    pids = engines.dockerd_pids()  # the bed's engine, never a fleet node's
     if not pids:
         raise BedError("no dockerd is running to stop")
     # The same command line again: the engine keeps its binary, data root and exec root.
@@ -161,8 +160,7 @@ def start_engine_again(argv: list[str], workdir: Path = DEFAULT_WORKDIR,
         wait_until(engine_pings, timeout=timeout, interval=0.2, what="dockerd to answer")
     except TimeoutError as exc:
         raise BedError(f"dockerd did not come back; last log lines:\n{_tail(log)}") from exc
-    found = subprocess.run(["pidof", "dockerd"], capture_output=True, text=True, check=False)
-    pid = int(found.stdout.split()[0])
+    pid = engines.dockerd_pids()[0]
     state = BedState.load(workdir)
     if state is not None and state.started_engine:
         state.pids["dockerd"] = pid
