@@ -23,7 +23,7 @@ import httpx
 from testbed.services import REGISTRY_URL, registry_log_path
 from testbed.util import wait_until
 
-LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<uri>\S+) HTTP/[0-9.]+" (?P<status>\d{3}) ')
+LINE = re.compile(r'^(?P<addr>\S+) .*?"(?P<method>[A-Z]+) (?P<uri>\S+) HTTP/[0-9.]+" (?P<status>\d{3}) ')
 
 
 class AccessLog:
@@ -38,6 +38,11 @@ class AccessLog:
 
     def served(self, repo: str) -> list[tuple[str, str, int]]:
         """``(method, uri, status)`` of every request for ``repo`` since the mark, in order."""
+        return [(m, u, s) for _, m, u, s in self.served_from(repo)]
+
+    def served_from(self, repo: str) -> list[tuple[str, str, str, int]]:
+        """``(client address, method, uri, status)`` of every request for ``repo`` since the
+        mark, in order (a fleet node's requests come from its own ``127.0.1.<n>``)."""
         marker = f"/v2/?twilight-marker={secrets.token_hex(6)}"
         httpx.get(REGISTRY_URL + marker, timeout=5)
         text = wait_until(lambda: (lambda t: t if marker in t else None)(self._since()),
@@ -46,5 +51,5 @@ class AccessLog:
         for line in text[:text.index(marker)].splitlines():
             m = LINE.search(line)
             if m and m["uri"].startswith(f"/v2/{repo}/"):
-                found.append((m["method"], m["uri"], int(m["status"])))
+                found.append((m["addr"], m["method"], m["uri"], int(m["status"])))
         return found

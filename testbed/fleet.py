@@ -33,6 +33,7 @@ from pathlib import Path
 import docker
 
 from testbed import engines
+from testbed.services import engine_pings
 from testbed.util import BedError, wait_until
 
 BRIDGE = "twfleet0"
@@ -42,6 +43,8 @@ DATA = engines.ROOT / "fleet"
 STATE = RUN / "fleet.json"
 NETNS_PREFIX = "twbed-"
 MAX_NODES = 8
+# the forwarder's Popen, kept so that stopping it reaps it (no "still running" warning)
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
 @dataclass(frozen=True)
@@ -167,12 +170,8 @@ def _start_dockerd(node: Node, timeout: float = 90) -> None:
         subprocess.run(["setsid", "-f", *node.dockerd_argv()], stdout=fh,
                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=True,
                        timeout=30)
-
-    def answers() -> bool:
-        with contextlib.closing(node.client(timeout=5)) as c:
-            return bool(c.ping())
-    try:
-        wait_until(answers, timeout=timeout, interval=0.3, what=f"node {node.name}'s dockerd")
+    try:  # a raw /_ping that closes its socket (docker-py leaks one when refused)
+        wait_until(lambda: engine_pings(node.sock), timeout=timeout, interval=0.3, what=f"node {node.name}'s dockerd")
     except TimeoutError as exc:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-10:])
         raise BedError(f"fleet node {node.name} did not come up:\n{tail}") from exc
@@ -190,6 +189,7 @@ def _start_forwarder(ns: list[Node]) -> int:
                or proc.poll() is not None, timeout=15, what="the fleet's forwarder")
     if proc.poll() is not None:
         raise BedError(f"the fleet's forwarder exited: {log.read_text()[-500:]}")
+    _CHILDREN[proc.pid] = proc
     return proc.pid
 
 
@@ -215,6 +215,14 @@ def up(n: int) -> list[Node]:
 def _stop(pid: int, timeout: float) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
+    if pid in _CHILDREN:
+        child = _CHILDREN.pop(pid)
+        try:
+            child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(10)
+        return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

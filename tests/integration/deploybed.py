@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import docker
 import httpx
@@ -53,6 +53,7 @@ class Site:
     config: dict[str, str] = field(default_factory=dict)
     published: bool = True  # False: no host port, reached on its network (behind a proxy)
     procs: list[subprocess.Popen[str]] = field(default_factory=list, repr=False)
+    bind_ip: ClassVar[str] = "127.0.0.1"  # where run_app publishes the app's port
 
     @property
     def name(self) -> str:
@@ -103,7 +104,7 @@ class Site:
         net = f"{self.uid}-net"
         d.networks.create(net)
         d.volumes.create(f"{self.uid}-data")
-        ports = {8080: ("127.0.0.1", self.port)} if self.published else {}
+        ports = {8080: (self.bind_ip, self.port)} if self.published else {}
         hc = api.create_host_config(port_bindings=ports,
                                     network_mode=net, binds=[f"{self.uid}-data:/data"],
                                     restart_policy={"Name": "unless-stopped"})
@@ -168,12 +169,16 @@ class Site:
     def cli(self, *args: str, timeout: float = 90,
             **over: object) -> subprocess.CompletedProcess[str]:
         cfg = self.write_config(**over)
-        return subprocess.run([str(CLI), "--config", str(cfg), *args], capture_output=True,
+        return subprocess.run(self.argv(cfg, *args), capture_output=True,
                               text=True, timeout=timeout, cwd=self.tmp)
+
+    def argv(self, cfg: Path, *args: str) -> list[str]:
+        """The agent's command line (a fleet node's site runs it in the node's netns)."""
+        return [str(CLI), "--config", str(cfg), *args]
 
     def popen(self, *args: str, **over: object) -> subprocess.Popen[str]:
         cfg = self.write_config(**over)
-        proc = subprocess.Popen([str(CLI), "--config", str(cfg), *args], text=True,
+        proc = subprocess.Popen(self.argv(cfg, *args), text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=self.tmp)
         self.procs.append(proc)  # ended by teardown() if a test stops before it does
         return proc
