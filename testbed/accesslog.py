@@ -23,7 +23,8 @@ import httpx
 from testbed.services import REGISTRY_URL, registry_log_path
 from testbed.util import wait_until
 
-LINE = re.compile(r'^(?P<addr>\S+) .*?"(?P<method>[A-Z]+) (?P<uri>\S+) HTTP/[0-9.]+" (?P<status>\d{3}) ')
+LINE = re.compile(r'^(?P<addr>\S+) .*?'
+                  r'"(?P<method>[A-Z]+) (?P<uri>\S+) HTTP/[0-9.]+" (?P<status>\d{3}) ')
 
 
 class AccessLog:

@@ -171,7 +171,8 @@ def _start_dockerd(node: Node, timeout: float = 90) -> None:
                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=True,
                        timeout=30)
     try:  # a raw /_ping that closes its socket (docker-py leaks one when refused)
-        wait_until(lambda: engine_pings(node.sock), timeout=timeout, interval=0.3, what=f"node {node.name}'s dockerd")
+        wait_until(lambda: engine_pings(node.sock), timeout=timeout, interval=0.3,
+                   what=f"node {node.name}'s dockerd")
     except TimeoutError as exc:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-10:])
         raise BedError(f"fleet node {node.name} did not come up:\n{tail}") from exc
@@ -240,6 +241,16 @@ def _stop_node(node: Node, timeout: float) -> None:
     pid = node.dockerd_pid()
     if pid:
         _stop(pid, timeout)
+
+
+def stop_node(node: Node, timeout: float = 60) -> None:
+    """Stop one node's dockerd (SIGTERM; its containers stop with it): a host that went
+    away. ``start_node`` brings it back with the same roots."""
+    _stop_node(node, timeout)
+
+
+def start_node(node: Node, timeout: float = 90) -> None:
+    _start_dockerd(node, timeout)
 
 
 def fleet_pids() -> list[int]:

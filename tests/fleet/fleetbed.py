@@ -8,6 +8,7 @@ the app at the node's address on the fleet bridge.
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -61,6 +62,15 @@ class NodeSite(Site):
     def argv(self, cfg: Path, *args: str) -> list[str]:
         assert self.node is not None
         return self.node.inside([str(CLI), "--config", str(cfg), *args])
+
+    def popen_on_host(self, *args: str, **over: object) -> subprocess.Popen[str]:
+        """``popen`` in the host's namespace (the node's engine still): for an agent that
+        must reach something on the host's loopback, a fault proxy."""
+        cfg = self.write_config(**{"HEALTH_URL": self.url, **over})  # the node's address
+        proc = subprocess.Popen([str(CLI), "--config", str(cfg), *args], text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=self.tmp)
+        self.procs.append(proc)
+        return proc
 
 
 def node_site(bed: Any, node: Node, uid: str, repo: str, tmp: Path) -> NodeSite:
