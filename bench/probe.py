@@ -41,8 +41,9 @@ class Prober:
     the app is not up yet) does not hold back the next: the schedule stays 50 ms.
     """
 
-    def __init__(self, port: int, path: str = "/healthz", period: float = PERIOD_S) -> None:
-        self.port, self.path, self.period = port, path, period
+    def __init__(self, port: int, path: str = "/healthz", period: float = PERIOD_S,
+                 host: str = "127.0.0.1") -> None:
+        self.port, self.path, self.period, self.host = port, path, period, host
         self._samples: list[Sample] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -73,7 +74,7 @@ class Prober:
 
     def _one(self) -> None:
         t = time.time()
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=TIMEOUT_S)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=TIMEOUT_S)
         try:
             conn.request("GET", self.path)
             r = conn.getresponse()

@@ -43,6 +43,8 @@ DATA = engines.ROOT / "fleet"
 STATE = RUN / "fleet.json"
 NETNS_PREFIX = "twbed-"
 MAX_NODES = 8
+FORWARD_RULE = ("-i", BRIDGE, "-o", BRIDGE, "-m", "comment", "--comment", "twilight-bed fleet",
+                "-j", "ACCEPT")
 # the forwarder's Popen, kept so that stopping it reaps it (no "still running" warning)
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -93,13 +95,15 @@ class Node:
 
     def dockerd_argv(self) -> list[str]:
         p = engines.prefix()
-        return self.inside([
+        # its own hostname too (a UTS namespace): swarm names its nodes by it
+        return ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', self.name,
+                *self.inside([
             str(p / "usr/sbin/dockerd"), "--host", self.docker_host,
             "--data-root", str(self.data / "data"), "--exec-root", str(self.run),
             "--pidfile", str(self.run / "dockerd.pid"),
             "--config-file", str(self.data / "daemon.json"),
             "--userland-proxy-path", str(p / "usr/sbin/docker-proxy"),
-            "--init-path", str(p / "usr/bin/tini-static")])
+            "--init-path", str(p / "usr/bin/tini-static")])]
 
     def dockerd_pid(self) -> int | None:
         try:
@@ -144,10 +148,17 @@ def _ip(*args: str) -> None:
 def _make_bridge() -> None:
     _ip("link", "add", BRIDGE, "type", "bridge")
     _ip("addr", "add", f"{NET}.1/24", "dev", BRIDGE)
-    # bridged frames between nodes must not meet the host's FORWARD policy (DROP under
-    # dockerd): this bridge alone skips iptables, the host's rules stay as they are
-    _ip("link", "set", BRIDGE, "type", "bridge", "nf_call_iptables", "0")
     _ip("link", "set", BRIDGE, "up")
+    # frames bridged between nodes pass the host's FORWARD chain (br_netfilter is on under
+    # dockerd) whose policy is DROP: one rule of the bed's own lets them through, and
+    # ``down`` deletes it again
+    _iptables("-I", "FORWARD", "1", *FORWARD_RULE)
+
+
+def _iptables(*args: str) -> bool:
+    p = subprocess.run(["iptables", "-w", "10", *args], capture_output=True, text=True,
+                       timeout=30, check=False)
+    return p.returncode == 0
 
 
 def _make_node_net(node: Node) -> None:
@@ -249,6 +260,24 @@ def stop_node(node: Node, timeout: float = 60) -> None:
     _stop_node(node, timeout)
 
 
+def kill_node(node: Node) -> None:
+    """SIGKILL one node's dockerd: a host lost without a goodbye (its containerd and the
+    containers' shims live on, as they would on a machine whose engine crashed)."""
+    pid = node.dockerd_pid()
+    if pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: node.dockerd_pid() is None or _is_zombie(pid), timeout=30,
+                   what=f"node {node.name}'s dockerd to die")
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
 def start_node(node: Node, timeout: float = 90) -> None:
     _start_dockerd(node, timeout)
 
@@ -291,8 +320,10 @@ def _namespaces() -> list[str]:
 
 def leftovers() -> list[str]:
     """What of a fleet is still on this machine: processes, mounts, interfaces, namespaces."""
+    rule = ["iptables FORWARD rule"] if _iptables("-C", "FORWARD", *FORWARD_RULE) else []
     return ([f"process {p}" for p in fleet_pids()] + [f"mount {m}" for m in _mounts()]
-            + [f"interface {n}" for n in _links()] + [f"netns {n}" for n in _namespaces()])
+            + [f"interface {n}" for n in _links()] + [f"netns {n}" for n in _namespaces()]
+            + rule)
 
 
 def down(timeout: float = 60) -> list[str]:
@@ -315,6 +346,8 @@ def down(timeout: float = 60) -> list[str]:
     for name in _namespaces():
         subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=30,
                        check=False)
+    while _iptables("-C", "FORWARD", *FORWARD_RULE):
+        _iptables("-D", "FORWARD", *FORWARD_RULE)
     shutil.rmtree(RUN, ignore_errors=True)
     shutil.rmtree(DATA, ignore_errors=True)
     return leftovers()

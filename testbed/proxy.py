@@ -34,9 +34,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def http_status(port: int, path: str = "/healthz", timeout: float = 2) -> int:
-    """The status of one GET to 127.0.0.1:port; 0 when nothing answers."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def http_status(port: int, path: str = "/healthz", timeout: float = 2,
+                host: str = "127.0.0.1") -> int:
+    """The status of one GET to host:port; 0 when nothing answers."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request("GET", path)
         return conn.getresponse().status
@@ -57,17 +58,19 @@ class Proxy:
     upstream_port: int = 8080
     port: int = field(default_factory=free_port)  # published on 127.0.0.1
     labels: dict[str, str] = field(default_factory=dict)
+    host_ip: str = "127.0.0.1"  # where it publishes; "0.0.0.0" on a fleet node
+    reach: str = "127.0.0.1"  # the address the test reaches it at (a fleet node's own)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/healthz"
+        return f"http://{self.reach}:{self.port}/healthz"
 
     def start(self, timeout: float = 15) -> str:
         """Run the proxy and wait until nginx answers (any status: the app may not be up
         yet); return the container id."""
         image = proxy_image.ensure_image(self.client)
         api = self.client.api
-        hc = api.create_host_config(port_bindings={80: ("127.0.0.1", self.port)},
+        hc = api.create_host_config(port_bindings={80: (self.host_ip, self.port)},
                                     network_mode=self.network)
         cid = api.create_container(
             image, name=self.name, ports=[80], host_config=hc, labels=self.labels,
@@ -76,8 +79,8 @@ class Proxy:
             stop_timeout=2)["Id"]
         api.start(cid)
         try:
-            wait_until(lambda: http_status(self.port) > 0, timeout, interval=0.1,
-                       what=f"the proxy {self.name} on 127.0.0.1:{self.port}")
+            wait_until(lambda: http_status(self.port, host=self.reach) > 0, timeout,
+                       interval=0.1, what=f"the proxy {self.name} on {self.reach}:{self.port}")
         except TimeoutError as exc:
             raise BedError(f"the proxy {self.name} never answered: {exc}\n"
                            f"{self.logs()[-1500:]}") from exc

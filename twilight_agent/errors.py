@@ -90,6 +90,10 @@ class TargetNotFound(RuntimeError_):
     exit_code = 2
 
 
+class NodeLost(RuntimeError_):
+    """A swarm rollout stalled on tasks of a node that went down: not the build's fault."""
+
+
 class PullFailed(RuntimeError_):
     """Pulling the image failed, including in-band errors in the progress stream."""
 

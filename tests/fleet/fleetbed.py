@@ -8,7 +8,9 @@ the app at the node's address on the fleet bridge.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,6 +22,7 @@ from testbed.fleet import Node
 from testbed.images import AppImage, build_and_push
 from testbed.services import PASSWORD, REGISTRY_URL, USERNAME
 from tests.integration.deploybed import CLI, Site
+from tests.swarm.swarmbed import SwarmSite
 
 
 @dataclass
@@ -82,3 +85,43 @@ def node_site(bed: Any, node: Node, uid: str, repo: str, tmp: Path) -> NodeSite:
 def asked_by(log: AccessLog, repo: str, node: Node) -> list[tuple[str, str, int]]:
     """The registry requests for ``repo`` since ``log``'s mark that came from ``node``."""
     return [(m, u, s) for a, m, u, s in log.served_from(repo) if a == node.source]
+
+
+@dataclass
+class NodeSwarmSite(SwarmSite, NodeSite):
+    """A swarm service made on the fleet's manager node, the agent in that node's netns."""
+
+    def ps(self) -> str:
+        assert self.node is not None
+        p = subprocess.run(["docker", "-H", self.node.docker_host, "service", "ps",
+                            "--no-trunc", self.name], capture_output=True, text=True,
+                           timeout=20)
+        return p.stdout + p.stderr
+
+
+def node_digests(node: Node, service: str) -> list[str]:
+    """The digests of the service's containers running on ``node``'s own engine."""
+    with contextlib.closing(node.client()) as c:
+        found = c.containers.list(filters={"label": f"com.docker.swarm.service.name={service}"})
+        return sorted(str(x.attrs["Config"]["Image"]).rsplit("@", 1)[-1] for x in found)
+
+
+@contextlib.contextmanager
+def swarm_of(managers: list[Node], workers: list[Node]) -> Iterator[str]:
+    """The nodes as one swarm (the first manager inits, on its fleet address); left by all
+    at the end. Yields the manager's node id."""
+    first = managers[0]
+    with contextlib.closing(first.client()) as c:
+        c.swarm.init(advertise_addr=first.ip, listen_addr=f"{first.ip}:2377")
+        tokens = c.swarm.attrs["JoinTokens"]
+        node_id = str(c.info()["Swarm"]["NodeID"])
+    try:
+        for n in workers:
+            with contextlib.closing(n.client()) as w:
+                w.swarm.join(remote_addrs=[f"{first.ip}:2377"], join_token=tokens["Worker"],
+                             advertise_addr=n.ip, listen_addr=f"{n.ip}:2377")
+        yield node_id
+    finally:
+        for n in [*workers, *managers]:
+            with contextlib.suppress(Exception), contextlib.closing(n.client()) as c:
+                c.swarm.leave(force=True)

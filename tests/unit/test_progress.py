@@ -111,9 +111,14 @@ class FakeSwarmApi:
         for slot in range(self.replicas):
             moved = min(max(steps - slot * per, 0), per)
             out.append({"ID": f"task{slot}", "Slot": slot, "DesiredState": "running",
+                        "NodeID": f"node{slot % 3}",
                         "Status": {"State": self.STATES[moved]},
                         "Spec": {"ContainerSpec": {"Image": f"{REPO}@{NEW_D}"}}})
         return out
+
+    def nodes(self) -> list[Mapping[str, Any]]:
+        return [{"ID": f"node{i}", "Description": {"Hostname": f"n{i}"},
+                 "Status": {"State": "ready", "Addr": f"10.0.0.{i}"}} for i in range(3)]
 
 
 class FakeRuntime:

@@ -41,6 +41,9 @@ class Tunables:
     # of tasks beyond swarm's monitor and delay (pull, start, stop grace).
     swarm_settle_tick_s: float = 0.5
     swarm_boot_allowance_s: float = 120.0
+    # a swarm update still for a batch's pause plus this, with tasks on a node that is
+    # down: stalled on the lost node (swarm would wait for the node)
+    swarm_stall_grace_s: float = 10.0
     # One registry operation (resolve or check: all requests, retries and reads).
     registry_operation_s: float = 120.0
     # The engine's stop timeout when the container names none (docker's own default).

@@ -10,7 +10,13 @@ from twilight_agent.core import machine as m
 from twilight_agent.core.events import TaskFinished
 from twilight_agent.core.outcomes import Outcome
 from twilight_agent.core.ports import RollsOutItself, RunsTasks, Snapshot, StartsBeside
-from twilight_agent.errors import DockerUnavailable, InvalidInput, RuntimeError_, TwilightError
+from twilight_agent.errors import (
+    DockerUnavailable,
+    InvalidInput,
+    NodeLost,
+    RuntimeError_,
+    TwilightError,
+)
 from twilight_agent.run.deploy_run import Step
 from twilight_agent.run.observe import observe_target
 
@@ -200,6 +206,8 @@ def verify(s: Step, cmd: m.Verify) -> m.Event:
                                   interval=cfg.health_interval, soak=cfg.health_soak,
                                   should_stop=s.ticking("health gate"), watch=watch,
                                   failures=cfg.health_failures)
+    except NodeLost as exc:  # swarm waits for a node that went down: undo, blame no build
+        return m.Interrupted(str(exc), u)
     except TwilightError as exc:
         return m.Interrupted(f"health check could not run: {exc}", u)
     s.run.timings["verify_s"] = round(s.run.timings.get("verify_s", 0) + verdict.after_s, 3)

@@ -15,6 +15,10 @@ its tasks:
 - the spec runs another digest and swarm rolled back from this one (it has tasks of it):
   exited;
 - the spec runs another digest, no rollback from this one: missing.
+
+A node that goes down in the middle of an update strands its tasks: swarm can neither start
+nor stop them until the node is back, and an update waiting on one of them waits for as
+long. ``stranded`` names them; the target ends its wait on such a stall (``NodeLost``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ STOPPED = ("paused", "rollback_paused")
 # How a task of a build that failed ends: exited non-zero, refused by a node, or (turned
 # unhealthy and killed) complete while swarm wanted it running.
 FAILED_TASK = ("failed", "rejected", "complete")
+# a task whose last report is one of these has not finished: on a node that is down, it
+# stays so until the node is back
+UNFINISHED_TASK = ("new", "pending", "assigned", "accepted", "preparing", "ready",
+                   "starting", "running")
 
 
 def digest_of(image: str) -> str:
@@ -181,3 +189,24 @@ def batch_pause(service: Mapping[str, Any] | None) -> float:
     monitor window (swarm's default monitor when the spec names none)."""
     uc = ((service or {}).get("Spec") or {}).get("UpdateConfig") or {}
     return float((uc.get("Delay") or 0) + (uc.get("Monitor") or DEFAULT_MONITOR_S * NS)) / NS
+
+
+def down_nodes(nodes: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """``{node id: "hostname (address)"}`` of the swarm's nodes that are not ``ready``."""
+    return {str(n.get("ID")): f"{(n.get('Description') or {}).get('Hostname', '?')} "
+                              f"({(n.get('Status') or {}).get('Addr', '?')})"
+            for n in nodes if (n.get("Status") or {}).get("State") != "ready"}
+
+
+def stranded(tasks: Sequence[Mapping[str, Any]], down: Mapping[str, str]) -> list[str]:
+    """``"<node>: <slot> <state>"`` for each unfinished task on a node that is down."""
+    return sorted(f"{down[str(t.get('NodeID'))]}: task {t.get('Slot', '?')} "
+                  f"{(t.get('Status') or {}).get('State')}" for t in tasks
+                  if str(t.get("NodeID")) in down
+                  and (t.get("Status") or {}).get("State") in UNFINISHED_TASK)
+
+
+def stall_line(service: Mapping[str, Any] | None, stuck: Sequence[str], quiet_s: float) -> str:
+    return (f"swarm's update ({update_state(service or {}) or '?'}) made no progress for "
+            f"{quiet_s:.0f}s with tasks on a node that is down ({'; '.join(stuck[:5])}): "
+            "not the build's fault")

@@ -32,7 +32,7 @@ from twilight_agent.core.clock import SYSTEM, Clock
 from twilight_agent.core.ports import ContainerState, Snapshot
 from twilight_agent.core.progress import Progress
 from twilight_agent.core.tunables import DEFAULT
-from twilight_agent.errors import RuntimeError_, TargetNotFound
+from twilight_agent.errors import NodeLost, RuntimeError_, TargetNotFound
 
 
 class SwarmTarget:
@@ -170,15 +170,32 @@ class SwarmTarget:
         nothing for one batch's delay and monitor window (swarm's own pace)."""
         deadline = self._clock.now() + self._settle_bound(service_id)
         mark: tuple[str, ...] | None = None
+        since = self._clock.now()
         while self._clock.now() < deadline:
             svc = self._inspect(service_id)
             tasks = self._tasks(service_id) if svc else []
-            if moved is not None and ss.rollout_mark(svc, tasks) != mark:
-                mark = ss.rollout_mark(svc, tasks)
-                moved(ss.rollout_line(svc, tasks), quiet_s=ss.batch_pause(svc))
+            if ss.rollout_mark(svc, tasks) != mark:
+                mark, since = ss.rollout_mark(svc, tasks), self._clock.now()
+                if moved is not None:
+                    moved(ss.rollout_line(svc, tasks), quiet_s=ss.batch_pause(svc))
             if ended(svc, tasks) or (should_stop and should_stop()):
                 return
+            self._stalled(svc, tasks, self._clock.now() - since)
             self._clock.sleep(DEFAULT.swarm_settle_tick_s)
+
+    def _stalled(self, svc: dict[str, Any] | None, tasks: list[dict[str, Any]],
+                 quiet_s: float) -> None:
+        """Raise ``NodeLost`` when the update has not moved for longer than a batch may
+        pause and tasks of it sit unfinished on a node that is down: swarm waits for that
+        node, which may never come back."""
+        if (svc is None or ss.update_state(svc) not in ss.MOVING
+                or quiet_s < ss.batch_pause(svc) + DEFAULT.swarm_stall_grace_s):
+            return
+        with engine_errors("listing the swarm's nodes"):
+            down = ss.down_nodes(self.runtime.api.nodes())
+        stuck = ss.stranded(tasks, down) if down else []
+        if stuck:
+            raise NodeLost(ss.stall_line(svc, stuck, quiet_s))
 
     def _settle_bound(self, service_id: str) -> float:
         svc = self._inspect(service_id) or {}
@@ -190,9 +207,14 @@ class SwarmTarget:
         return float(per * -(-tasks // batch) * 2)  # the rollout, then swarm's rollback
 
     def _quiet(self, service_id: str, moved: Progress | None) -> None:
-        """Wait until the service's update or rollback, whichever runs, has ended."""
-        self._follow(service_id, lambda svc, _: ss.update_state(svc or {}) not in ss.MOVING,
-                     None, moved)
+        """Wait until the service's update or rollback, whichever runs, has ended, or has
+        stalled on a lost node (the update that follows replaces it)."""
+        try:
+            self._follow(service_id,
+                         lambda svc, _: ss.update_state(svc or {}) not in ss.MOVING,
+                         None, moved)
+        except NodeLost:
+            return
 
     def remove(self, instance: str, moved: Progress | None = None) -> None:
         """Undo, first half: let swarm's own rollback (if it started one) finish."""
