@@ -139,8 +139,9 @@ def strain(windows: list[Phase]) -> str:
             "A level measured shows strain: see its errors and start lag.")
 
 
-def cold_text(colds: list[Phase]) -> str:
+def cold_text(colds: list[Phase], windows: list[Phase]) -> str:
     dropped_total = sum(p.overflows or 0 for p in colds)
+    in_windows = sum(p.overflows or 0 for p in windows)
     if not dropped_total:
         return ""
     return (f"The cold starts' second-long token-server percentiles: the kernel counted "
@@ -149,7 +150,7 @@ def cold_text(colds: list[Phase]) -> str:
             "default of 5; with every poller thread connecting at once the kernel drops "
             "the SYN and the client's retry comes a second later. A property of the "
             "bed's stand-in under a burst, not of the agent nor of ghcr.io; the windows, "
-            "at the fleet's steady rate, have none or few.")
+            f"at the fleet's steady rate, had {in_windows:,} between them.")
 
 
 def ghcr_text(windows: list[Phase]) -> str:
@@ -239,7 +240,7 @@ def report(phases: list[Phase], before: dict[str, str], window_s: float,
     colds = [p for p in phases if p.name == "cold start"]
     parts = [note(before, conditions(), window_s, args), window_table(windows),
              "Cold starts (hosts new to a level, all submitted at once):", cold_table(colds),
-             cold_text(colds), limits_text(windows), ghcr_text(windows),
+             cold_text(colds, windows), limits_text(windows), ghcr_text(windows),
              "![latency and errors against fleet size](fleet_load.png)"]
     body = "\n\n".join(x for x in parts if x)
     print(body)
