@@ -6,7 +6,9 @@ Order, so that what is timing-sensitive runs alone:
 3. side by side: the heal runs (agent and shell flow of each run at the same time), the
    idle window then the requests-per-poll flood, and the 30 s detection runs;
 4. alone, and only when asked (``--only leaks``): RSS and fds over many deploys in one
-   agent in this process (``bench/leaks.py``).
+   agent in this process (``bench/leaks.py``);
+5. alone, and only when asked (``--only fleet``): the fleet load model, many hosts' idle
+   polls at 100, 1,000 and 5,000 hosts a minute (``bench/fleet_load.py``, its own section).
 Prints the table and writes bench/results.md (its own section; requests per idle poll
 regenerated in theirs). Exit 0 when every measurement produced figures.
 """
@@ -31,7 +33,7 @@ from pathlib import Path
 
 import structlog
 
-from bench import idle, leaks, scenarios
+from bench import fleet_load, idle, leaks, scenarios
 from bench import requests_per_poll as rpp
 from bench.report import Runs, engine_table, table, write_section
 from bench.scenarios import Bench, Figures, retry
@@ -43,8 +45,9 @@ RESULTS = Path(__file__).resolve().parent / "results.md"
 SECTION = "deploy, heal and idle: agent vs shell flow"
 ENGINE_SECTION = "headline figures by engine"
 LEAKS_SECTION = "RSS and file descriptors over deploys"
-PARTS = ("swap", "ready", "heal", "idle", "rpp", "detect30", "leaks")
-DEFAULT_PARTS = PARTS[:-1]  # leaks: ~10 min of deploys, run with --only leaks
+PARTS = ("swap", "ready", "heal", "idle", "rpp", "detect30", "leaks", "fleet")
+# leaks: ~10 min of deploys; fleet: ~5 min of load on the registry; run them by name
+DEFAULT_PARTS = PARTS[:-2]
 _print_lock = threading.Lock()
 T0 = time.monotonic()
 
@@ -145,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="2 runs each (1 at 30 s polls), 30 s idle window, 100/1,000 tags")
     p.add_argument("--runs", type=int, help="runs per measurement (default 5; quick 2)")
     p.add_argument("--only", default=",".join(DEFAULT_PARTS),
-                   help=f"subset of {','.join(PARTS)} (default: all but leaks)")
+                   help=f"subset of {','.join(PARTS)} (default: all but leaks and fleet)")
     p.add_argument("--deploys", type=int,
                    help="deploys for the leaks part (default 1000; quick 200)")
     p.add_argument("--no-write", action="store_true", help="do not touch bench/results.md")
@@ -174,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         return by_engine(args.engines.split(","), parts, runs, detect30_runs, idle_s,
                          counts, polls, args, deploys)
     merged = [json.loads(path.read_text()) for path in args.merge or []]
+    fleet_rc = fleet(parts, args)
+    if fleet_rc is not None and not parts and not merged:
+        return fleet_rc
     r, before = measure(parts, runs, detect30_runs, idle_s, counts, polls, deploys)
     after = conditions()
     if merged:
@@ -200,7 +206,17 @@ def main(argv: list[str] | None = None) -> int:
         write(r, out, before, after, runs, detect30_runs, idle_s, args.quick)
     if not args.no_write and r.results.get("leaks"):
         write_leaks(r.results["leaks"][0], before, after)
-    return 1 if r.errors else 0
+    return 1 if r.errors or fleet_rc else 0
+
+
+def fleet(parts: set[str], args: argparse.Namespace) -> int | None:
+    """The fleet part, alone and first (it measures this process's CPU); taken out of
+    ``parts``. Its exit status, or None when it was not asked for."""
+    if "fleet" not in parts:
+        return None
+    parts.discard("fleet")
+    return fleet_load.main([*(["--quick"] if args.quick else []),
+                            *(["--no-write"] if args.no_write else [])])
 
 
 def measure(parts: set[str], runs: int, detect30_runs: int, idle_s: float,
