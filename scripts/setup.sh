@@ -71,9 +71,10 @@ elif grep -q '"engine": true, "registry": true' <<<"$bed_status"; then
   echo "setup: switching the running test bed from engine $bed_engine to $TESTBED_ENGINE"
   .venv/bin/python -m testbed up --engine "$TESTBED_ENGINE"
   # shellcheck disable=SC2064  # the engine found now is the one to put back
-  trap ".venv/bin/python -m testbed up --engine $bed_engine" EXIT
+  trap ".venv/bin/python -m testbed fleet down; .venv/bin/python -m testbed up --engine $bed_engine" EXIT
 else
   .venv/bin/python -m testbed up
-  trap '.venv/bin/python -m testbed down' EXIT
+  # a fleet an interrupted tests/fleet left goes first (its nodes are engines of their own)
+  trap '.venv/bin/python -m testbed fleet down; .venv/bin/python -m testbed down' EXIT
 fi
 echo "setup: test bed up after $(elapsed)s (budget: 120s on a fresh machine)"
