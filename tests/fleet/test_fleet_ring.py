@@ -44,6 +44,14 @@ def ring(bed: Any, nodes: list[fleet.Node], repo: str, cleanup: str,
                 net.remove()
 
 
+def all_on_v1(ring: list[NodeSite]) -> Any:
+    """v1 pushed with ``stable`` on it, run by the operator on every host."""
+    v1 = push(ring[0], "v1", extra_tags=("stable",))
+    for s in ring:
+        s.run_app(v1)
+    return v1
+
+
 def follow(f: NodeSite, **over: str) -> Any:
     return f.popen("run", **{**FAST, "TRACK": "stable", "RUNTIME_DIRECTORY": str(f.tmp / "run"),
                              **over})
@@ -65,9 +73,7 @@ def converged(sites: list[NodeSite], digest: str, t0: float, timeout: float = 60
 def test_a_good_build_reaches_all_four_engines_a_bad_one_never_leaves_the_canary(
         ring: list[NodeSite]) -> None:
     canary, followers = ring[0], ring[1:]
-    v1 = push(canary, "v1", extra_tags=("stable",))
-    for s in ring:
-        s.run_app(v1)
+    all_on_v1(ring)
     procs = [canary.popen("run", **canary_config(canary, "2s"))]
     procs += [follow(f) for f in followers]
     with daemons(*procs):
@@ -101,9 +107,7 @@ def test_a_good_build_reaches_all_four_engines_a_bad_one_never_leaves_the_canary
 def test_kill_9_of_the_canary_mid_promotion_then_a_follower_engine_restart(
         ring: list[NodeSite]) -> None:
     canary, followers = ring[0], ring[1:]
-    v1 = push(canary, "v1", extra_tags=("stable",))
-    for s in ring:
-        s.run_app(v1)
+    v1 = all_on_v1(ring)
     v2 = push(canary, "v2")
     canary.config.update(canary_config(canary, "1s"))
     procs = [follow(f) for f in followers]
