@@ -12,10 +12,10 @@ answers on ``/healthz`` (over the fleet bridge) and where ``stable`` points (a G
 registry). From the daemons' JSON logs: when each host entered ``PULL`` (detection), how
 long the pull took, and when its ``deploy_finished`` line was written (after the soak).
 
-The grid varies one parameter at a time around a base: ``POLL_INTERVAL``, the canary's
-``PROMOTE_AFTER`` and ``HEALTH_SOAK``. After the base cell an idle window counts each
-host's registry requests by its source address (``127.0.1.<n>``) in the registry's access
-log; token fetches go to the token server (``:5001``) and are not in that log.
+The grid varies ``POLL_INTERVAL``, ``PROMOTE_AFTER`` or ``HEALTH_SOAK``, one at a time,
+around a base. After the base cell an idle window counts each host's registry requests by
+its source address (``127.0.1.<n>``) in the registry's access log (token fetches go to the
+token server, ``:5001``, not in that log).
 
     .venv/bin/python bench/fleet_converge.py [--quick] [--no-write]
 
@@ -26,9 +26,9 @@ and takes it down at the end, checking that nothing of it is left.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
+import math
 import secrets
 import signal
 import statistics
@@ -37,14 +37,15 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import write_section
+from bench.report import DASH, write_section
+from bench.run import conditions
 from testbed import fleet, services
 from testbed.accesslog import AccessLog
 from testbed.images import build_and_push
@@ -52,8 +53,7 @@ from testbed.rawclient import RawRegistry
 from tests.fleet.fleetbed import NodeSite, node_site
 from tests.integration.test_promotion import FAST, canary_config
 
-ROOT = Path(__file__).resolve().parent
-RESULTS = ROOT / "results.md"
+RESULTS = Path(__file__).resolve().parent / "results.md"
 SECTION = "fleet convergence"
 NODES = 4
 SAMPLE_S = 0.2
@@ -71,16 +71,14 @@ class Cell:
 
 
 def grid(quick: bool) -> list[Cell]:
-    """The base first, then one parameter changed at a time."""
     if quick:
         return [Cell(2, 2, 0.5), Cell(5, 2, 0.5), Cell(2, 5, 0.5), Cell(2, 2, 3)]
     return [Cell(5, 5, 0.5), Cell(15, 5, 0.5), Cell(5, 30, 0.5), Cell(5, 5, 3)]
 
 
-@dataclass
-class Run:
+class Run(NamedTuple):
     cell: Cell
-    figures: dict[str, float] = field(default_factory=dict)
+    figures: dict[str, float]
 
 
 def ring(bed: Any, nodes: list[fleet.Node], uid: str, repo: str, tmp: Path) -> list[NodeSite]:
@@ -116,11 +114,7 @@ def stop(procs: list[subprocess.Popen[str]]) -> None:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
     for p in procs:
-        try:
-            p.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=10)
+        p.wait(timeout=60)  # past it, the sites' teardown kills what is left
 
 
 def move_main(bed: Any, repo: str, version: str) -> tuple[str, float]:
@@ -151,13 +145,9 @@ def watch(sites: list[NodeSite], raw: RawRegistry, version: str, digest: str, t0
 
 
 def events(path: Path) -> list[dict[str, Any]]:
-    out = []
-    for line in path.read_text(errors="replace").splitlines():
-        with contextlib.suppress(ValueError):
-            ev = json.loads(line)
-            if isinstance(ev, dict):
-                out.append(ev)
-    return out
+    text = path.read_text(errors="replace")  # whole lines only: the daemon writes on
+    lines = text[:text.rfind("\n") + 1].splitlines()
+    return [json.loads(ln) for ln in lines if ln.startswith("{")]  # the JSON log lines
 
 
 def stamp(ev: dict[str, Any]) -> float:
@@ -197,7 +187,7 @@ def one_run(bed: Any, sites: list[NodeSite], cell: Cell, version: str, tag: str)
     logs = finished(sites, tag, digest, t0, timeout=cell.soak + 30)
     followers = [seen[s.name] for s in sites[1:]]
     figs = {"canary_serving": seen[sites[0].name], "stable_moved": seen["stable"],
-            "last_serving": max(followers), "first_follower": min(followers),
+            "last_serving": max(followers),
             "canary_detect": logs[0].get("detect", float("nan")),
             "pull": statistics.median([lg["pull"] for lg in logs if "pull" in lg] or [0.0]),
             "canary_done": logs[0].get("done", float("nan")),
@@ -252,10 +242,19 @@ def measure(bed: Any, sites: list[NodeSite], cells: list[Cell], runs: int,
     return out, counts
 
 
-def model(cell: Cell, hop: float, waits: int) -> tuple[float, float]:
-    """Push -> last follower done, (average, worst): ``waits`` poll waits (each poll/2 on
-    average, a whole poll at worst), PROMOTE_AFTER and two deploys of ``hop`` seconds."""
-    return (waits * cell.poll / 2 + cell.after + 2 * hop, waits * cell.poll + cell.after + 2 * hop)
+def model(cell: Cell, hop: float) -> tuple[float, float]:
+    """poll/2 + hop + PROMOTE_AFTER + poll/2 + hop: (average, worst: whole polls)."""
+    return (cell.poll + cell.after + 2 * hop, 2 * cell.poll + cell.after + 2 * hop)
+
+
+def locked(cell: Cell, hop: float) -> tuple[int, float, float, float]:
+    """The canary promotes at its k-th poll after the one that found the build (its polls
+    keep their rate: k = ceil((hop + PROMOTE_AFTER) / interval)); then push -> last done is
+    (k + 1) intervals + hop on average, k to k + 2 at the extremes: (k, avg, min, max).
+    Interval: poll x 1.05 on average, the agent adding 0-10 % jitter to each."""
+    mean = cell.poll * 1.05
+    k = math.ceil((hop + cell.after) / mean)
+    return k, (k + 1) * mean + hop, k * cell.poll + hop, (k + 2) * cell.poll * 1.1 + hop
 
 
 def med_max(xs: list[float]) -> str:
@@ -266,7 +265,8 @@ def med_max(xs: list[float]) -> str:
 def table(results: list[Run], cells: list[Cell]) -> str:
     lines = ["| poll s | PROMOTE_AFTER s | soak s | runs | canary serving | stable moved | "
              "last follower serving | last follower done | deploy (detect -> done) | "
-             "model, 2 poll waits: avg / worst | model, 3 poll waits: avg / worst |",
+             "model poll/2 + hop + after + poll/2 + hop: avg / worst | "
+             f"model, poll-locked promotion: k, avg (min{DASH}max) |",
              "|---:|---:|---:|---:|---|---|---|---|---:|---|---|"]
     for cell in cells:
         rs = [r.figures for r in results if r.cell == cell]
@@ -275,14 +275,16 @@ def table(results: list[Run], cells: list[Cell]) -> str:
         hop = statistics.median([r["hop"] for r in rs])
         cols = [med_max([r[k] for r in rs]) for k in
                 ("canary_serving", "stable_moved", "last_serving", "last_done")]
-        models = ["{:.1f} / {:.1f}".format(*model(cell, hop, w)) for w in (2, 3)]
+        k, avg, lo, hi = locked(cell, hop)
+        models = ["{:.1f} / {:.1f}".format(*model(cell, hop)),
+                  f"{k}, {avg:.1f} ({lo:.1f}{DASH}{hi:.1f})"]
         lines.append(f"| {cell.poll:g} | {cell.after:g} | {cell.soak:g} | {len(rs)} | "
                      + " | ".join([*cols, f"{hop:.1f}", *models]) + " |")
     return "\n".join(lines)
 
 
 def idle_text(counts: dict[str, Counter[str]], cell: Cell, seconds: float) -> str:
-    polls = seconds / cell.poll
+    polls = seconds / (cell.poll * 1.05)  # the mean interval: 0-10 % jitter added to each
     lines = ["| host | role | requests | per poll | what |", "|---|---|---:|---:|---|"]
     for i, (host, c) in enumerate(sorted(counts.items())):
         total = sum(c.values())
@@ -290,12 +292,6 @@ def idle_text(counts: dict[str, Counter[str]], cell: Cell, seconds: float) -> st
         lines.append(f"| {host} | {'canary' if i == 0 else 'follower'} | {total} | "
                      f"{total / polls:.2f} | {what} |")
     return "\n".join(lines)
-
-
-def conditions() -> dict[str, str]:
-    from bench.run import conditions as bench_conditions
-
-    return bench_conditions()
 
 
 def breakdown(results: list[Run]) -> str:
@@ -323,12 +319,16 @@ daemon in its node's netns; health interval 0.3 s, poll jitter the agent's own. 
 pushes only a new good build's `sha-` tag, then moves `main` with one manifest PUT (t0). \
 Serving: the host's app first answers `ok <version>` on `/healthz` (sampled every \
 {SAMPLE_S:g} s over the fleet bridge); done: its `deploy_finished` log line (after the \
-soak). Cells: median / max seconds from t0. Deploy: the canary's `PULL` -> its \
-`deploy_finished` (pull, swap, boot, soak), median. Model of push -> last follower done: \
-poll waits + PROMOTE_AFTER + 2 deploys, each poll wait poll/2 on average and a whole poll \
-at worst (the agent's 10 % jitter aside); with 2 waits (the canary's detection, the \
-followers') and with 3: a promotion is made by the canary's first poll at or after its due \
-time, a third wait.
+soak). Cells: median / max seconds from t0. Hop: the canary's `PULL` -> its \
+`deploy_finished` (pull, swap, boot, soak), median. Two models of push -> last follower \
+done. The first: poll/2 + hop + PROMOTE_AFTER + poll/2 + hop on average, a whole poll for \
+each wait at worst. The second knows that a promotion is made by a poll of the canary's, \
+the first at or after its due time, and that the canary's polls keep their rate through \
+a deploy: it promotes at its k-th poll after the one that found the build, k = \
+ceil((hop + PROMOTE_AFTER) / interval), so push -> last follower done is the canary's \
+detection wait + k intervals + the followers' wait + hop: (k + 1) intervals + hop on \
+average (interval: poll x 1.05, the agent adding 0-10 % jitter to each), from k polls to \
+k + 2 jittered ones + hop.
 
 {table(results, cells)}
 
@@ -336,7 +336,8 @@ time, a third wait.
 
 **Idle polls, 4 hosts.** A {idle_s:g} s window after the base cell ({base.label}) had \
 converged, each host's requests for the repository in the registry's access log, by its \
-source address (127.0.1.<n>); per poll = requests / ({idle_s:g} s / {base.poll:g} s). Token \
+source address (127.0.1.<n>); per poll = requests / ({idle_s:g} s / {base.poll * 1.05:g} s, \
+the mean interval with the agent's 0-10 % jitter added to each poll). Token \
 fetches go to the token server on :5001 and are not in this log (a cached token serves \
 many polls).
 
@@ -356,8 +357,9 @@ def dominates(results: list[Run], cells: list[Cell]) -> str:
             f"each (pull, swap, boot, soak; the pull alone "
             f"{statistics.median([r['pull'] for r in base]):.2f} s), and {waits:.1f} s of "
             "waiting for polls. What the configuration sets, the promotion delay and the "
-            "poll phase, dominates; the deploy itself is the small part, and beyond the soak "
-            "it does not depend on the configuration.")
+            "poll phase, dominates; the deploy itself is the small part. The due time counts "
+            "from the history row's `finished`, kept in whole seconds: a promotion can come "
+            "up to 1 s before PROMOTE_AFTER has passed, one poll earlier than k says.")
 
 
 def main(argv: list[str] | None = None) -> int:
