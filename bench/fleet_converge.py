@@ -29,6 +29,7 @@ import argparse
 import datetime as dt
 import json
 import math
+import random
 import secrets
 import signal
 import statistics
@@ -70,7 +71,7 @@ class Cell:
         return f"poll {self.poll:g} s, PROMOTE_AFTER {self.after:g} s, soak {self.soak:g} s"
 
 
-def grid(quick: bool) -> list[Cell]:
+def grid(quick: bool) -> list[Cell]:  # the base first, then one parameter changed at a time
     if quick:
         return [Cell(2, 2, 0.5), Cell(5, 2, 0.5), Cell(2, 5, 0.5), Cell(2, 2, 3)]
     return [Cell(5, 5, 0.5), Cell(15, 5, 0.5), Cell(5, 30, 0.5), Cell(5, 5, 3)]
@@ -92,18 +93,20 @@ def ring(bed: Any, nodes: list[fleet.Node], uid: str, repo: str, tmp: Path) -> l
 
 
 def start(sites: list[NodeSite], cell: Cell, tag: str) -> list[subprocess.Popen[str]]:
-    """One daemon per host, its output to a log file of its own (read after each run)."""
+    """One daemon per host, its output to a log file of its own; the followers started at
+    random offsets within a poll, so that their poll phases are not the canary's."""
     over = {"POLL_INTERVAL": f"{cell.poll:g}s", "HEALTH_SOAK": f"{cell.soak:g}"}
-    procs = []
+    procs, t = [], time.monotonic()
+    at = [0.0, *sorted(random.uniform(0, cell.poll) for _ in sites[1:])]
     for i, s in enumerate(sites):
+        time.sleep(max(0.0, t + at[i] - time.monotonic()))
         run = {**FAST, "TRACK": "stable", "RUNTIME_DIRECTORY": str(s.tmp / "run")}
         if i == 0:
             run = canary_config(s, f"{cell.after:g}s")
         cfg = s.write_config(**{**run, **over})
-        log = open(s.tmp / f"agent-{tag}.log", "w")  # noqa: SIM115 - the daemon's, closed below
-        p = subprocess.Popen(s.argv(cfg, "run"), stdout=log, stderr=subprocess.STDOUT,
-                             text=True, cwd=s.tmp)
-        log.close()
+        with open(s.tmp / f"agent-{tag}.log", "w") as log:
+            p = subprocess.Popen(s.argv(cfg, "run"), stdout=log, stderr=subprocess.STDOUT,
+                                 text=True, cwd=s.tmp)
         s.procs.append(p)
         procs.append(p)
     return procs
@@ -203,8 +206,8 @@ def idle(sites: list[NodeSite], seconds: float) -> dict[str, Counter[str]]:
     """Each host's registry requests in an idle window, by its source address."""
     mark = AccessLog()
     time.sleep(seconds)
-    by_host: dict[str, Counter[str]] = {s.node.name: Counter() for s in sites if s.node}
     names = {s.node.source: s.node.name for s in sites if s.node}
+    by_host: dict[str, Counter[str]] = {n: Counter() for n in names.values()}
     for addr, method, uri, status in mark.served_from(sites[0].repo):
         if addr in names:
             path = uri.split("?")[0].split("/")
@@ -224,7 +227,6 @@ def measure(bed: Any, sites: list[NodeSite], cells: list[Cell], runs: int,
             idle_s: float) -> tuple[list[Run], dict[str, Counter[str]]]:
     out: list[Run] = []
     counts: dict[str, Counter[str]] = {}
-    n = 1
     for ci, cell in enumerate(cells):
         tag = f"c{ci}"
         procs = start(sites, cell, tag)
@@ -232,8 +234,7 @@ def measure(bed: Any, sites: list[NodeSite], cells: list[Cell], runs: int,
             time.sleep(min(cell.poll, 5) + 1)  # every daemon past its first poll
             alive(sites, procs, tag)
             for _ in range(runs):
-                n += 1
-                out.append(one_run(bed, sites, cell, f"v{n}", tag))
+                out.append(one_run(bed, sites, cell, f"v{len(out) + 2}", tag))
                 print(f"{cell.label}: {out[-1].figures}", flush=True)
             if ci == 0:
                 counts = idle(sites, idle_s)
@@ -315,7 +316,8 @@ bed's engine {before['docker']} building and pushing, each of the {NODES} fleet 
 dockerd 26 in its own network namespace; the bed's registry (token auth) on loopback, reached \
 from each node through `testbed.fleet_forward`. The ring: a canary on n1 (`TRACK=main`, \
 `PROMOTE_TO=stable`), followers on n2..n4 (`TRACK=stable`), each a `twilight-agent run` \
-daemon in its node's netns; health interval 0.3 s, poll jitter the agent's own. Each run \
+daemon in its node's netns, the followers started at random offsets within a poll of the \
+canary (their poll phases are their own); health interval 0.3 s. Each run \
 pushes only a new good build's `sha-` tag, then moves `main` with one manifest PUT (t0). \
 Serving: the host's app first answers `ok <version>` on `/healthz` (sampled every \
 {SAMPLE_S:g} s over the fleet bridge); done: its `deploy_finished` log line (after the \
