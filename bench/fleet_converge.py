@@ -249,13 +249,13 @@ def model(cell: Cell, hop: float) -> tuple[float, float]:
 
 
 def locked(cell: Cell, hop: float) -> tuple[int, float, float, float]:
-    """The canary promotes at its k-th poll after the one that found the build (its polls
-    keep their rate: k = ceil((hop + PROMOTE_AFTER) / interval)); then push -> last done is
-    (k + 1) intervals + hop on average, k to k + 2 at the extremes: (k, avg, min, max).
-    Interval: poll x 1.05 on average, the agent adding 0-10 % jitter to each."""
+    """The canary promotes at its k-th poll after the one that found the build, k = ceil((hop +
+    PROMOTE_AFTER) / interval): push -> last done is (1/2 + k + 3/4) intervals + hop on
+    average, k to k + 2 at the extremes: (k, avg, min, max); interval: poll x 1.05 (jitter)."""
     mean = cell.poll * 1.05
     k = math.ceil((hop + cell.after) / mean)
-    return k, (k + 1) * mean + hop, k * cell.poll + hop, (k + 2) * cell.poll * 1.1 + hop
+    last = (NODES - 1) / NODES  # the longest of NODES - 1 waits uniform in [0, 1) interval
+    return k, (k + 0.5 + last) * mean + hop, k * cell.poll + hop, (k + 2) * cell.poll * 1.1 + hop
 
 
 def med_max(xs: list[float]) -> str:
@@ -328,9 +328,9 @@ each wait at worst. The second knows that a promotion is made by a poll of the c
 the first at or after its due time, and that the canary's polls keep their rate through \
 a deploy: it promotes at its k-th poll after the one that found the build, k = \
 ceil((hop + PROMOTE_AFTER) / interval), so push -> last follower done is the canary's \
-detection wait + k intervals + the followers' wait + hop: (k + 1) intervals + hop on \
-average (interval: poll x 1.05, the agent adding 0-10 % jitter to each), from k polls to \
-k + 2 jittered ones + hop.
+detection wait (1/2 an interval) + k intervals + the last follower's wait (3/4: the longest \
+of 3 uniform waits) + hop on average (interval: poll x 1.05, the agent adding 0-10 % \
+jitter to each), from k polls to k + 2 jittered ones + hop.
 
 {table(results, cells)}
 
