@@ -64,6 +64,13 @@ def _epoch(iso: str) -> float:
     return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
+def _ended_by(iso: str) -> float:
+    """The latest instant a history time of whole seconds can stand for (the deploy ended
+    within that second): a wait counted from it is never short."""
+    t = dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    return t.timestamp() + (1.0 if t.microsecond == 0 else 0.0)
+
+
 class Promoter:
     """One canary's promotions. Cheap to construct: the pusher is built on first use."""
 
@@ -113,7 +120,8 @@ class Promoter:
 
     def _scheduled(self) -> Promotion | None:
         """The promotion of the build this host runs, recorded on first sight with its due
-        time (the deploy's history ``finished`` + PROMOTE_AFTER); None when there is none
+        time (the end of the second of the deploy's history ``finished`` + PROMOTE_AFTER: it
+        may come up to 1 s late, never early); None when there is none
         (a deploy in flight, a build this host did not deploy)."""
         if self.store.open_journal() is not None:
             return None
@@ -130,7 +138,7 @@ class Promoter:
         self.promotions.drop_waiting(f"superseded by {current.label}", keep=current.digest)
         p = self.promotions.put(Promotion(
             id=f"promote-{new_deploy_id()}", digest=str(current.digest), tag=current.tag,
-            to_tag=self.config.to_tag, due=_epoch(row.finished) + self.config.after,
+            to_tag=self.config.to_tag, due=_ended_by(row.finished) + self.config.after,
             step=WAITING))
         log.info("promotion_scheduled", digest=p.digest, tag=p.tag, to_tag=p.to_tag,
                  due=dt.datetime.fromtimestamp(p.due, dt.timezone.utc).isoformat())

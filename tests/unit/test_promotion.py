@@ -115,11 +115,12 @@ def bed(tmp_path: Path) -> Bed:
 
 def test_the_wait_is_recorded_once_and_survives_a_restart(bed: Bed) -> None:
     p = bed.promoter().tick()
-    assert p is not None and (p.step, p.due) == ("waiting", T0 + 60)
-    bed.now = T0 + 59
+    # finished 12:00:00 in whole seconds: it ended before 12:00:01, so 60 s later is due
+    assert p is not None and (p.step, p.due) == ("waiting", T0 + 1 + 60)
+    bed.now = T0 + 60.5  # 60 s after 12:00:00.5 would be too soon
     assert bed.promoter().tick().step == "waiting"  # type: ignore[union-attr]
     assert (bed.pusher.heads, bed.pusher.puts) == (0, [])  # no request while it waits
-    bed.now = T0 + 60
+    bed.now = T0 + 61
     done = bed.promoter().tick()
     assert done is not None and done.step == "promoted"
     assert bed.pusher.puts == [("stable", digest(2))]
@@ -202,7 +203,7 @@ def test_a_build_no_longer_running_is_dropped_and_a_new_deploy_supersedes(bed: B
     bed.target.running = release(3)
     p = bed.promoter().tick()
     assert p is not None and (p.step, p.digest, p.due) == ("waiting", str(digest(3)),
-                                                            T0 + 300 + 60)
+                                                            T0 + 300 + 1 + 60)
 
 
 def test_nothing_is_scheduled_for_a_build_this_host_did_not_deploy(tmp_path: Path) -> None:
