@@ -64,11 +64,14 @@ def _epoch(iso: str) -> float:
     return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
-def _ended_by(iso: str) -> float:
-    """The latest instant a history time of whole seconds can stand for (the deploy ended
-    within that second): a wait counted from it is never short."""
-    t = dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
-    return t.timestamp() + (1.0 if t.microsecond == 0 else 0.0)
+def _due(finished: str, after: float) -> float:
+    """``after`` seconds from the end of the second the deploy finished in (the history
+    keeps whole seconds): a wait that may be up to 1 s long, never short. No wait
+    (``after`` 0) is due at once."""
+    t = dt.datetime.fromisoformat(finished.replace("Z", "+00:00"))
+    if after <= 0:
+        return t.timestamp()
+    return t.timestamp() + (1.0 if t.microsecond == 0 else 0.0) + after
 
 
 class Promoter:
@@ -138,7 +141,7 @@ class Promoter:
         self.promotions.drop_waiting(f"superseded by {current.label}", keep=current.digest)
         p = self.promotions.put(Promotion(
             id=f"promote-{new_deploy_id()}", digest=str(current.digest), tag=current.tag,
-            to_tag=self.config.to_tag, due=_ended_by(row.finished) + self.config.after,
+            to_tag=self.config.to_tag, due=_due(row.finished, self.config.after),
             step=WAITING))
         log.info("promotion_scheduled", digest=p.digest, tag=p.tag, to_tag=p.to_tag,
                  due=dt.datetime.fromtimestamp(p.due, dt.timezone.utc).isoformat())

@@ -194,6 +194,14 @@ def test_a_pinned_older_build_is_not_promoted_over_the_tag(tmp_path: Path) -> No
     assert bed.pusher.puts == []
 
 
+def test_no_wait_is_due_at_once(tmp_path: Path) -> None:
+    b = Bed(tmp_path)
+    deployed(b.store, 2)
+    p = Promoter(PromoteConfig("stable", 0.0), b.store, b.target, EventBus([b.sink]),
+                 lambda: b.pusher, WallClock(lambda: b.now)).tick()
+    assert p is not None and p.step == "promoted", p  # PROMOTE_AFTER=0: the same poll
+
+
 def test_a_build_no_longer_running_is_dropped_and_a_new_deploy_supersedes(bed: Bed) -> None:
     bed.promoter().tick()
     bed.target.running = release(9)
