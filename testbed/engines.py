@@ -124,7 +124,8 @@ def running_key() -> str | None:
     return key_of(str(v["Version"])) if v else None
 
 
-def _cmdline(pid: int) -> str:
+def cmdline(pid: int) -> str:
+    """A process's command line, arguments joined by spaces; empty once it is gone."""
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
@@ -134,8 +135,8 @@ def _cmdline(pid: int) -> str:
 def dockerd_pids() -> list[int]:
     """The bed's own dockerd (the one on ``/var/run/docker.sock``), never a fleet node's."""
     found = subprocess.run(["pidof", "dockerd"], capture_output=True, text=True, check=False)
-    return [int(p) for p in found.stdout.split()
-            if f"unix://{SOCKET}" in _cmdline(int(p)) or "--host" not in _cmdline(int(p))]
+    lines = {int(p): cmdline(int(p)) for p in found.stdout.split()}
+    return [p for p, cmd in lines.items() if f"unix://{SOCKET}" in cmd or "--host" not in cmd]
 
 
 # ----------------------------------------------------------------------- fetching 26
@@ -292,7 +293,7 @@ def _stop_managed_containerd() -> None:
         found = subprocess.run(["pgrep", "-f", r"^containerd --config .*/containerd\.toml"],
                                capture_output=True, text=True, check=False)
         pids = [int(p) for p in found.stdout.split()  # a fleet node's is its own business
-                if f"{RUN}/fleet/" not in _cmdline(int(p))]
+                if f"{RUN}/fleet/" not in cmdline(int(p))]
         if not pids:
             return
         time.sleep(0.2)

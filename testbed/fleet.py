@@ -25,14 +25,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import docker
 
-from testbed import engines
+from testbed import engines, services
 from testbed.services import engine_pings
 from testbed.util import BedError, wait_until
 
@@ -172,7 +171,8 @@ def _make_node_net(node: Node) -> None:
     _ip("-n", ns, "route", "add", "default", "via", f"{NET}.1")
 
 
-def _start_dockerd(node: Node, timeout: float = 90) -> None:
+def start_node(node: Node, timeout: float = 90) -> None:
+    """Start the node's dockerd (again: the same roots) and wait until it answers."""
     node.run.mkdir(parents=True, exist_ok=True)
     node.data.mkdir(parents=True, exist_ok=True)
     (node.data / "daemon.json").write_text("{}\n")
@@ -219,45 +219,30 @@ def up(n: int) -> list[Node]:
     for node in ns:
         _make_node_net(node)
     with ThreadPoolExecutor(max_workers=n) as pool:
-        list(pool.map(_start_dockerd, ns))
+        list(pool.map(start_node, ns))
     FleetState(nodes=n, forwarder=_start_forwarder(ns)).save()
     return ns
 
 
 def _stop(pid: int, timeout: float) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    if pid in _CHILDREN:
-        child = _CHILDREN.pop(pid)
-        try:
-            child.wait(timeout)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait(10)
+    child = _CHILDREN.pop(pid, None)
+    if child is None:  # a dockerd, containerd or shim: nobody's child here
+        services._kill(pid, timeout)
         return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-
-
-def _stop_node(node: Node, timeout: float) -> None:
-    pid = node.dockerd_pid()
-    if pid:
-        _stop(pid, timeout)
+    child.terminate()
+    try:
+        child.wait(timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait(10)
 
 
 def stop_node(node: Node, timeout: float = 60) -> None:
     """Stop one node's dockerd (SIGTERM; its containers stop with it): a host that went
     away. ``start_node`` brings it back with the same roots."""
-    _stop_node(node, timeout)
+    pid = node.dockerd_pid()
+    if pid:
+        _stop(pid, timeout)
 
 
 def kill_node(node: Node) -> None:
@@ -278,20 +263,13 @@ def _is_zombie(pid: int) -> bool:
         return True
 
 
-def start_node(node: Node, timeout: float = 90) -> None:
-    _start_dockerd(node, timeout)
-
-
 def fleet_pids() -> list[int]:
     """Every process of the fleet: its dockerds, their containerds and shims, the forwarder."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
+        cmd = engines.cmdline(int(entry.name))
         if str(RUN) in cmd or str(DATA) in cmd or "testbed.fleet_forward" in cmd:
             found.append(int(entry.name))
     return [p for p in found if p != os.getpid()]
@@ -335,7 +313,7 @@ def down(timeout: float = 60) -> list[str]:
     if st and st.forwarder:
         _stop(st.forwarder, 10)
     with ThreadPoolExecutor(max_workers=len(ns)) as pool:
-        list(pool.map(lambda n: _stop_node(n, timeout), ns))
+        list(pool.map(lambda n: stop_node(n, timeout), ns))
     for pid in fleet_pids():  # a containerd or shim that outlived its dockerd
         _stop(pid, 10)
     for m in sorted(_mounts(), key=len, reverse=True):
@@ -346,8 +324,9 @@ def down(timeout: float = 60) -> list[str]:
     for name in _namespaces():
         subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=30,
                        check=False)
-    while _iptables("-C", "FORWARD", *FORWARD_RULE):
-        _iptables("-D", "FORWARD", *FORWARD_RULE)
+    for _ in range(10):  # each -D removes one copy; leftovers() reports any that stays
+        if not _iptables("-D", "FORWARD", *FORWARD_RULE):
+            break
     shutil.rmtree(RUN, ignore_errors=True)
     shutil.rmtree(DATA, ignore_errors=True)
     return leftovers()

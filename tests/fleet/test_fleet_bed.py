@@ -5,14 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import docker
 import httpx
 import pytest
 
-from testbed import fleet
+from testbed import engines, fleet
 from testbed.accesslog import AccessLog
 from testbed.services import REGISTRY_HOST
 
@@ -60,8 +59,8 @@ def test_each_node_is_its_own_engine_and_pulls_through_its_own_address(
             assert img.digest in str(c.images.get(f"{img.ref}:main").attrs["RepoDigests"])
         seen["netns"].add(_netns_inode(pid))
         seen["root"].add(info["DockerRootDir"])
-        containerd = [p for p in fleet.fleet_pids()
-                      if f"{node.run}/containerd" in _cmd(p) and "containerd --config" in _cmd(p)]
+        containerd = [p for p in fleet.fleet_pids() if f"containerd --config {node.run}/"
+                      in engines.cmdline(p)]
         assert len(containerd) == 1, (node.name, containerd)
         seen["containerd"].add(containerd[0])
     assert all(len(v) == len(nodes) for v in seen.values()), seen
@@ -70,10 +69,3 @@ def test_each_node_is_its_own_engine_and_pulls_through_its_own_address(
     assert by == {n.source for n in nodes}, by  # each node asked for itself
     with pytest.raises(docker.errors.ImageNotFound):  # and the bed's engine holds nothing
         bed.docker.images.get(f"{REGISTRY_HOST}/{img.repo}:main")
-
-
-def _cmd(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
