@@ -60,10 +60,6 @@ class PromoteConfig:
     after: float  # seconds
 
 
-def _epoch(iso: str) -> float:
-    return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
-
-
 def _due(finished: str, after: float) -> float:
     """``after`` seconds from the end of the second the deploy finished in (the history
     keeps whole seconds): a wait that may be up to 1 s long, never short. No wait
